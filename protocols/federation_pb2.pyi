@@ -1,0 +1,447 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class CompareOp(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    COMPARE_UNSPECIFIED: _ClassVar[CompareOp]
+    EQ: _ClassVar[CompareOp]
+    NE: _ClassVar[CompareOp]
+    LT: _ClassVar[CompareOp]
+    LE: _ClassVar[CompareOp]
+    GT: _ClassVar[CompareOp]
+    GE: _ClassVar[CompareOp]
+
+class AggregateFunction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    AGGREGATE_UNSPECIFIED: _ClassVar[AggregateFunction]
+    COUNT: _ClassVar[AggregateFunction]
+    COUNT_DISTINCT: _ClassVar[AggregateFunction]
+    SUM: _ClassVar[AggregateFunction]
+    AVG: _ClassVar[AggregateFunction]
+
+class ColumnKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    COLUMN_UNSPECIFIED: _ClassVar[ColumnKind]
+    CATEGORY: _ClassVar[ColumnKind]
+    NUMERIC: _ClassVar[ColumnKind]
+    DATE: _ClassVar[ColumnKind]
+    IDENTIFIER: _ClassVar[ColumnKind]
+COMPARE_UNSPECIFIED: CompareOp
+EQ: CompareOp
+NE: CompareOp
+LT: CompareOp
+LE: CompareOp
+GT: CompareOp
+GE: CompareOp
+AGGREGATE_UNSPECIFIED: AggregateFunction
+COUNT: AggregateFunction
+COUNT_DISTINCT: AggregateFunction
+SUM: AggregateFunction
+AVG: AggregateFunction
+COLUMN_UNSPECIFIED: ColumnKind
+CATEGORY: ColumnKind
+NUMERIC: ColumnKind
+DATE: ColumnKind
+IDENTIFIER: ColumnKind
+
+class Value(_message.Message):
+    __slots__ = ("text", "integer", "real", "boolean")
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    INTEGER_FIELD_NUMBER: _ClassVar[int]
+    REAL_FIELD_NUMBER: _ClassVar[int]
+    BOOLEAN_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    integer: int
+    real: float
+    boolean: bool
+    def __init__(self, text: _Optional[str] = ..., integer: _Optional[int] = ..., real: _Optional[float] = ..., boolean: _Optional[bool] = ...) -> None: ...
+
+class Comparison(_message.Message):
+    __slots__ = ("column", "op", "value")
+    COLUMN_FIELD_NUMBER: _ClassVar[int]
+    OP_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    column: str
+    op: CompareOp
+    value: Value
+    def __init__(self, column: _Optional[str] = ..., op: _Optional[_Union[CompareOp, str]] = ..., value: _Optional[_Union[Value, _Mapping]] = ...) -> None: ...
+
+class InList(_message.Message):
+    __slots__ = ("column", "values", "negated")
+    COLUMN_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    NEGATED_FIELD_NUMBER: _ClassVar[int]
+    column: str
+    values: _containers.RepeatedCompositeFieldContainer[Value]
+    negated: bool
+    def __init__(self, column: _Optional[str] = ..., values: _Optional[_Iterable[_Union[Value, _Mapping]]] = ..., negated: _Optional[bool] = ...) -> None: ...
+
+class Between(_message.Message):
+    __slots__ = ("column", "low", "high")
+    COLUMN_FIELD_NUMBER: _ClassVar[int]
+    LOW_FIELD_NUMBER: _ClassVar[int]
+    HIGH_FIELD_NUMBER: _ClassVar[int]
+    column: str
+    low: Value
+    high: Value
+    def __init__(self, column: _Optional[str] = ..., low: _Optional[_Union[Value, _Mapping]] = ..., high: _Optional[_Union[Value, _Mapping]] = ...) -> None: ...
+
+class FilterList(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[Filter]
+    def __init__(self, items: _Optional[_Iterable[_Union[Filter, _Mapping]]] = ...) -> None: ...
+
+class Filter(_message.Message):
+    __slots__ = ("compare", "in_list", "between", "all_of", "any_of", "negate")
+    COMPARE_FIELD_NUMBER: _ClassVar[int]
+    IN_LIST_FIELD_NUMBER: _ClassVar[int]
+    BETWEEN_FIELD_NUMBER: _ClassVar[int]
+    ALL_OF_FIELD_NUMBER: _ClassVar[int]
+    ANY_OF_FIELD_NUMBER: _ClassVar[int]
+    NEGATE_FIELD_NUMBER: _ClassVar[int]
+    compare: Comparison
+    in_list: InList
+    between: Between
+    all_of: FilterList
+    any_of: FilterList
+    negate: Filter
+    def __init__(self, compare: _Optional[_Union[Comparison, _Mapping]] = ..., in_list: _Optional[_Union[InList, _Mapping]] = ..., between: _Optional[_Union[Between, _Mapping]] = ..., all_of: _Optional[_Union[FilterList, _Mapping]] = ..., any_of: _Optional[_Union[FilterList, _Mapping]] = ..., negate: _Optional[_Union[Filter, _Mapping]] = ...) -> None: ...
+
+class Aggregate(_message.Message):
+    __slots__ = ("function", "column", "alias")
+    FUNCTION_FIELD_NUMBER: _ClassVar[int]
+    COLUMN_FIELD_NUMBER: _ClassVar[int]
+    ALIAS_FIELD_NUMBER: _ClassVar[int]
+    function: AggregateFunction
+    column: str
+    alias: str
+    def __init__(self, function: _Optional[_Union[AggregateFunction, str]] = ..., column: _Optional[str] = ..., alias: _Optional[str] = ...) -> None: ...
+
+class PrivacyRequest(_message.Message):
+    __slots__ = ("epsilon", "rho")
+    EPSILON_FIELD_NUMBER: _ClassVar[int]
+    RHO_FIELD_NUMBER: _ClassVar[int]
+    epsilon: float
+    rho: float
+    def __init__(self, epsilon: _Optional[float] = ..., rho: _Optional[float] = ...) -> None: ...
+
+class QuerySpec(_message.Message):
+    __slots__ = ("dataset", "node", "group_by", "aggregates", "filter", "min_nodes", "privacy", "project")
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    GROUP_BY_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATES_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    MIN_NODES_FIELD_NUMBER: _ClassVar[int]
+    PRIVACY_FIELD_NUMBER: _ClassVar[int]
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    dataset: str
+    node: str
+    group_by: _containers.RepeatedScalarFieldContainer[str]
+    aggregates: _containers.RepeatedCompositeFieldContainer[Aggregate]
+    filter: Filter
+    min_nodes: int
+    privacy: PrivacyRequest
+    project: str
+    def __init__(self, dataset: _Optional[str] = ..., node: _Optional[str] = ..., group_by: _Optional[_Iterable[str]] = ..., aggregates: _Optional[_Iterable[_Union[Aggregate, _Mapping]]] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., min_nodes: _Optional[int] = ..., privacy: _Optional[_Union[PrivacyRequest, _Mapping]] = ..., project: _Optional[str] = ...) -> None: ...
+
+class Cell(_message.Message):
+    __slots__ = ("sum", "count", "noise_sd", "count_noise_sd")
+    SUM_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    NOISE_SD_FIELD_NUMBER: _ClassVar[int]
+    COUNT_NOISE_SD_FIELD_NUMBER: _ClassVar[int]
+    sum: float
+    count: float
+    noise_sd: float
+    count_noise_sd: float
+    def __init__(self, sum: _Optional[float] = ..., count: _Optional[float] = ..., noise_sd: _Optional[float] = ..., count_noise_sd: _Optional[float] = ...) -> None: ...
+
+class GroupResult(_message.Message):
+    __slots__ = ("key", "cells", "suppressed", "suppression_rule")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    CELLS_FIELD_NUMBER: _ClassVar[int]
+    SUPPRESSED_FIELD_NUMBER: _ClassVar[int]
+    SUPPRESSION_RULE_FIELD_NUMBER: _ClassVar[int]
+    key: _containers.RepeatedCompositeFieldContainer[Value]
+    cells: _containers.RepeatedCompositeFieldContainer[Cell]
+    suppressed: bool
+    suppression_rule: str
+    def __init__(self, key: _Optional[_Iterable[_Union[Value, _Mapping]]] = ..., cells: _Optional[_Iterable[_Union[Cell, _Mapping]]] = ..., suppressed: _Optional[bool] = ..., suppression_rule: _Optional[str] = ...) -> None: ...
+
+class NodeCost(_message.Message):
+    __slots__ = ("epsilon", "rho", "delta")
+    EPSILON_FIELD_NUMBER: _ClassVar[int]
+    RHO_FIELD_NUMBER: _ClassVar[int]
+    DELTA_FIELD_NUMBER: _ClassVar[int]
+    epsilon: float
+    rho: float
+    delta: float
+    def __init__(self, epsilon: _Optional[float] = ..., rho: _Optional[float] = ..., delta: _Optional[float] = ...) -> None: ...
+
+class QueryResult(_message.Message):
+    __slots__ = ("groups", "cost", "audit_digest")
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    COST_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    groups: _containers.RepeatedCompositeFieldContainer[GroupResult]
+    cost: NodeCost
+    audit_digest: str
+    def __init__(self, groups: _Optional[_Iterable[_Union[GroupResult, _Mapping]]] = ..., cost: _Optional[_Union[NodeCost, _Mapping]] = ..., audit_digest: _Optional[str] = ...) -> None: ...
+
+class Refusal(_message.Message):
+    __slots__ = ("node", "rule", "reason")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    rule: str
+    reason: str
+    def __init__(self, node: _Optional[str] = ..., rule: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ColumnInfo(_message.Message):
+    __slots__ = ("name", "kind", "domain", "lower", "upper", "id_type", "description")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    LOWER_FIELD_NUMBER: _ClassVar[int]
+    UPPER_FIELD_NUMBER: _ClassVar[int]
+    ID_TYPE_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    kind: ColumnKind
+    domain: _containers.RepeatedCompositeFieldContainer[Value]
+    lower: float
+    upper: float
+    id_type: str
+    description: str
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[ColumnKind, str]] = ..., domain: _Optional[_Iterable[_Union[Value, _Mapping]]] = ..., lower: _Optional[float] = ..., upper: _Optional[float] = ..., id_type: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
+
+class DatasetInfo(_message.Message):
+    __slots__ = ("node", "name", "description", "columns", "privacy_unit", "max_rows_per_unit", "operations", "min_group_size", "controller")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    PRIVACY_UNIT_FIELD_NUMBER: _ClassVar[int]
+    MAX_ROWS_PER_UNIT_FIELD_NUMBER: _ClassVar[int]
+    OPERATIONS_FIELD_NUMBER: _ClassVar[int]
+    MIN_GROUP_SIZE_FIELD_NUMBER: _ClassVar[int]
+    CONTROLLER_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    name: str
+    description: str
+    columns: _containers.RepeatedCompositeFieldContainer[ColumnInfo]
+    privacy_unit: str
+    max_rows_per_unit: int
+    operations: _containers.RepeatedScalarFieldContainer[str]
+    min_group_size: int
+    controller: str
+    def __init__(self, node: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., columns: _Optional[_Iterable[_Union[ColumnInfo, _Mapping]]] = ..., privacy_unit: _Optional[str] = ..., max_rows_per_unit: _Optional[int] = ..., operations: _Optional[_Iterable[str]] = ..., min_group_size: _Optional[int] = ..., controller: _Optional[str] = ...) -> None: ...
+
+class Hello(_message.Message):
+    __slots__ = ("node_id", "datasets", "version")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    DATASETS_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    datasets: _containers.RepeatedCompositeFieldContainer[DatasetInfo]
+    version: str
+    def __init__(self, node_id: _Optional[str] = ..., datasets: _Optional[_Iterable[_Union[DatasetInfo, _Mapping]]] = ..., version: _Optional[str] = ...) -> None: ...
+
+class Heartbeat(_message.Message):
+    __slots__ = ("sent_unix_ms",)
+    SENT_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    sent_unix_ms: int
+    def __init__(self, sent_unix_ms: _Optional[int] = ...) -> None: ...
+
+class JobRequest(_message.Message):
+    __slots__ = ("job_id", "query", "requested_by")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    REQUESTED_BY_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    query: QuerySpec
+    requested_by: str
+    def __init__(self, job_id: _Optional[str] = ..., query: _Optional[_Union[QuerySpec, _Mapping]] = ..., requested_by: _Optional[str] = ...) -> None: ...
+
+class JobResponse(_message.Message):
+    __slots__ = ("job_id", "result", "refusal")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    REFUSAL_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    result: QueryResult
+    refusal: Refusal
+    def __init__(self, job_id: _Optional[str] = ..., result: _Optional[_Union[QueryResult, _Mapping]] = ..., refusal: _Optional[_Union[Refusal, _Mapping]] = ...) -> None: ...
+
+class NodeMessage(_message.Message):
+    __slots__ = ("hello", "heartbeat", "response")
+    HELLO_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    hello: Hello
+    heartbeat: Heartbeat
+    response: JobResponse
+    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., response: _Optional[_Union[JobResponse, _Mapping]] = ...) -> None: ...
+
+class Welcome(_message.Message):
+    __slots__ = ("coordinator_id", "heartbeat_seconds")
+    COORDINATOR_ID_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    coordinator_id: str
+    heartbeat_seconds: int
+    def __init__(self, coordinator_id: _Optional[str] = ..., heartbeat_seconds: _Optional[int] = ...) -> None: ...
+
+class CoordinatorMessage(_message.Message):
+    __slots__ = ("welcome", "job", "reject")
+    WELCOME_FIELD_NUMBER: _ClassVar[int]
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    REJECT_FIELD_NUMBER: _ClassVar[int]
+    welcome: Welcome
+    job: JobRequest
+    reject: Refusal
+    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., job: _Optional[_Union[JobRequest, _Mapping]] = ..., reject: _Optional[_Union[Refusal, _Mapping]] = ...) -> None: ...
+
+class NodesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class NodeStatus(_message.Message):
+    __slots__ = ("node_id", "connected", "last_seen_unix_ms", "datasets", "connected_since_unix_ms")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    CONNECTED_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEEN_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    DATASETS_FIELD_NUMBER: _ClassVar[int]
+    CONNECTED_SINCE_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    connected: bool
+    last_seen_unix_ms: int
+    datasets: _containers.RepeatedScalarFieldContainer[str]
+    connected_since_unix_ms: int
+    def __init__(self, node_id: _Optional[str] = ..., connected: _Optional[bool] = ..., last_seen_unix_ms: _Optional[int] = ..., datasets: _Optional[_Iterable[str]] = ..., connected_since_unix_ms: _Optional[int] = ...) -> None: ...
+
+class NodesResponse(_message.Message):
+    __slots__ = ("nodes",)
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    nodes: _containers.RepeatedCompositeFieldContainer[NodeStatus]
+    def __init__(self, nodes: _Optional[_Iterable[_Union[NodeStatus, _Mapping]]] = ...) -> None: ...
+
+class DatasetsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class DatasetsResponse(_message.Message):
+    __slots__ = ("datasets",)
+    DATASETS_FIELD_NUMBER: _ClassVar[int]
+    datasets: _containers.RepeatedCompositeFieldContainer[DatasetInfo]
+    def __init__(self, datasets: _Optional[_Iterable[_Union[DatasetInfo, _Mapping]]] = ...) -> None: ...
+
+class QueryRequest(_message.Message):
+    __slots__ = ("spec", "timeout_seconds", "sql")
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    SQL_FIELD_NUMBER: _ClassVar[int]
+    spec: QuerySpec
+    timeout_seconds: float
+    sql: str
+    def __init__(self, spec: _Optional[_Union[QuerySpec, _Mapping]] = ..., timeout_seconds: _Optional[float] = ..., sql: _Optional[str] = ...) -> None: ...
+
+class CombinedCell(_message.Message):
+    __slots__ = ("value", "noise_sd", "ci_low", "ci_high", "suppressed")
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    NOISE_SD_FIELD_NUMBER: _ClassVar[int]
+    CI_LOW_FIELD_NUMBER: _ClassVar[int]
+    CI_HIGH_FIELD_NUMBER: _ClassVar[int]
+    SUPPRESSED_FIELD_NUMBER: _ClassVar[int]
+    value: float
+    noise_sd: float
+    ci_low: float
+    ci_high: float
+    suppressed: bool
+    def __init__(self, value: _Optional[float] = ..., noise_sd: _Optional[float] = ..., ci_low: _Optional[float] = ..., ci_high: _Optional[float] = ..., suppressed: _Optional[bool] = ...) -> None: ...
+
+class CombinedRow(_message.Message):
+    __slots__ = ("key", "cells", "suppressed", "suppressed_by")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    CELLS_FIELD_NUMBER: _ClassVar[int]
+    SUPPRESSED_FIELD_NUMBER: _ClassVar[int]
+    SUPPRESSED_BY_FIELD_NUMBER: _ClassVar[int]
+    key: _containers.RepeatedCompositeFieldContainer[Value]
+    cells: _containers.RepeatedCompositeFieldContainer[CombinedCell]
+    suppressed: bool
+    suppressed_by: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, key: _Optional[_Iterable[_Union[Value, _Mapping]]] = ..., cells: _Optional[_Iterable[_Union[CombinedCell, _Mapping]]] = ..., suppressed: _Optional[bool] = ..., suppressed_by: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class NodeOutcome(_message.Message):
+    __slots__ = ("node", "status", "reason", "cost", "audit_digest")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    COST_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    status: str
+    reason: str
+    cost: NodeCost
+    audit_digest: str
+    def __init__(self, node: _Optional[str] = ..., status: _Optional[str] = ..., reason: _Optional[str] = ..., cost: _Optional[_Union[NodeCost, _Mapping]] = ..., audit_digest: _Optional[str] = ...) -> None: ...
+
+class QueryResponse(_message.Message):
+    __slots__ = ("job_id", "columns", "rows", "nodes", "ok", "error", "error_rule")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    OK_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    ERROR_RULE_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    columns: _containers.RepeatedScalarFieldContainer[str]
+    rows: _containers.RepeatedCompositeFieldContainer[CombinedRow]
+    nodes: _containers.RepeatedCompositeFieldContainer[NodeOutcome]
+    ok: bool
+    error: str
+    error_rule: str
+    def __init__(self, job_id: _Optional[str] = ..., columns: _Optional[_Iterable[str]] = ..., rows: _Optional[_Iterable[_Union[CombinedRow, _Mapping]]] = ..., nodes: _Optional[_Iterable[_Union[NodeOutcome, _Mapping]]] = ..., ok: _Optional[bool] = ..., error: _Optional[str] = ..., error_rule: _Optional[str] = ...) -> None: ...
+
+class JobsRequest(_message.Message):
+    __slots__ = ("limit", "project")
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    limit: int
+    project: str
+    def __init__(self, limit: _Optional[int] = ..., project: _Optional[str] = ...) -> None: ...
+
+class JobRecord(_message.Message):
+    __slots__ = ("job_id", "requested_by", "created_unix_ms", "spec_json", "status", "result_digest", "nodes", "sql")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUESTED_BY_FIELD_NUMBER: _ClassVar[int]
+    CREATED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    SPEC_JSON_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    RESULT_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    SQL_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    requested_by: str
+    created_unix_ms: int
+    spec_json: str
+    status: str
+    result_digest: str
+    nodes: _containers.RepeatedCompositeFieldContainer[NodeOutcome]
+    sql: str
+    def __init__(self, job_id: _Optional[str] = ..., requested_by: _Optional[str] = ..., created_unix_ms: _Optional[int] = ..., spec_json: _Optional[str] = ..., status: _Optional[str] = ..., result_digest: _Optional[str] = ..., nodes: _Optional[_Iterable[_Union[NodeOutcome, _Mapping]]] = ..., sql: _Optional[str] = ...) -> None: ...
+
+class JobsResponse(_message.Message):
+    __slots__ = ("jobs",)
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    jobs: _containers.RepeatedCompositeFieldContainer[JobRecord]
+    def __init__(self, jobs: _Optional[_Iterable[_Union[JobRecord, _Mapping]]] = ...) -> None: ...
