@@ -1,0 +1,36 @@
+"""Coordinator configuration (see docs/config.md)."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from protocols.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class CoordinatorConfig:
+    listen: str = "127.0.0.1:7100"
+    state_dir: Path = Path("state/coordinator")
+    node_timeout_seconds: float = 10.0
+    heartbeat_seconds: float = 5.0
+    max_message_bytes: int = 4 * 1024 * 1024
+
+
+def load_coordinator_config(path: str | Path) -> CoordinatorConfig:
+    p = Path(path).resolve()
+    try:
+        raw = tomllib.loads(p.read_text()).get("coordinator", {})
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {p}", rule="config_missing") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: not valid TOML ({exc})") from None
+    state = Path(str(raw.get("state_dir", "state/coordinator")))
+    return CoordinatorConfig(
+        listen=str(raw.get("listen", "127.0.0.1:7100")),
+        state_dir=state if state.is_absolute() else (p.parent / state).resolve(),
+        node_timeout_seconds=float(raw.get("node_timeout_seconds", 10)),
+        heartbeat_seconds=float(raw.get("heartbeat_seconds", 5)),
+        max_message_bytes=int(raw.get("max_message_bytes", 4 * 1024 * 1024)),
+    )

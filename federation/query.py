@@ -1,0 +1,216 @@
+"""Parse the analyst's SQL subset into a declarative job spec.
+
+Accepted: ``SELECT <group columns>, COUNT(*), COUNT(DISTINCT unit), SUM(col), AVG(col)
+FROM [node.]dataset [WHERE ...] [GROUP BY <columns>]``. The text is parsed with sqlglot and never
+leaves the analyst's machine: only the resulting ``QuerySpec`` message is sent. Whether a column
+exists, may be grouped, or a value is in its domain is decided by each node against its own schema.
+"""
+
+from __future__ import annotations
+
+from sqlglot import exp, parse
+from sqlglot.errors import ParseError, TokenError
+
+from protocols import federation_pb2 as pb
+from protocols.errors import QueryError
+
+MAX_SQL_CHARS = 20_000
+
+_COMPARE = {
+    exp.EQ: pb.EQ,
+    exp.NEQ: pb.NE,
+    exp.LT: pb.LT,
+    exp.LTE: pb.LE,
+    exp.GT: pb.GT,
+    exp.GTE: pb.GE,
+}
+# Flip the operator when the literal stands on the left: 2023 < year  ==  year > 2023.
+_FLIP = {pb.EQ: pb.EQ, pb.NE: pb.NE, pb.LT: pb.GT, pb.LE: pb.GE, pb.GT: pb.LT, pb.GE: pb.LE}
+
+_UNSUPPORTED_CLAUSES = {
+    "joins": "JOIN",
+    "having": "HAVING",
+    "order": "ORDER BY",
+    "limit": "LIMIT",
+    "offset": "OFFSET",
+    "with_": "WITH",
+    "distinct": "SELECT DISTINCT",
+    "qualify": "QUALIFY",
+    "windows": "WINDOW",
+}
+
+
+def _column_name(node: exp.Expression, where: str) -> str:
+    if isinstance(node, exp.Paren):
+        return _column_name(node.this, where)
+    if not isinstance(node, exp.Column):
+        raise QueryError("unsupported_expression", f"{where}: expected a column name, got '{node.sql()}'")
+    if node.table:
+        raise QueryError(
+            "unsupported_expression", f"{where}: write the column without a table prefix: '{node.name}'"
+        )
+    return node.name.lower()
+
+
+def literal_value(node: exp.Expression, where: str) -> pb.Value:
+    """Turn a SQL literal into a wire ``Value``; anything else is refused."""
+    if isinstance(node, exp.Paren):
+        return literal_value(node.this, where)
+    if isinstance(node, exp.Neg) and isinstance(node.this, exp.Literal) and not node.this.is_string:
+        inner = literal_value(node.this, where)
+        if inner.HasField("integer"):
+            return pb.Value(integer=-inner.integer)
+        return pb.Value(real=-inner.real)
+    if isinstance(node, exp.Boolean):
+        return pb.Value(boolean=bool(node.this))
+    if isinstance(node, exp.Literal):
+        if node.is_string:
+            return pb.Value(text=node.this)
+        text = node.this
+        try:
+            number = int(text)
+        except ValueError:
+            try:
+                return pb.Value(real=float(text))
+            except ValueError:
+                raise QueryError("malformed_sql", f"{where}: '{text}' is not a number") from None
+        if not -(2**63) <= number < 2**63:
+            raise QueryError("malformed_sql", f"{where}: number {text} is out of range")
+        return pb.Value(integer=number)
+    raise QueryError("unsupported_expression", f"{where}: expected a literal value, got '{node.sql()}'")
+
+
+def _filter(node: exp.Expression) -> pb.Filter:
+    if isinstance(node, exp.Paren):
+        return _filter(node.this)
+    if isinstance(node, exp.And | exp.Or):
+        items = [_filter(part) for part in node.flatten()]
+        group = pb.FilterList(items=items)
+        return pb.Filter(all_of=group) if isinstance(node, exp.And) else pb.Filter(any_of=group)
+    if isinstance(node, exp.Not):
+        inner = node.this.this if isinstance(node.this, exp.Paren) else node.this
+        if isinstance(inner, exp.In):
+            f = _filter(inner)
+            f.in_list.negated = not f.in_list.negated
+            return f
+        return pb.Filter(negate=_filter(node.this))
+    for kind, op in _COMPARE.items():
+        if isinstance(node, kind):
+            left, right = node.this, node.expression
+            if isinstance(right, exp.Column | exp.Paren) and not isinstance(left, exp.Column):
+                left, right, op = right, left, _FLIP[op]
+            column = _column_name(left, "WHERE")
+            return pb.Filter(compare=pb.Comparison(column=column, op=op, value=literal_value(right, "WHERE")))
+    if isinstance(node, exp.In):
+        if node.args.get("query") is not None:
+            raise QueryError("unsupported_expression", "WHERE: subqueries are not allowed in IN (...)")
+        column = _column_name(node.this, "WHERE")
+        values = [literal_value(v, "WHERE") for v in node.expressions]
+        if not values:
+            raise QueryError("malformed_sql", f"WHERE: IN list for '{column}' is empty")
+        return pb.Filter(in_list=pb.InList(column=column, values=values))
+    if isinstance(node, exp.Between):
+        column = _column_name(node.this, "WHERE")
+        return pb.Filter(
+            between=pb.Between(
+                column=column,
+                low=literal_value(node.args["low"], "WHERE"),
+                high=literal_value(node.args["high"], "WHERE"),
+            )
+        )
+    raise QueryError(
+        "unsupported_expression",
+        f"WHERE: only comparisons, IN, BETWEEN, AND, OR and NOT are allowed, not '{node.sql()}'",
+    )
+
+
+def _aggregate(node: exp.Expression, alias: str) -> pb.Aggregate:
+    if isinstance(node, exp.Count):
+        arg = node.this
+        if isinstance(arg, exp.Star):
+            return pb.Aggregate(function=pb.COUNT, alias=alias or "count")
+        if isinstance(arg, exp.Distinct) and len(arg.expressions) == 1:
+            column = _column_name(arg.expressions[0], "COUNT(DISTINCT ...)")
+            return pb.Aggregate(function=pb.COUNT_DISTINCT, column=column, alias=alias or f"distinct_{column}")
+        raise QueryError(
+            "unsupported_aggregate",
+            f"SELECT: only COUNT(*) and COUNT(DISTINCT <privacy unit>) are allowed, not '{node.sql()}'",
+        )
+    if isinstance(node, exp.Sum | exp.Avg):
+        column = _column_name(node.this, f"SELECT {node.key.upper()}(...)")
+        function = pb.SUM if isinstance(node, exp.Sum) else pb.AVG
+        return pb.Aggregate(function=function, column=column, alias=alias or f"{node.key}_{column}")
+    raise QueryError(
+        "unsupported_aggregate",
+        f"SELECT: '{node.sql()}' is not allowed; use group columns, COUNT(*), COUNT(DISTINCT unit), "
+        "SUM(col) or AVG(col)",
+    )
+
+
+def parse_query(sql: str) -> pb.QuerySpec:
+    """Parse ``sql`` into a ``QuerySpec``; raise ``QueryError`` naming the rule on anything else."""
+    if not isinstance(sql, str) or not sql.strip():
+        raise QueryError("malformed_sql", "the query is empty")
+    if len(sql) > MAX_SQL_CHARS:
+        raise QueryError("oversized_request", f"the query is {len(sql)} characters; the limit is {MAX_SQL_CHARS}")
+    try:
+        statements = [s for s in parse(sql) if s is not None]
+    except (ParseError, TokenError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else "syntax error"
+        raise QueryError("malformed_sql", f"cannot parse the query: {first}") from None
+    except RecursionError:
+        raise QueryError("malformed_sql", "the query is nested too deeply") from None
+    if len(statements) != 1:
+        raise QueryError("malformed_sql", "exactly one SELECT statement is allowed")
+    tree = statements[0]
+    if not isinstance(tree, exp.Select):
+        raise QueryError("malformed_sql", f"only SELECT is allowed, not {tree.key.upper()}")
+    for arg, label in _UNSUPPORTED_CLAUSES.items():
+        if tree.args.get(arg):
+            raise QueryError("unsupported_clause", f"{label} is not supported")
+
+    source = tree.args.get("from_") or tree.args.get("from")
+    if source is None or not isinstance(source.this, exp.Table):
+        raise QueryError("malformed_sql", "FROM must name one dataset, e.g. FROM declarations")
+    table: exp.Table = source.this
+    if table.catalog:
+        raise QueryError("malformed_sql", f"FROM '{table.sql()}': use dataset or node.dataset")
+    spec = pb.QuerySpec(dataset=table.name.lower(), node=(table.db or "").lower())
+
+    group = tree.args.get("group")
+    group_by = [_column_name(g, "GROUP BY") for g in group.expressions] if group else []
+    if len(set(group_by)) != len(group_by):
+        raise QueryError("malformed_sql", "GROUP BY names a column twice")
+    spec.group_by.extend(group_by)
+
+    seen_aliases: set[str] = set()
+    selected_groups: list[str] = []
+    for item in tree.expressions:
+        alias = item.alias if isinstance(item, exp.Alias) else ""
+        node = item.this if isinstance(item, exp.Alias) else item
+        if isinstance(node, exp.Star):
+            raise QueryError("raw_rows", "SELECT * would return raw rows; select aggregates instead")
+        if isinstance(node, exp.Column):
+            column = _column_name(node, "SELECT")
+            if column not in group_by:
+                raise QueryError(
+                    "raw_rows",
+                    f"SELECT: column '{column}' is not in GROUP BY; raw values never leave a node",
+                )
+            selected_groups.append(column)
+            continue
+        aggregate = _aggregate(node, alias.lower())
+        if aggregate.alias in seen_aliases or aggregate.alias in group_by:
+            raise QueryError("malformed_sql", f"SELECT: output name '{aggregate.alias}' is used twice")
+        seen_aliases.add(aggregate.alias)
+        spec.aggregates.append(aggregate)
+    if not spec.aggregates:
+        raise QueryError("raw_rows", "SELECT needs at least one aggregate (COUNT, SUM or AVG)")
+
+    where = tree.args.get("where")
+    if where is not None:
+        try:
+            spec.filter.CopyFrom(_filter(where.this))
+        except RecursionError:
+            raise QueryError("malformed_sql", "WHERE is nested too deeply") from None
+    return spec

@@ -1,0 +1,220 @@
+"""Node configuration: datasets, their declared schema, the vocabulary mapping and the policy.
+
+The operator's config is the last word on what a node serves (see docs/config.md).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from protocols.errors import ConfigError
+
+OPERATIONS = ("count", "count_distinct", "sum", "avg")
+COLUMN_KINDS = ("category", "numeric", "date", "identifier")
+SOURCE_KINDS = ("csv", "parquet", "postgres")
+ID_TYPES = ("kvk", "person", "iban", "postcode", "text")
+
+CategoryValue = str | int
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    local: str
+    kind: str
+    domain: tuple[CategoryValue, ...] = ()
+    codes: dict[str, CategoryValue] = field(default_factory=dict)
+    bounds: tuple[float, float] | None = None
+    id_type: str = ""
+    description: str = ""
+
+    def local_codes_for(self, value: CategoryValue) -> list[Any]:
+        """Local codes that mean the shared ``value`` (the value itself when no codes are mapped)."""
+        if not self.codes:
+            return [value]
+        return [local for local, shared in self.codes.items() if shared == value]
+
+
+@dataclass(frozen=True)
+class Policy:
+    min_group_size: int = 10
+    operations: tuple[str, ...] = OPERATIONS
+    max_groups: int = 2000
+    dp_required: bool = False
+    default_epsilon: float = 1.0
+    max_epsilon: float = 5.0
+    release: str = "plain"
+
+
+@dataclass(frozen=True)
+class Source:
+    kind: str
+    path: Path | None = None
+    dsn: str = ""
+    table: str = ""
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    source: Source
+    columns: dict[str, Column]
+    privacy_unit: str
+    max_rows_per_unit: int
+    policy: Policy
+    exposed: bool = True
+    description: str = ""
+    controller: str = ""
+
+    def column(self, name: str) -> Column | None:
+        return self.columns.get(name)
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    node_id: str
+    coordinator: str
+    state_dir: Path
+    datasets: dict[str, Dataset]
+    policy: Policy
+    heartbeat_seconds: float = 5.0
+    path: Path | None = None
+
+
+def _require(table: dict[str, Any], key: str, where: str) -> Any:
+    if key not in table:
+        raise ConfigError(f"{where}: missing required key '{key}'")
+    return table[key]
+
+
+def _policy(raw: dict[str, Any], base: Policy, where: str) -> Policy:
+    known = set(Policy.__dataclass_fields__)
+    unknown = set(raw) - known
+    if unknown:
+        raise ConfigError(f"{where}: unknown policy key(s) {sorted(unknown)}")
+    values = {k: raw.get(k, getattr(base, k)) for k in known}
+    values["operations"] = tuple(values["operations"])
+    bad = [op for op in values["operations"] if op not in OPERATIONS]
+    if bad:
+        raise ConfigError(f"{where}: unknown operation(s) {bad}; allowed: {list(OPERATIONS)}")
+    if int(values["min_group_size"]) < 1:
+        raise ConfigError(f"{where}: min_group_size must be at least 1")
+    if values["release"] not in ("plain", "secure"):
+        raise ConfigError(f"{where}: release must be 'plain' or 'secure'")
+    return Policy(**values)
+
+
+def _column(raw: dict[str, Any], where: str) -> Column:
+    name = str(_require(raw, "name", where))
+    kind = str(_require(raw, "kind", f"{where} column {name}"))
+    if kind not in COLUMN_KINDS:
+        raise ConfigError(f"{where} column {name}: kind must be one of {list(COLUMN_KINDS)}")
+    here = f"{where} column {name}"
+    domain: tuple[CategoryValue, ...] = ()
+    bounds = None
+    if kind == "category":
+        domain = tuple(_require(raw, "domain", here))
+        if not domain:
+            raise ConfigError(f"{here}: a category column needs a non-empty public domain")
+    if kind == "numeric":
+        lo, hi = _require(raw, "bounds", here)
+        if not float(lo) < float(hi):
+            raise ConfigError(f"{here}: bounds must be [lower, upper] with lower < upper")
+        bounds = (float(lo), float(hi))
+    codes = {str(k): v for k, v in dict(raw.get("codes", {})).items()}
+    missing = [v for v in codes.values() if v not in domain]
+    if missing:
+        raise ConfigError(f"{here}: codes map to values outside the domain: {missing}")
+    id_type = str(raw.get("id_type", "text" if kind == "identifier" else ""))
+    if kind == "identifier" and id_type not in ID_TYPES:
+        raise ConfigError(f"{here}: id_type must be one of {list(ID_TYPES)}")
+    return Column(
+        name=name,
+        local=str(raw.get("local", name)),
+        kind=kind,
+        domain=domain,
+        codes=codes,
+        bounds=bounds,
+        id_type=id_type,
+        description=str(raw.get("description", "")),
+    )
+
+
+def _source(raw: dict[str, Any], base: Path, where: str) -> Source:
+    kind = str(_require(raw, "kind", f"{where} source"))
+    if kind not in SOURCE_KINDS:
+        raise ConfigError(f"{where} source: kind must be one of {list(SOURCE_KINDS)}")
+    if kind == "postgres":
+        return Source(
+            kind=kind,
+            dsn=str(_require(raw, "dsn", f"{where} source")),
+            table=str(_require(raw, "table", f"{where} source")),
+        )
+    path = Path(str(_require(raw, "path", f"{where} source")))
+    return Source(kind=kind, path=path if path.is_absolute() else (base / path).resolve())
+
+
+def _dataset(raw: dict[str, Any], base: Path, policy: Policy) -> Dataset:
+    name = str(_require(raw, "name", "dataset"))
+    where = f"dataset {name}"
+    columns = [_column(c, where) for c in raw.get("columns", [])]
+    by_name = {c.name: c for c in columns}
+    if len(by_name) != len(columns):
+        raise ConfigError(f"{where}: duplicate column names")
+    unit = str(_require(raw, "privacy_unit", where))
+    if unit not in by_name or by_name[unit].kind != "identifier":
+        raise ConfigError(f"{where}: privacy_unit '{unit}' must name an identifier column")
+    max_rows = int(raw.get("max_rows_per_unit", 1))
+    if max_rows < 1:
+        raise ConfigError(f"{where}: max_rows_per_unit must be at least 1")
+    return Dataset(
+        name=name,
+        source=_source(_require(raw, "source", where), base, where),
+        columns=by_name,
+        privacy_unit=unit,
+        max_rows_per_unit=max_rows,
+        policy=_policy(raw.get("policy", {}), policy, f"{where} policy"),
+        exposed=bool(raw.get("exposed", True)),
+        description=str(raw.get("description", "")),
+        controller=str(raw.get("controller", "")),
+    )
+
+
+def parse_node_config(raw: dict[str, Any], base: Path, path: Path | None = None) -> NodeConfig:
+    node = _require(raw, "node", "config")
+    node_id = str(_require(node, "id", "[node]"))
+    if not node_id.replace("_", "").replace("-", "").isalnum():
+        raise ConfigError(f"[node] id '{node_id}' may only hold letters, digits, '-' and '_'")
+    policy = _policy(raw.get("policy", {}), Policy(), "[policy]")
+    datasets = [_dataset(d, base, policy) for d in raw.get("datasets", [])]
+    by_name = {d.name: d for d in datasets}
+    if len(by_name) != len(datasets):
+        raise ConfigError("config: duplicate dataset names")
+    state = Path(str(node.get("state_dir", f"state/{node_id}")))
+    return NodeConfig(
+        node_id=node_id,
+        coordinator=str(node.get("coordinator", "127.0.0.1:7100")),
+        state_dir=state if state.is_absolute() else (base / state).resolve(),
+        datasets=by_name,
+        policy=policy,
+        heartbeat_seconds=float(node.get("heartbeat_seconds", 5)),
+        path=path,
+    )
+
+
+def load_toml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}", rule="config_missing") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+
+
+def load_node_config(path: str | Path) -> NodeConfig:
+    p = Path(path).resolve()
+    return parse_node_config(load_toml(p), p.parent, p)

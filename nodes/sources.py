@@ -1,0 +1,122 @@
+"""The node's data sources: CSV/Parquet files through DuckDB, or tables inside PostgreSQL.
+
+File sources are loaded once into the node's in-memory DuckDB at start-up, so queries do not
+re-parse files. PostgreSQL queries run inside the partner's database (SQL pushed down).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import duckdb
+
+from nodes.config import Dataset, NodeConfig
+from nodes.sqlgen import DUCKDB, POSTGRES, build_sql, quote_ident, table_name
+from nodes.validate import Plan
+from protocols.errors import FederationError
+
+
+class SourceError(FederationError):
+    """A data source cannot be read; the message names the dataset, never the data."""
+
+
+class DataSources:
+    """Runs checked plans against the configured sources and returns exact per-group aggregates."""
+
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self._duck = duckdb.connect(":memory:")
+        self._duck_lock = threading.Lock()
+        self._pg_local = threading.local()
+        # Datasets whose rows per unit never exceed the declared maximum need no truncation step.
+        self._within_bound: dict[str, bool] = {}
+        for dataset in config.datasets.values():
+            if dataset.exposed:
+                self._load(dataset)
+
+    def _load(self, dataset: Dataset) -> None:
+        src = dataset.source
+        if src.kind == "postgres":
+            self._within_bound[dataset.name] = False
+            return
+        if src.path is None or not src.path.exists():
+            raise SourceError(
+                "source_unavailable",
+                f"dataset {dataset.name}: source file {src.path} does not exist",
+                node=self.config.node_id,
+            )
+        ids = {c.local: "VARCHAR" for c in dataset.columns.values() if c.kind == "identifier"}
+        name = quote_ident(table_name(dataset))
+        try:
+            if src.kind == "csv":
+                self._duck.execute(
+                    f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM read_csv(?, header=true, types=?)",
+                    [str(src.path), ids],
+                )
+            else:
+                self._duck.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM read_parquet(?)", [str(src.path)])
+            present = {row[0] for row in self._duck.execute(f"DESCRIBE {name}").fetchall()}
+        except duckdb.Error as exc:
+            raise SourceError(
+                "source_unavailable",
+                f"dataset {dataset.name}: cannot read {src.path} ({type(exc).__name__})",
+                node=self.config.node_id,
+            ) from None
+        missing = sorted(c.local for c in dataset.columns.values() if c.local not in present)
+        if missing:
+            raise SourceError(
+                "config",
+                f"dataset {dataset.name}: declared columns missing from {src.path.name}: {missing}",
+                node=self.config.node_id,
+            )
+        unit = quote_ident(dataset.columns[dataset.privacy_unit].local)
+        top = self._duck.execute(f"SELECT max(c) FROM (SELECT count(*) AS c FROM {name} GROUP BY {unit})").fetchone()
+        self._within_bound[dataset.name] = top is not None and (top[0] or 0) <= dataset.max_rows_per_unit
+
+    def _pg(self, dsn: str) -> Any:
+        import psycopg
+
+        conns: dict[str, Any] = getattr(self._pg_local, "conns", None) or {}
+        self._pg_local.conns = conns
+        conn = conns.get(dsn)
+        if conn is None or conn.closed:
+            conn = psycopg.connect(dsn, autocommit=True, connect_timeout=5)
+            conns[dsn] = conn
+        return conn
+
+    def run(self, plan: Plan) -> list[tuple[Any, ...]]:
+        dataset = plan.dataset
+        truncate = not self._within_bound.get(dataset.name, False)
+        if dataset.source.kind == "postgres":
+            import psycopg
+
+            sql, params = build_sql(plan, POSTGRES, truncate=True)
+            try:
+                with self._pg(dataset.source.dsn).cursor() as cur:
+                    cur.execute(sql, params)
+                    return list(cur.fetchall())
+            except psycopg.Error as exc:
+                getattr(self._pg_local, "conns", {}).pop(dataset.source.dsn, None)
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise SourceError(
+                    "source_unavailable",
+                    f"dataset {dataset.name}: PostgreSQL query failed ({first})",
+                    node=self.config.node_id,
+                ) from None
+        sql, params = build_sql(plan, DUCKDB, truncate=truncate)
+        try:
+            with self._duck_lock:
+                cursor = self._duck.cursor()
+            return cursor.execute(sql, params).fetchall()
+        except duckdb.Error as exc:
+            raise SourceError(
+                "source_unavailable",
+                f"dataset {dataset.name}: query failed in DuckDB ({type(exc).__name__})",
+                node=self.config.node_id,
+            ) from None
+
+    def close(self) -> None:
+        for conn in getattr(self._pg_local, "conns", {}).values():
+            conn.close()
+        self._duck.close()

@@ -1,0 +1,156 @@
+"""Generate the node's own SQL for a checked plan, for DuckDB or PostgreSQL, with bound parameters.
+
+Analyst text never reaches an engine: identifiers come from the operator's config (quoted), and
+every value is a bound parameter. The query applies the release-path protections inside the
+engine, close to the data:
+
+* local codes are mapped to the shared vocabulary (``CASE``), unmapped codes drop out;
+* numeric values are clamped to their declared bounds;
+* rows per privacy unit are truncated to ``max_rows_per_unit`` after filtering.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from nodes.config import Column, Dataset
+from nodes.validate import Plan, python_value
+from protocols import federation_pb2 as pb
+
+_OPS = {pb.EQ: "=", pb.NE: "<>", pb.LT: "<", pb.LE: "<=", pb.GT: ">", pb.GE: ">="}
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+@dataclass
+class Dialect:
+    name: str
+    placeholder: str
+    double: str
+
+    def table(self, dataset: Dataset) -> str:
+        if self.name == "postgres":
+            return ".".join(quote_ident(part) for part in dataset.source.table.split("."))
+        return quote_ident(table_name(dataset))
+
+
+DUCKDB = Dialect("duckdb", "?", "DOUBLE")
+POSTGRES = Dialect("postgres", "%s", "DOUBLE PRECISION")
+
+
+def table_name(dataset: Dataset) -> str:
+    """The name under which a file source is registered in the node's DuckDB."""
+    return f"ds_{dataset.name}"
+
+
+@dataclass
+class _Builder:
+    dialect: Dialect
+    params: list[Any] = field(default_factory=list)
+
+    def bind(self, value: Any) -> str:
+        self.params.append(value)
+        return self.dialect.placeholder
+
+    def shared(self, column: Column) -> str:
+        """The column as a shared-vocabulary expression."""
+        local = quote_ident(column.local)
+        if column.kind == "category" and column.codes:
+            arms = []
+            for value in column.domain:
+                codes = column.local_codes_for(value)
+                if not codes:
+                    continue
+                cast = f"CAST({local} AS VARCHAR)" if self.dialect.name == "duckdb" else f"CAST({local} AS TEXT)"
+                listed = ", ".join(self.bind(str(code)) for code in codes)
+                arms.append(f"WHEN {cast} IN ({listed}) THEN {self.bind(value)}")
+            return f"(CASE {' '.join(arms)} END)" if arms else "NULL"
+        if column.kind == "date":
+            return f"CAST({local} AS DATE)"
+        if column.kind == "numeric":
+            return f"CAST({local} AS {self.dialect.double})"
+        return local
+
+    def value(self, column: Column, value: pb.Value) -> str:
+        v = python_value(value)
+        if isinstance(v, bool):
+            v = int(v)
+        if column.kind == "date":
+            return f"CAST({self.bind(v)} AS DATE)"
+        if column.kind == "numeric":
+            return f"CAST({self.bind(float(v))} AS {self.dialect.double})"
+        return self.bind(v)
+
+    def filter(self, f: pb.Filter, dataset: Dataset) -> str:
+        kind = f.WhichOneof("kind")
+        if kind == "compare":
+            column = dataset.columns[f.compare.column]
+            return f"{self.shared(column)} {_OPS[f.compare.op]} {self.value(column, f.compare.value)}"
+        if kind == "in_list":
+            column = dataset.columns[f.in_list.column]
+            listed = ", ".join(self.value(column, v) for v in f.in_list.values)
+            negated = "NOT " if f.in_list.negated else ""
+            return f"{self.shared(column)} {negated}IN ({listed})"
+        if kind == "between":
+            column = dataset.columns[f.between.column]
+            low, high = self.value(column, f.between.low), self.value(column, f.between.high)
+            return f"{self.shared(column)} BETWEEN {low} AND {high}"
+        if kind in ("all_of", "any_of"):
+            joiner = " AND " if kind == "all_of" else " OR "
+            return "(" + joiner.join(self.filter(item, dataset) for item in getattr(f, kind).items) + ")"
+        if kind == "negate":
+            # A NULL (unmapped code) must not turn into a match under NOT.
+            return f"COALESCE(NOT ({self.filter(f.negate, dataset)}), FALSE)"
+        raise ValueError("empty filter term")  # validate() refuses this first
+
+
+def build_sql(plan: Plan, dialect: Dialect, truncate: bool = True) -> tuple[str, list[Any]]:
+    """Return ``(sql, params)``. Output columns: g0..gN, n_rows, n_units, then per aggregate s_i, c_i."""
+    b = _Builder(dialect)
+    ds = plan.dataset
+    unit = quote_ident(ds.columns[ds.privacy_unit].local)
+    select = [f"{unit} AS u"]
+    for i, column in enumerate(plan.group_columns):
+        select.append(f"{b.shared(column)} AS g{i}")
+    numeric: dict[str, str] = {}
+    for agg in plan.aggregates:
+        if agg.column is not None and agg.column.kind == "numeric" and agg.column.name not in numeric:
+            alias = f"v{len(numeric)}"
+            lo, hi = agg.column.bounds or (0.0, 0.0)
+            raw = f"CAST({quote_ident(agg.column.local)} AS {dialect.double})"
+            select.append(
+                f"LEAST(GREATEST({raw}, CAST({b.bind(lo)} AS {dialect.double})), "
+                f"CAST({b.bind(hi)} AS {dialect.double})) AS {alias}"
+            )
+            numeric[agg.column.name] = alias
+    where = [f"{unit} IS NOT NULL"]
+    if plan.filter is not None:
+        where.append(b.filter(plan.filter, ds))
+    base = f"SELECT {', '.join(select)} FROM {dialect.table(ds)} WHERE {' AND '.join(where)}"
+
+    groups = [f"g{i}" for i in range(len(plan.group_columns))]
+    outer = list(groups) + ["COUNT(*) AS n_rows", "COUNT(DISTINCT u) AS n_units"]
+    for i, agg in enumerate(plan.aggregates):
+        if agg.column is not None and agg.column.name in numeric:
+            v = numeric[agg.column.name]
+            outer.append(f"SUM({v}) AS s{i}")
+            outer.append(f"COUNT({v}) AS c{i}")
+    keep = [f"{g} IS NOT NULL" for g in groups]
+    if truncate:
+        # Which rows of a unit are kept must not depend on the analyst's choices: order by the
+        # unit's own values, so the same data always gives the same bounded contribution.
+        order = ", ".join(["u"] + [c.split(" AS ")[-1] for c in select[1:]]) or "u"
+        bounded = f"SELECT *, ROW_NUMBER() OVER (PARTITION BY u ORDER BY {order}) AS rn FROM ({base}) AS base"
+        keep.insert(0, f"rn <= {b.bind(ds.max_rows_per_unit)}")
+        source = f"({bounded}) AS bounded"
+    else:
+        source = f"({base}) AS base"
+    sql = f"SELECT {', '.join(outer)} FROM {source}"
+    if keep:
+        sql += f" WHERE {' AND '.join(keep)}"
+    if groups:
+        sql += f" GROUP BY {', '.join(groups)}"
+    return sql, b.params

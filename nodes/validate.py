@@ -1,0 +1,210 @@
+"""Check a job spec against the node's declared schema and policy, producing a checked plan.
+
+Everything the analyst sends is untrusted. A spec that names an unknown or unexposed dataset, an
+unknown column, an identifier, a value outside a public domain or an operation the policy does
+not allow is refused with the rule that fired.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+from dataclasses import dataclass
+
+from nodes.config import CategoryValue, Column, Dataset, NodeConfig
+from protocols import federation_pb2 as pb
+from protocols.errors import FederationError
+
+MAX_FILTER_TERMS = 200
+MAX_AGGREGATES = 20
+
+_OPERATION = {pb.COUNT: "count", pb.COUNT_DISTINCT: "count_distinct", pb.SUM: "sum", pb.AVG: "avg"}
+_RANGE_OPS = {pb.LT, pb.LE, pb.GT, pb.GE}
+
+
+class Refused(FederationError):
+    """The node refuses the job; ``rule`` names the policy rule or schema check that fired."""
+
+
+@dataclass(frozen=True)
+class AggregatePlan:
+    function: int
+    column: Column | None
+    alias: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    dataset: Dataset
+    group_columns: tuple[Column, ...]
+    aggregates: tuple[AggregatePlan, ...]
+    filter: pb.Filter | None
+    keys: tuple[tuple[CategoryValue, ...], ...]
+
+
+def python_value(value: pb.Value) -> CategoryValue | float | bool:
+    kind = value.WhichOneof("kind")
+    if kind is None:
+        raise Refused("malformed_request", "a filter value is empty")
+    return getattr(value, kind)
+
+
+class _Checker:
+    def __init__(self, config: NodeConfig, dataset: Dataset) -> None:
+        self.node = config.node_id
+        self.dataset = dataset
+        self.terms = 0
+
+    def refuse(self, rule: str, message: str) -> Refused:
+        return Refused(rule, f"{message} (dataset {self.dataset.name})", node=self.node)
+
+    def column(self, name: str, use: str) -> Column:
+        column = self.dataset.column(name)
+        if column is None:
+            known = ", ".join(sorted(c.name for c in self.dataset.columns.values() if c.kind != "identifier"))
+            raise self.refuse("unknown_column", f"column '{name}' is not declared; known columns: {known}")
+        if column.kind == "identifier" and use != "count_distinct":
+            raise self.refuse(
+                "identifier_column",
+                f"column '{name}' is an identifier; identifiers are never grouped, filtered or output",
+            )
+        return column
+
+    def value_for(self, column: Column, value: pb.Value, op: int = pb.EQ) -> CategoryValue | float:
+        v = python_value(value)
+        if isinstance(v, bool):
+            v = int(v)
+        if column.kind == "category":
+            if op in _RANGE_OPS:
+                if not isinstance(v, int) or not all(isinstance(d, int) for d in column.domain):
+                    raise self.refuse(
+                        "unsupported_filter",
+                        f"column '{column.name}' is a text category; use =, <>, IN or NOT IN",
+                    )
+                return v
+            if v not in column.domain:
+                shown = ", ".join(repr(d) for d in column.domain[:12])
+                more = " ..." if len(column.domain) > 12 else ""
+                raise self.refuse(
+                    "value_outside_domain",
+                    f"value {v!r} is not in the public domain of column '{column.name}' ({shown}{more})",
+                )
+            return v
+        if column.kind == "numeric":
+            if not isinstance(v, int | float):
+                raise self.refuse("type_mismatch", f"column '{column.name}' is numeric; compare it to a number")
+            return float(v)
+        if column.kind == "date":
+            if not isinstance(v, str):
+                raise self.refuse("type_mismatch", f"column '{column.name}' is a date; use 'YYYY-MM-DD'")
+            try:
+                dt.date.fromisoformat(v)
+            except ValueError:
+                raise self.refuse("type_mismatch", f"'{v}' is not a date 'YYYY-MM-DD' for '{column.name}'") from None
+            return v
+        raise self.refuse("identifier_column", f"column '{column.name}' cannot be filtered")
+
+    def filter(self, f: pb.Filter) -> None:
+        self.terms += 1
+        if self.terms > MAX_FILTER_TERMS:
+            raise self.refuse("oversized_request", f"the filter has more than {MAX_FILTER_TERMS} terms")
+        kind = f.WhichOneof("kind")
+        if kind == "compare":
+            if f.compare.op not in pb.CompareOp.values() or f.compare.op == pb.COMPARE_UNSPECIFIED:
+                raise self.refuse("malformed_request", "a comparison has no operator")
+            column = self.column(f.compare.column, "filter")
+            self.value_for(column, f.compare.value, f.compare.op)
+        elif kind == "in_list":
+            column = self.column(f.in_list.column, "filter")
+            if not f.in_list.values:
+                raise self.refuse("malformed_request", f"the IN list for '{column.name}' is empty")
+            for value in f.in_list.values:
+                self.value_for(column, value)
+        elif kind == "between":
+            column = self.column(f.between.column, "filter")
+            if column.kind == "category":
+                self.value_for(column, f.between.low, pb.GE)
+                self.value_for(column, f.between.high, pb.LE)
+            else:
+                self.value_for(column, f.between.low)
+                self.value_for(column, f.between.high)
+        elif kind in ("all_of", "any_of"):
+            items = getattr(f, kind).items
+            if not items:
+                raise self.refuse("malformed_request", "an AND/OR has no terms")
+            for item in items:
+                self.filter(item)
+        elif kind == "negate":
+            self.filter(f.negate)
+        else:
+            raise self.refuse("malformed_request", "a filter term is empty")
+
+
+def validate(spec: pb.QuerySpec, config: NodeConfig) -> Plan:
+    """Return a checked plan for ``spec`` or raise ``Refused`` with the rule that fired."""
+    dataset = config.datasets.get(spec.dataset)
+    if dataset is None or not dataset.exposed:
+        raise Refused("dataset_not_exposed", f"dataset '{spec.dataset}' is not served here", node=config.node_id)
+    check = _Checker(config, dataset)
+    policy = dataset.policy
+    if not spec.aggregates:
+        raise check.refuse("raw_rows", "a query needs at least one aggregate")
+    if len(spec.aggregates) > MAX_AGGREGATES:
+        raise check.refuse("oversized_request", f"more than {MAX_AGGREGATES} aggregates")
+
+    groups: list[Column] = []
+    for name in spec.group_by:
+        column = check.column(name, "group")
+        if column.kind != "category":
+            raise check.refuse(
+                "not_groupable",
+                f"column '{name}' is {column.kind}; only category columns with a public domain can be grouped",
+            )
+        groups.append(column)
+    if len({c.name for c in groups}) != len(groups):
+        raise check.refuse("malformed_request", "GROUP BY names a column twice")
+
+    aggregates: list[AggregatePlan] = []
+    for agg in spec.aggregates:
+        operation = _OPERATION.get(agg.function)
+        if operation is None:
+            raise check.refuse("malformed_request", "an aggregate has no function")
+        if operation not in policy.operations:
+            raise check.refuse(
+                "operation_not_allowed",
+                f"operation {operation.upper()} is not allowed by policy (allowed: {', '.join(policy.operations)})",
+            )
+        column: Column | None = None
+        if agg.function == pb.COUNT_DISTINCT:
+            column = check.column(agg.column, "count_distinct")
+            if column.name != dataset.privacy_unit:
+                raise check.refuse(
+                    "unsupported_aggregate",
+                    f"COUNT(DISTINCT ...) is only allowed on the privacy unit '{dataset.privacy_unit}'",
+                )
+        elif agg.function in (pb.SUM, pb.AVG):
+            column = check.column(agg.column, "aggregate")
+            if column.kind != "numeric":
+                raise check.refuse(
+                    "not_numeric", f"{operation.upper()}({agg.column}) needs a numeric column with declared bounds"
+                )
+        aggregates.append(AggregatePlan(function=agg.function, column=column, alias=agg.alias or operation))
+
+    cells = 1
+    for column in groups:
+        cells *= len(column.domain)
+    if cells > policy.max_groups:
+        raise check.refuse(
+            "too_many_groups", f"the grouping has {cells} cells; the policy allows at most {policy.max_groups}"
+        )
+
+    if spec.HasField("filter"):
+        check.filter(spec.filter)
+    keys = tuple(itertools.product(*(c.domain for c in groups))) if groups else ((),)
+    return Plan(
+        dataset=dataset,
+        group_columns=tuple(groups),
+        aggregates=tuple(aggregates),
+        filter=spec.filter if spec.HasField("filter") else None,
+        keys=keys,
+    )
