@@ -143,6 +143,14 @@ def _serial_hex(serial: int) -> str:
     return format(serial, "x")
 
 
+def _new_serial() -> int:
+    # 64 random bits (the CA/Browser Forum minimum) keep serials short enough to type into 'revoke'.
+    serial = 0
+    while serial == 0:
+        serial = x509.random_serial_number() >> 95
+    return serial
+
+
 def _fingerprint(cert: x509.Certificate) -> str:
     return cert.fingerprint(hashes.SHA256()).hex()
 
@@ -344,7 +352,7 @@ def init_root(
         .subject_name(subject)
         .issuer_name(subject)
         .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
+        .serial_number(_new_serial())
         .not_valid_before(start - _CLOCK_SKEW)
         .not_valid_after(start + dt.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
@@ -488,7 +496,7 @@ def issue(
         .subject_name(x509.Name(attrs))
         .issuer_name(root_cert.subject)
         .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
+        .serial_number(_new_serial())
         .not_valid_before(start - _CLOCK_SKEW)
         .not_valid_after(start + dt.timedelta(days=days))
     )
