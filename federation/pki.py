@@ -340,8 +340,10 @@ def init_root(
     pki_dir = Path(dir)
     if (pki_dir / CA_CERT).exists() or (pki_dir / CA_KEY).exists():
         raise PkiError("exists", f"a root CA already exists in {pki_dir}; refusing to overwrite it")
-    pki_dir.mkdir(parents=True, exist_ok=True)
-    os.chmod(pki_dir, 0o700)
+    if not pki_dir.exists():
+        # Only a folder we create is locked down; an existing folder's mode is its owner's choice.
+        pki_dir.mkdir(parents=True, mode=0o700)
+        os.chmod(pki_dir, 0o700)
     (pki_dir / ISSUED_DIR).mkdir(exist_ok=True)
 
     start = _aware(now)
