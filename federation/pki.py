@@ -1,4 +1,4 @@
-"""Federation PKI: one root CA, per-partner and per-person certificates, a CRL, and mTLS helpers.
+"""Federation PKI: one root CA, per-partner and per-person certificates, a CRL, and gRPC mTLS credentials.
 
 Certificates follow RFC 5280 profiles (X.509 v3, CRL v2) and are used for TLS 1.3 mutual
 authentication (RFC 8446) between coordinator, nodes and users. Keys are EC P-256 with ECDSA/SHA-256,
@@ -126,7 +126,7 @@ class Kit:
     ca: Path
 
 
-# ---------------------------------------------------------------- small helpers
+# ---------------------------------------------------------------- internals
 
 
 def _utcnow() -> dt.datetime:
