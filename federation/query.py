@@ -131,7 +131,9 @@ def _aggregate(node: exp.Expression, alias: str) -> pb.Aggregate:
             return pb.Aggregate(function=pb.COUNT, alias=alias or "count")
         if isinstance(arg, exp.Distinct) and len(arg.expressions) == 1:
             column = _column_name(arg.expressions[0], "COUNT(DISTINCT ...)")
-            return pb.Aggregate(function=pb.COUNT_DISTINCT, column=column, alias=alias or f"distinct_{column}")
+            return pb.Aggregate(
+                function=pb.COUNT_DISTINCT, column=column, alias=alias or f"distinct_{column}"
+            )
         raise QueryError(
             "unsupported_aggregate",
             f"SELECT: only COUNT(*) and COUNT(DISTINCT <privacy unit>) are allowed, not '{node.sql()}'",
@@ -152,7 +154,9 @@ def parse_query(sql: str) -> pb.QuerySpec:
     if not isinstance(sql, str) or not sql.strip():
         raise QueryError("malformed_sql", "the query is empty")
     if len(sql) > MAX_SQL_CHARS:
-        raise QueryError("oversized_request", f"the query is {len(sql)} characters; the limit is {MAX_SQL_CHARS}")
+        raise QueryError(
+            "oversized_request", f"the query is {len(sql)} characters; the limit is {MAX_SQL_CHARS}"
+        )
     try:
         statements = [s for s in parse(sql) if s is not None]
     except (ParseError, TokenError) as exc:
@@ -164,7 +168,7 @@ def parse_query(sql: str) -> pb.QuerySpec:
         raise QueryError("malformed_sql", "exactly one SELECT statement is allowed")
     tree = statements[0]
     if not isinstance(tree, exp.Select):
-        raise QueryError("malformed_sql", f"only SELECT is allowed, not {tree.key.upper()}")
+        raise QueryError("malformed_sql", f"expected one SELECT statement, could not read '{sql.strip()[:60]}' as one")
     for arg, label in _UNSUPPORTED_CLAUSES.items():
         if tree.args.get(arg):
             raise QueryError("unsupported_clause", f"{label} is not supported")

@@ -381,18 +381,20 @@ class CombinedRow(_message.Message):
     def __init__(self, key: _Optional[_Iterable[_Union[Value, _Mapping]]] = ..., cells: _Optional[_Iterable[_Union[CombinedCell, _Mapping]]] = ..., suppressed: _Optional[bool] = ..., suppressed_by: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class NodeOutcome(_message.Message):
-    __slots__ = ("node", "status", "reason", "cost", "audit_digest")
+    __slots__ = ("node", "status", "reason", "cost", "audit_digest", "rule")
     NODE_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     COST_FIELD_NUMBER: _ClassVar[int]
     AUDIT_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
     node: str
     status: str
     reason: str
     cost: NodeCost
     audit_digest: str
-    def __init__(self, node: _Optional[str] = ..., status: _Optional[str] = ..., reason: _Optional[str] = ..., cost: _Optional[_Union[NodeCost, _Mapping]] = ..., audit_digest: _Optional[str] = ...) -> None: ...
+    rule: str
+    def __init__(self, node: _Optional[str] = ..., status: _Optional[str] = ..., reason: _Optional[str] = ..., cost: _Optional[_Union[NodeCost, _Mapping]] = ..., audit_digest: _Optional[str] = ..., rule: _Optional[str] = ...) -> None: ...
 
 class QueryResponse(_message.Message):
     __slots__ = ("job_id", "columns", "rows", "nodes", "ok", "error", "error_rule")

@@ -1,0 +1,115 @@
+"""Registry of connected nodes: their link, their public dataset metadata and their liveness."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+from protocols import federation_pb2 as pb
+
+
+class NodeGone(Exception):
+    """The node's link closed before it answered."""
+
+
+@dataclass
+class NodeSession:
+    node_id: str
+    datasets: list[pb.DatasetInfo]
+    outbox: queue.Queue[pb.CoordinatorMessage | None] = field(default_factory=queue.Queue)
+    pending: dict[str, Future[pb.JobResponse]] = field(default_factory=dict)
+    connected_since: float = field(default_factory=time.time)
+    last_seen: float = field(default_factory=time.time)
+    closed: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def send_job(self, job: pb.JobRequest) -> Future[pb.JobResponse]:
+        future: Future[pb.JobResponse] = Future()
+        with self.lock:
+            if self.closed.is_set():
+                future.set_exception(NodeGone(self.node_id))
+                return future
+            self.pending[job.job_id] = future
+        self.outbox.put(pb.CoordinatorMessage(job=job))
+        return future
+
+    def resolve(self, response: pb.JobResponse) -> None:
+        with self.lock:
+            future = self.pending.pop(response.job_id, None)
+        if future is not None and not future.done():
+            future.set_result(response)
+
+    def forget(self, job_id: str) -> None:
+        with self.lock:
+            self.pending.pop(job_id, None)
+
+    def close(self) -> None:
+        with self.lock:
+            self.closed.set()
+            pending, self.pending = self.pending, {}
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(NodeGone(self.node_id))
+        self.outbox.put(None)
+
+
+class Registry:
+    """Thread-safe map of node id -> live session; a reconnecting node replaces its old session."""
+
+    def __init__(self, heartbeat_seconds: float) -> None:
+        self.heartbeat_seconds = heartbeat_seconds
+        self._sessions: dict[str, NodeSession] = {}
+        self._known: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def register(self, session: NodeSession) -> None:
+        with self._lock:
+            old = self._sessions.get(session.node_id)
+            self._sessions[session.node_id] = session
+            self._known[session.node_id] = session.last_seen
+        if old is not None:
+            old.close()
+
+    def unregister(self, session: NodeSession) -> None:
+        with self._lock:
+            if self._sessions.get(session.node_id) is session:
+                del self._sessions[session.node_id]
+            self._known[session.node_id] = session.last_seen
+        session.close()
+
+    def alive(self, session: NodeSession) -> bool:
+        # Three missed heartbeats and the node counts as gone even if TCP has not noticed yet.
+        return not session.closed.is_set() and time.time() - session.last_seen < 3 * self.heartbeat_seconds
+
+    def sessions(self) -> list[NodeSession]:
+        with self._lock:
+            return [s for s in self._sessions.values() if self.alive(s)]
+
+    def get(self, node_id: str) -> NodeSession | None:
+        with self._lock:
+            session = self._sessions.get(node_id)
+        return session if session is not None and self.alive(session) else None
+
+    def status(self) -> list[pb.NodeStatus]:
+        with self._lock:
+            sessions = dict(self._sessions)
+            known = dict(self._known)
+        out = []
+        for node_id in sorted(set(known) | set(sessions)):
+            s = sessions.get(node_id)
+            if s is not None:
+                out.append(
+                    pb.NodeStatus(
+                        node_id=node_id,
+                        connected=self.alive(s),
+                        last_seen_unix_ms=int(s.last_seen * 1000),
+                        connected_since_unix_ms=int(s.connected_since * 1000),
+                        datasets=[d.name for d in s.datasets],
+                    )
+                )
+            else:
+                out.append(pb.NodeStatus(node_id=node_id, connected=False, last_seen_unix_ms=int(known[node_id] * 1000)))
+        return out

@@ -1,0 +1,212 @@
+"""The coordinator: node links, the analyst service, fan-out, collection and combination.
+
+fan out -> collect (per-node timeout, dropouts) -> combine -> return result plus metadata.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+import uuid
+from concurrent import futures
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from coordinator.combine import combine
+from coordinator.config import CoordinatorConfig
+from coordinator.jobstore import JobStore
+from coordinator.registry import NodeGone, NodeSession, Registry
+from protocols import federation_pb2 as pb
+from protocols import federation_pb2_grpc as pb_grpc
+from protocols.channels import server_options
+
+log = logging.getLogger("federation.coordinator")
+
+
+class NodeLinkService(pb_grpc.NodeLinkServicer):
+    def __init__(self, registry: Registry, heartbeat_seconds: float) -> None:
+        self.registry = registry
+        self.heartbeat_seconds = heartbeat_seconds
+
+    def Connect(self, request_iterator: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+        try:
+            first = next(request_iterator)
+        except (StopIteration, grpc.RpcError):
+            return
+        if first.WhichOneof("kind") != "hello" or not first.hello.node_id:
+            yield pb.CoordinatorMessage(reject=pb.Refusal(rule="protocol", reason="the first message must be Hello"))
+            return
+        session = NodeSession(node_id=first.hello.node_id, datasets=list(first.hello.datasets))
+        self.registry.register(session)
+        log.info("node %s connected with %d dataset(s)", session.node_id, len(session.datasets))
+
+        def read() -> None:
+            try:
+                for msg in request_iterator:
+                    session.last_seen = time.time()
+                    if msg.WhichOneof("kind") == "response":
+                        session.resolve(msg.response)
+            except grpc.RpcError:
+                pass
+            finally:
+                self.registry.unregister(session)
+                log.info("node %s disconnected", session.node_id)
+
+        threading.Thread(target=read, daemon=True, name=f"link-{session.node_id}").start()
+        context.add_callback(lambda: self.registry.unregister(session))
+        yield pb.CoordinatorMessage(
+            welcome=pb.Welcome(coordinator_id="coordinator", heartbeat_seconds=int(self.heartbeat_seconds))
+        )
+        while True:
+            msg = session.outbox.get()
+            if msg is None or session.closed.is_set():
+                return
+            yield msg
+
+
+def _result_digest(rows: list[pb.CombinedRow]) -> str:
+    h = hashlib.sha256()
+    for row in rows:
+        h.update(row.SerializeToString(deterministic=True))
+    return h.hexdigest()
+
+
+class AnalystService(pb_grpc.AnalystServicer):
+    def __init__(self, registry: Registry, jobs: JobStore, config: CoordinatorConfig) -> None:
+        self.registry = registry
+        self.jobs = jobs
+        self.config = config
+
+    def Nodes(self, request: pb.NodesRequest, context: grpc.ServicerContext) -> pb.NodesResponse:  # noqa: N802
+        return pb.NodesResponse(nodes=self.registry.status())
+
+    def Datasets(self, request: pb.DatasetsRequest, context: grpc.ServicerContext) -> pb.DatasetsResponse:  # noqa: N802
+        out = pb.DatasetsResponse()
+        for session in sorted(self.registry.sessions(), key=lambda s: s.node_id):
+            out.datasets.extend(session.datasets)
+        return out
+
+    def Jobs(self, request: pb.JobsRequest, context: grpc.ServicerContext) -> pb.JobsResponse:  # noqa: N802
+        return pb.JobsResponse(jobs=self.jobs.recent(request.limit, request.project))
+
+    def _targets(self, spec: pb.QuerySpec) -> tuple[list[NodeSession], str]:
+        sessions = self.registry.sessions()
+        serving = [s for s in sessions if any(d.name == spec.dataset for d in s.datasets)]
+        if spec.node:
+            chosen = [s for s in serving if s.node_id == spec.node]
+            if not chosen:
+                if any(s.node_id == spec.node for s in sessions):
+                    return [], f"node {spec.node} does not serve dataset '{spec.dataset}'"
+                return [], f"node {spec.node} is not connected"
+            return chosen, ""
+        if not serving:
+            served = sorted({d.name for s in sessions for d in s.datasets})
+            return [], f"no connected node serves dataset '{spec.dataset}' (served: {', '.join(served) or 'none'})"
+        return serving, ""
+
+    def Query(self, request: pb.QueryRequest, context: grpc.ServicerContext) -> pb.QueryResponse:  # noqa: N802
+        spec = request.spec
+        job_id = uuid.uuid4().hex
+        columns = list(spec.group_by) + [a.alias for a in spec.aggregates]
+        targets, problem = self._targets(spec)
+        if problem:
+            rule = "node_unreachable" if "not connected" in problem else "unknown_dataset"
+            return pb.QueryResponse(job_id=job_id, ok=False, error=problem, error_rule=rule, columns=columns)
+        requested_by = dict(context.invocation_metadata()).get("x-federation-user", "analyst")
+        self.jobs.start(job_id, requested_by, spec, request.sql)
+        job = pb.JobRequest(job_id=job_id, query=spec, requested_by=requested_by)
+        timeout = request.timeout_seconds if request.timeout_seconds > 0 else self.config.node_timeout_seconds
+        pending = {s.node_id: s.send_job(job) for s in targets}
+        deadline = time.monotonic() + timeout
+        futures.wait(list(pending.values()), timeout=timeout)
+
+        answers: dict[str, pb.QueryResult] = {}
+        outcomes: list[pb.NodeOutcome] = []
+        for session in targets:
+            node, future = session.node_id, pending[session.node_id]
+            outcome = pb.NodeOutcome(node=node)
+            if not future.done():
+                session.forget(job_id)
+                outcome.status = "timeout"
+                outcome.reason = f"node {node} did not answer within {timeout:g}s"
+            elif isinstance(future.exception(), NodeGone):
+                outcome.status = "disconnected"
+                outcome.reason = f"node {node} disconnected before answering"
+            else:
+                response = future.result()
+                if response.WhichOneof("outcome") == "refusal":
+                    outcome.status = "refused"
+                    outcome.reason = response.refusal.reason
+                    outcome.rule = response.refusal.rule
+                else:
+                    outcome.status = "answered"
+                    outcome.cost.CopyFrom(response.result.cost)
+                    outcome.audit_digest = response.result.audit_digest
+                    answers[node] = response.result
+            outcomes.append(outcome)
+        del deadline
+
+        response = pb.QueryResponse(job_id=job_id, columns=columns, nodes=outcomes)
+        missing = [o for o in outcomes if o.status != "answered"]
+        needed = max(1, spec.min_nodes)
+        if len(answers) < needed:
+            response.ok = False
+            if not answers and missing and all(o.status == "refused" for o in missing):
+                response.error_rule = missing[0].rule
+                response.error = "; ".join(
+                    f"node {o.node} refused: {o.reason}" + (f" [rule: {o.rule}]" if len(missing) > 1 else "")
+                    for o in missing
+                )
+            else:
+                response.error_rule = "min_nodes"
+                response.error = (
+                    f"only {len(answers)} of the required {needed} node(s) answered; "
+                    + "; ".join(f"{o.node}: {o.status} ({o.reason})" for o in missing)
+                )
+            self.jobs.finish(job_id, "failed", "", outcomes)
+            return response
+        response.ok = True
+        response.rows.extend(combine(spec, answers))
+        self.jobs.finish(job_id, "partial" if missing else "complete", _result_digest(list(response.rows)), outcomes)
+        return response
+
+
+class Coordinator:
+    """Owns the gRPC server, the registry and the job store."""
+
+    def __init__(self, config: CoordinatorConfig, credentials: grpc.ServerCredentials | None = None) -> None:
+        self.config = config
+        self.registry = Registry(config.heartbeat_seconds)
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        self.jobs = JobStore(config.state_dir / "jobs.sqlite")
+        self.server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=64, thread_name_prefix="coordinator"),
+            options=server_options(config.max_message_bytes),
+        )
+        pb_grpc.add_NodeLinkServicer_to_server(NodeLinkService(self.registry, config.heartbeat_seconds), self.server)
+        pb_grpc.add_AnalystServicer_to_server(AnalystService(self.registry, self.jobs, config), self.server)
+        self.health = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        if credentials is None:
+            self.port = self.server.add_insecure_port(config.listen)
+        else:
+            self.port = self.server.add_secure_port(config.listen, credentials)
+        if self.port == 0:
+            raise OSError(f"cannot listen on {config.listen}")
+
+    def start(self) -> None:
+        self.server.start()
+        for service in ("", "federation.v1.Analyst", "federation.v1.NodeLink"):
+            self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        log.info("coordinator listening on %s", self.config.listen)
+
+    def stop(self, grace: float = 1.0) -> None:
+        self.health.enter_graceful_shutdown()
+        for session in self.registry.sessions():
+            session.close()
+        self.server.stop(grace).wait()
+        self.jobs.close()

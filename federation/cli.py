@@ -1,0 +1,329 @@
+"""The ``federation`` command: run nodes and the coordinator, query, inspect, audit, demo."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from protocols.errors import FederationError
+
+app = typer.Typer(
+    help="Federated analytics: aggregates leave a partner's node, raw rows never do.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+node_app = typer.Typer(help="Run a partner node.", no_args_is_help=True)
+coordinator_app = typer.Typer(help="Run the coordinator.", no_args_is_help=True)
+audit_app = typer.Typer(help="Verify and export a node's audit log.", no_args_is_help=True)
+app.add_typer(node_app, name="node")
+app.add_typer(coordinator_app, name="coordinator")
+app.add_typer(audit_app, name="audit")
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+CoordinatorOption = Annotated[
+    str,
+    typer.Option("--coordinator", "-c", envvar="FEDERATION_COORDINATOR", help="Coordinator address HOST:PORT."),
+]
+
+
+class Format(StrEnum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _wait_for_signal(stop: threading.Event) -> None:
+    def handler(signum: int, frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+# ---------------------------------------------------------------------------- daemons
+
+
+@node_app.command("start")
+def node_start(
+    config: Annotated[Path, typer.Option("--config", help="Node config (TOML).")],
+    quiet: Annotated[bool, typer.Option("--quiet", help="Log warnings only.")] = False,
+) -> None:
+    """Start a node: it dials out to the coordinator and serves jobs until stopped."""
+    from nodes.config import load_node_config
+    from nodes.daemon import NodeDaemon
+
+    _setup_logging(not quiet)
+    daemon = NodeDaemon(load_node_config(config))
+    stop = threading.Event()
+    _wait_for_signal(stop)
+    worker = threading.Thread(target=daemon.run, daemon=True)
+    worker.start()
+    stop.wait()
+    daemon.stop()
+    worker.join(timeout=5)
+
+
+@coordinator_app.command("start")
+def coordinator_start(
+    config: Annotated[Path, typer.Option("--config", help="Coordinator config (TOML).")],
+    quiet: Annotated[bool, typer.Option("--quiet", help="Log warnings only.")] = False,
+) -> None:
+    """Start the coordinator: node links and the analyst service on one port."""
+    from coordinator.config import load_coordinator_config
+    from coordinator.service import Coordinator
+
+    _setup_logging(not quiet)
+    coordinator = Coordinator(load_coordinator_config(config))
+    coordinator.start()
+    stop = threading.Event()
+    _wait_for_signal(stop)
+    stop.wait()
+    coordinator.stop()
+
+
+# ---------------------------------------------------------------------------- analysts
+
+
+def print_frame(df: object, fmt: Format, title: str | None = None) -> None:
+    import pandas as pd
+
+    assert isinstance(df, pd.DataFrame)
+    if fmt == Format.csv:
+        sys.stdout.write(df.to_csv(index=False))
+        return
+    if fmt == Format.json:
+        payload = {"rows": json.loads(df.to_json(orient="records", date_format="iso")), "meta": df.attrs}
+        sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
+        return
+    table = Table(title=title, show_lines=False)
+    for column in df.columns:
+        justify = "right" if pd.api.types.is_numeric_dtype(df[column]) else "left"
+        table.add_column(str(column), justify=justify)
+    for row in df.itertuples(index=False):
+        table.add_row(*[_fmt(v) for v in row])
+    out.print(table)
+
+
+def _fmt(value: object) -> str:
+    import pandas as pd
+
+    if value is None or value is pd.NA or (isinstance(value, float) and value != value):
+        return "[dim]suppressed[/dim]"
+    if isinstance(value, float):
+        return f"{value:,.2f}"
+    return str(value)
+
+
+@app.command()
+def query(
+    sql: Annotated[str, typer.Argument(help="SELECT ... FROM dataset [WHERE ...] [GROUP BY ...]")],
+    coordinator: CoordinatorOption = "127.0.0.1:7100",
+    fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
+    min_nodes: Annotated[int, typer.Option(help="Answer only if at least this many nodes answer.")] = 0,
+    timeout: Annotated[float, typer.Option(help="Per-node timeout in seconds.")] = 0.0,
+    epsilon: Annotated[float | None, typer.Option(help="Privacy budget to spend (pure DP).")] = None,
+    rho: Annotated[float | None, typer.Option(help="Privacy budget to spend (zCDP).")] = None,
+    project: Annotated[str, typer.Option(help="Project the query is run for.")] = "",
+) -> None:
+    """Run an aggregate query across the federation."""
+    from federation.client import Client
+
+    with Client(coordinator) as fed:
+        df = fed.query(
+            sql, min_nodes=min_nodes, timeout=timeout or None, epsilon=epsilon, rho=rho, project=project
+        )
+    print_frame(df, fmt)
+    if fmt == Format.table:
+        _print_meta(df.attrs)
+
+
+def _print_meta(attrs: dict) -> None:
+    answered = ", ".join(attrs.get("answered", [])) or "none"
+    err.print(f"[dim]answered: {answered}[/dim]")
+    for node, reason in attrs.get("missing", {}).items():
+        err.print(f"not included: {node}: {reason}", style="yellow", markup=False)
+    if attrs.get("suppressed"):
+        err.print(f"[dim]{len(attrs['suppressed'])} group(s) suppressed (shown as 'suppressed')[/dim]")
+
+
+@app.command()
+def nodes(
+    coordinator: CoordinatorOption = "127.0.0.1:7100",
+    fmt: Annotated[Format, typer.Option("--format", "-f")] = Format.table,
+) -> None:
+    """List the nodes known to the coordinator."""
+    from federation.client import Client
+
+    with Client(coordinator) as fed:
+        print_frame(fed.nodes(), fmt)
+
+
+@app.command()
+def datasets(
+    coordinator: CoordinatorOption = "127.0.0.1:7100",
+    fmt: Annotated[Format, typer.Option("--format", "-f")] = Format.table,
+) -> None:
+    """List the datasets served, with their public schema."""
+    from federation.client import Client
+
+    with Client(coordinator) as fed:
+        print_frame(fed.datasets(), fmt)
+
+
+@app.command()
+def mock(
+    dataset: Annotated[str, typer.Argument(help="node.dataset or dataset")],
+    n: Annotated[int, typer.Option("-n", help="Number of rows.")] = 20,
+    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+    coordinator: CoordinatorOption = "127.0.0.1:7100",
+    fmt: Annotated[Format, typer.Option("--format", "-f")] = Format.table,
+) -> None:
+    """Synthetic rows with a dataset's declared schema (no node data involved)."""
+    from federation.client import Client
+
+    with Client(coordinator) as fed:
+        print_frame(fed.mock(dataset, n=n, seed=seed), fmt)
+
+
+@app.command()
+def jobs(
+    coordinator: CoordinatorOption = "127.0.0.1:7100",
+    limit: Annotated[int, typer.Option(help="How many recent jobs.")] = 20,
+    project: Annotated[str, typer.Option(help="Only jobs of this project.")] = "",
+    fmt: Annotated[Format, typer.Option("--format", "-f")] = Format.table,
+) -> None:
+    """The coordinator's job history."""
+    from federation.client import Client
+
+    with Client(coordinator) as fed:
+        print_frame(fed.jobs(limit=limit, project=project), fmt)
+
+
+# ---------------------------------------------------------------------------- audit
+
+
+@audit_app.command("verify")
+def audit_verify(config: Annotated[Path, typer.Option("--config", help="Node config (TOML).")]) -> None:
+    """Check the node's audit log: every entry intact, in order, chained to the one before."""
+    from nodes.audit import verify
+    from nodes.config import load_node_config
+
+    cfg = load_node_config(config)
+    path = cfg.state_dir / "audit.log"
+    if not path.exists():
+        raise FederationError("audit_missing", f"node {cfg.node_id}: no audit log at {path}")
+    report = verify(path)
+    if report.ok:
+        out.print(f"[green]audit log of {cfg.node_id} is intact[/green]: {report.entries} entries, chain verified")
+        return
+    for problem in report.problems:
+        err.print(problem.message, style="red", markup=False)
+    raise typer.Exit(1)
+
+
+@audit_app.command("export")
+def audit_export(
+    config: Annotated[Path, typer.Option("--config", help="Node config (TOML).")],
+    fmt: Annotated[Format, typer.Option("--format", "-f")] = Format.table,
+) -> None:
+    """A readable report of the node's audit log."""
+    import pandas as pd
+
+    from nodes.audit import export
+    from nodes.config import load_node_config
+
+    cfg = load_node_config(config)
+    entries = export(cfg.state_dir / "audit.log")
+    rows = [
+        {
+            "seq": e.get("seq"),
+            "time": e.get("ts"),
+            "kind": e.get("kind"),
+            "job": str(e.get("job_id", ""))[:12],
+            "detail": json.dumps(e.get("payload", {}), sort_keys=True)[:120],
+        }
+        for e in entries
+    ]
+    print_frame(pd.DataFrame(rows, columns=["seq", "time", "kind", "job", "detail"]), fmt)
+
+
+# ---------------------------------------------------------------------------- demo
+
+
+@app.command("demo-data")
+def demo_data(
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder to write data and configs into.")] = Path("demo-out"),
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same data).")] = 7,
+    rows: Annotated[int, typer.Option(help="Rows per dataset.")] = 5000,
+    coordinator: Annotated[str, typer.Option(help="Coordinator address written into the configs.")] = "127.0.0.1:7100",
+    postgres: Annotated[
+        str | None, typer.Option(help="PostgreSQL DSN for the partner served from a database ('' to disable).")
+    ] = None,
+) -> None:
+    """Write the synthetic MIT scenario: six partners' datasets and their node configs."""
+    from federation.demo_data import postgres_available, write_scenario
+
+    dsn = os.environ.get("FEDERATION_DEMO_PG", "postgresql://postgres@127.0.0.1:5432/test") if postgres is None else postgres
+    if dsn and not postgres_available(dsn):
+        err.print(f"[yellow]PostgreSQL not reachable at {dsn}; serving every partner from files[/yellow]")
+        dsn = ""
+    paths = write_scenario(out_dir, seed=seed, rows=rows, coordinator=coordinator, postgres_dsn=dsn or None)
+    for name, path in paths.items():
+        out.print(f"{name:16s} {path}")
+
+
+@app.command()
+def demo(
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Keep the demo files here.")] = None,
+    rows: Annotated[int, typer.Option(help="Rows per dataset.")] = 5000,
+    port: Annotated[int, typer.Option(help="Coordinator port (0: pick a free one).")] = 0,
+) -> None:
+    """Start a six-partner federation on this machine, run a short tour, stop it again."""
+    from federation.demo import run_demo
+
+    run_demo(out_dir=out_dir, rows=rows, port=port, console=out)
+
+
+def _mount_optional() -> None:
+    from federation.pki_cli import pki_app
+
+    app.add_typer(pki_app, name="pki")
+
+
+_mount_optional()
+
+
+def main() -> None:
+    try:
+        app()
+    except FederationError as exc:
+        err.print(f"error: {exc}", style="red", markup=False, highlight=False)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

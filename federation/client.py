@@ -1,0 +1,226 @@
+"""The analyst SDK: ``Client`` talks to the coordinator's Analyst service and returns DataFrames."""
+
+from __future__ import annotations
+
+import getpass
+import os
+from typing import Any
+
+import grpc
+import pandas as pd
+from google.protobuf.json_format import MessageToDict
+
+from federation.mock import mock_frame
+from federation.query import parse_query
+from protocols import federation_pb2 as pb
+from protocols import federation_pb2_grpc as pb_grpc
+from protocols.channels import channel_options
+from protocols.errors import FederationError
+from protocols.values import from_value
+
+DEFAULT_COORDINATOR = "127.0.0.1:7100"
+_KINDS = {pb.CATEGORY: "category", pb.NUMERIC: "numeric", pb.DATE: "date", pb.IDENTIFIER: "identifier"}
+
+
+class CoordinatorUnavailable(FederationError):
+    """The coordinator cannot be reached or answered with a transport error."""
+
+
+def _rpc_error(exc: grpc.RpcError, address: str) -> FederationError:
+    code = exc.code() if hasattr(exc, "code") else None
+    details = exc.details() if hasattr(exc, "details") else str(exc)
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return CoordinatorUnavailable("coordinator_unreachable", f"cannot reach the coordinator at {address}")
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return CoordinatorUnavailable("timeout", f"the coordinator at {address} did not answer in time")
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return FederationError("oversized_request", f"the request is larger than the coordinator accepts ({details})")
+    if code == grpc.StatusCode.UNAUTHENTICATED or code == grpc.StatusCode.PERMISSION_DENIED:
+        return FederationError("not_authorised", details or "the coordinator refused this identity")
+    name = code.name if code else "error"
+    return FederationError("coordinator_error", f"the coordinator answered {name}: {details}")
+
+
+class Client:
+    """A connection to the federation's coordinator.
+
+    >>> fed = Client("localhost:7100")
+    >>> fed.query("SELECT port, COUNT(*) AS n FROM declarations GROUP BY port")
+    """
+
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        timeout: float = 60.0,
+        user: str | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
+        self.address = address or os.environ.get("FEDERATION_COORDINATOR", DEFAULT_COORDINATOR)
+        self.timeout = timeout
+        self.user = user or os.environ.get("FEDERATION_USER") or getpass.getuser()
+        if credentials is not None:
+            self._channel = grpc.secure_channel(self.address, credentials, options=channel_options())
+        else:
+            self._channel = grpc.insecure_channel(self.address, options=channel_options())
+        self._stub = pb_grpc.AnalystStub(self._channel)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, method: str, request: Any, timeout: float | None = None) -> Any:
+        try:
+            return getattr(self._stub, method)(
+                request, timeout=timeout or self.timeout, metadata=(("x-federation-user", self.user),)
+            )
+        except grpc.RpcError as exc:
+            raise _rpc_error(exc, self.address) from None
+
+    # ------------------------------------------------------------------ discovery
+
+    def nodes(self) -> pd.DataFrame:
+        """Who is connected, since when, serving which datasets."""
+        response = self._call("Nodes", pb.NodesRequest())
+        rows = [
+            {
+                "node": n.node_id,
+                "connected": n.connected,
+                "datasets": ", ".join(n.datasets),
+                "last_seen": pd.to_datetime(n.last_seen_unix_ms, unit="ms", utc=True) if n.last_seen_unix_ms else None,
+            }
+            for n in response.nodes
+        ]
+        return pd.DataFrame(rows, columns=["node", "connected", "datasets", "last_seen"])
+
+    def dataset_infos(self) -> list[pb.DatasetInfo]:
+        return list(self._call("Datasets", pb.DatasetsRequest()).datasets)
+
+    def datasets(self) -> pd.DataFrame:
+        """Public schema metadata of every served dataset: one row per (node, dataset, column)."""
+        rows = []
+        for ds in self.dataset_infos():
+            for col in ds.columns:
+                detail = ""
+                if col.kind == pb.CATEGORY:
+                    detail = ", ".join(str(from_value(v)) for v in col.domain)
+                elif col.kind == pb.NUMERIC:
+                    detail = f"[{col.lower:g}, {col.upper:g}]"
+                elif col.kind == pb.IDENTIFIER:
+                    detail = col.id_type + (" (privacy unit)" if col.name == ds.privacy_unit else "")
+                rows.append(
+                    {
+                        "node": ds.node,
+                        "dataset": ds.name,
+                        "column": col.name,
+                        "kind": _KINDS.get(col.kind, "?"),
+                        "domain_or_bounds": detail,
+                    }
+                )
+        return pd.DataFrame(rows, columns=["node", "dataset", "column", "kind", "domain_or_bounds"])
+
+    def mock(self, dataset: str, n: int = 100, seed: int | None = None) -> pd.DataFrame:
+        """Synthetic rows with the declared schema of ``node.dataset`` (or ``dataset``), for exploring.
+
+        The rows are drawn from the public metadata only (domains, bounds); no node is asked for data.
+        """
+        node, _, name = dataset.rpartition(".")
+        infos = [d for d in self.dataset_infos() if d.name == name and (not node or d.node == node)]
+        if not infos:
+            raise FederationError("unknown_dataset", f"no connected node serves dataset '{dataset}'")
+        return mock_frame(infos[0], n=n, seed=seed)
+
+    # ------------------------------------------------------------------ queries
+
+    def query(
+        self,
+        sql: str,
+        *,
+        min_nodes: int = 0,
+        timeout: float | None = None,
+        epsilon: float | None = None,
+        rho: float | None = None,
+        project: str = "",
+    ) -> pd.DataFrame:
+        """Run an aggregate query over every node that serves the dataset; return a DataFrame.
+
+        ``df.attrs`` holds the metadata: job id, per-node outcome and cost, suppressed cells, noise.
+        """
+        spec = parse_query(sql)
+        spec.min_nodes = max(0, int(min_nodes))
+        spec.project = project
+        if epsilon is not None and rho is not None:
+            raise FederationError("privacy_request", "give either epsilon or rho, not both")
+        if epsilon is not None:
+            if epsilon <= 0:
+                raise FederationError("privacy_request", "epsilon must be positive")
+            spec.privacy.epsilon = float(epsilon)
+        if rho is not None:
+            if rho <= 0:
+                raise FederationError("privacy_request", "rho must be positive")
+            spec.privacy.rho = float(rho)
+        request = pb.QueryRequest(spec=spec, sql=sql, timeout_seconds=timeout or 0.0)
+        call_timeout = (timeout or 30.0) + 30.0
+        response: pb.QueryResponse = self._call("Query", request, timeout=call_timeout)
+        if not response.ok:
+            raise FederationError(response.error_rule or "refused", response.error)
+        return to_frame(spec, response)
+
+    def jobs(self, limit: int = 50, project: str = "") -> pd.DataFrame:
+        response = self._call("Jobs", pb.JobsRequest(limit=limit, project=project))
+        rows = [
+            {
+                "job_id": j.job_id,
+                "when": pd.to_datetime(j.created_unix_ms, unit="ms", utc=True),
+                "by": j.requested_by,
+                "status": j.status,
+                "nodes": ", ".join(f"{n.node}:{n.status}" for n in j.nodes),
+                "sql": j.sql,
+                "result_digest": j.result_digest[:16],
+            }
+            for j in response.jobs
+        ]
+        return pd.DataFrame(rows, columns=["job_id", "when", "by", "status", "nodes", "sql", "result_digest"])
+
+
+def to_frame(spec: pb.QuerySpec, response: pb.QueryResponse) -> pd.DataFrame:
+    """Turn a combined response into a DataFrame; suppressed cells become missing values."""
+    group_cols = list(spec.group_by)
+    agg_cols = [a.alias for a in spec.aggregates]
+    records = []
+    suppressed = []
+    noise: dict[str, list[dict[str, Any]]] = {alias: [] for alias in agg_cols}
+    for row in response.rows:
+        key = [from_value(v) for v in row.key]
+        record: dict[str, Any] = dict(zip(group_cols, key, strict=True))
+        for alias, cell in zip(agg_cols, row.cells, strict=True):
+            record[alias] = None if cell.suppressed else cell.value
+            if not cell.suppressed and cell.noise_sd > 0:
+                noise[alias].append(
+                    {"group": dict(zip(group_cols, key, strict=True)), "sd": cell.noise_sd,
+                     "ci95": (cell.ci_low, cell.ci_high)}
+                )
+        if row.suppressed:
+            suppressed.append({"group": dict(zip(group_cols, key, strict=True)), "by": list(row.suppressed_by)})
+        records.append(record)
+    df = pd.DataFrame(records, columns=group_cols + agg_cols)
+    for agg, alias in zip(spec.aggregates, agg_cols, strict=True):
+        values = pd.to_numeric(df[alias], errors="coerce")
+        if agg.function in (pb.COUNT, pb.COUNT_DISTINCT) and values.dropna().mod(1).eq(0).all():
+            df[alias] = values.astype("Int64")
+        else:
+            df[alias] = values.astype("Float64")
+    df.attrs = {
+        "job_id": response.job_id,
+        "nodes": [MessageToDict(n, preserving_proto_field_name=True) for n in response.nodes],
+        "answered": [n.node for n in response.nodes if n.status == "answered"],
+        "missing": {n.node: n.reason for n in response.nodes if n.status != "answered"},
+        "suppressed": suppressed,
+        "noise": {k: v for k, v in noise.items() if v},
+    }
+    return df

@@ -1,0 +1,160 @@
+"""The node daemon: one long-lived outbound stream to the coordinator, reconnecting with backoff.
+
+The node never listens on a port. Jobs arrive on the stream, run through the release path in a
+small worker pool, and the answers go back on the same stream.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import grpc
+
+from nodes.audit import AuditLog
+from nodes.config import NodeConfig
+from nodes.release import ReleasePath
+from nodes.sources import DataSources
+from protocols import federation_pb2 as pb
+from protocols import federation_pb2_grpc as pb_grpc
+from protocols.channels import channel_options
+from protocols.values import to_value
+
+log = logging.getLogger("federation.node")
+
+VERSION = "0.1.0"
+_OPERATION_NAMES = {"count": "COUNT", "count_distinct": "COUNT_DISTINCT", "sum": "SUM", "avg": "AVG"}
+
+
+def dataset_infos(config: NodeConfig) -> list[pb.DatasetInfo]:
+    """Public schema metadata only: names, kinds, domains, bounds. Never data."""
+    infos = []
+    for ds in config.datasets.values():
+        if not ds.exposed:
+            continue
+        info = pb.DatasetInfo(
+            node=config.node_id,
+            name=ds.name,
+            description=ds.description,
+            privacy_unit=ds.privacy_unit,
+            max_rows_per_unit=ds.max_rows_per_unit,
+            operations=list(ds.policy.operations),
+            min_group_size=ds.policy.min_group_size,
+            controller=ds.controller,
+        )
+        for col in ds.columns.values():
+            c = info.columns.add(name=col.name, description=col.description, id_type=col.id_type)
+            c.kind = {"category": pb.CATEGORY, "numeric": pb.NUMERIC, "date": pb.DATE, "identifier": pb.IDENTIFIER}[
+                col.kind
+            ]
+            c.domain.extend(to_value(v) for v in col.domain)
+            if col.bounds:
+                c.lower, c.upper = col.bounds
+        infos.append(info)
+    return infos
+
+
+class NodeDaemon:
+    """Keeps the link to the coordinator up and serves jobs until ``stop()``."""
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        credentials: grpc.ChannelCredentials | None = None,
+        max_backoff: float = 10.0,
+        workers: int = 4,
+    ) -> None:
+        self.config = config
+        self.credentials = credentials
+        self.max_backoff = max_backoff
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        self.audit = AuditLog(config.state_dir / "audit.log", config.node_id)
+        self.sources = DataSources(config)
+        self.release = ReleasePath(config, self.sources, self.audit)
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"{config.node_id}-job")
+        self._stop = threading.Event()
+        self._call: Any = None
+        self.connected = threading.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+        call = self._call
+        if call is not None:
+            call.cancel()
+
+    def run(self) -> None:
+        backoff = 0.25
+        while not self._stop.is_set():
+            started = time.monotonic()
+            reason = self._session()
+            self.connected.clear()
+            if self._stop.is_set():
+                break
+            if time.monotonic() - started > 5:
+                backoff = 0.25  # the link was healthy for a while: start over with short waits
+            delay = backoff * (1 + random.random() * 0.5)
+            log.warning("link to coordinator %s down (%s); retrying in %.1fs", self.config.coordinator, reason, delay)
+            self._stop.wait(delay)
+            backoff = min(backoff * 2, self.max_backoff)
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.sources.close()
+
+    def _session(self) -> str:
+        target = self.config.coordinator
+        options = channel_options()
+        if self.credentials is not None:
+            channel = grpc.secure_channel(target, self.credentials, options=options)
+        else:
+            channel = grpc.insecure_channel(target, options=options)
+        outbox: queue.Queue[pb.NodeMessage | None] = queue.Queue()
+        outbox.put(
+            pb.NodeMessage(hello=pb.Hello(node_id=self.config.node_id, datasets=dataset_infos(self.config), version=VERSION))
+        )
+        done = threading.Event()
+
+        def outgoing() -> Any:
+            while not done.is_set():
+                try:
+                    msg = outbox.get(timeout=0.5)
+                except queue.Empty:
+                    continue
+                if msg is None:
+                    return
+                yield msg
+
+        def heartbeat(interval: float) -> None:
+            while not done.wait(interval):
+                outbox.put(pb.NodeMessage(heartbeat=pb.Heartbeat(sent_unix_ms=int(time.time() * 1000))))
+
+        def serve(job: pb.JobRequest) -> None:
+            response = self.release.handle(job)
+            if not done.is_set():
+                outbox.put(pb.NodeMessage(response=response))
+
+        try:
+            self._call = pb_grpc.NodeLinkStub(channel).Connect(outgoing())
+            for msg in self._call:
+                kind = msg.WhichOneof("kind")
+                if kind == "welcome":
+                    self.connected.set()
+                    log.info("connected to coordinator %s as %s", target, self.config.node_id)
+                    interval = msg.welcome.heartbeat_seconds or self.config.heartbeat_seconds
+                    threading.Thread(target=heartbeat, args=(interval,), daemon=True).start()
+                elif kind == "job":
+                    self.pool.submit(serve, msg.job)
+                elif kind == "reject":
+                    log.error("coordinator refused this node: %s", msg.reject.reason)
+                    return f"refused: {msg.reject.reason}"
+            return "stream closed by coordinator"
+        except grpc.RpcError as exc:
+            code = exc.code() if hasattr(exc, "code") else None
+            return f"{code.name if code else 'error'}: {exc.details() if hasattr(exc, 'details') else exc}"
+        finally:
+            done.set()
+            outbox.put(None)
+            channel.close()
