@@ -173,11 +173,15 @@ class SecAggClient:
         self._received: dict[str, tuple[Share, Share]] = {}  # owner -> (b share, s share)
         self._mask_peers: tuple[str, ...] = ()
 
-    def _enter(self, expected: int, name: str) -> None:
+    def _expect(self, expected: int, name: str) -> None:
         if self._round != expected:
             raise SecAggError(
                 "secagg_wrong_round", f"{name} belongs to round {expected}, node is at round {self._round}"
             )
+
+    def _enter(self, expected: int, name: str) -> None:
+        # Advancing before the work means a failed round cannot be retried: the node fails closed.
+        self._expect(expected, name)
         self._round = expected + 1
 
     def advertise(self) -> m.AdvertiseKeys:
@@ -191,6 +195,7 @@ class SecAggClient:
         """Round 2: verify every advertisement, then share b_u and s_u among neighbours and self."""
         if isinstance(directory, bytes):
             directory = m.KeyDirectory.from_bytes(directory)
+        self._expect(m.ROUND_SHARE_KEYS, "share_keys")
         _check_job(self.config, directory.job_id, "key directory")
         self._enter(m.ROUND_SHARE_KEYS, "share_keys")
         seen_keys: set[bytes] = set()
@@ -238,6 +243,7 @@ class SecAggClient:
         """Round 3: store neighbours' shares, then mask the encoded input (see ``FixedPointCodec.encode``)."""
         if isinstance(delivery, bytes):
             delivery = m.ShareDelivery.from_bytes(delivery)
+        self._expect(m.ROUND_MASKED_INPUT, "masked_input")
         _check_job(self.config, delivery.job_id, "share delivery")
         if delivery.recipient != self.node_id:
             raise SecAggError(
@@ -301,6 +307,7 @@ class SecAggClient:
         """Round 4: reveal b-shares of survivors and s-shares of dropped neighbours, never both for a node."""
         if isinstance(request, bytes):
             request = m.UnmaskRequest.from_bytes(request)
+        self._expect(m.ROUND_UNMASK, "unmask")
         _check_job(self.config, request.job_id, "unmask request")
         survivors, dropped = set(request.survivors), set(request.dropped)
         if survivors & dropped:
