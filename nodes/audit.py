@@ -301,9 +301,9 @@ class AuditLog:
         """Chain, sign and durably write one entry; raise AuditWriteError if it is not on disk."""
         if not isinstance(kind, str) or not _KIND.fullmatch(kind):
             raise AuditInputError(f"entry kind {kind!r} must be a short lowercase word", rule="audit_kind")
-        if job_id is not None and (not isinstance(job_id, str) or not 0 < len(job_id) <= _MAX_JOB_ID):
+        if job_id is not None and (not isinstance(job_id, str) or len(job_id) > _MAX_JOB_ID):
             raise AuditInputError(
-                f"job id must be null or a string of 1..{_MAX_JOB_ID} characters", rule="audit_job_id"
+                f"job id must be null or a string of at most {_MAX_JOB_ID} characters", rule="audit_job_id"
             )
         if not isinstance(payload, Mapping):
             raise AuditInputError("payload must be a mapping", rule="audit_payload")

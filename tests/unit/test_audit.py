@@ -551,7 +551,7 @@ def test_log_of_another_node_is_refused(tmp_path: Path) -> None:
     [
         ("Released!", "j", {}, "audit_kind"),
         ("", "j", {}, "audit_kind"),
-        ("released", "", {}, "audit_job_id"),
+        ("released", "j" * 257, {}, "audit_job_id"),
         ("released", 7, {}, "audit_job_id"),
         ("released", "j", {"noise": float("nan")}, "audit_payload"),
         ("released", "j", {"when": object()}, "audit_payload"),
