@@ -96,7 +96,8 @@ class JobStore:
                     result_digest=digest,
                 )
                 for node, nstatus, reason, _cost, audit_digest in self._db.execute(
-                    "SELECT node, status, reason, cost_json, audit_digest FROM job_nodes WHERE job_id = ?", (job_id,)
+                    "SELECT node, status, reason, cost_json, audit_digest FROM job_nodes WHERE job_id = ?",
+                    (job_id,),
                 ):
                     record.nodes.add(node=node, status=nstatus, reason=reason, audit_digest=audit_digest)
                 records.append(record)

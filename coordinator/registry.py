@@ -111,5 +111,9 @@ class Registry:
                     )
                 )
             else:
-                out.append(pb.NodeStatus(node_id=node_id, connected=False, last_seen_unix_ms=int(known[node_id] * 1000)))
+                out.append(
+                    pb.NodeStatus(
+                        node_id=node_id, connected=False, last_seen_unix_ms=int(known[node_id] * 1000)
+                    )
+                )
         return out

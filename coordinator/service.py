@@ -38,7 +38,9 @@ class NodeLinkService(pb_grpc.NodeLinkServicer):
         except (StopIteration, grpc.RpcError):
             return
         if first.WhichOneof("kind") != "hello" or not first.hello.node_id:
-            yield pb.CoordinatorMessage(reject=pb.Refusal(rule="protocol", reason="the first message must be Hello"))
+            yield pb.CoordinatorMessage(
+                reject=pb.Refusal(rule="protocol", reason="the first message must be Hello")
+            )
             return
         session = NodeSession(node_id=first.hello.node_id, datasets=list(first.hello.datasets))
         self.registry.register(session)
@@ -105,7 +107,10 @@ class AnalystService(pb_grpc.AnalystServicer):
             return chosen, ""
         if not serving:
             served = sorted({d.name for s in sessions for d in s.datasets})
-            return [], f"no connected node serves dataset '{spec.dataset}' (served: {', '.join(served) or 'none'})"
+            return (
+                [],
+                f"no connected node serves dataset '{spec.dataset}' (served: {', '.join(served) or 'none'})",
+            )
         return serving, ""
 
     def Query(self, request: pb.QueryRequest, context: grpc.ServicerContext) -> pb.QueryResponse:  # noqa: N802
@@ -171,7 +176,9 @@ class AnalystService(pb_grpc.AnalystServicer):
             return response
         response.ok = True
         response.rows.extend(combine(spec, answers))
-        self.jobs.finish(job_id, "partial" if missing else "complete", _result_digest(list(response.rows)), outcomes)
+        self.jobs.finish(
+            job_id, "partial" if missing else "complete", _result_digest(list(response.rows)), outcomes
+        )
         return response
 
 
@@ -187,7 +194,9 @@ class Coordinator:
             futures.ThreadPoolExecutor(max_workers=64, thread_name_prefix="coordinator"),
             options=server_options(config.max_message_bytes),
         )
-        pb_grpc.add_NodeLinkServicer_to_server(NodeLinkService(self.registry, config.heartbeat_seconds), self.server)
+        pb_grpc.add_NodeLinkServicer_to_server(
+            NodeLinkService(self.registry, config.heartbeat_seconds), self.server
+        )
         pb_grpc.add_AnalystServicer_to_server(AnalystService(self.registry, self.jobs, config), self.server)
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

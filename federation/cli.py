@@ -36,7 +36,9 @@ err = Console(stderr=True, soft_wrap=True)
 
 CoordinatorOption = Annotated[
     str,
-    typer.Option("--coordinator", "-c", envvar="FEDERATION_COORDINATOR", help="Coordinator address HOST:PORT."),
+    typer.Option(
+        "--coordinator", "-c", envvar="FEDERATION_COORDINATOR", help="Coordinator address HOST:PORT."
+    ),
 ]
 
 
@@ -225,18 +227,31 @@ def jobs(
 
 
 @audit_app.command("verify")
-def audit_verify(config: Annotated[Path, typer.Option("--config", help="Node config (TOML).")]) -> None:
-    """Check the node's audit log: every entry intact, in order, chained to the one before."""
-    from nodes.audit import verify
+def audit_verify(
+    config: Annotated[Path, typer.Option("--config", help="Node config (TOML).")],
+    verify_key: Annotated[
+        Path | None,
+        typer.Option(help="The node's public audit key (default: audit_verify.key in its state dir)."),
+    ] = None,
+) -> None:
+    """Check the node's audit log: every entry intact, signed, in order, chained to the one before."""
+    from nodes.audit import read_verify_key, verify
     from nodes.config import load_node_config
 
     cfg = load_node_config(config)
     path = cfg.state_dir / "audit.log"
     if not path.exists():
         raise FederationError("audit_missing", f"node {cfg.node_id}: no audit log at {path}")
-    report = verify(path)
+    key_source = verify_key or cfg.state_dir
+    key = read_verify_key(key_source) if verify_key or (cfg.state_dir / "audit_verify.key").exists() else None
+    report = verify(path, verify_key=key)
     if report.ok:
-        out.print(f"[green]audit log of {cfg.node_id} is intact[/green]: {report.entries} entries, chain verified")
+        signed = (
+            f", {report.signatures_checked} signatures checked" if key else " (no public key: unsigned check)"
+        )
+        out.print(
+            f"[green]audit log of {cfg.node_id} is intact[/green]: {report.entries} entries, chain verified{signed}"
+        )
         return
     for problem in report.problems:
         err.print(problem.message, style="red", markup=False)
@@ -274,18 +289,27 @@ def audit_export(
 
 @app.command("demo-data")
 def demo_data(
-    out_dir: Annotated[Path, typer.Option("--out", help="Folder to write data and configs into.")] = Path("demo-out"),
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder to write data and configs into.")] = Path(
+        "demo-out"
+    ),
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same data).")] = 7,
     rows: Annotated[int, typer.Option(help="Rows per dataset.")] = 5000,
-    coordinator: Annotated[str, typer.Option(help="Coordinator address written into the configs.")] = "127.0.0.1:7100",
+    coordinator: Annotated[
+        str, typer.Option(help="Coordinator address written into the configs.")
+    ] = "127.0.0.1:7100",
     postgres: Annotated[
-        str | None, typer.Option(help="PostgreSQL DSN for the partner served from a database ('' to disable).")
+        str | None,
+        typer.Option(help="PostgreSQL DSN for the partner served from a database ('' to disable)."),
     ] = None,
 ) -> None:
     """Write the synthetic MIT scenario: six partners' datasets and their node configs."""
     from federation.demo_data import postgres_available, write_scenario
 
-    dsn = os.environ.get("FEDERATION_DEMO_PG", "postgresql://postgres@127.0.0.1:5432/test") if postgres is None else postgres
+    dsn = (
+        os.environ.get("FEDERATION_DEMO_PG", "postgresql://postgres@127.0.0.1:5432/test")
+        if postgres is None
+        else postgres
+    )
     if dsn and not postgres_available(dsn):
         err.print(f"[yellow]PostgreSQL not reachable at {dsn}; serving every partner from files[/yellow]")
         dsn = ""
@@ -323,6 +347,18 @@ def main() -> None:
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - the user gets one line, never a stack trace
+        if getattr(exc, "rule", None):
+            err.print(f"error: {exc}", style="red", markup=False, highlight=False)
+            sys.exit(1)
+        if os.environ.get("FEDERATION_DEBUG"):
+            raise
+        err.print(
+            f"error: unexpected {type(exc).__name__}: {exc} (set FEDERATION_DEBUG=1 for details)",
+            style="red",
+            markup=False,
+        )
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,9 @@ def _rpc_error(exc: grpc.RpcError, address: str) -> FederationError:
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return CoordinatorUnavailable("timeout", f"the coordinator at {address} did not answer in time")
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-        return FederationError("oversized_request", f"the request is larger than the coordinator accepts ({details})")
+        return FederationError(
+            "oversized_request", f"the request is larger than the coordinator accepts ({details})"
+        )
     if code == grpc.StatusCode.UNAUTHENTICATED or code == grpc.StatusCode.PERMISSION_DENIED:
         return FederationError("not_authorised", details or "the coordinator refused this identity")
     name = code.name if code else "error"
@@ -92,7 +94,9 @@ class Client:
                 "node": n.node_id,
                 "connected": n.connected,
                 "datasets": ", ".join(n.datasets),
-                "last_seen": pd.to_datetime(n.last_seen_unix_ms, unit="ms", utc=True) if n.last_seen_unix_ms else None,
+                "last_seen": pd.to_datetime(n.last_seen_unix_ms, unit="ms", utc=True)
+                if n.last_seen_unix_ms
+                else None,
             }
             for n in response.nodes
         ]
@@ -202,11 +206,16 @@ def to_frame(spec: pb.QuerySpec, response: pb.QueryResponse) -> pd.DataFrame:
             record[alias] = None if cell.suppressed else cell.value
             if not cell.suppressed and cell.noise_sd > 0:
                 noise[alias].append(
-                    {"group": dict(zip(group_cols, key, strict=True)), "sd": cell.noise_sd,
-                     "ci95": (cell.ci_low, cell.ci_high)}
+                    {
+                        "group": dict(zip(group_cols, key, strict=True)),
+                        "sd": cell.noise_sd,
+                        "ci95": (cell.ci_low, cell.ci_high),
+                    }
                 )
         if row.suppressed:
-            suppressed.append({"group": dict(zip(group_cols, key, strict=True)), "by": list(row.suppressed_by)})
+            suppressed.append(
+                {"group": dict(zip(group_cols, key, strict=True)), "by": list(row.suppressed_by)}
+            )
         records.append(record)
     df = pd.DataFrame(records, columns=group_cols + agg_cols)
     for agg, alias in zip(spec.aggregates, agg_cols, strict=True):

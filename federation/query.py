@@ -168,7 +168,9 @@ def parse_query(sql: str) -> pb.QuerySpec:
         raise QueryError("malformed_sql", "exactly one SELECT statement is allowed")
     tree = statements[0]
     if not isinstance(tree, exp.Select):
-        raise QueryError("malformed_sql", f"expected one SELECT statement, could not read '{sql.strip()[:60]}' as one")
+        raise QueryError(
+            "malformed_sql", f"expected one SELECT statement, could not read '{sql.strip()[:60]}' as one"
+        )
     for arg, label in _UNSUPPORTED_CLAUSES.items():
         if tree.args.get(arg):
             raise QueryError("unsupported_clause", f"{label} is not supported")

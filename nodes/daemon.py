@@ -16,7 +16,7 @@ from typing import Any
 
 import grpc
 
-from nodes.audit import AuditLog
+from nodes.audit import AuditLog, load_or_create_signing_key
 from nodes.config import NodeConfig
 from nodes.release import ReleasePath
 from nodes.sources import DataSources
@@ -49,9 +49,12 @@ def dataset_infos(config: NodeConfig) -> list[pb.DatasetInfo]:
         )
         for col in ds.columns.values():
             c = info.columns.add(name=col.name, description=col.description, id_type=col.id_type)
-            c.kind = {"category": pb.CATEGORY, "numeric": pb.NUMERIC, "date": pb.DATE, "identifier": pb.IDENTIFIER}[
-                col.kind
-            ]
+            c.kind = {
+                "category": pb.CATEGORY,
+                "numeric": pb.NUMERIC,
+                "date": pb.DATE,
+                "identifier": pb.IDENTIFIER,
+            }[col.kind]
             c.domain.extend(to_value(v) for v in col.domain)
             if col.bounds:
                 c.lower, c.upper = col.bounds
@@ -73,7 +76,11 @@ class NodeDaemon:
         self.credentials = credentials
         self.max_backoff = max_backoff
         config.state_dir.mkdir(parents=True, exist_ok=True)
-        self.audit = AuditLog(config.state_dir / "audit.log", config.node_id)
+        self.audit = AuditLog(
+            config.state_dir / "audit.log",
+            config.node_id,
+            signing_key=load_or_create_signing_key(config.state_dir),
+        )
         self.sources = DataSources(config)
         self.release = ReleasePath(config, self.sources, self.audit)
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"{config.node_id}-job")
@@ -98,7 +105,9 @@ class NodeDaemon:
             if time.monotonic() - started > 5:
                 backoff = 0.25  # the link was healthy for a while: start over with short waits
             delay = backoff * (1 + random.random() * 0.5)
-            log.warning("link to coordinator %s down (%s); retrying in %.1fs", self.config.coordinator, reason, delay)
+            log.warning(
+                "link to coordinator %s down (%s); retrying in %.1fs", self.config.coordinator, reason, delay
+            )
             self._stop.wait(delay)
             backoff = min(backoff * 2, self.max_backoff)
         self.pool.shutdown(wait=False, cancel_futures=True)
@@ -113,7 +122,11 @@ class NodeDaemon:
             channel = grpc.insecure_channel(target, options=options)
         outbox: queue.Queue[pb.NodeMessage | None] = queue.Queue()
         outbox.put(
-            pb.NodeMessage(hello=pb.Hello(node_id=self.config.node_id, datasets=dataset_infos(self.config), version=VERSION))
+            pb.NodeMessage(
+                hello=pb.Hello(
+                    node_id=self.config.node_id, datasets=dataset_infos(self.config), version=VERSION
+                )
+            )
         )
         done = threading.Event()
 

@@ -12,7 +12,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from nodes.audit import AuditLog, AuditWriteError
+from nodes.audit import AuditError, AuditLog
 from nodes.config import NodeConfig
 from nodes.sources import DataSources
 from nodes.validate import Plan, Refused, validate
@@ -96,9 +96,11 @@ class ReleasePath:
     def refuse(self, job: pb.JobRequest, rule: str, reason: str) -> pb.JobResponse:
         try:
             self.audit.append("refused", job.job_id, {"rule": rule, "reason": reason})
-        except AuditWriteError:
+        except AuditError:
             pass  # the refusal itself releases nothing; the node still answers with the reason
-        return pb.JobResponse(job_id=job.job_id, refusal=pb.Refusal(node=self.config.node_id, rule=rule, reason=reason))
+        return pb.JobResponse(
+            job_id=job.job_id, refusal=pb.Refusal(node=self.config.node_id, rule=rule, reason=reason)
+        )
 
     def handle(self, job: pb.JobRequest) -> pb.JobResponse:
         node = self.config.node_id
@@ -109,8 +111,10 @@ class ReleasePath:
                 job.job_id,
                 {"requested_by": job.requested_by, "spec": _spec_summary(spec)},
             )
-        except AuditWriteError as exc:
-            return self.refuse(job, exc.rule, f"node {node}: the audit log cannot be written; nothing is released")
+        except AuditError as exc:
+            return self.refuse(
+                job, exc.rule, f"node {node}: the audit log cannot be written; nothing is released"
+            )
         try:
             plan = validate(spec, self.config)
             exact = compute(plan, self.sources)
@@ -126,7 +130,7 @@ class ReleasePath:
                     "suppressed": sum(1 for g in result.groups if g.suppressed),
                 },
             )
-        except AuditWriteError:
+        except AuditError:
             return self.refuse(
                 job, "audit_unavailable", f"node {node}: the audit log cannot be written; nothing is released"
             )

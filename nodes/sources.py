@@ -55,7 +55,9 @@ class DataSources:
                     [str(src.path), ids],
                 )
             else:
-                self._duck.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM read_parquet(?)", [str(src.path)])
+                self._duck.execute(
+                    f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM read_parquet(?)", [str(src.path)]
+                )
             present = {row[0] for row in self._duck.execute(f"DESCRIBE {name}").fetchall()}
         except duckdb.Error as exc:
             raise SourceError(
@@ -71,7 +73,9 @@ class DataSources:
                 node=self.config.node_id,
             )
         unit = quote_ident(dataset.columns[dataset.privacy_unit].local)
-        top = self._duck.execute(f"SELECT max(c) FROM (SELECT count(*) AS c FROM {name} GROUP BY {unit})").fetchone()
+        top = self._duck.execute(
+            f"SELECT max(c) FROM (SELECT count(*) AS c FROM {name} GROUP BY {unit})"
+        ).fetchone()
         self._within_bound[dataset.name] = top is not None and (top[0] or 0) <= dataset.max_rows_per_unit
 
     def _pg(self, dsn: str) -> Any:

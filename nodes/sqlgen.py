@@ -64,7 +64,9 @@ class _Builder:
                 codes = column.local_codes_for(value)
                 if not codes:
                     continue
-                cast = f"CAST({local} AS VARCHAR)" if self.dialect.name == "duckdb" else f"CAST({local} AS TEXT)"
+                cast = (
+                    f"CAST({local} AS VARCHAR)" if self.dialect.name == "duckdb" else f"CAST({local} AS TEXT)"
+                )
                 listed = ", ".join(self.bind(str(code)) for code in codes)
                 arms.append(f"WHEN {cast} IN ({listed}) THEN {self.bind(value)}")
             return f"(CASE {' '.join(arms)} END)" if arms else "NULL"

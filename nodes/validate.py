@@ -92,7 +92,9 @@ class _Checker:
             return v
         if column.kind == "numeric":
             if not isinstance(v, int | float):
-                raise self.refuse("type_mismatch", f"column '{column.name}' is numeric; compare it to a number")
+                raise self.refuse(
+                    "type_mismatch", f"column '{column.name}' is numeric; compare it to a number"
+                )
             return float(v)
         if column.kind == "date":
             if not isinstance(v, str):
@@ -100,7 +102,9 @@ class _Checker:
             try:
                 dt.date.fromisoformat(v)
             except ValueError:
-                raise self.refuse("type_mismatch", f"'{v}' is not a date 'YYYY-MM-DD' for '{column.name}'") from None
+                raise self.refuse(
+                    "type_mismatch", f"'{v}' is not a date 'YYYY-MM-DD' for '{column.name}'"
+                ) from None
             return v
         raise self.refuse("identifier_column", f"column '{column.name}' cannot be filtered")
 
@@ -144,7 +148,9 @@ def validate(spec: pb.QuerySpec, config: NodeConfig) -> Plan:
     """Return a checked plan for ``spec`` or raise ``Refused`` with the rule that fired."""
     dataset = config.datasets.get(spec.dataset)
     if dataset is None or not dataset.exposed:
-        raise Refused("dataset_not_exposed", f"dataset '{spec.dataset}' is not served here", node=config.node_id)
+        raise Refused(
+            "dataset_not_exposed", f"dataset '{spec.dataset}' is not served here", node=config.node_id
+        )
     check = _Checker(config, dataset)
     policy = dataset.policy
     if not spec.aggregates:
@@ -186,7 +192,8 @@ def validate(spec: pb.QuerySpec, config: NodeConfig) -> Plan:
             column = check.column(agg.column, "aggregate")
             if column.kind != "numeric":
                 raise check.refuse(
-                    "not_numeric", f"{operation.upper()}({agg.column}) needs a numeric column with declared bounds"
+                    "not_numeric",
+                    f"{operation.upper()}({agg.column}) needs a numeric column with declared bounds",
                 )
         aggregates.append(AggregatePlan(function=agg.function, column=column, alias=agg.alias or operation))
 
@@ -195,7 +202,8 @@ def validate(spec: pb.QuerySpec, config: NodeConfig) -> Plan:
         cells *= len(column.domain)
     if cells > policy.max_groups:
         raise check.refuse(
-            "too_many_groups", f"the grouping has {cells} cells; the policy allows at most {policy.max_groups}"
+            "too_many_groups",
+            f"the grouping has {cells} cells; the policy allows at most {policy.max_groups}",
         )
 
     if spec.HasField("filter"):
