@@ -90,16 +90,20 @@ class _Builder:
         kind = f.WhichOneof("kind")
         if kind == "compare":
             column = dataset.columns[f.compare.column]
-            return f"{self.shared(column)} {_OPS[f.compare.op]} {self.value(column, f.compare.value)}"
+            shared = self.shared(column)
+            return f"{shared} {_OPS[f.compare.op]} {self.value(column, f.compare.value)}"
         if kind == "in_list":
             column = dataset.columns[f.in_list.column]
+            # Placeholders are positional: bind in the order they appear in the text.
+            shared = self.shared(column)
             listed = ", ".join(self.value(column, v) for v in f.in_list.values)
             negated = "NOT " if f.in_list.negated else ""
-            return f"{self.shared(column)} {negated}IN ({listed})"
+            return f"{shared} {negated}IN ({listed})"
         if kind == "between":
             column = dataset.columns[f.between.column]
+            shared = self.shared(column)
             low, high = self.value(column, f.between.low), self.value(column, f.between.high)
-            return f"{self.shared(column)} BETWEEN {low} AND {high}"
+            return f"{shared} BETWEEN {low} AND {high}"
         if kind in ("all_of", "any_of"):
             joiner = " AND " if kind == "all_of" else " OR "
             return "(" + joiner.join(self.filter(item, dataset) for item in getattr(f, kind).items) + ")"
