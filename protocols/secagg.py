@@ -32,7 +32,7 @@ from protocols import secagg_messages as m
 from protocols.fixed_point import FixedPointCodec
 from protocols.secagg_errors import SecAggError
 from protocols.secagg_graph import neighbour_graph
-from protocols.secagg_prg import MaskStream, derive_key, pair_secret, pairwise_mask_key, self_mask_key
+from protocols.secagg_prg import apply_masks, derive_key, pair_secret, pairwise_mask_key, self_mask_key
 from protocols.shamir import Share, combine_shares, split_secret
 
 __all__ = [
@@ -286,9 +286,7 @@ class SecAggClient:
             peers.append(v)
         self._need(len(peers) + 1, "neighbours shared keys")
         self._mask_peers = tuple(sorted(peers))
-        acc = vec.copy()
-        stream = MaskStream(self.config.dim)
-        stream.add(acc, self_mask_key(self._seed, self.config.job_id, self.node_id))
+        terms = [(self_mask_key(self._seed, self.config.job_id, self.node_id), 1)]
         for v in self._mask_peers:
             key = pairwise_mask_key(
                 pair_secret(self._mask_key, self._directory[v].mask_public),
@@ -296,12 +294,11 @@ class SecAggClient:
                 self.node_id,
                 v,
             )
-            if self.node_id < v:
-                stream.add(acc, key)
-            else:
-                stream.subtract(acc, key)
-        acc &= self.config.modulus_mask
-        return m.MaskedInput(self.config.job_id, self.node_id, acc.astype("<u8", copy=False).tobytes())
+            terms.append((key, 1 if self.node_id < v else -1))
+        acc = apply_masks(vec, terms)
+        # No reduction to 2^bits here: the masks are uniform mod 2^64, so the full word reveals
+        # nothing more, and the coordinator reduces the sum once.
+        return m.MaskedInput(self.config.job_id, self.node_id, acc)
 
     def unmask(self, request: m.UnmaskRequest | bytes) -> m.UnmaskResponse:
         """Round 4: reveal b-shares of survivors and s-shares of dropped neighbours, never both for a node."""
@@ -455,13 +452,13 @@ class SecAggServer:
         u = msg.node_id
         if u not in self._shared or u in self._masked:
             raise SecAggError("secagg_duplicate", f"masked input from {u!r} is unexpected or repeated")
-        if len(msg.vector) != 8 * self.config.dim:
+        vec = np.asarray(msg.vector)
+        if vec.dtype != np.uint64 or vec.shape != (self.config.dim,):
             raise SecAggError(
-                "secagg_input",
-                f"masked input from {u!r} has {len(msg.vector)} bytes, not {8 * self.config.dim}",
+                "secagg_input", f"masked input from {u!r} is not a uint64 vector of length {self.config.dim}"
             )
         # Summing on arrival keeps one vector in memory however many nodes take part.
-        np.add(self._acc, np.frombuffer(msg.vector, dtype="<u8"), out=self._acc)
+        np.add(self._acc, vec, out=self._acc)
         self._masked.add(u)
 
     def _on_unmask(self, msg: m.UnmaskResponse) -> None:
@@ -498,10 +495,7 @@ class SecAggServer:
     def _unmask(self) -> npt.NDArray[np.uint64]:
         self._need(len(self._responses), "answered the unmask request")
         job = self.config.job_id
-        acc = self._acc.copy()
-        stream = MaskStream(self.config.dim)
-        for u in self.survivors:
-            stream.subtract(acc, self_mask_key(self._recover(u, 0, "self-mask seed"), job, u))
+        terms = [(self_mask_key(self._recover(u, 0, "self-mask seed"), job, u), -1) for u in self.survivors]
         for v in sorted(self._shared - self._masked):
             partners = sorted(s.recipient for s in self._routes_from(v) if s.recipient in self._masked)
             if not partners:
@@ -514,10 +508,8 @@ class SecAggServer:
             for u in partners:
                 key = pairwise_mask_key(pair_secret(secret, self._adverts[u].mask_public), job, u, v)
                 # u added +PRG(s_uv) if u < v and -PRG(s_uv) otherwise; undo exactly that.
-                if u < v:
-                    stream.subtract(acc, key)
-                else:
-                    stream.add(acc, key)
+                terms.append((key, -1 if u < v else 1))
+        acc = apply_masks(self._acc, terms)
         return acc & self.config.modulus_mask
 
     def _routes_from(self, sender: str) -> list[m.EncryptedShare]:

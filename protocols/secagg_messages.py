@@ -10,6 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Self
 
+import numpy as np
+import numpy.typing as npt
+
 from protocols.secagg_errors import SecAggError
 
 MAGIC = b"SAG1"
@@ -192,21 +195,23 @@ class ShareDelivery(_Message):
 
 @dataclass(frozen=True)
 class MaskedInput(_Message):
-    """Round 3, node -> coordinator: the input plus all masks, as little-endian uint64 words."""
+    """Round 3, node -> coordinator: the input plus all masks mod 2^64 (little-endian uint64 on the wire)."""
 
     KIND: ClassVar[int] = 5
     ROUND: ClassVar[int] = ROUND_MASKED_INPUT
     job_id: str
     node_id: str
-    vector: bytes
+    vector: npt.NDArray[np.uint64]
 
     def _fields(self) -> list[bytes]:
-        return [self.job_id.encode(), self.node_id.encode(), self.vector]
+        return [self.job_id.encode(), self.node_id.encode(), self.vector.astype("<u8", copy=False).tobytes()]
 
     @classmethod
     def _from_fields(cls, f: list[bytes]) -> Self:
         job, node, vec = f
-        return cls(_text(job), _text(node), vec)
+        if len(vec) % 8:
+            raise SecAggError("secagg_malformed", "masked vector is not a whole number of 64-bit words")
+        return cls(_text(job), _text(node), np.frombuffer(vec, dtype="<u8").astype(np.uint64, copy=False))
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,8 @@ mask. Arithmetic is uint64 with natural wraparound, i.e. mod 2^64, which reduces
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import numpy.typing as npt
 from cryptography.hazmat.primitives import hashes
@@ -16,6 +18,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 _ZERO_NONCE = bytes(16)  # every derived key is used for exactly one stream, so a fixed IV is safe
 _BLOCK = 16
+CHUNK_WORDS = 16384  # 128 KiB of keystream per step: stays in L2 while it is added
 
 
 def derive_key(secret: bytes, purpose: bytes, job_id: str, *parties: str) -> bytes:
@@ -38,26 +41,38 @@ def self_mask_key(seed: bytes, job_id: str, u: str) -> bytes:
     return derive_key(seed, b"self-mask", job_id, u)
 
 
-class MaskStream:
-    """Reusable buffers for expanding AES-CTR masks of length ``dim`` without per-mask allocation."""
+def apply_masks(
+    values: npt.NDArray[np.uint64],
+    terms: Sequence[tuple[bytes, int]],
+    out: npt.NDArray[np.uint64] | None = None,
+) -> npt.NDArray[np.uint64]:
+    """Return ``values + sum(sign * PRG(key))`` mod 2^64 for (key, sign) terms, sign in {+1, -1}.
 
-    def __init__(self, dim: int) -> None:
-        if dim < 1:
-            raise ValueError("dim must be positive")
-        self.dim = dim
-        self._zeros = memoryview(bytes(8 * dim))
-        # update_into needs room for one extra block beyond the input length.
-        self._out = bytearray(8 * dim + _BLOCK - 1)
-        self._view = np.frombuffer(self._out, dtype=np.uint64, count=dim)
-
-    def expand(self, key: bytes) -> npt.NDArray[np.uint64]:
-        """Keystream of AES-256-CTR under ``key`` as ``dim`` uint64 words (a view, valid until next call)."""
-        enc = Cipher(algorithms.AES(key), modes.CTR(_ZERO_NONCE)).encryptor()
-        enc.update_into(self._zeros, self._out)
-        return self._view
-
-    def add(self, acc: npt.NDArray[np.uint64], key: bytes) -> None:
-        np.add(acc, self.expand(key), out=acc)
-
-    def subtract(self, acc: npt.NDArray[np.uint64], key: bytes) -> None:
-        np.subtract(acc, self.expand(key), out=acc)
+    All keystreams advance together over cache-sized chunks, so each block of keystream is added
+    while still in cache and the vector is read and written once, however many masks there are.
+    ``out`` may be ``values`` itself for an in-place update.
+    """
+    dim = values.shape[0]
+    if out is None:
+        out = np.empty(dim, dtype=np.uint64)
+    if not terms:
+        out[:] = values
+        return out
+    streams = [
+        (Cipher(algorithms.AES(key), modes.CTR(_ZERO_NONCE)).encryptor(), np.add if sign > 0 else np.subtract)
+        for key, sign in terms
+    ]
+    zeros = bytes(8 * CHUNK_WORDS)
+    # update_into needs room for one extra block beyond the input length.
+    buf = bytearray(8 * CHUNK_WORDS + _BLOCK - 1)
+    words = np.frombuffer(buf, dtype=np.uint64, count=CHUNK_WORDS)
+    for start in range(0, dim, CHUNK_WORDS):
+        stop = min(dim, start + CHUNK_WORDS)
+        width = stop - start
+        src, dst = values[start:stop], out[start:stop]
+        pad = zeros if width == CHUNK_WORDS else zeros[: 8 * width]
+        view = words if width == CHUNK_WORDS else words[:width]
+        for n, (enc, op) in enumerate(streams):
+            enc.update_into(pad, buf)
+            op(src if n == 0 else dst, view, out=dst)
+    return out

@@ -275,7 +275,7 @@ def test_masked_inputs_look_uniform_and_hide_the_plaintext() -> None:
     seen: dict[str, np.ndarray] = {}
     for u, d in p.server.close_round().items():
         msg = p.clients[u].masked_input(d, codec.encode(plain[u]))
-        seen[u] = np.frombuffer(msg.vector, dtype="<u8")
+        seen[u] = m.MaskedInput.from_bytes(msg.to_bytes()).vector
         p.server.receive(msg)
     for u, d in p.server.close_round().items():
         p.server.receive(p.clients[u].unmask(d))
