@@ -421,7 +421,7 @@ class Scenario:
 
 
 # Relative weights; normalised where used.
-_REGION_W = (0.10, 0.12, 0.10, 0.09, 0.12, 0.11, 0.13, 0.09, 0.09, 0.05)
+_REGION_W = (0.10, 0.12, 0.10, 0.09, 0.12, 0.11, 0.13, 0.09, 0.09, 0.06)
 _SECTOR_W = (0.12, 0.14, 0.15, 0.12, 0.08, 0.07, 0.22, 0.10)
 # Yearly growth per phenomenon, for trend questions ("aard en omvang").
 _GROWTH = (1.03, 1.08, 1.12, 1.10, 1.35, 1.05, 1.06, 1.04, 1.00, 1.10, 1.05, 1.15)
@@ -867,12 +867,14 @@ def _crossings(rng: np.random.Generator, u: _Universe, rows: int) -> pd.DataFram
 
 # What each partner tends to signal, and what it signals about the planted network.
 _SIGNAL_W = {
-    "politie": ((30, 8, 2, 3, 4, 3, 5, 6, 2, 3, 10, 1), ("drugs", "front_companies")),
-    "om": ((25, 14, 3, 4, 5, 4, 6, 7, 3, 4, 6, 1), ("drugs", "money_laundering")),
-    "fiod": ((4, 30, 12, 10, 12, 10, 6, 6, 3, 10, 2, 1), ("money_laundering", "tbml")),
-    "douane": ((15, 3, 10, 2, 1, 1, 6, 3, 2, 2, 30, 2), ("risky_transport", "drugs")),
-    "belastingdienst": ((2, 10, 8, 4, 6, 16, 20, 20, 2, 10, 2, 1), ("front_companies", "straw_men")),
-    "kmar": ((15, 4, 2, 3, 2, 1, 3, 4, 4, 2, 20, 25), ("private_aviation", "risky_transport")),
+    # Every phenomenon keeps a share of about 5% or more, so that a question across all six
+    # partners (each suppresses its own small cells) still has answers by region.
+    "politie": ((25, 8, 5, 5, 5, 5, 7, 7, 5, 5, 13, 5), ("drugs", "front_companies")),
+    "om": ((22, 12, 5, 5, 5, 5, 7, 8, 6, 6, 9, 5), ("drugs", "money_laundering")),
+    "fiod": ((9, 25, 12, 10, 11, 9, 6, 6, 5, 10, 5, 5), ("money_laundering", "tbml")),
+    "douane": ((15, 5, 10, 5, 5, 5, 7, 5, 5, 5, 25, 6), ("risky_transport", "drugs")),
+    "belastingdienst": ((9, 10, 8, 6, 7, 14, 17, 16, 5, 9, 5, 5), ("front_companies", "straw_men")),
+    "kmar": ((14, 6, 5, 5, 5, 5, 5, 6, 5, 5, 18, 22), ("private_aviation", "risky_transport")),
 }
 
 
@@ -888,7 +890,7 @@ def _signals_frame(node: str, rng: np.random.Generator, u: _Universe, rows: int)
         "region": u.company_region[comp],
         "year": rng.choice(np.asarray(YEARS[2:]), size=m),
     }
-    units = _units(rng, _pool(rng, u.bg_companies, 0.3), rows - m, cap=10)
+    units = _units(rng, _pool(rng, u.bg_companies, 0.4), rows - m, cap=10)
     n = units.size
     phen = _draw(rng, weights, n)
     background = {

@@ -238,6 +238,11 @@ def test_common_groupings_clear_the_minimum_and_small_cells_exist() -> None:
     assert (trend >= 10).mean() > 0.8 and (trend < 10).any()
     fine = _units_per_cell(f["politie.signals"], ["region", "phenomenon", "year"], "company")
     assert (fine < 10).any() and (fine >= 10).any()
+    # A cell of a question to all six partners is released only if every partner can release it.
+    for node in demo_data.NODES:
+        signals = f[f"{node}.signals"]
+        drugs = _units_per_cell(signals[signals.phenomenon == "drugs"], ["region"], "company")
+        assert len(drugs) == 10 and drugs.min() >= 10, node
 
 
 # --- configs -----------------------------------------------------------------------------------
