@@ -172,6 +172,8 @@ class SecAggClient:
         self._seed = b""
         self._received: dict[str, tuple[Share, Share]] = {}  # owner -> (b share, s share)
         self._mask_peers: tuple[str, ...] = ()
+        self._aeads: dict[str, AESGCM] = {}
+        self._pair_keys: dict[str, bytes] = {}
 
     def _expect(self, expected: int, name: str) -> None:
         if self._round != expected:
@@ -226,11 +228,17 @@ class SecAggClient:
         me = self.config.index(self.node_id)
         self._received[self.node_id] = (b_shares[me], s_shares[me])
         out = []
+        job = self.config.job_id
+        for v in live:
+            # Both keys depend only on the directory, so round 3 finds them ready.
+            self._aeads[v] = _share_aead_key(
+                self._cipher_key, self._directory[v].cipher_public, job, self.node_id, v
+            )
+            shared = pair_secret(self._mask_key, self._directory[v].mask_public)
+            self._pair_keys[v] = pairwise_mask_key(shared, job, self.node_id, v)
         for v in live:
             x = self.config.index(v)
-            aead = _share_aead_key(
-                self._cipher_key, self._directory[v].cipher_public, self.config.job_id, self.node_id, v
-            )
+            aead = self._aeads[v]
             nonce = os.urandom(12)
             plaintext = m.pack(b_shares[x].to_bytes(), s_shares[x].to_bytes())
             ct = aead.encrypt(nonce, plaintext, _share_aad(self.config.job_id, self.node_id, v))
@@ -240,7 +248,10 @@ class SecAggClient:
     def masked_input(
         self, delivery: m.ShareDelivery | bytes, encoded: npt.NDArray[np.uint64]
     ) -> m.MaskedInput:
-        """Round 3: store neighbours' shares, then mask the encoded input (see ``FixedPointCodec.encode``)."""
+        """Round 3: store neighbours' shares, then mask the input encoded by ``FixedPointCodec.encode``.
+
+        The input is taken mod 2^bits; the codec has already refused values that would wrap.
+        """
         if isinstance(delivery, bytes):
             delivery = m.ShareDelivery.from_bytes(delivery)
         self._expect(m.ROUND_MASKED_INPUT, "masked_input")
@@ -255,8 +266,6 @@ class SecAggClient:
                 "secagg_input",
                 f"input must be a uint64 vector of length {self.config.dim}, encoded by FixedPointCodec",
             )
-        if self.config.bits < 64 and vec.size and vec.max() > self.config.modulus_mask:
-            raise SecAggError("secagg_input", f"input has values of {self.config.bits} bits or more")
         self._enter(m.ROUND_MASKED_INPUT, "masked_input")
         peers = []
         for item in delivery.shares:
@@ -269,9 +278,7 @@ class SecAggClient:
                 raise SecAggError("secagg_misrouted", f"unexpected share from {v!r} for {item.recipient!r}")
             if v in self._received:
                 raise SecAggError("secagg_duplicate", f"two share messages from {v!r}")
-            aead = _share_aead_key(
-                self._cipher_key, self._directory[v].cipher_public, self.config.job_id, v, self.node_id
-            )
+            aead = self._aeads[v]
             try:
                 plaintext = aead.decrypt(
                     item.nonce, item.ciphertext, _share_aad(self.config.job_id, v, self.node_id)
@@ -287,15 +294,9 @@ class SecAggClient:
         self._need(len(peers) + 1, "neighbours shared keys")
         self._mask_peers = tuple(sorted(peers))
         terms = [(self_mask_key(self._seed, self.config.job_id, self.node_id), 1)]
-        for v in self._mask_peers:
-            key = pairwise_mask_key(
-                pair_secret(self._mask_key, self._directory[v].mask_public),
-                self.config.job_id,
-                self.node_id,
-                v,
-            )
-            terms.append((key, 1 if self.node_id < v else -1))
+        terms += [(self._pair_keys[v], 1 if self.node_id < v else -1) for v in self._mask_peers]
         acc = apply_masks(vec, terms)
+        self._pair_keys.clear()
         # No reduction to 2^bits here: the masks are uniform mod 2^64, so the full word reveals
         # nothing more, and the coordinator reduces the sum once.
         return m.MaskedInput(self.config.job_id, self.node_id, acc)
