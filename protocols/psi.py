@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import combinations
+from typing import TypeVar
 
 from nacl import bindings as sodium
 from nacl.exceptions import CryptoError
@@ -68,6 +69,7 @@ _Y_MASK = (1 << 255) - 1
 # Below this many elements one thread is quicker than handing work to a pool.
 _MIN_CHUNK = 2048
 _shuffler = random.SystemRandom()
+T = TypeVar("T")
 
 
 class PsiError(FederationError):
@@ -175,9 +177,10 @@ def _blind_chunk(key: bytes, tokens: Sequence[bytes]) -> list[bytes]:
 class PsiParty:
     """One party's side of a PSI job: a fresh key, blinding of its own set, re-blinding of others.
 
-    A party object serves exactly one job. ``blind_own`` may run once; ``reblind`` runs once
-    for each other party's set, and every output list is shuffled with the OS random source
-    so the next holder cannot link positions to inputs.
+    A party object serves exactly one job. ``blind_own`` (or ``blind_own_pairs``) may run once;
+    ``reblind`` runs once for each other party's set, and every output list is shuffled with
+    the OS random source so the next holder cannot link positions to inputs. The ``_pairs``
+    variants carry a payload beside each token, for the intersection-sum protocol.
     """
 
     def __init__(self, party_id: str, job_id: str, workers: int | None = None) -> None:
@@ -198,35 +201,78 @@ class PsiParty:
             raise PsiError(f"party {self.party_id} has finished this job", rule="protocol order")
         return self._key
 
-    def _blind(self, points: list[bytes]) -> list[bytes]:
+    def _exponentiate(self, points: list[bytes]) -> list[bytes]:
         key = self._require_key()
-        out = _parallel(lambda chunk: _blind_chunk(key, chunk), points, self._workers)
+        return _parallel(lambda chunk: _blind_chunk(key, chunk), points, self._workers)
+
+    def _blind(self, points: list[bytes]) -> list[bytes]:
+        out = self._exponentiate(points)
         _shuffler.shuffle(out)
         return out
 
-    def blind_own(self, items: Iterable[str]) -> list[bytes]:
-        """Hash and blind this party's normalised identifiers; duplicates count once."""
+    def _start_own(self) -> None:
         self._require_key()
         if self._blinded_own:
             raise PsiError(f"party {self.party_id} already blinded its own set", rule="protocol order")
+        self._blinded_own = True
+
+    def _start_reblind(self, owner: str | None) -> None:
+        self._require_key()
+        if owner is None:
+            return
+        if owner == self.party_id:
+            raise PsiError(f"party {owner} must not re-blind its own set", rule="protocol order")
+        if owner in self._reblinded:
+            raise PsiError(
+                f"party {self.party_id} already re-blinded the set of {owner}", rule="protocol order"
+            )
+        self._reblinded.add(owner)
+
+    def blind_own(self, items: Iterable[str]) -> list[bytes]:
+        """Hash and blind this party's normalised identifiers; duplicates count once."""
+        self._start_own()
         unique = list(dict.fromkeys(items))
         points = hash_to_group(self.job_id, unique, self._workers)
-        self._blinded_own = True
         self.own_size = len(unique)
         return self._blind(points)
 
     def reblind(self, tokens: Sequence[bytes], owner: str | None = None) -> list[bytes]:
         """Raise every token of another party's set to this party's key and shuffle."""
-        self._require_key()
-        if owner is not None:
-            if owner == self.party_id:
-                raise PsiError(f"party {owner} must not re-blind its own set", rule="protocol order")
-            if owner in self._reblinded:
-                raise PsiError(
-                    f"party {self.party_id} already re-blinded the set of {owner}", rule="protocol order"
-                )
-            self._reblinded.add(owner)
-        return self._blind(_check_tokens(tokens))
+        checked = _check_tokens(tokens)
+        self._start_reblind(owner)
+        return self._blind(checked)
+
+    def blind_own_pairs(self, items: Sequence[tuple[str, T]]) -> list[tuple[bytes, T]]:
+        """Blind identifiers that each carry a payload (e.g. a ciphertext); pairs stay together.
+
+        Identifiers must be unique here: a payload per entity has to be aggregated first.
+        """
+        self._start_own()
+        ids = [item for item, _ in items]
+        if len(set(ids)) != len(ids):
+            raise PsiError("an identifier occurs twice in a set with values", rule="duplicate identifier")
+        tokens = self._exponentiate(hash_to_group(self.job_id, ids, self._workers))
+        self.own_size = len(ids)
+        pairs = [(token, payload) for token, (_, payload) in zip(tokens, items, strict=True)]
+        _shuffler.shuffle(pairs)
+        return pairs
+
+    def reblind_pairs(
+        self,
+        pairs: Sequence[tuple[bytes, T]],
+        owner: str | None = None,
+        refresh: Callable[[T], T] | None = None,
+    ) -> list[tuple[bytes, T]]:
+        """Re-blind the tokens, pass each payload through ``refresh`` and shuffle the pairs."""
+        tokens = _check_tokens([token for token, _ in pairs])
+        self._start_reblind(owner)
+        blinded = self._exponentiate(tokens)
+        payloads = [payload for _, payload in pairs]
+        if refresh is not None:
+            payloads = [refresh(payload) for payload in payloads]
+        out = list(zip(blinded, payloads, strict=True))
+        _shuffler.shuffle(out)
+        return out
 
     def finish(self) -> None:
         """Drop the job key; further calls fail."""
