@@ -1,0 +1,106 @@
+"""Federated GROUP BY over six nodes vs the same query on the pooled rows in one DuckDB.
+
+    python -m bench.bench_query [--rows 1000000] [--repeat 30]
+
+Both sides run in the same run on the same machine: six node processes (Parquet sources) and a
+coordinator over real gRPC, and one in-process DuckDB holding all six partners' rows. Prints
+p50/p90 latency for each and the ratio federated / pooled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from federation.client import Client
+from federation.demo_data import NODES, generate, node_configs
+from federation.processes import LocalFederation, free_port
+
+QUERY = (
+    "SELECT region, phenomenon, COUNT(*) AS n, COUNT(DISTINCT company) AS companies FROM signals "
+    "WHERE year >= 2021 GROUP BY region, phenomenon"
+)
+POOLED = (
+    "SELECT region, phenomenon, COUNT(*) AS n, COUNT(DISTINCT company) AS companies FROM pooled "
+    "WHERE year >= 2021 GROUP BY region, phenomenon"
+)
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000, help="rows per node")
+    parser.add_argument("--repeat", type=int, default=30)
+    parser.add_argument("--quick", action="store_true", help="100k rows per node, 10 repeats")
+    args = parser.parse_args()
+    if args.quick:
+        args.rows, args.repeat = 100_000, 10
+
+    root = Path(tempfile.mkdtemp(prefix="bench-query-"))
+    t0 = time.perf_counter()
+    scenario = generate(7, args.rows, datasets=[f"{n}.signals" for n in NODES])
+    address = f"127.0.0.1:{free_port()}"
+    configs = node_configs(scenario, coordinator=address, formats=dict.fromkeys(NODES, "parquet"))
+    for key, frame in scenario.local_frames.items():
+        node, name = key.split(".")
+        (root / "data" / node).mkdir(parents=True, exist_ok=True)
+        frame.to_parquet(root / "data" / node / f"{name}.parquet", index=False)
+    (root / "nodes").mkdir(exist_ok=True)
+    paths = {}
+    for name, text in configs.items():
+        path = root / ("coordinator.toml" if name == "coordinator" else f"nodes/{name}.toml")
+        path.write_text(text)
+        paths[name] = path
+    total_rows = sum(len(f) for f in scenario.frames.values())
+    print(f"data: {total_rows:,} rows over {len(NODES)} nodes, written in {time.perf_counter() - t0:.1f}s")
+
+    pooled = duckdb.connect()
+    frame = pd.concat(scenario.frames.values(), ignore_index=True)
+    pooled.register("pooled_df", frame)
+    pooled.execute("CREATE TABLE pooled AS SELECT * FROM pooled_df")
+    del frame
+
+    fed_procs = LocalFederation(
+        coordinator_config=paths["coordinator"],
+        node_configs={n: paths[n] for n in NODES},
+        address=address,
+        log_dir=root / "logs",
+    )
+    fed_procs.start(timeout=300)
+    try:
+        with Client(address) as fed:
+            fed.query(QUERY)  # warm-up both sides
+            pooled.execute(POOLED).fetchall()
+            fed_times, pooled_times = [], []
+            for _ in range(args.repeat):
+                # Interleave so both sides see the same machine load.
+                t = time.perf_counter()
+                df = fed.query(QUERY)
+                fed_times.append(time.perf_counter() - t)
+                t = time.perf_counter()
+                pooled.execute(POOLED).fetchall()
+                pooled_times.append(time.perf_counter() - t)
+            assert len(df.attrs["answered"]) == len(NODES)
+    finally:
+        fed_procs.stop_all()
+
+    fed_p50, pooled_p50 = statistics.median(fed_times), statistics.median(pooled_times)
+    print(f"query: {QUERY}")
+    print(f"{'':24s}{'p50 ms':>10s}{'p90 ms':>10s}")
+    print(f"{'federated (6 nodes)':24s}{fed_p50 * 1e3:10.1f}{_percentile(fed_times, 0.9) * 1e3:10.1f}")
+    print(f"{'pooled DuckDB':24s}{pooled_p50 * 1e3:10.1f}{_percentile(pooled_times, 0.9) * 1e3:10.1f}")
+    print(f"ratio federated/pooled (p50): {fed_p50 / pooled_p50:.2f}x   (targets: ratio <= 1.5, p50 <= 150 ms)")
+
+
+if __name__ == "__main__":
+    main()
