@@ -184,6 +184,36 @@ def plan_for(sql: str, config: NodeConfig) -> Plan:
     return validate(parse_query(sql), config)
 
 
+class Customs:
+    """The customs dataset's constants and helpers, handed to tests by the ``customs`` fixture."""
+
+    NODE_ID = NODE_ID
+    MAX_ROWS = MAX_ROWS
+    INJECTION = INJECTION
+    PORT_CODES = PORT_CODES
+    PORT_DOMAIN = PORT_DOMAIN
+    GOODS_DOMAIN = GOODS_DOMAIN
+    YEAR_DOMAIN = YEAR_DOMAIN
+    FLAG_CODES = FLAG_CODES
+    BOUNDS = BOUNDS
+    toml_text = staticmethod(toml_text)
+    local_frame = staticmethod(local_frame)
+    write_csv_node = staticmethod(write_csv_node)
+    plan_for = staticmethod(plan_for)
+
+    @staticmethod
+    def config_with(folder: Path, **toml_args: object) -> NodeConfig:
+        """A customs node config over the (not necessarily existing) CSV, with policy changes."""
+        path = folder / "node.toml"
+        path.write_text(toml_text('kind = "csv"\npath = "data/declarations.csv"', **toml_args))  # type: ignore[arg-type]
+        return load_node_config(path)
+
+
+@pytest.fixture(scope="session")
+def customs() -> type[Customs]:
+    return Customs
+
+
 @pytest.fixture(scope="session")
 def declarations() -> pd.DataFrame:
     return local_frame()
