@@ -196,6 +196,7 @@ class Customs:
     YEAR_DOMAIN = YEAR_DOMAIN
     FLAG_CODES = FLAG_CODES
     BOUNDS = BOUNDS
+    LOCAL_TYPES = LOCAL_TYPES
     toml_text = staticmethod(toml_text)
     local_frame = staticmethod(local_frame)
     write_csv_node = staticmethod(write_csv_node)
