@@ -12,10 +12,12 @@ lists tagged only by the party whose set they came from, and learns the number o
 per exact membership pattern and the set sizes. See docs/overlap.md for the leakage.
 
 Group: the prime-order subgroup of Curve25519 (order ``2^252 + ...``), elements written as
-the 32-byte Montgomery ``u`` coordinate (RFC 7748). Hash to group follows the random-oracle
-construction of RFC 9380 (two Elligator 2 maps added, cofactor cleared), with libsodium's
-``crypto_core_ed25519_from_uniform`` and ``crypto_core_ed25519_add`` over SHA-512 of a
-domain-separated, job-salted identifier. Blinding is X25519 (``crypto_scalarmult``) with a
+the 32-byte Montgomery ``u`` coordinate (RFC 7748). Hash to group: SHA-512 of a
+domain-separated, job-salted identifier, mapped by Elligator 2 with the cofactor cleared
+(libsodium's ``crypto_core_ed25519_from_uniform``; Bernstein, Hamburg, Krasnova and Lange,
+"Elligator", CCS 2013). Elligator 2 is efficiently invertible on its image, so the hash can
+still be programmed as a random oracle in the Diffie-Hellman security argument; the
+two-map sum of RFC 9380's ``hash_to_curve`` would double the cost for no gain here. Blinding is X25519 (``crypto_scalarmult``) with a
 fresh clamped key per job; clamping makes the key a multiple of the cofactor, so every token
 stays in the prime-order subgroup. PyNaCl 1.6 exposes no ristretto255 functions; this
 subgroup with Montgomery ``u`` encoding gives the same prime-order group without them.
@@ -62,7 +64,7 @@ __all__ = [
 ]
 
 TOKEN_BYTES = 32
-DOMAIN = b"federation/psi/v1/curve25519-u/sha512-elligator2-ro"
+DOMAIN = b"federation/psi/v1/curve25519-u/sha512-elligator2"
 
 _P = 2**255 - 19
 _Y_MASK = (1 << 255) - 1
@@ -138,11 +140,8 @@ def _edwards_to_montgomery(points: Sequence[bytes]) -> list[bytes]:
 
 def _hash_chunk(salt: bytes, items: Sequence[str]) -> list[bytes]:
     from_uniform = sodium.crypto_core_ed25519_from_uniform
-    add = sodium.crypto_core_ed25519_add
-    points = []
-    for item in items:
-        digest = hashlib.sha512(salt + item.encode("utf-8")).digest()
-        points.append(add(from_uniform(digest[:32]), from_uniform(digest[32:])))
+    sha512 = hashlib.sha512
+    points = [from_uniform(sha512(salt + item.encode("utf-8")).digest()[:32]) for item in items]
     return _edwards_to_montgomery(points)
 
 
