@@ -328,13 +328,13 @@ def _parses_or_refuses(sql: str) -> None:
         assert spec.aggregates
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.text())
 def test_arbitrary_text_parses_or_raises_query_error(text: str) -> None:
     _parses_or_refuses(text)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.lists(st.sampled_from(KEYWORDS), min_size=1, max_size=30),
     st.sampled_from(["", "SELECT COUNT(*) FROM declarations WHERE ", "SELECT "]),
