@@ -1,0 +1,433 @@
+"""Privacy-budget ledger of one node: budgets per (dataset, project) and every charge, in SQLite.
+
+A budget is a total privacy loss (epsilon at the officer's delta) for all releases ever made from
+one dataset for one project. Charges compose sequentially: pure-DP epsilons add, zCDP rhos add
+(Dwork & Roth 2014, Thm. 3.16; Bun & Steinke 2016, Lemma 2.3), and the spent epsilon at the
+budget's delta is the smaller of the two bounds in ``privacy.accounting.spent_epsilon``.
+
+A charge is atomic (``BEGIN IMMEDIATE``: check what remains, insert, commit) and idempotent per
+job id, so a crashed and retried job never spends twice. Every call opens its own connection, in
+WAL mode with a busy timeout, so threads and processes may share one ledger file.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from privacy.accounting import Cost, PrivacyError, epsilon_at_delta, spent_epsilon
+
+__all__ = [
+    "BudgetExceeded",
+    "BudgetMissing",
+    "BudgetStatus",
+    "Charge",
+    "HistoryEntry",
+    "Ledger",
+    "LedgerError",
+]
+
+DEFAULT_EPSILON = 10.0
+DEFAULT_DELTA = 1e-6
+# Float sums in SQL depend on row order; a charge that fits up to this slack is accepted.
+_SLACK = 1e-9
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS budgets (
+    dataset TEXT NOT NULL,
+    project TEXT NOT NULL,
+    total_epsilon REAL NOT NULL,
+    delta REAL NOT NULL,
+    set_by TEXT NOT NULL,
+    set_at TEXT NOT NULL,
+    PRIMARY KEY (dataset, project)
+);
+CREATE TABLE IF NOT EXISTS budget_changes (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    dataset TEXT NOT NULL,
+    project TEXT NOT NULL,
+    total_epsilon REAL NOT NULL,
+    delta REAL NOT NULL,
+    previous_epsilon REAL,
+    previous_delta REAL,
+    set_by TEXT NOT NULL,
+    at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS charges (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id TEXT NOT NULL UNIQUE,
+    dataset TEXT NOT NULL,
+    project TEXT NOT NULL,
+    cost_epsilon REAL NOT NULL,
+    cost_rho REAL NOT NULL,
+    at TEXT NOT NULL,
+    note TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS charges_by_budget ON charges (dataset, project);
+"""
+
+
+class LedgerError(PrivacyError):
+    """A ledger request breaks a rule; ``rule`` names which."""
+
+
+class BudgetExceeded(LedgerError):
+    """A charge would take (dataset, project) past its budget."""
+
+    def __init__(
+        self,
+        node: str,
+        dataset: str,
+        project: str,
+        requested: float,
+        remaining: float,
+        total: float,
+        delta: float,
+    ) -> None:
+        self.dataset = dataset
+        self.project = project
+        self.requested = requested
+        self.remaining = remaining
+        message = (
+            f"privacy budget of dataset '{dataset}' for project '{project}' is exhausted: the job asks "
+            f"epsilon {requested:.4g}, only {max(remaining, 0.0):.4g} remains of {total:.4g} (delta {delta:g})"
+        )
+        super().__init__("budget", message, node)
+
+
+class BudgetMissing(LedgerError):
+    """No budget was set for (dataset, project) and the ledger requires one."""
+
+    def __init__(self, node: str, dataset: str, project: str) -> None:
+        self.dataset = dataset
+        self.project = project
+        message = f"no privacy budget is set for dataset '{dataset}' and project '{project}'"
+        super().__init__("budget", message, node)
+
+
+@dataclass(frozen=True)
+class Charge:
+    """One recorded charge. ``epsilon`` is the pure-DP part, ``rho`` the zCDP cost of the release."""
+
+    id: int
+    job_id: str
+    dataset: str
+    project: str
+    epsilon: float
+    rho: float
+    at: str
+    note: str
+
+    @property
+    def cost(self) -> Cost:
+        return Cost(epsilon=self.epsilon, rho=self.rho)
+
+
+@dataclass(frozen=True)
+class BudgetStatus:
+    """What a privacy officer sees for one (dataset, project): totals in epsilon at ``delta``."""
+
+    dataset: str
+    project: str
+    total_epsilon: float
+    delta: float
+    spent_epsilon: float
+    remaining_epsilon: float
+    spent_rho: float
+    charges: int
+    is_default: bool
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """A budget change (``kind == "budget"``) or a charge (``kind == "charge"``), oldest first."""
+
+    kind: str
+    at: str
+    dataset: str
+    project: str
+    epsilon: float
+    delta: float | None
+    rho: float | None
+    by: str
+    note: str
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def _name(value: object, what: str) -> str:
+    if not isinstance(value, str) or (what != "project" and not value.strip()):
+        raise LedgerError(f"{what}_name", f"{what} must be a non-empty string, got {value!r}")
+    return value
+
+
+class Ledger:
+    """The budget ledger at ``path``.
+
+    Without a budget row for (dataset, project) the ledger uses the default budget
+    (``default_epsilon`` at ``default_delta``), or refuses with ``BudgetMissing`` when
+    ``require_budget`` is set. ``node_id`` is named in refusals.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        node_id: str = "",
+        *,
+        default_epsilon: float = DEFAULT_EPSILON,
+        default_delta: float = DEFAULT_DELTA,
+        require_budget: bool = False,
+        busy_timeout_s: float = 30.0,
+    ) -> None:
+        _check_budget(default_epsilon, default_delta)
+        self.path = Path(path)
+        self.node_id = node_id
+        self.default_epsilon = float(default_epsilon)
+        self.default_delta = float(default_delta)
+        self.require_budget = require_budget
+        self.busy_timeout_s = busy_timeout_s
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as conn:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.executescript(_SCHEMA)
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        # isolation_level=None: transactions are opened explicitly, so BEGIN IMMEDIATE is ours.
+        conn = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None)
+        try:
+            conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_s * 1000)}")
+            conn.execute("PRAGMA synchronous=FULL")
+            yield conn
+        finally:
+            conn.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._connect() as conn:
+            deadline = time.monotonic() + self.busy_timeout_s
+            while True:
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                    break
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) and "busy" not in str(exc):
+                        raise
+                    if time.monotonic() > deadline:
+                        raise LedgerError(
+                            "ledger_busy", f"ledger {self.path} stayed locked too long"
+                        ) from None
+                    time.sleep(0.01)
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    # ------------------------------------------------------------------ budgets
+
+    def set_budget(self, dataset: str, project: str, epsilon: float, delta: float, by: str) -> None:
+        """Set the total budget of (dataset, project) to ``epsilon`` at ``delta``; recorded in history."""
+        dataset, project, by = _name(dataset, "dataset"), _name(project, "project"), _name(by, "officer")
+        _check_budget(epsilon, delta)
+        at = _now()
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT total_epsilon, delta FROM budgets WHERE dataset = ? AND project = ?",
+                (dataset, project),
+            ).fetchone()
+            conn.execute(
+                "INSERT INTO budgets (dataset, project, total_epsilon, delta, set_by, set_at) VALUES (?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (dataset, project) DO UPDATE SET total_epsilon = excluded.total_epsilon,"
+                " delta = excluded.delta, set_by = excluded.set_by, set_at = excluded.set_at",
+                (dataset, project, float(epsilon), float(delta), by, at),
+            )
+            conn.execute(
+                "INSERT INTO budget_changes (dataset, project, total_epsilon, delta, previous_epsilon,"
+                " previous_delta, set_by, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    dataset,
+                    project,
+                    float(epsilon),
+                    float(delta),
+                    row[0] if row else None,
+                    row[1] if row else None,
+                    by,
+                    at,
+                ),
+            )
+
+    def _budget(self, conn: sqlite3.Connection, dataset: str, project: str) -> tuple[float, float, bool]:
+        row = conn.execute(
+            "SELECT total_epsilon, delta FROM budgets WHERE dataset = ? AND project = ?", (dataset, project)
+        ).fetchone()
+        if row is not None:
+            return float(row[0]), float(row[1]), False
+        if self.require_budget:
+            raise BudgetMissing(self.node_id, dataset, project)
+        return self.default_epsilon, self.default_delta, True
+
+    @staticmethod
+    def _sums(conn: sqlite3.Connection, dataset: str, project: str) -> tuple[float, float, float, int]:
+        row = conn.execute(
+            "SELECT COALESCE(SUM(cost_epsilon), 0), COALESCE(SUM(cost_rho), 0),"
+            " COALESCE(SUM(CASE WHEN cost_epsilon = 0 THEN cost_rho ELSE 0 END), 0), COUNT(*)"
+            " FROM charges WHERE dataset = ? AND project = ?",
+            (dataset, project),
+        ).fetchone()
+        return float(row[0]), float(row[1]), float(row[2]), int(row[3])
+
+    def _status(self, conn: sqlite3.Connection, dataset: str, project: str) -> BudgetStatus:
+        total, delta, is_default = self._budget(conn, dataset, project)
+        pure, rho_all, rho_gauss, n = self._sums(conn, dataset, project)
+        spent = spent_epsilon(pure, rho_all, rho_gauss, delta)
+        return BudgetStatus(
+            dataset, project, total, delta, spent, max(total - spent, 0.0), rho_all, n, is_default
+        )
+
+    def remaining(self, dataset: str, project: str) -> float:
+        """Epsilon (at the budget's delta) still available to (dataset, project)."""
+        dataset, project = _name(dataset, "dataset"), _name(project, "project")
+        with self._connect() as conn:
+            return self._status(conn, dataset, project).remaining_epsilon
+
+    def status(self, dataset: str, project: str) -> BudgetStatus:
+        """Budget, spending and remainder of one (dataset, project)."""
+        dataset, project = _name(dataset, "dataset"), _name(project, "project")
+        with self._connect() as conn:
+            return self._status(conn, dataset, project)
+
+    def show(self, project: str | None = None) -> list[BudgetStatus]:
+        """Every (dataset, project) with a budget row or a charge, optionally for one project."""
+        with self._connect() as conn:
+            pairs = conn.execute(
+                "SELECT dataset, project FROM budgets UNION SELECT dataset, project FROM charges ORDER BY 1, 2"
+            ).fetchall()
+            out = []
+            for dataset, proj in pairs:
+                if project is not None and proj != project:
+                    continue
+                try:
+                    out.append(self._status(conn, dataset, proj))
+                except BudgetMissing:
+                    out.append(BudgetStatus(dataset, proj, 0.0, 0.0, math.inf, 0.0, 0.0, 0, True))
+            return out
+
+    def history(self, dataset: str | None = None, project: str | None = None) -> list[HistoryEntry]:
+        """Budget changes and charges, oldest first, optionally for one dataset and/or project."""
+        where, args = [], []
+        if dataset is not None:
+            where.append("dataset = ?")
+            args.append(dataset)
+        if project is not None:
+            where.append("project = ?")
+            args.append(project)
+        cond = (" WHERE " + " AND ".join(where)) if where else ""
+        with self._connect() as conn:
+            budgets = conn.execute(
+                f"SELECT at, id, dataset, project, total_epsilon, delta, set_by FROM budget_changes{cond}",
+                args,
+            ).fetchall()
+            charges = conn.execute(
+                f"SELECT at, id, dataset, project, cost_epsilon, cost_rho, job_id, note FROM charges{cond}",
+                args,
+            ).fetchall()
+        entries = [
+            (r[0], 0, r[1], HistoryEntry("budget", r[0], r[2], r[3], r[4], r[5], None, r[6], ""))
+            for r in budgets
+        ]
+        entries += [
+            (r[0], 1, r[1], HistoryEntry("charge", r[0], r[2], r[3], r[4], None, r[5], r[6], r[7]))
+            for r in charges
+        ]
+        return [e[3] for e in sorted(entries, key=lambda e: e[:3])]
+
+    # ------------------------------------------------------------------ charges
+
+    def charge(self, job_id: str, dataset: str, project: str, cost: Cost, note: str = "") -> Charge:
+        """Record ``cost`` for ``job_id`` if it fits the budget of (dataset, project), atomically.
+
+        Charging a job id that is already recorded returns the recorded charge and spends nothing;
+        the same job id with a different dataset, project or cost is refused (rule ``job_id_reused``).
+        """
+        job_id, dataset, project = (
+            _name(job_id, "job_id"),
+            _name(dataset, "dataset"),
+            _name(project, "project"),
+        )
+        if not isinstance(cost, Cost):
+            raise LedgerError("cost_value", f"cost must be a Cost, got {type(cost).__name__}")
+        with self._write() as conn:
+            existing = conn.execute(
+                "SELECT id, job_id, dataset, project, cost_epsilon, cost_rho, at, note FROM charges WHERE job_id = ?",
+                (job_id,),
+            ).fetchone()
+            if existing is not None:
+                found = Charge(*existing)
+                same = (found.dataset, found.project) == (dataset, project) and all(
+                    math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+                    for a, b in ((found.epsilon, cost.epsilon), (found.rho, cost.rho))
+                )
+                if not same:
+                    raise LedgerError(
+                        "job_id_reused",
+                        f"job '{job_id}' was already charged for dataset '{found.dataset}', project "
+                        f"'{found.project}' with a different cost",
+                        self.node_id,
+                    )
+                return found
+            total, delta, _ = self._budget(conn, dataset, project)
+            pure, rho_all, rho_gauss, _ = self._sums(conn, dataset, project)
+            before = spent_epsilon(pure, rho_all, rho_gauss, delta)
+            after = spent_epsilon(
+                pure + cost.epsilon, rho_all + cost.rho, rho_gauss + (0.0 if cost.pure else cost.rho), delta
+            )
+            if after > total * (1 + _SLACK) + _SLACK:
+                requested = after - before if math.isfinite(after) else _alone(cost, delta)
+                raise BudgetExceeded(self.node_id, dataset, project, requested, total - before, total, delta)
+            at = _now()
+            cur = conn.execute(
+                "INSERT INTO charges (job_id, dataset, project, cost_epsilon, cost_rho, at, note)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (job_id, dataset, project, float(cost.epsilon), float(cost.rho), at, note),
+            )
+            return Charge(int(cur.lastrowid or 0), job_id, dataset, project, cost.epsilon, cost.rho, at, note)
+
+    def charges(self, dataset: str | None = None, project: str | None = None) -> list[Charge]:
+        """Recorded charges, oldest first, optionally for one dataset and/or project."""
+        sql = "SELECT id, job_id, dataset, project, cost_epsilon, cost_rho, at, note FROM charges"
+        where, args = [], []
+        for column, value in (("dataset", dataset), ("project", project)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        with self._connect() as conn:
+            return [Charge(*row) for row in conn.execute(sql + " ORDER BY id", args).fetchall()]
+
+
+def _alone(cost: Cost, delta: float) -> float:
+    """Epsilon of one release on its own at ``delta`` (inf for zCDP at delta 0)."""
+    return cost.epsilon if cost.pure else epsilon_at_delta(cost.rho, delta)
+
+
+def _check_budget(epsilon: float, delta: float) -> None:
+    if (
+        isinstance(epsilon, bool)
+        or not isinstance(epsilon, int | float)
+        or not math.isfinite(epsilon)
+        or epsilon < 0
+    ):
+        raise LedgerError("budget_value", f"budget epsilon must be a finite number >= 0, got {epsilon!r}")
+    if isinstance(delta, bool) or not isinstance(delta, int | float) or not 0 <= delta < 1:
+        raise LedgerError("budget_value", f"budget delta must be in [0, 1), got {delta!r}")
