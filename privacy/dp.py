@@ -482,17 +482,23 @@ def threshold_for(min_group_size: int, spec: NoiseSpec, p: float = 1e-3) -> int:
     return (min_group_size - 1) + int(math.ceil(q))
 
 
+def _closed_integer_width(accuracy: float) -> float:
+    """OpenDP's discrete accuracy a has P(|noise| >= a) <= alpha; integer noise then stays within
+    ceil(a) - 1 with probability >= 1 - alpha."""
+    return float(max(math.ceil(accuracy) - 1, 0))
+
+
 def _half_width(spec: NoiseSpec, level: float) -> float:
     alpha = 1.0 - level
     b = _total_scale(spec)
     if spec.mechanism == "laplace":
         if spec.integer:
-            return float(dp.discrete_laplacian_scale_to_accuracy(b, alpha))
+            return _closed_integer_width(dp.discrete_laplacian_scale_to_accuracy(b, alpha))
         return b * math.log(1.0 / alpha)
     z = NormalDist().inv_cdf(1.0 - alpha / 2.0)
     if spec.integer:
         if b <= _EXACT_DISCRETE_GAUSSIAN_SCALE:
-            return float(dp.discrete_gaussian_scale_to_accuracy(b, alpha))
+            return _closed_integer_width(dp.discrete_gaussian_scale_to_accuracy(b, alpha))
         # OpenDP's exact tail sums over the support, linear in sigma; this far out the discrete
         # Gaussian matches the continuous one to far below float precision, plus one for rounding.
         return float(math.ceil(z * b) + 1)
