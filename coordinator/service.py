@@ -77,6 +77,41 @@ def _result_digest(rows: list[pb.CombinedRow]) -> str:
     return h.hexdigest()
 
 
+def _user(context: grpc.ServicerContext) -> str:
+    return dict(context.invocation_metadata()).get("x-federation-user", "analyst")
+
+
+def fan_out(
+    targets: list[NodeSession], job: pb.JobRequest, timeout: float
+) -> tuple[dict[str, pb.JobResponse], list[pb.NodeOutcome]]:
+    """Send ``job`` to every target, wait up to ``timeout``, and say what became of each node."""
+    pending = {s.node_id: s.send_job(job) for s in targets}
+    futures.wait(list(pending.values()), timeout=timeout)
+    responses: dict[str, pb.JobResponse] = {}
+    outcomes: list[pb.NodeOutcome] = []
+    for session in targets:
+        node, future = session.node_id, pending[session.node_id]
+        outcome = pb.NodeOutcome(node=node)
+        if not future.done():
+            session.forget(job.job_id)
+            outcome.status = "timeout"
+            outcome.reason = f"node {node} did not answer within {timeout:g}s"
+        elif isinstance(future.exception(), NodeGone):
+            outcome.status = "disconnected"
+            outcome.reason = f"node {node} disconnected before answering"
+        else:
+            response = future.result()
+            if response.WhichOneof("outcome") == "refusal":
+                outcome.status = "refused"
+                outcome.reason = response.refusal.reason
+                outcome.rule = response.refusal.rule
+            else:
+                outcome.status = "answered"
+                responses[node] = response
+        outcomes.append(outcome)
+    return responses, outcomes
+
+
 class AnalystService(pb_grpc.AnalystServicer):
     def __init__(self, registry: Registry, jobs: JobStore, config: CoordinatorConfig) -> None:
         self.registry = registry
@@ -94,6 +129,19 @@ class AnalystService(pb_grpc.AnalystServicer):
 
     def Jobs(self, request: pb.JobsRequest, context: grpc.ServicerContext) -> pb.JobsResponse:  # noqa: N802
         return pb.JobsResponse(jobs=self.jobs.recent(request.limit, request.project))
+
+    def Budget(self, request: pb.BudgetRequest, context: grpc.ServicerContext) -> pb.BudgetResponse:  # noqa: N802
+        """Read-only view of what remains per node and dataset for a project; nodes answer for themselves."""
+        job = pb.JobRequest(
+            job_id=uuid.uuid4().hex,
+            budget=pb.BudgetQuery(project=request.project),
+            requested_by=_user(context),
+        )
+        responses, outcomes = fan_out(self.registry.sessions(), job, self.config.node_timeout_seconds)
+        out = pb.BudgetResponse(nodes=outcomes)
+        for node in sorted(responses):
+            out.lines.extend(responses[node].budget.lines)
+        return out
 
     def _targets(self, spec: pb.QuerySpec) -> tuple[list[NodeSession], str]:
         sessions = self.registry.sessions()
@@ -121,39 +169,18 @@ class AnalystService(pb_grpc.AnalystServicer):
         if problem:
             rule = "node_unreachable" if "not connected" in problem else "unknown_dataset"
             return pb.QueryResponse(job_id=job_id, ok=False, error=problem, error_rule=rule, columns=columns)
-        requested_by = dict(context.invocation_metadata()).get("x-federation-user", "analyst")
+        requested_by = _user(context)
         self.jobs.start(job_id, requested_by, spec, request.sql)
         job = pb.JobRequest(job_id=job_id, query=spec, requested_by=requested_by)
         timeout = request.timeout_seconds if request.timeout_seconds > 0 else self.config.node_timeout_seconds
-        pending = {s.node_id: s.send_job(job) for s in targets}
-        deadline = time.monotonic() + timeout
-        futures.wait(list(pending.values()), timeout=timeout)
-
+        responses, outcomes = fan_out(targets, job, timeout)
         answers: dict[str, pb.QueryResult] = {}
-        outcomes: list[pb.NodeOutcome] = []
-        for session in targets:
-            node, future = session.node_id, pending[session.node_id]
-            outcome = pb.NodeOutcome(node=node)
-            if not future.done():
-                session.forget(job_id)
-                outcome.status = "timeout"
-                outcome.reason = f"node {node} did not answer within {timeout:g}s"
-            elif isinstance(future.exception(), NodeGone):
-                outcome.status = "disconnected"
-                outcome.reason = f"node {node} disconnected before answering"
-            else:
-                response = future.result()
-                if response.WhichOneof("outcome") == "refusal":
-                    outcome.status = "refused"
-                    outcome.reason = response.refusal.reason
-                    outcome.rule = response.refusal.rule
-                else:
-                    outcome.status = "answered"
-                    outcome.cost.CopyFrom(response.result.cost)
-                    outcome.audit_digest = response.result.audit_digest
-                    answers[node] = response.result
-            outcomes.append(outcome)
-        del deadline
+        for outcome in outcomes:
+            if outcome.status == "answered":
+                result = responses[outcome.node].result
+                outcome.cost.CopyFrom(result.cost)
+                outcome.audit_digest = result.audit_digest
+                answers[outcome.node] = result
 
         response = pb.QueryResponse(job_id=job_id, columns=columns, nodes=outcomes)
         missing = [o for o in outcomes if o.status != "answered"]

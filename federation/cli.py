@@ -30,6 +30,10 @@ audit_app = typer.Typer(help="Verify and export a node's audit log.", no_args_is
 app.add_typer(node_app, name="node")
 app.add_typer(coordinator_app, name="coordinator")
 app.add_typer(audit_app, name="audit")
+budget_app = typer.Typer(
+    help="Privacy budgets: set and read at the node (officers); read remaining (analysts)."
+)
+app.add_typer(budget_app, name="budget")
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -282,6 +286,117 @@ def audit_export(
         for e in entries
     ]
     print_frame(pd.DataFrame(rows, columns=["seq", "time", "kind", "job", "detail"]), fmt)
+
+
+# ---------------------------------------------------------------------------- budgets
+
+
+def _ledger(config: Path):  # noqa: ANN202 - nodes.* is imported lazily
+    from nodes.config import load_node_config
+    from nodes.release import open_ledger
+
+    cfg = load_node_config(config)
+    return cfg, open_ledger(cfg)
+
+
+@budget_app.command("set")
+def budget_set(
+    config: Annotated[Path, typer.Option("--config", help="Node config (TOML).")],
+    dataset: Annotated[str, typer.Option(help="Dataset name.")],
+    epsilon: Annotated[float, typer.Option(help="Total budget (epsilon at --delta).")],
+    project: Annotated[str, typer.Option(help="Project the budget is for.")] = "default",
+    delta: Annotated[float, typer.Option(help="The delta at which epsilon is read.")] = 1e-6,
+    by: Annotated[str, typer.Option(help="Who sets it (recorded in the history).")] = "",
+) -> None:
+    """Set the total privacy budget of one dataset for one project (privacy officers, at their node)."""
+    import getpass
+
+    cfg, ledger = _ledger(config)
+    if dataset not in cfg.datasets:
+        raise FederationError("unknown_dataset", f"node {cfg.node_id} has no dataset '{dataset}'")
+    ledger.set_budget(dataset, project, epsilon, delta, by or getpass.getuser())
+    status = ledger.status(dataset, project)
+    out.print(
+        f"budget of {cfg.node_id}.{dataset} for project '{project}': epsilon {status.total_epsilon:g} "
+        f"at delta {status.delta:g}; spent {status.spent_epsilon:.4g}, remaining {status.remaining_epsilon:.4g}"
+    )
+
+
+@budget_app.command("show")
+def budget_show(
+    config: Annotated[Path, typer.Option("--config", help="Node config (TOML).")],
+    project: Annotated[str | None, typer.Option(help="Only this project.")] = None,
+    fmt: Annotated[Format, typer.Option("--format", "-f")] = Format.table,
+) -> None:
+    """Budgets, spending and what remains, per dataset and project."""
+    import pandas as pd
+
+    _, ledger = _ledger(config)
+    rows = [
+        {
+            "dataset": s.dataset,
+            "project": s.project,
+            "total_epsilon": s.total_epsilon,
+            "spent_epsilon": s.spent_epsilon,
+            "remaining_epsilon": s.remaining_epsilon,
+            "delta": s.delta,
+            "releases": s.charges,
+            "default": s.is_default,
+        }
+        for s in ledger.show(project)
+    ]
+    columns = [
+        "dataset",
+        "project",
+        "total_epsilon",
+        "spent_epsilon",
+        "remaining_epsilon",
+        "delta",
+        "releases",
+        "default",
+    ]
+    print_frame(pd.DataFrame(rows, columns=columns), fmt)
+
+
+@budget_app.command("history")
+def budget_history(
+    config: Annotated[Path, typer.Option("--config", help="Node config (TOML).")],
+    dataset: Annotated[str | None, typer.Option(help="Only this dataset.")] = None,
+    project: Annotated[str | None, typer.Option(help="Only this project.")] = None,
+    fmt: Annotated[Format, typer.Option("--format", "-f")] = Format.table,
+) -> None:
+    """Every budget change and every charge, oldest first."""
+    import pandas as pd
+
+    _, ledger = _ledger(config)
+    rows = [
+        {
+            "at": h.at,
+            "kind": h.kind,
+            "dataset": h.dataset,
+            "project": h.project,
+            "epsilon": h.epsilon,
+            "by": h.by,
+            "note": h.note,
+        }
+        for h in ledger.history(dataset, project)
+    ]
+    print_frame(
+        pd.DataFrame(rows, columns=["at", "kind", "dataset", "project", "epsilon", "by", "note"]), fmt
+    )
+
+
+@budget_app.command("remaining")
+def budget_remaining(
+    coordinator: CoordinatorOption = "127.0.0.1:7100",
+    project: Annotated[str, typer.Option(help="Project.")] = "default",
+    fmt: Annotated[Format, typer.Option("--format", "-f")] = Format.table,
+) -> None:
+    """What remains per node and dataset for a project (read-only, for analysts)."""
+    from federation.client import Client
+
+    with Client(coordinator) as fed:
+        print_frame(fed.budget(project), fmt)
 
 
 # ---------------------------------------------------------------------------- demo

@@ -175,6 +175,40 @@ class Client:
             raise FederationError(response.error_rule or "refused", response.error)
         return to_frame(spec, response)
 
+    def budget(self, project: str = "") -> pd.DataFrame:
+        """What remains of the privacy budget per node and dataset for ``project`` (read-only).
+
+        Budgets are set by each partner's privacy officer at their own node; nobody can change them
+        from here.
+        """
+        response = self._call("Budget", pb.BudgetRequest(project=project))
+        rows = [
+            {
+                "node": line.node,
+                "dataset": line.dataset,
+                "project": line.project,
+                "total_epsilon": line.total_epsilon,
+                "spent_epsilon": line.spent_epsilon,
+                "remaining_epsilon": line.remaining_epsilon,
+                "delta": line.delta,
+                "releases": line.releases,
+            }
+            for line in response.lines
+        ]
+        columns = [
+            "node",
+            "dataset",
+            "project",
+            "total_epsilon",
+            "spent_epsilon",
+            "remaining_epsilon",
+            "delta",
+            "releases",
+        ]
+        df = pd.DataFrame(rows, columns=columns)
+        df.attrs = {"missing": {n.node: n.reason for n in response.nodes if n.status != "answered"}}
+        return df
+
     def jobs(self, limit: int = 50, project: str = "") -> pd.DataFrame:
         response = self._call("Jobs", pb.JobsRequest(limit=limit, project=project))
         rows = [

@@ -57,10 +57,17 @@ def literal_value(node: exp.Expression, where: str) -> pb.Value:
     if isinstance(node, exp.Paren):
         return literal_value(node.this, where)
     if isinstance(node, exp.Neg) and isinstance(node.this, exp.Literal) and not node.this.is_string:
-        inner = literal_value(node.this, where)
-        if inner.HasField("integer"):
-            return pb.Value(integer=-inner.integer)
-        return pb.Value(real=-inner.real)
+        text = "-" + node.this.this
+        try:
+            number = int(text)
+        except ValueError:
+            try:
+                return pb.Value(real=float(text))
+            except ValueError:
+                raise QueryError("malformed_sql", f"{where}: '{text}' is not a number") from None
+        if not -(2**63) <= number < 2**63:
+            raise QueryError("malformed_sql", f"{where}: number {text} is out of range")
+        return pb.Value(integer=number)
     if isinstance(node, exp.Boolean):
         return pb.Value(boolean=bool(node.this))
     if isinstance(node, exp.Literal):
@@ -179,6 +186,8 @@ def parse_query(sql: str) -> pb.QuerySpec:
     if source is None or not isinstance(source.this, exp.Table):
         raise QueryError("malformed_sql", "FROM must name one dataset, e.g. FROM declarations")
     table: exp.Table = source.this
+    if not isinstance(table.this, exp.Identifier) or not table.name or table.this.quoted:
+        raise QueryError("malformed_sql", f"FROM '{table.sql()}': name a dataset, e.g. FROM declarations")
     if table.catalog:
         raise QueryError("malformed_sql", f"FROM '{table.sql()}': use dataset or node.dataset")
     spec = pb.QuerySpec(dataset=table.name.lower(), node=(table.db or "").lower())

@@ -5,6 +5,7 @@ The operator's config is the last word on what a node serves (see docs/config.md
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,9 +44,11 @@ class Policy:
     min_group_size: int = 10
     operations: tuple[str, ...] = OPERATIONS
     max_groups: int = 2000
-    dp_required: bool = False
-    default_epsilon: float = 1.0
-    max_epsilon: float = 5.0
+    dp_required: bool = True
+    default_epsilon: float = 1.0  # spent per query when the analyst names no budget
+    max_epsilon: float = 5.0  # per-query cap
+    budget_epsilon: float = 10.0  # total per (dataset, project) until the privacy officer sets one
+    budget_delta: float = 1e-6  # the delta at which officers read epsilon
     release: str = "plain"
 
 
@@ -90,18 +93,52 @@ def _require(table: dict[str, Any], key: str, where: str) -> Any:
     return table[key]
 
 
+def _number(value: Any, key: str, where: str, integer: bool = False) -> float:
+    """A finite number (an int where ``integer``), or a ConfigError naming the key."""
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or (integer and not isinstance(value, int)):
+        kind = "a whole number" if integer else "a finite number"
+        raise ConfigError(f"{where}: {key} must be {kind}, not {value!r}")
+    return value
+
+
+def _list(value: Any, key: str, where: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise ConfigError(f"{where}: {key} must be a list, not {value!r}")
+    return value
+
+
 def _policy(raw: dict[str, Any], base: Policy, where: str) -> Policy:
     known = set(Policy.__dataclass_fields__)
     unknown = set(raw) - known
     if unknown:
         raise ConfigError(f"{where}: unknown policy key(s) {sorted(unknown)}")
     values = {k: raw.get(k, getattr(base, k)) for k in known}
-    values["operations"] = tuple(values["operations"])
+    for key in ("min_group_size", "max_groups"):
+        _number(values[key], key, where, integer=True)
+        if values[key] < 1:
+            raise ConfigError(f"{where}: {key} must be at least 1")
+    for key in ("default_epsilon", "max_epsilon", "budget_epsilon", "budget_delta"):
+        _number(values[key], key, where)
+    values["operations"] = tuple(
+        _list(
+            list(values["operations"]) if isinstance(values["operations"], tuple) else values["operations"],
+            "operations",
+            where,
+        )
+    )
     bad = [op for op in values["operations"] if op not in OPERATIONS]
     if bad:
         raise ConfigError(f"{where}: unknown operation(s) {bad}; allowed: {list(OPERATIONS)}")
     if int(values["min_group_size"]) < 1:
         raise ConfigError(f"{where}: min_group_size must be at least 1")
+    for key in ("default_epsilon", "max_epsilon", "budget_epsilon"):
+        if not float(values[key]) > 0:
+            raise ConfigError(f"{where}: {key} must be a positive number")
+    if float(values["default_epsilon"]) > float(values["max_epsilon"]):
+        raise ConfigError(f"{where}: default_epsilon must not exceed max_epsilon")
+    if not 0 < float(values["budget_delta"]) < 1:
+        raise ConfigError(f"{where}: budget_delta must be in (0, 1)")
     if values["release"] not in ("plain", "secure"):
         raise ConfigError(f"{where}: release must be 'plain' or 'secure'")
     return Policy(**values)
@@ -116,15 +153,25 @@ def _column(raw: dict[str, Any], where: str) -> Column:
     domain: tuple[CategoryValue, ...] = ()
     bounds = None
     if kind == "category":
-        domain = tuple(_require(raw, "domain", here))
+        domain = tuple(_list(_require(raw, "domain", here), "domain", here))
         if not domain:
             raise ConfigError(f"{here}: a category column needs a non-empty public domain")
+        if any(isinstance(v, bool) or not isinstance(v, str | int) for v in domain):
+            raise ConfigError(f"{here}: domain values must be text or whole numbers")
+        if len(set(domain)) != len(domain):
+            raise ConfigError(f"{here}: domain lists a value twice")
     if kind == "numeric":
-        lo, hi = _require(raw, "bounds", here)
+        bounds_raw = _list(_require(raw, "bounds", here), "bounds", here)
+        if len(bounds_raw) != 2:
+            raise ConfigError(f"{here}: bounds must be [lower, upper]")
+        lo, hi = (_number(b, "bounds", here) for b in bounds_raw)
         if not float(lo) < float(hi):
             raise ConfigError(f"{here}: bounds must be [lower, upper] with lower < upper")
         bounds = (float(lo), float(hi))
-    codes = {str(k): v for k, v in dict(raw.get("codes", {})).items()}
+    codes_raw = raw.get("codes", {})
+    if not isinstance(codes_raw, dict):
+        raise ConfigError(f"{here}: codes must be a table of local code = shared value")
+    codes = {str(k): v for k, v in codes_raw.items()}
     missing = [v for v in codes.values() if v not in domain]
     if missing:
         raise ConfigError(f"{here}: codes map to values outside the domain: {missing}")
@@ -167,7 +214,7 @@ def _dataset(raw: dict[str, Any], base: Path, policy: Policy) -> Dataset:
     unit = str(_require(raw, "privacy_unit", where))
     if unit not in by_name or by_name[unit].kind != "identifier":
         raise ConfigError(f"{where}: privacy_unit '{unit}' must name an identifier column")
-    max_rows = int(raw.get("max_rows_per_unit", 1))
+    max_rows = int(_number(raw.get("max_rows_per_unit", 1), "max_rows_per_unit", where, integer=True))
     if max_rows < 1:
         raise ConfigError(f"{where}: max_rows_per_unit must be at least 1")
     return Dataset(

@@ -18,7 +18,7 @@ import grpc
 
 from nodes.audit import AuditLog, load_or_create_signing_key
 from nodes.config import NodeConfig
-from nodes.release import ReleasePath
+from nodes.release import ReleasePath, open_ledger
 from nodes.sources import DataSources
 from protocols import federation_pb2 as pb
 from protocols import federation_pb2_grpc as pb_grpc
@@ -82,7 +82,8 @@ class NodeDaemon:
             signing_key=load_or_create_signing_key(config.state_dir),
         )
         self.sources = DataSources(config)
-        self.release = ReleasePath(config, self.sources, self.audit)
+        self.ledger = open_ledger(config)
+        self.release = ReleasePath(config, self.sources, self.audit, self.ledger)
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"{config.node_id}-job")
         self._stop = threading.Event()
         self._call: Any = None

@@ -9,23 +9,17 @@ result is handed to the link.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from typing import Any
 
 from nodes.audit import AuditError, AuditLog
 from nodes.config import NodeConfig
+from nodes.protect import Exact, protect, resolve_budget
 from nodes.sources import DataSources
 from nodes.validate import Plan, Refused, validate
+from privacy.accounting import epsilon_at_delta
+from privacy.ledger import Ledger
 from protocols import federation_pb2 as pb
 from protocols.errors import FederationError
-from protocols.values import to_value
-
-
-@dataclass
-class Exact:
-    """Exact per-group aggregates as computed inside the engine (never released as such)."""
-
-    rows: dict[tuple[Any, ...], tuple[Any, ...]]
 
 
 def compute(plan: Plan, sources: DataSources) -> Exact:
@@ -36,62 +30,21 @@ def compute(plan: Plan, sources: DataSources) -> Exact:
     return Exact(rows=rows)
 
 
-def protect(plan: Plan, exact: Exact) -> pb.QueryResult:
-    """Disclosure control: every key of the public domain is reported; small cells are suppressed.
-
-    A group with fewer distinct privacy units than the minimum group size is suppressed as a whole
-    row, so a suppressed value cannot be recovered from the other columns of the same row.
-    """
-    min_size = plan.dataset.policy.min_group_size
-    result = pb.QueryResult()
-    numeric_index = _numeric_slots(plan)
-    for key in plan.keys:
-        group = result.groups.add()
-        group.key.extend(to_value(k) for k in key)
-        found = exact.rows.get(tuple(key))
-        n_rows, n_units = (int(found[0]), int(found[1])) if found else (0, 0)
-        if n_units < min_size:
-            group.suppressed = True
-            group.suppression_rule = f"min_group_size: fewer than {min_size} units"
-            for _ in plan.aggregates:
-                group.cells.add()
-            continue
-        for i, agg in enumerate(plan.aggregates):
-            cell = group.cells.add()
-            if agg.function == pb.COUNT:
-                cell.sum = cell.count = float(n_rows)
-            elif agg.function == pb.COUNT_DISTINCT:
-                cell.sum = cell.count = float(n_units)
-            else:
-                slot = numeric_index[i]
-                total, count = found[2 + 2 * slot], found[3 + 2 * slot]  # type: ignore[index]
-                cell.sum = float(total or 0.0)
-                cell.count = float(count or 0)
-    return result
-
-
-def _numeric_slots(plan: Plan) -> dict[int, int]:
-    """Map aggregate position -> position of its (sum, count) pair in the engine's output."""
-    slots: dict[int, int] = {}
-    n = 0
-    for i, agg in enumerate(plan.aggregates):
-        if agg.function in (pb.SUM, pb.AVG):
-            slots[i] = n
-            n += 1
-    return slots
-
-
 def digest(result: pb.QueryResult) -> str:
     return hashlib.sha256(result.SerializeToString(deterministic=True)).hexdigest()
+
+
+DEFAULT_PROJECT = "default"
 
 
 class ReleasePath:
     """Runs one job through the whole path; always returns a response, never raises."""
 
-    def __init__(self, config: NodeConfig, sources: DataSources, audit: AuditLog) -> None:
+    def __init__(self, config: NodeConfig, sources: DataSources, audit: AuditLog, ledger: Ledger) -> None:
         self.config = config
         self.sources = sources
         self.audit = audit
+        self.ledger = ledger
 
     def refuse(self, job: pb.JobRequest, rule: str, reason: str) -> pb.JobResponse:
         try:
@@ -103,6 +56,37 @@ class ReleasePath:
         )
 
     def handle(self, job: pb.JobRequest) -> pb.JobResponse:
+        kind = job.WhichOneof("kind")
+        if kind == "query":
+            return self.query(job)
+        if kind == "budget":
+            return self.budget(job)
+        return self.refuse(job, "unsupported_job", f"node {self.config.node_id} does not run '{kind}' jobs")
+
+    def budget(self, job: pb.JobRequest) -> pb.JobResponse:
+        """Read-only budget report for a project, over the exposed datasets."""
+        project = job.budget.project or DEFAULT_PROJECT
+        report = pb.BudgetReport()
+        for name, dataset in sorted(self.config.datasets.items()):
+            if not dataset.exposed:
+                continue
+            try:
+                status = self.ledger.status(name, project)
+            except FederationError:
+                continue  # no budget for this project: nothing to report, nothing can be spent
+            report.lines.add(
+                node=self.config.node_id,
+                dataset=name,
+                project=project,
+                total_epsilon=status.total_epsilon,
+                spent_epsilon=status.spent_epsilon,
+                remaining_epsilon=status.remaining_epsilon,
+                delta=status.delta,
+                releases=status.charges,
+            )
+        return pb.JobResponse(job_id=job.job_id, budget=report)
+
+    def query(self, job: pb.JobRequest) -> pb.JobResponse:
         node = self.config.node_id
         spec = job.query
         try:
@@ -117,17 +101,29 @@ class ReleasePath:
             )
         try:
             plan = validate(spec, self.config)
+            budget = resolve_budget(spec.privacy, plan.dataset, node)
             exact = compute(plan, self.sources)
-            result = protect(plan, exact)
+            result, cost = protect(plan, exact, budget)
+            project = spec.project or DEFAULT_PROJECT
+            if budget.dp:
+                # Charged before anything leaves; the same job id is never charged twice.
+                self.ledger.charge(job.job_id, plan.dataset.name, project, cost, note=job.requested_by)
+                delta = self.ledger.status(plan.dataset.name, project).delta
+                result.cost.delta = delta
+                if not cost.pure:
+                    result.cost.epsilon = epsilon_at_delta(cost.rho, delta)
             result.audit_digest = digest(result)
             self.audit.append(
                 "released",
                 job.job_id,
                 {
                     "dataset": plan.dataset.name,
+                    "project": project,
                     "digest": result.audit_digest,
                     "groups": len(result.groups),
                     "suppressed": sum(1 for g in result.groups if g.suppressed),
+                    "epsilon": cost.epsilon,
+                    "rho": cost.rho,
                 },
             )
         except AuditError:
@@ -139,6 +135,16 @@ class ReleasePath:
         except FederationError as exc:
             return self.refuse(job, exc.rule, exc.message)
         return pb.JobResponse(job_id=job.job_id, result=result)
+
+
+def open_ledger(config: NodeConfig) -> Ledger:
+    """The node's budget ledger; the node-wide policy gives the default budget per (dataset, project)."""
+    return Ledger(
+        config.state_dir / "ledger.sqlite",
+        node_id=config.node_id,
+        default_epsilon=config.policy.budget_epsilon,
+        default_delta=config.policy.budget_delta,
+    )
 
 
 def _spec_summary(spec: pb.QuerySpec) -> dict[str, Any]:

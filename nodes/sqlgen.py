@@ -108,8 +108,9 @@ class _Builder:
             joiner = " AND " if kind == "all_of" else " OR "
             return "(" + joiner.join(self.filter(item, dataset) for item in getattr(f, kind).items) + ")"
         if kind == "negate":
-            # A NULL (unmapped code) must not turn into a match under NOT.
-            return f"COALESCE(NOT ({self.filter(f.negate, dataset)}), FALSE)"
+            # Three-valued logic: an unmapped code makes a leaf NULL, and NOT NULL is still NULL,
+            # so however many NOTs are stacked, such rows never match.
+            return f"(NOT {self.filter(f.negate, dataset)})"
         raise ValueError("empty filter term")  # validate() refuses this first
 
 
@@ -127,9 +128,10 @@ def build_sql(plan: Plan, dialect: Dialect, truncate: bool = True) -> tuple[str,
             alias = f"v{len(numeric)}"
             lo, hi = agg.column.bounds or (0.0, 0.0)
             raw = f"CAST({quote_ident(agg.column.local)} AS {dialect.double})"
+            # A missing value stays missing: LEAST/GREATEST would turn NULL into a bound.
             select.append(
-                f"LEAST(GREATEST({raw}, CAST({b.bind(lo)} AS {dialect.double})), "
-                f"CAST({b.bind(hi)} AS {dialect.double})) AS {alias}"
+                f"CASE WHEN {raw} IS NULL THEN NULL ELSE LEAST(GREATEST({raw}, CAST({b.bind(lo)} AS {dialect.double})), "
+                f"CAST({b.bind(hi)} AS {dialect.double})) END AS {alias}"
             )
             numeric[agg.column.name] = alias
     where = [f"{unit} IS NOT NULL"]

@@ -71,12 +71,20 @@ class _Checker:
         return column
 
     def value_for(self, column: Column, value: pb.Value, op: int = pb.EQ) -> CategoryValue | float:
+        if value.WhichOneof("kind") is None:
+            raise self.refuse("malformed_request", f"a filter value for '{column.name}' is empty")
         v = python_value(value)
         if isinstance(v, bool):
             v = int(v)
         if column.kind == "category":
             if op in _RANGE_OPS:
-                if not isinstance(v, int) or not all(isinstance(d, int) for d in column.domain):
+                numeric_domain = all(isinstance(d, int) for d in column.domain)
+                if numeric_domain and not isinstance(v, int):
+                    raise self.refuse(
+                        "type_mismatch",
+                        f"column '{column.name}' has whole numbers; compare it to a whole number",
+                    )
+                if not numeric_domain:
                     raise self.refuse(
                         "unsupported_filter",
                         f"column '{column.name}' is a text category; use =, <>, IN or NOT IN",

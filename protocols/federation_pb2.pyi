@@ -153,16 +153,20 @@ class QuerySpec(_message.Message):
     def __init__(self, dataset: _Optional[str] = ..., node: _Optional[str] = ..., group_by: _Optional[_Iterable[str]] = ..., aggregates: _Optional[_Iterable[_Union[Aggregate, _Mapping]]] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., min_nodes: _Optional[int] = ..., privacy: _Optional[_Union[PrivacyRequest, _Mapping]] = ..., project: _Optional[str] = ...) -> None: ...
 
 class Cell(_message.Message):
-    __slots__ = ("sum", "count", "noise_sd", "count_noise_sd")
+    __slots__ = ("sum", "count", "noise_sd", "count_noise_sd", "ci_low", "ci_high")
     SUM_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
     NOISE_SD_FIELD_NUMBER: _ClassVar[int]
     COUNT_NOISE_SD_FIELD_NUMBER: _ClassVar[int]
+    CI_LOW_FIELD_NUMBER: _ClassVar[int]
+    CI_HIGH_FIELD_NUMBER: _ClassVar[int]
     sum: float
     count: float
     noise_sd: float
     count_noise_sd: float
-    def __init__(self, sum: _Optional[float] = ..., count: _Optional[float] = ..., noise_sd: _Optional[float] = ..., count_noise_sd: _Optional[float] = ...) -> None: ...
+    ci_low: float
+    ci_high: float
+    def __init__(self, sum: _Optional[float] = ..., count: _Optional[float] = ..., noise_sd: _Optional[float] = ..., count_noise_sd: _Optional[float] = ..., ci_low: _Optional[float] = ..., ci_high: _Optional[float] = ...) -> None: ...
 
 class GroupResult(_message.Message):
     __slots__ = ("key", "cells", "suppressed", "suppression_rule")
@@ -262,25 +266,61 @@ class Heartbeat(_message.Message):
     sent_unix_ms: int
     def __init__(self, sent_unix_ms: _Optional[int] = ...) -> None: ...
 
+class BudgetQuery(_message.Message):
+    __slots__ = ("project",)
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    project: str
+    def __init__(self, project: _Optional[str] = ...) -> None: ...
+
+class BudgetLine(_message.Message):
+    __slots__ = ("node", "dataset", "project", "total_epsilon", "spent_epsilon", "remaining_epsilon", "delta", "releases")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_EPSILON_FIELD_NUMBER: _ClassVar[int]
+    SPENT_EPSILON_FIELD_NUMBER: _ClassVar[int]
+    REMAINING_EPSILON_FIELD_NUMBER: _ClassVar[int]
+    DELTA_FIELD_NUMBER: _ClassVar[int]
+    RELEASES_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    dataset: str
+    project: str
+    total_epsilon: float
+    spent_epsilon: float
+    remaining_epsilon: float
+    delta: float
+    releases: int
+    def __init__(self, node: _Optional[str] = ..., dataset: _Optional[str] = ..., project: _Optional[str] = ..., total_epsilon: _Optional[float] = ..., spent_epsilon: _Optional[float] = ..., remaining_epsilon: _Optional[float] = ..., delta: _Optional[float] = ..., releases: _Optional[int] = ...) -> None: ...
+
+class BudgetReport(_message.Message):
+    __slots__ = ("lines",)
+    LINES_FIELD_NUMBER: _ClassVar[int]
+    lines: _containers.RepeatedCompositeFieldContainer[BudgetLine]
+    def __init__(self, lines: _Optional[_Iterable[_Union[BudgetLine, _Mapping]]] = ...) -> None: ...
+
 class JobRequest(_message.Message):
-    __slots__ = ("job_id", "query", "requested_by")
+    __slots__ = ("job_id", "query", "budget", "requested_by")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     QUERY_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_FIELD_NUMBER: _ClassVar[int]
     REQUESTED_BY_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     query: QuerySpec
+    budget: BudgetQuery
     requested_by: str
-    def __init__(self, job_id: _Optional[str] = ..., query: _Optional[_Union[QuerySpec, _Mapping]] = ..., requested_by: _Optional[str] = ...) -> None: ...
+    def __init__(self, job_id: _Optional[str] = ..., query: _Optional[_Union[QuerySpec, _Mapping]] = ..., budget: _Optional[_Union[BudgetQuery, _Mapping]] = ..., requested_by: _Optional[str] = ...) -> None: ...
 
 class JobResponse(_message.Message):
-    __slots__ = ("job_id", "result", "refusal")
+    __slots__ = ("job_id", "result", "refusal", "budget")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
     REFUSAL_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     result: QueryResult
     refusal: Refusal
-    def __init__(self, job_id: _Optional[str] = ..., result: _Optional[_Union[QueryResult, _Mapping]] = ..., refusal: _Optional[_Union[Refusal, _Mapping]] = ...) -> None: ...
+    budget: BudgetReport
+    def __init__(self, job_id: _Optional[str] = ..., result: _Optional[_Union[QueryResult, _Mapping]] = ..., refusal: _Optional[_Union[Refusal, _Mapping]] = ..., budget: _Optional[_Union[BudgetReport, _Mapping]] = ...) -> None: ...
 
 class NodeMessage(_message.Message):
     __slots__ = ("hello", "heartbeat", "response")
@@ -447,3 +487,17 @@ class JobsResponse(_message.Message):
     JOBS_FIELD_NUMBER: _ClassVar[int]
     jobs: _containers.RepeatedCompositeFieldContainer[JobRecord]
     def __init__(self, jobs: _Optional[_Iterable[_Union[JobRecord, _Mapping]]] = ...) -> None: ...
+
+class BudgetRequest(_message.Message):
+    __slots__ = ("project",)
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    project: str
+    def __init__(self, project: _Optional[str] = ...) -> None: ...
+
+class BudgetResponse(_message.Message):
+    __slots__ = ("lines", "nodes")
+    LINES_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    lines: _containers.RepeatedCompositeFieldContainer[BudgetLine]
+    nodes: _containers.RepeatedCompositeFieldContainer[NodeOutcome]
+    def __init__(self, lines: _Optional[_Iterable[_Union[BudgetLine, _Mapping]]] = ..., nodes: _Optional[_Iterable[_Union[NodeOutcome, _Mapping]]] = ...) -> None: ...

@@ -106,6 +106,11 @@ class AnalystStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.Budget = channel.unary_unary(
+                '/federation.v1.Analyst/Budget',
+                request_serializer=protocols_dot_federation__pb2.BudgetRequest.SerializeToString,
+                response_deserializer=protocols_dot_federation__pb2.BudgetResponse.FromString,
+                _registered_method=True)
         self.Nodes = channel.unary_unary(
                 '/federation.v1.Analyst/Nodes',
                 request_serializer=protocols_dot_federation__pb2.NodesRequest.SerializeToString,
@@ -130,6 +135,12 @@ class AnalystStub:
 
 class AnalystServicer:
     """Missing associated documentation comment in .proto file."""
+
+    def Budget(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
 
     def Nodes(self, request, context):
         """Missing associated documentation comment in .proto file."""
@@ -158,6 +169,11 @@ class AnalystServicer:
 
 def add_AnalystServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'Budget': grpc.unary_unary_rpc_method_handler(
+                    servicer.Budget,
+                    request_deserializer=protocols_dot_federation__pb2.BudgetRequest.FromString,
+                    response_serializer=protocols_dot_federation__pb2.BudgetResponse.SerializeToString,
+            ),
             'Nodes': grpc.unary_unary_rpc_method_handler(
                     servicer.Nodes,
                     request_deserializer=protocols_dot_federation__pb2.NodesRequest.FromString,
@@ -188,6 +204,33 @@ def add_AnalystServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class Analyst:
     """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def Budget(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/federation.v1.Analyst/Budget',
+            protocols_dot_federation__pb2.BudgetRequest.SerializeToString,
+            protocols_dot_federation__pb2.BudgetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def Nodes(request,

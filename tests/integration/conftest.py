@@ -40,7 +40,9 @@ def _drop_schema(dsn: str, schema: str) -> None:
         conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
-def start_federation(root: Path, dsn: str, nodes: list[str] | None = None) -> tuple[RunningFederation, str]:
+def start_federation(
+    root: Path, dsn: str, nodes: list[str] | None = None, dp_required: bool = False
+) -> tuple[RunningFederation, str]:
     address = f"127.0.0.1:{free_port()}"
     schema = f"it_{uuid.uuid4().hex[:10]}"
     paths = write_scenario(
@@ -57,6 +59,11 @@ def start_federation(root: Path, dsn: str, nodes: list[str] | None = None) -> tu
     coordinator_toml = coordinator_toml.replace("heartbeat_seconds = 5", "heartbeat_seconds = 1")
     paths["coordinator"].write_text(coordinator_toml)
     chosen = nodes or [k for k in paths if k != "coordinator"]
+    if not dp_required:
+        # Exact mode, so answers can be compared with pooled pandas to the cent.
+        for node in chosen:
+            text = paths[node].read_text()
+            paths[node].write_text(text.replace("[policy]\n", "[policy]\ndp_required = false\n", 1))
     procs = LocalFederation(
         coordinator_config=paths["coordinator"],
         node_configs={k: paths[k] for k in chosen},

@@ -283,12 +283,6 @@ WRONG_TYPES = [
 ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="nodes/config.py _column/_dataset/_policy convert values without checking their type: "
-    "crashes with ValueError/TypeError, or accepts a string as a domain of characters, duplicate "
-    "domain values, infinite bounds and max_groups < 1",
-)
 @pytest.mark.parametrize(("old", "new", "key"), WRONG_TYPES, ids=[w[1] for w in WRONG_TYPES])
 def test_wrong_types_give_config_error(tmp_path: Path, old: str, new: str, key: str) -> None:
     text = HEAD + DATASET

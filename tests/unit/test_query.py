@@ -276,20 +276,10 @@ def test_non_string_input_is_a_query_error() -> None:
     assert info.value.rule == "malformed_sql"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="federation/query.py literal_value: the range check runs on the magnitude before the "
-    "minus sign is applied, so the smallest int64 is refused",
-)
 def test_smallest_int64_literal_is_accepted() -> None:
     assert only_filter("year = -9223372036854775808") == compare("year", pb.EQ, pb.Value(integer=-(2**63)))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="federation/query.py parse_query: FROM accepts a table function or a quoted string "
-    "instead of a dataset name",
-)
 @pytest.mark.parametrize(
     "sql", ["SELECT COUNT(*) FROM read_csv('/etc/passwd')", "SELECT COUNT(*) FROM 'declarations.csv'"]
 )

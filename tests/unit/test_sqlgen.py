@@ -288,11 +288,6 @@ def test_unmapped_codes_and_missing_units_drop_out(tmp_path: Path, customs: Any)
     assert sources.run(plan) == [(1, 1)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="nodes/sqlgen.py build_sql: LEAST(GREATEST(NULL, lo), hi) is lo in DuckDB and PostgreSQL, "
-    "so a missing value counts as the lower bound in SUM/AVG instead of being left out",
-)
 def test_missing_numeric_values_are_left_out(tmp_path: Path, customs: Any) -> None:
     rows = [row("1", value=None), row("2", value=40.0), row("3", value=None), row("4", value=60.0)]
     sources = tiny_sources(tmp_path, customs, rows)
@@ -302,11 +297,6 @@ def test_missing_numeric_values_are_left_out(tmp_path: Path, customs: Any) -> No
     assert (total, count) == (100.0, 2)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="nodes/sqlgen.py _Builder.filter: COALESCE(NOT (...), FALSE) turns an unknown comparison "
-    "into FALSE, so NOT NOT port = 'x' matches every row whose code is unmapped",
-)
 def test_double_negation_equals_the_filter(
     declarations: pd.DataFrame, node_config: NodeConfig, duck_sources: DataSources
 ) -> None:

@@ -290,22 +290,12 @@ def test_hand_built_specs_are_refused(node_config: NodeConfig, query: pb.QuerySp
     assert refusal(query, node_config).rule == rule
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="nodes/validate.py _Checker.value_for: a text value in a range filter on an integer "
-    "category is reported as 'unsupported_filter ... is a text category', which is wrong for year",
-)
 def test_text_bound_on_integer_category_is_a_type_mismatch(node_config: NodeConfig) -> None:
     error = refusal("SELECT COUNT(*) FROM declarations WHERE year > 'abc'", node_config)
     assert error.rule in {"type_mismatch", "value_outside_domain"}
     assert "text category" not in error.message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="nodes/validate.py:48 python_value raises Refused without the node id, so the analyst "
-    "cannot tell which node refused an empty filter value",
-)
 def test_empty_filter_value_names_the_node(node_config: NodeConfig) -> None:
     error = refusal(spec(filter=_compare(value=pb.Value())), node_config)
     assert error.rule == "malformed_request"

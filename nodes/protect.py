@@ -1,0 +1,210 @@
+"""The ``protect`` step: disclosure control and differential privacy on exact aggregates.
+
+* Every key of the public group domain is reported, so the set of present keys does not leak.
+* Without DP: a group with fewer distinct privacy units than the minimum group size is suppressed
+  as a whole row, so a suppressed value cannot be recovered from the other columns of the row.
+* With DP (OpenDP, see privacy/dp.py): every cell of every group gets noise calibrated to the
+  declared bounds and ``max_rows_per_unit``; suppression is decided on the *noisy* distinct-unit
+  count against a threshold that a group below the minimum size clears with probability <= 1e-3.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from nodes.config import Dataset
+from nodes.validate import Plan, Refused
+from privacy.accounting import Cost
+from privacy.dp import (
+    NoisePlan,
+    avg_interval,
+    interval,
+    plan_noise,
+    release_counts,
+    release_sums,
+    threshold_for,
+)
+from protocols import federation_pb2 as pb
+from protocols.values import to_value
+
+_KIND = {pb.COUNT: "count", pb.COUNT_DISTINCT: "count_distinct", pb.SUM: "sum", pb.AVG: "avg"}
+
+
+@dataclass
+class Exact:
+    """Exact per-group aggregates as computed inside the engine (never released as such).
+
+    ``rows`` maps a group key to (n_rows, n_units, sum_0, count_0, sum_1, count_1, ...), one
+    (sum, count) pair per SUM/AVG aggregate in request order.
+    """
+
+    rows: dict[tuple[Any, ...], tuple[Any, ...]]
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The privacy parameters a job runs with, after the node's policy has had its say."""
+
+    epsilon: float | None = None
+    rho: float | None = None
+
+    @property
+    def dp(self) -> bool:
+        return self.epsilon is not None or self.rho is not None
+
+
+def resolve_budget(request: pb.PrivacyRequest, dataset: Dataset, node: str) -> Budget:
+    """Apply the dataset's policy to the analyst's request: default, cap, and whether DP is required."""
+    policy = dataset.policy
+    if request.epsilon < 0 or request.rho < 0 or (request.epsilon > 0 and request.rho > 0):
+        raise Refused("privacy_request", "give a positive epsilon or a positive rho, not both", node=node)
+    if request.epsilon > 0:
+        if request.epsilon > policy.max_epsilon:
+            raise Refused(
+                "epsilon_cap",
+                f"epsilon {request.epsilon:g} is above the per-query cap {policy.max_epsilon:g} "
+                f"for dataset {dataset.name}",
+                node=node,
+            )
+        return Budget(epsilon=request.epsilon)
+    if request.rho > 0:
+        cap = policy.max_epsilon**2 / 2  # pure epsilon implies epsilon^2/2-zCDP: the same cap in rho
+        if request.rho > cap:
+            raise Refused(
+                "epsilon_cap",
+                f"rho {request.rho:g} is above the per-query cap {cap:g} for dataset {dataset.name}",
+                node=node,
+            )
+        return Budget(rho=request.rho)
+    if policy.dp_required:
+        return Budget(epsilon=policy.default_epsilon)
+    return Budget()
+
+
+def _numeric_slots(plan: Plan) -> dict[int, int]:
+    """Map aggregate position -> position of its (sum, count) pair in ``Exact.rows``."""
+    slots: dict[int, int] = {}
+    for i, agg in enumerate(plan.aggregates):
+        if agg.function in (pb.SUM, pb.AVG):
+            slots[i] = len(slots)
+    return slots
+
+
+def _exact_columns(
+    plan: Plan, exact: Exact
+) -> tuple[list[int], list[int], dict[int, tuple[list[float], list[int]]]]:
+    """Per group key in domain order: row counts, unit counts, and (sums, counts) per numeric aggregate."""
+    slots = _numeric_slots(plan)
+    rows, units = [], []
+    numeric: dict[int, tuple[list[float], list[int]]] = {i: ([], []) for i in slots}
+    for key in plan.keys:
+        found = exact.rows.get(tuple(key))
+        rows.append(int(found[0]) if found else 0)
+        units.append(int(found[1]) if found else 0)
+        for i, slot in slots.items():
+            total = found[2 + 2 * slot] if found else 0.0
+            count = found[3 + 2 * slot] if found else 0
+            numeric[i][0].append(float(total or 0.0))
+            numeric[i][1].append(int(count or 0))
+    return rows, units, numeric
+
+
+def protect(plan: Plan, exact: Exact, budget: Budget) -> tuple[pb.QueryResult, Cost]:
+    """Return the protected result and the privacy cost it must be charged before release."""
+    if budget.dp:
+        return _protect_dp(plan, exact, budget)
+    return _protect_exact(plan, exact), Cost(epsilon=0.0, rho=0.0)
+
+
+def _new_group(result: pb.QueryResult, key: tuple[Any, ...]) -> pb.GroupResult:
+    group = result.groups.add()
+    group.key.extend(to_value(k) for k in key)
+    return group
+
+
+def _suppress(group: pb.GroupResult, n_aggregates: int, rule: str) -> None:
+    group.suppressed = True
+    group.suppression_rule = rule
+    del group.cells[:]
+    for _ in range(n_aggregates):
+        group.cells.add()
+
+
+def _protect_exact(plan: Plan, exact: Exact) -> pb.QueryResult:
+    min_size = plan.dataset.policy.min_group_size
+    rows, units, numeric = _exact_columns(plan, exact)
+    result = pb.QueryResult()
+    for g, key in enumerate(plan.keys):
+        group = _new_group(result, key)
+        if units[g] < min_size:
+            _suppress(group, len(plan.aggregates), f"min_group_size: fewer than {min_size} units")
+            continue
+        for i, agg in enumerate(plan.aggregates):
+            cell = group.cells.add()
+            if agg.function == pb.COUNT:
+                cell.sum = cell.count = float(rows[g])
+            elif agg.function == pb.COUNT_DISTINCT:
+                cell.sum = cell.count = float(units[g])
+            else:
+                cell.sum, cell.count = numeric[i][0][g], float(numeric[i][1][g])
+    return result
+
+
+def _protect_dp(plan: Plan, exact: Exact, budget: Budget) -> tuple[pb.QueryResult, Cost]:
+    ds = plan.dataset
+    kinds = [(_KIND[a.function], a.column.bounds if a.column is not None else None) for a in plan.aggregates]
+    noise: NoisePlan = plan_noise(
+        kinds, ds.max_rows_per_unit, epsilon=budget.epsilon, rho=budget.rho, n_groups=len(plan.keys)
+    )
+    rows, units, numeric = _exact_columns(plan, exact)
+
+    values: dict[int, list[float]] = {}
+    counts: dict[int, list[float]] = {}
+    for component in noise.components:
+        spec, i = component.spec, component.aggregate
+        if component.role == "value" and i is not None:
+            agg = plan.aggregates[i]
+            if agg.function == pb.COUNT:
+                values[i] = [float(v) for v in release_counts(rows, spec)]
+            elif agg.function == pb.COUNT_DISTINCT:
+                values[i] = [float(v) for v in release_counts(units, spec)]
+            else:
+                values[i] = release_sums(numeric[i][0], spec)
+        elif component.role == "avg_count" and i is not None:
+            counts[i] = [float(v) for v in release_counts(numeric[i][1], spec)]
+    threshold_component = next(c for c in noise.components if c.role == "threshold")
+    if threshold_component.aggregate is not None:
+        noisy_units = values[threshold_component.aggregate]  # reuse the released COUNT(DISTINCT unit)
+    else:
+        noisy_units = [float(v) for v in release_counts(units, threshold_component.spec)]
+    threshold = threshold_for(ds.policy.min_group_size, noise.threshold)
+
+    result = pb.QueryResult()
+    columns = noise.columns
+    for g, key in enumerate(plan.keys):
+        group = _new_group(result, key)
+        if noisy_units[g] < threshold:
+            _suppress(group, len(plan.aggregates), f"min_group_size: noisy unit count below {threshold}")
+            continue
+        for i, agg in enumerate(plan.aggregates):
+            cell = group.cells.add()
+            spec = columns[i]
+            cell.sum = values[i][g]
+            cell.noise_sd = spec.sd
+            if agg.function == pb.AVG:
+                count_spec = noise.avg_count(i)
+                assert count_spec is not None
+                cell.count = counts[i][g]
+                cell.count_noise_sd = count_spec.sd
+                if cell.count > 0:
+                    lo, hi = avg_interval(cell.sum, spec, cell.count, count_spec)
+                else:
+                    lo, hi = float("-inf"), float("inf")
+            else:
+                cell.count = cell.sum
+                lo, hi = interval(cell.sum, spec)
+            cell.ci_low, cell.ci_high = lo, hi
+    result.cost.epsilon = noise.cost.epsilon
+    result.cost.rho = noise.cost.rho
+    return result, noise.cost
