@@ -1,0 +1,191 @@
+"""Budget ledger: budgets, refusals, idempotent charges, reopening, and races across threads and processes."""
+
+from __future__ import annotations
+
+import math
+import multiprocessing as mp
+import threading
+from pathlib import Path
+
+import pytest
+
+from privacy.accounting import Cost, epsilon_at_delta
+from privacy.ledger import BudgetExceeded, BudgetMissing, Ledger, LedgerError
+
+
+def _pure(epsilon: float) -> Cost:
+    return Cost(epsilon=epsilon, rho=epsilon**2 / 2)
+
+
+def test_set_show_and_history(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "ledger.sqlite", "douane")
+    ledger.set_budget("declarations", "mit-2024", 4.0, 1e-6, by="officer-a")
+    ledger.set_budget("declarations", "mit-2024", 5.0, 1e-7, by="officer-b")
+    ledger.set_budget("declarations", "ports", 2.0, 0.0, by="officer-a")
+    ledger.charge("job-1", "declarations", "mit-2024", _pure(1.5), note="seizures by port")
+
+    rows = {(s.dataset, s.project): s for s in ledger.show()}
+    mit = rows[("declarations", "mit-2024")]
+    assert (mit.total_epsilon, mit.delta, mit.charges, mit.is_default) == (5.0, 1e-7, 1, False)
+    assert mit.spent_epsilon == pytest.approx(1.5) and mit.remaining_epsilon == pytest.approx(3.5)
+    assert ledger.remaining("declarations", "mit-2024") == pytest.approx(3.5)
+    assert ledger.remaining("declarations", "ports") == 2.0
+    assert [s.project for s in ledger.show(project="ports")] == ["ports"]
+
+    history = ledger.history(project="mit-2024")
+    assert [(h.kind, h.epsilon, h.by) for h in history] == [
+        ("budget", 4.0, "officer-a"),
+        ("budget", 5.0, "officer-b"),
+        ("charge", 1.5, "job-1"),
+    ]
+    assert history[2].note == "seizures by port" and history[2].rho == pytest.approx(1.125)
+    assert len(ledger.history()) == 4
+    assert ledger.history(dataset="other") == []
+
+
+def test_refusal_names_node_dataset_project_request_and_remainder(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "ledger.sqlite", "belastingdienst")
+    ledger.set_budget("vat_returns", "tbml", 1.0, 1e-6, by="fg")
+    ledger.charge("a", "vat_returns", "tbml", _pure(0.75))
+    with pytest.raises(BudgetExceeded) as err:
+        ledger.charge("b", "vat_returns", "tbml", _pure(0.5))
+    e = err.value
+    assert e.rule == "budget" and e.node == "belastingdienst"
+    assert e.requested == pytest.approx(0.5) and e.remaining == pytest.approx(0.25)
+    text = str(e)
+    for part in ("belastingdienst", "vat_returns", "tbml", "0.5", "0.25", "budget"):
+        assert part in text
+    assert "\n" not in text
+    assert [c.job_id for c in ledger.charges()] == ["a"]  # nothing recorded for the refusal
+
+
+def test_charge_is_idempotent_per_job_id(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "ledger.sqlite", "om")
+    ledger.set_budget("cases", "p", 1.0, 1e-6, by="fg")
+    first = ledger.charge("job-7", "cases", "p", _pure(0.6))
+    again = ledger.charge("job-7", "cases", "p", _pure(0.6))  # a retry after a crash
+    assert again == first
+    assert ledger.remaining("cases", "p") == pytest.approx(0.4)
+    with pytest.raises(LedgerError) as err:
+        ledger.charge("job-7", "cases", "p", _pure(0.1))
+    assert err.value.rule == "job_id_reused"
+
+
+def test_survives_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "ledger.sqlite"
+    first = Ledger(path, "fiod")
+    first.set_budget("investigations", "p", 3.0, 1e-6, by="fg")
+    charge = first.charge("j1", "investigations", "p", _pure(1.0))
+    reopened = Ledger(path, "fiod")
+    assert reopened.remaining("investigations", "p") == pytest.approx(2.0)
+    assert reopened.charge("j1", "investigations", "p", _pure(1.0)) == charge
+    assert len(reopened.history()) == 2
+
+
+def test_default_budget_and_required_budget(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite"
+    ledger = Ledger(path, "kmar")
+    status = ledger.status("crossings", "p")
+    assert (status.total_epsilon, status.delta, status.is_default) == (10.0, 1e-6, True)
+    ledger.charge("j", "crossings", "p", _pure(2.0))
+    assert ledger.remaining("crossings", "p") == pytest.approx(8.0)
+
+    strict = Ledger(path, "kmar", require_budget=True)
+    with pytest.raises(BudgetMissing) as err:
+        strict.charge("k", "crossings", "other", _pure(0.1))
+    assert err.value.rule == "budget" and "crossings" in str(err.value) and "other" in str(err.value)
+
+
+def test_gaussian_charges_compose_in_rho(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "ledger.sqlite", "politie")
+    ledger.set_budget("incidents", "p", 3.0, 1e-6, by="fg")
+    ledger.set_budget("incidents", "pure-only", 3.0, 0.0, by="fg")
+    for i in range(4):
+        ledger.charge(f"g{i}", "incidents", "p", Cost(epsilon=0.0, rho=0.01))
+    assert ledger.status("incidents", "p").spent_epsilon == pytest.approx(epsilon_at_delta(0.04, 1e-6))
+    with pytest.raises(BudgetExceeded) as err:
+        ledger.charge("g-big", "incidents", "p", Cost(epsilon=0.0, rho=1.0))
+    assert err.value.remaining == pytest.approx(3.0 - epsilon_at_delta(0.04, 1e-6))
+    # zCDP never gives pure DP: a budget at delta 0 takes only Laplace releases.
+    with pytest.raises(BudgetExceeded) as err:
+        ledger.charge("g-zero", "incidents", "pure-only", Cost(epsilon=0.0, rho=0.001))
+    assert math.isinf(err.value.requested)
+    ledger.charge("l", "incidents", "pure-only", _pure(3.0))
+
+
+@pytest.mark.parametrize(
+    ("call", "rule"),
+    [
+        (lambda led: led.set_budget("d", "p", -1.0, 1e-6, by="x"), "budget_value"),
+        (lambda led: led.set_budget("d", "p", 1.0, 1.0, by="x"), "budget_value"),
+        (lambda led: led.set_budget("", "p", 1.0, 1e-6, by="x"), "dataset_name"),
+        (lambda led: led.charge("", "d", "p", Cost(0.1, 0.005)), "job_id_name"),
+        (lambda led: led.charge("j", "d", "p", 0.1), "cost_value"),
+    ],
+)
+def test_bad_input_is_refused_with_a_rule(tmp_path: Path, call, rule: str) -> None:
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    with pytest.raises(LedgerError) as err:
+        call(ledger)
+    assert err.value.rule == rule
+
+
+def test_forty_threads_never_overspend(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite"
+    Ledger(path, "douane").set_budget("declarations", "race", 10.0, 1e-6, by="fg")
+    start = threading.Barrier(40)
+    outcomes: list[str] = []
+    lock = threading.Lock()
+
+    def worker(i: int) -> None:
+        ledger = Ledger(path, "douane")
+        start.wait()
+        try:
+            ledger.charge(f"t{i}", "declarations", "race", _pure(1.0))
+            result = "ok"
+        except BudgetExceeded:
+            result = "refused"
+        with lock:
+            outcomes.append(result)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(40)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert outcomes.count("ok") == 10 and outcomes.count("refused") == 30
+    ledger = Ledger(path)
+    assert len(ledger.charges(project="race")) == 10
+    assert ledger.status("declarations", "race").spent_epsilon <= 10.0 + 1e-9
+
+
+def _process_worker(path: str, proc: int, start, results) -> None:
+    ledger = Ledger(path, "douane")
+    start.wait()
+    ok = 0
+    for i in range(10):
+        try:
+            ledger.charge(f"p{proc}-{i}", "declarations", "race", _pure(0.5))
+            ok += 1
+        except BudgetExceeded:
+            pass
+    results.put(ok)
+
+
+def test_four_processes_never_overspend(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite"
+    Ledger(path, "douane").set_budget("declarations", "race", 7.0, 1e-6, by="fg")
+    ctx = mp.get_context("spawn")
+    start, results = ctx.Event(), ctx.Queue()
+    procs = [ctx.Process(target=_process_worker, args=(str(path), p, start, results)) for p in range(4)]
+    for p in procs:
+        p.start()
+    start.set()
+    succeeded = sum(results.get(timeout=60) for _ in procs)
+    for p in procs:
+        p.join(timeout=30)
+        assert p.exitcode == 0
+    assert succeeded == 14  # 14 * 0.5 = 7.0
+    ledger = Ledger(path)
+    assert len(ledger.charges(project="race")) == 14
+    assert ledger.status("declarations", "race").spent_epsilon <= 7.0 + 1e-9
