@@ -436,7 +436,7 @@ def demo_data(
 @app.command()
 def demo(
     out_dir: Annotated[Path | None, typer.Option("--out", help="Keep the demo files here.")] = None,
-    rows: Annotated[int, typer.Option(help="Rows per dataset.")] = 5000,
+    rows: Annotated[int, typer.Option(help="Rows per dataset.")] = 50_000,
     port: Annotated[int, typer.Option(help="Coordinator port (0: pick a free one).")] = 0,
 ) -> None:
     """Start a six-partner federation on this machine, run a short tour, stop it again."""

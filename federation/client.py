@@ -267,3 +267,18 @@ def to_frame(spec: pb.QuerySpec, response: pb.QueryResponse) -> pd.DataFrame:
         "noise": {k: v for k, v in noise.items() if v},
     }
     return df
+
+
+def with_intervals(df: pd.DataFrame) -> pd.DataFrame:
+    """A copy of a query result with a ``<column> 95% CI`` text column beside each noisy column."""
+    out = df.copy()
+    for column, cells in df.attrs.get("noise", {}).items():
+        group_cols = list(cells[0]["group"]) if cells else []
+        bounds = {tuple(cell["group"].get(g) for g in group_cols): cell["ci95"] for cell in cells}
+        texts = []
+        for _, row in df.iterrows():
+            ci = bounds.get(tuple(row[g] for g in group_cols))
+            texts.append(f"[{ci[0]:,.1f}, {ci[1]:,.1f}]" if ci else "")
+        out.insert(out.columns.get_loc(column) + 1, f"{column} 95% CI", texts)
+    out.attrs = df.attrs
+    return out

@@ -12,7 +12,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.panel import Panel
 
-from federation.client import Client
+from federation.client import Client, with_intervals
 from federation.demo_data import postgres_available, write_scenario
 from federation.processes import LocalFederation, free_port
 from protocols.errors import FederationError
@@ -96,11 +96,17 @@ def _tour(address: str, paths: dict[str, Path], console: Console) -> None:
         for title, sql in TOUR:
             console.print(Panel(f"{title}\n[dim]{sql}[/dim]"))
             df = fed.query(sql)
-            print_frame(df, Format.table)
-            note = f"answered by: {', '.join(df.attrs['answered'])}"
+            print_frame(with_intervals(df), Format.table)
+            spent = ", ".join(
+                f"{n['node']} epsilon {n.get('cost', {}).get('epsilon', 0):g}" for n in df.attrs["nodes"]
+            )
+            note = f"differentially private (OpenDP); charged: {spent}"
             if df.attrs["suppressed"]:
-                note += f"; {len(df.attrs['suppressed'])} group(s) suppressed below the minimum group size"
+                note += (
+                    f"; {len(df.attrs['suppressed'])} group(s) suppressed (noisy unit count below threshold)"
+                )
             console.print(f"[dim]{note}[/dim]")
+        _budget_tour(fed, paths, console)
         title, sql = REFUSED
         console.print(Panel(f"{title}\n[dim]{sql}[/dim]"))
         try:
@@ -124,6 +130,34 @@ def _tour(address: str, paths: dict[str, Path], console: Console) -> None:
     console.print(
         f"[green]audit log of douane intact[/green]: {report.entries} entries, chain and signatures verified"
     )
+
+
+def _budget_tour(fed: Client, paths: dict[str, Path], console: Console) -> None:
+    from federation.cli import Format, print_frame
+    from nodes.config import load_node_config
+    from nodes.release import open_ledger
+
+    console.print(
+        Panel(
+            "Douane's privacy officer gives project 'mit-rotterdam' a budget of epsilon 2.5 on declarations;\n"
+            "the analyst spends epsilon 1 per query until the node refuses"
+        )
+    )
+    # What `federation budget set --config douane.toml ...` does, at the node, by its officer.
+    open_ledger(load_node_config(paths["douane"])).set_budget(
+        "declarations", "mit-rotterdam", 2.5, 1e-6, "officer"
+    )
+    sql = "SELECT goods_category, COUNT(*) AS n FROM declarations WHERE port = 'Rotterdam' GROUP BY goods_category"
+    for attempt in range(1, 4):
+        try:
+            fed.query(sql, epsilon=1.0, project="mit-rotterdam")
+            left = fed.budget("mit-rotterdam")
+            row = left[(left["node"] == "douane") & (left["dataset"] == "declarations")].iloc[0]
+            console.print(f"query {attempt}: answered; remaining epsilon {row['remaining_epsilon']:.2f}")
+        except FederationError as exc:
+            console.print(f"query {attempt}: refused: {exc}", style="yellow", markup=False)
+    left = fed.budget("mit-rotterdam")
+    print_frame(left[left["releases"] > 0], Format.table)
 
 
 def _drop_schema(dsn: str, schema: str) -> None:
