@@ -67,7 +67,7 @@ class NoiseSpec:
     """Noise for one released measurement (one aggregate over every group of the domain).
 
     ``scale`` is the Laplace scale b or the Gaussian sigma; ``sd`` the standard deviation of the
-    noise (sqrt(2) b or sigma; for the integer mechanisms an upper bound, tight for scale >= 3).
+    noise (sqrt(2) b, the exact discrete-Laplace value, or sigma, which bounds the discrete Gaussian).
     ``epsilon`` / ``rho`` is the budget share the noise was calibrated to at sensitivity ``l1`` /
     ``l2``. ``integer`` selects the discrete mechanisms (counts, fixed-point sums); plain sums get
     floating-point noise. ``parts > 1`` marks one of several independent shares whose sum
@@ -216,7 +216,7 @@ def _budget(epsilon: float | None, rho: float | None) -> tuple[Mechanism, float]
 
 def _sd(mechanism: Mechanism, scale: float, integer: bool) -> float:
     if mechanism == "gaussian":
-        # The discrete Gaussian's variance is at most sigma^2 (CKS20), equal to ~1e-8 for sigma >= 1.
+        # The discrete Gaussian's variance is at most sigma^2 (CKS20), and within 1e-6 of it for sigma >= 1.
         return scale
     if integer:
         # Discrete Laplace with P(x) ~ exp(-|x|/b) has variance 2u/(1-u)^2, u = exp(-1/b).
@@ -401,8 +401,8 @@ def integer_noise_share(
 
     Gaussian: each node adds a discrete Gaussian with sigma_i = sigma / sqrt(t), t = ``trusted``
     (default ``n_nodes``), floored at ``MIN_SHARE_SIGMA``. The sum of t such shares has variance
-    >= sigma^2 and is close to one discrete Gaussian (KLS21, Thm. on sums of discrete Gaussians):
-    the gap is the ``tau`` reported, ~1e-17 at the floor, so rho is met up to that term.
+    >= sigma^2 and is close to one discrete Gaussian: by KLS21 Prop. 14 its Renyi divergence of
+    order a is at most a rho + tau d over d cells, with ``tau`` as reported (~1e-17 at the floor).
     Laplace: sums of discrete Laplace are not Laplace, so each node adds the full discrete Laplace
     noise: pure DP then holds as long as one node is honest, at n times the variance.
 
