@@ -30,10 +30,12 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from itertools import combinations
 from typing import TypeVar
 
@@ -85,12 +87,24 @@ def _workers() -> int:
     return max(1, os.cpu_count() or 1)
 
 
+_pools: dict[int, ThreadPoolExecutor] = {}
+_pools_lock = threading.Lock()
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """A long-lived pool per size, so threads start once per process."""
+    with _pools_lock:
+        if workers not in _pools:
+            _pools[workers] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="psi")
+        return _pools[workers]
+
+
 def _parallel(fn: Callable[[Sequence], list], items: Sequence, workers: int | None = None) -> list:
     """Apply ``fn`` to chunks of ``items`` on a thread pool and concatenate in order.
 
-    libsodium calls run with the GIL released (cffi), so threads use every core without
-    pickling the lists to worker processes; measured faster than a process pool (see
-    docs/overlap.md).
+    libsodium calls through cffi release the GIL, so threads use every core. A process pool
+    measured no faster (docs/overlap.md, section 5). It would also need a ``__main__`` guard
+    in every caller, and must not fork a node that runs gRPC threads.
     """
     workers = workers or _workers()
     if workers == 1 or len(items) < 2 * _MIN_CHUNK:
@@ -98,11 +112,10 @@ def _parallel(fn: Callable[[Sequence], list], items: Sequence, workers: int | No
     # A few chunks per worker keep both cores busy when the machine is shared.
     size = max(_MIN_CHUNK, -(-len(items) // (workers * 4)))
     chunks = [items[i : i + size] for i in range(0, len(items), size)]
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        out: list = []
-        for part in pool.map(fn, chunks):
-            out.extend(part)
-        return out
+    out: list = []
+    for part in _pool(workers).map(fn, chunks):
+        out.extend(part)
+    return out
 
 
 def _salt(job_id: str) -> bytes:
@@ -151,7 +164,7 @@ def hash_to_group(job_id: str, items: Sequence[str], workers: int | None = None)
     for item in items:
         if not isinstance(item, str):
             raise PsiError(f"identifiers must be strings, got {type(item).__name__}", rule="identifier")
-    return _parallel(lambda chunk: _hash_chunk(salt, chunk), list(items), workers)
+    return _parallel(partial(_hash_chunk, salt), list(items), workers)
 
 
 def _check_tokens(tokens: Sequence[bytes]) -> list[bytes]:
@@ -202,7 +215,7 @@ class PsiParty:
 
     def _exponentiate(self, points: list[bytes]) -> list[bytes]:
         key = self._require_key()
-        return _parallel(lambda chunk: _blind_chunk(key, chunk), points, self._workers)
+        return _parallel(partial(_blind_chunk, key), points, self._workers)
 
     def _blind(self, points: list[bytes]) -> list[bytes]:
         out = self._exponentiate(points)
