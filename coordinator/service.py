@@ -189,9 +189,9 @@ class AnalystService(pb_grpc.AnalystServicer):
             response.ok = False
             if not answers and missing and all(o.status == "refused" for o in missing):
                 response.error_rule = missing[0].rule
+                mixed = len({o.rule for o in missing}) > 1
                 response.error = "; ".join(
-                    f"node {o.node} refused: {o.reason}" + (f" [rule: {o.rule}]" if len(missing) > 1 else "")
-                    for o in missing
+                    f"node {o.node} refused: {o.reason}" + (f" [rule: {o.rule}]" if mixed else "") for o in missing
                 )
             else:
                 response.error_rule = "min_nodes"
