@@ -133,7 +133,7 @@ class PrivacyRequest(_message.Message):
     def __init__(self, epsilon: _Optional[float] = ..., rho: _Optional[float] = ...) -> None: ...
 
 class QuerySpec(_message.Message):
-    __slots__ = ("dataset", "node", "group_by", "aggregates", "filter", "min_nodes", "privacy", "project")
+    __slots__ = ("dataset", "node", "group_by", "aggregates", "filter", "min_nodes", "privacy", "project", "secure")
     DATASET_FIELD_NUMBER: _ClassVar[int]
     NODE_FIELD_NUMBER: _ClassVar[int]
     GROUP_BY_FIELD_NUMBER: _ClassVar[int]
@@ -142,6 +142,7 @@ class QuerySpec(_message.Message):
     MIN_NODES_FIELD_NUMBER: _ClassVar[int]
     PRIVACY_FIELD_NUMBER: _ClassVar[int]
     PROJECT_FIELD_NUMBER: _ClassVar[int]
+    SECURE_FIELD_NUMBER: _ClassVar[int]
     dataset: str
     node: str
     group_by: _containers.RepeatedScalarFieldContainer[str]
@@ -150,7 +151,8 @@ class QuerySpec(_message.Message):
     min_nodes: int
     privacy: PrivacyRequest
     project: str
-    def __init__(self, dataset: _Optional[str] = ..., node: _Optional[str] = ..., group_by: _Optional[_Iterable[str]] = ..., aggregates: _Optional[_Iterable[_Union[Aggregate, _Mapping]]] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., min_nodes: _Optional[int] = ..., privacy: _Optional[_Union[PrivacyRequest, _Mapping]] = ..., project: _Optional[str] = ...) -> None: ...
+    secure: bool
+    def __init__(self, dataset: _Optional[str] = ..., node: _Optional[str] = ..., group_by: _Optional[_Iterable[str]] = ..., aggregates: _Optional[_Iterable[_Union[Aggregate, _Mapping]]] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., min_nodes: _Optional[int] = ..., privacy: _Optional[_Union[PrivacyRequest, _Mapping]] = ..., project: _Optional[str] = ..., secure: _Optional[bool] = ...) -> None: ...
 
 class Cell(_message.Message):
     __slots__ = ("sum", "count", "noise_sd", "count_noise_sd", "ci_low", "ci_high")
@@ -229,7 +231,7 @@ class ColumnInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[ColumnKind, str]] = ..., domain: _Optional[_Iterable[_Union[Value, _Mapping]]] = ..., lower: _Optional[float] = ..., upper: _Optional[float] = ..., id_type: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
 
 class DatasetInfo(_message.Message):
-    __slots__ = ("node", "name", "description", "columns", "privacy_unit", "max_rows_per_unit", "operations", "min_group_size", "controller")
+    __slots__ = ("node", "name", "description", "columns", "privacy_unit", "max_rows_per_unit", "operations", "min_group_size", "controller", "release", "secagg_verify_key")
     NODE_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
@@ -239,6 +241,8 @@ class DatasetInfo(_message.Message):
     OPERATIONS_FIELD_NUMBER: _ClassVar[int]
     MIN_GROUP_SIZE_FIELD_NUMBER: _ClassVar[int]
     CONTROLLER_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_FIELD_NUMBER: _ClassVar[int]
+    SECAGG_VERIFY_KEY_FIELD_NUMBER: _ClassVar[int]
     node: str
     name: str
     description: str
@@ -248,7 +252,9 @@ class DatasetInfo(_message.Message):
     operations: _containers.RepeatedScalarFieldContainer[str]
     min_group_size: int
     controller: str
-    def __init__(self, node: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., columns: _Optional[_Iterable[_Union[ColumnInfo, _Mapping]]] = ..., privacy_unit: _Optional[str] = ..., max_rows_per_unit: _Optional[int] = ..., operations: _Optional[_Iterable[str]] = ..., min_group_size: _Optional[int] = ..., controller: _Optional[str] = ...) -> None: ...
+    release: str
+    secagg_verify_key: bytes
+    def __init__(self, node: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., columns: _Optional[_Iterable[_Union[ColumnInfo, _Mapping]]] = ..., privacy_unit: _Optional[str] = ..., max_rows_per_unit: _Optional[int] = ..., operations: _Optional[_Iterable[str]] = ..., min_group_size: _Optional[int] = ..., controller: _Optional[str] = ..., release: _Optional[str] = ..., secagg_verify_key: _Optional[bytes] = ...) -> None: ...
 
 class Hello(_message.Message):
     __slots__ = ("node_id", "datasets", "version")
@@ -298,29 +304,105 @@ class BudgetReport(_message.Message):
     lines: _containers.RepeatedCompositeFieldContainer[BudgetLine]
     def __init__(self, lines: _Optional[_Iterable[_Union[BudgetLine, _Mapping]]] = ...) -> None: ...
 
+class SecureConfig(_message.Message):
+    __slots__ = ("node_ids", "verify_keys", "threshold", "neighbours", "dim", "bits")
+    NODE_IDS_FIELD_NUMBER: _ClassVar[int]
+    VERIFY_KEYS_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    NEIGHBOURS_FIELD_NUMBER: _ClassVar[int]
+    DIM_FIELD_NUMBER: _ClassVar[int]
+    BITS_FIELD_NUMBER: _ClassVar[int]
+    node_ids: _containers.RepeatedScalarFieldContainer[str]
+    verify_keys: _containers.RepeatedScalarFieldContainer[bytes]
+    threshold: int
+    neighbours: int
+    dim: int
+    bits: int
+    def __init__(self, node_ids: _Optional[_Iterable[str]] = ..., verify_keys: _Optional[_Iterable[bytes]] = ..., threshold: _Optional[int] = ..., neighbours: _Optional[int] = ..., dim: _Optional[int] = ..., bits: _Optional[int] = ...) -> None: ...
+
+class SecureStep(_message.Message):
+    __slots__ = ("job_id", "round", "payload", "config", "query")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_FIELD_NUMBER: _ClassVar[int]
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    round: int
+    payload: bytes
+    config: SecureConfig
+    query: QuerySpec
+    def __init__(self, job_id: _Optional[str] = ..., round: _Optional[int] = ..., payload: _Optional[bytes] = ..., config: _Optional[_Union[SecureConfig, _Mapping]] = ..., query: _Optional[_Union[QuerySpec, _Mapping]] = ...) -> None: ...
+
+class GroupKey(_message.Message):
+    __slots__ = ("key",)
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    key: _containers.RepeatedCompositeFieldContainer[Value]
+    def __init__(self, key: _Optional[_Iterable[_Union[Value, _Mapping]]] = ...) -> None: ...
+
+class SecureComponent(_message.Message):
+    __slots__ = ("role", "aggregate", "kind", "scale", "mechanism", "noise_scale", "parts")
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATE_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    SCALE_FIELD_NUMBER: _ClassVar[int]
+    MECHANISM_FIELD_NUMBER: _ClassVar[int]
+    NOISE_SCALE_FIELD_NUMBER: _ClassVar[int]
+    PARTS_FIELD_NUMBER: _ClassVar[int]
+    role: str
+    aggregate: int
+    kind: str
+    scale: float
+    mechanism: str
+    noise_scale: float
+    parts: int
+    def __init__(self, role: _Optional[str] = ..., aggregate: _Optional[int] = ..., kind: _Optional[str] = ..., scale: _Optional[float] = ..., mechanism: _Optional[str] = ..., noise_scale: _Optional[float] = ..., parts: _Optional[int] = ...) -> None: ...
+
+class SecureReply(_message.Message):
+    __slots__ = ("job_id", "round", "payload", "keys", "components", "cost", "audit_digest")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    COMPONENTS_FIELD_NUMBER: _ClassVar[int]
+    COST_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    round: int
+    payload: bytes
+    keys: _containers.RepeatedCompositeFieldContainer[GroupKey]
+    components: _containers.RepeatedCompositeFieldContainer[SecureComponent]
+    cost: NodeCost
+    audit_digest: str
+    def __init__(self, job_id: _Optional[str] = ..., round: _Optional[int] = ..., payload: _Optional[bytes] = ..., keys: _Optional[_Iterable[_Union[GroupKey, _Mapping]]] = ..., components: _Optional[_Iterable[_Union[SecureComponent, _Mapping]]] = ..., cost: _Optional[_Union[NodeCost, _Mapping]] = ..., audit_digest: _Optional[str] = ...) -> None: ...
+
 class JobRequest(_message.Message):
-    __slots__ = ("job_id", "query", "budget", "requested_by")
+    __slots__ = ("job_id", "query", "budget", "secure", "requested_by")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     QUERY_FIELD_NUMBER: _ClassVar[int]
     BUDGET_FIELD_NUMBER: _ClassVar[int]
+    SECURE_FIELD_NUMBER: _ClassVar[int]
     REQUESTED_BY_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     query: QuerySpec
     budget: BudgetQuery
+    secure: SecureStep
     requested_by: str
-    def __init__(self, job_id: _Optional[str] = ..., query: _Optional[_Union[QuerySpec, _Mapping]] = ..., budget: _Optional[_Union[BudgetQuery, _Mapping]] = ..., requested_by: _Optional[str] = ...) -> None: ...
+    def __init__(self, job_id: _Optional[str] = ..., query: _Optional[_Union[QuerySpec, _Mapping]] = ..., budget: _Optional[_Union[BudgetQuery, _Mapping]] = ..., secure: _Optional[_Union[SecureStep, _Mapping]] = ..., requested_by: _Optional[str] = ...) -> None: ...
 
 class JobResponse(_message.Message):
-    __slots__ = ("job_id", "result", "refusal", "budget")
+    __slots__ = ("job_id", "result", "refusal", "budget", "secure")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
     REFUSAL_FIELD_NUMBER: _ClassVar[int]
     BUDGET_FIELD_NUMBER: _ClassVar[int]
+    SECURE_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     result: QueryResult
     refusal: Refusal
     budget: BudgetReport
-    def __init__(self, job_id: _Optional[str] = ..., result: _Optional[_Union[QueryResult, _Mapping]] = ..., refusal: _Optional[_Union[Refusal, _Mapping]] = ..., budget: _Optional[_Union[BudgetReport, _Mapping]] = ...) -> None: ...
+    secure: SecureReply
+    def __init__(self, job_id: _Optional[str] = ..., result: _Optional[_Union[QueryResult, _Mapping]] = ..., refusal: _Optional[_Union[Refusal, _Mapping]] = ..., budget: _Optional[_Union[BudgetReport, _Mapping]] = ..., secure: _Optional[_Union[SecureReply, _Mapping]] = ...) -> None: ...
 
 class NodeMessage(_message.Message):
     __slots__ = ("hello", "heartbeat", "response")
