@@ -305,20 +305,22 @@ class BudgetReport(_message.Message):
     def __init__(self, lines: _Optional[_Iterable[_Union[BudgetLine, _Mapping]]] = ...) -> None: ...
 
 class SecureConfig(_message.Message):
-    __slots__ = ("node_ids", "verify_keys", "threshold", "neighbours", "dim", "bits")
+    __slots__ = ("node_ids", "verify_keys", "threshold", "neighbours", "dim", "bits", "max_rows_per_unit")
     NODE_IDS_FIELD_NUMBER: _ClassVar[int]
     VERIFY_KEYS_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     NEIGHBOURS_FIELD_NUMBER: _ClassVar[int]
     DIM_FIELD_NUMBER: _ClassVar[int]
     BITS_FIELD_NUMBER: _ClassVar[int]
+    MAX_ROWS_PER_UNIT_FIELD_NUMBER: _ClassVar[int]
     node_ids: _containers.RepeatedScalarFieldContainer[str]
     verify_keys: _containers.RepeatedScalarFieldContainer[bytes]
     threshold: int
     neighbours: int
     dim: int
     bits: int
-    def __init__(self, node_ids: _Optional[_Iterable[str]] = ..., verify_keys: _Optional[_Iterable[bytes]] = ..., threshold: _Optional[int] = ..., neighbours: _Optional[int] = ..., dim: _Optional[int] = ..., bits: _Optional[int] = ...) -> None: ...
+    max_rows_per_unit: int
+    def __init__(self, node_ids: _Optional[_Iterable[str]] = ..., verify_keys: _Optional[_Iterable[bytes]] = ..., threshold: _Optional[int] = ..., neighbours: _Optional[int] = ..., dim: _Optional[int] = ..., bits: _Optional[int] = ..., max_rows_per_unit: _Optional[int] = ...) -> None: ...
 
 class SecureStep(_message.Message):
     __slots__ = ("job_id", "round", "payload", "config", "query")
@@ -341,7 +343,7 @@ class GroupKey(_message.Message):
     def __init__(self, key: _Optional[_Iterable[_Union[Value, _Mapping]]] = ...) -> None: ...
 
 class SecureComponent(_message.Message):
-    __slots__ = ("role", "aggregate", "kind", "scale", "mechanism", "noise_scale", "parts")
+    __slots__ = ("role", "aggregate", "kind", "scale", "mechanism", "noise_scale", "parts", "noise_sd")
     ROLE_FIELD_NUMBER: _ClassVar[int]
     AGGREGATE_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -349,6 +351,7 @@ class SecureComponent(_message.Message):
     MECHANISM_FIELD_NUMBER: _ClassVar[int]
     NOISE_SCALE_FIELD_NUMBER: _ClassVar[int]
     PARTS_FIELD_NUMBER: _ClassVar[int]
+    NOISE_SD_FIELD_NUMBER: _ClassVar[int]
     role: str
     aggregate: int
     kind: str
@@ -356,7 +359,8 @@ class SecureComponent(_message.Message):
     mechanism: str
     noise_scale: float
     parts: int
-    def __init__(self, role: _Optional[str] = ..., aggregate: _Optional[int] = ..., kind: _Optional[str] = ..., scale: _Optional[float] = ..., mechanism: _Optional[str] = ..., noise_scale: _Optional[float] = ..., parts: _Optional[int] = ...) -> None: ...
+    noise_sd: float
+    def __init__(self, role: _Optional[str] = ..., aggregate: _Optional[int] = ..., kind: _Optional[str] = ..., scale: _Optional[float] = ..., mechanism: _Optional[str] = ..., noise_scale: _Optional[float] = ..., parts: _Optional[int] = ..., noise_sd: _Optional[float] = ...) -> None: ...
 
 class SecureReply(_message.Message):
     __slots__ = ("job_id", "round", "payload", "keys", "components", "cost", "audit_digest")
