@@ -32,6 +32,16 @@ class ColumnKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     NUMERIC: _ClassVar[ColumnKind]
     DATE: _ClassVar[ColumnKind]
     IDENTIFIER: _ClassVar[ColumnKind]
+
+class OverlapPhase(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    OVERLAP_PHASE_UNSPECIFIED: _ClassVar[OverlapPhase]
+    OVERLAP_PREPARE: _ClassVar[OverlapPhase]
+    OVERLAP_BLIND: _ClassVar[OverlapPhase]
+    OVERLAP_REBLIND: _ClassVar[OverlapPhase]
+    OVERLAP_FETCH: _ClassVar[OverlapPhase]
+    OVERLAP_DECRYPT: _ClassVar[OverlapPhase]
+    OVERLAP_FINISH: _ClassVar[OverlapPhase]
 COMPARE_UNSPECIFIED: CompareOp
 EQ: CompareOp
 NE: CompareOp
@@ -49,6 +59,13 @@ CATEGORY: ColumnKind
 NUMERIC: ColumnKind
 DATE: ColumnKind
 IDENTIFIER: ColumnKind
+OVERLAP_PHASE_UNSPECIFIED: OverlapPhase
+OVERLAP_PREPARE: OverlapPhase
+OVERLAP_BLIND: OverlapPhase
+OVERLAP_REBLIND: OverlapPhase
+OVERLAP_FETCH: OverlapPhase
+OVERLAP_DECRYPT: OverlapPhase
+OVERLAP_FINISH: OverlapPhase
 
 class Value(_message.Message):
     __slots__ = ("text", "integer", "real", "boolean")
@@ -380,33 +397,211 @@ class SecureReply(_message.Message):
     audit_digest: str
     def __init__(self, job_id: _Optional[str] = ..., round: _Optional[int] = ..., payload: _Optional[bytes] = ..., keys: _Optional[_Iterable[_Union[GroupKey, _Mapping]]] = ..., components: _Optional[_Iterable[_Union[SecureComponent, _Mapping]]] = ..., cost: _Optional[_Union[NodeCost, _Mapping]] = ..., audit_digest: _Optional[str] = ...) -> None: ...
 
+class OverlapDataset(_message.Message):
+    __slots__ = ("node", "dataset", "filter")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    dataset: str
+    filter: Filter
+    def __init__(self, node: _Optional[str] = ..., dataset: _Optional[str] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ...) -> None: ...
+
+class OverlapAggregate(_message.Message):
+    __slots__ = ("group_by", "sum")
+    GROUP_BY_FIELD_NUMBER: _ClassVar[int]
+    SUM_FIELD_NUMBER: _ClassVar[int]
+    group_by: str
+    sum: str
+    def __init__(self, group_by: _Optional[str] = ..., sum: _Optional[str] = ...) -> None: ...
+
+class OverlapSpec(_message.Message):
+    __slots__ = ("on", "datasets", "privacy", "project", "aggregate")
+    ON_FIELD_NUMBER: _ClassVar[int]
+    DATASETS_FIELD_NUMBER: _ClassVar[int]
+    PRIVACY_FIELD_NUMBER: _ClassVar[int]
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATE_FIELD_NUMBER: _ClassVar[int]
+    on: str
+    datasets: _containers.RepeatedCompositeFieldContainer[OverlapDataset]
+    privacy: PrivacyRequest
+    project: str
+    aggregate: OverlapAggregate
+    def __init__(self, on: _Optional[str] = ..., datasets: _Optional[_Iterable[_Union[OverlapDataset, _Mapping]]] = ..., privacy: _Optional[_Union[PrivacyRequest, _Mapping]] = ..., project: _Optional[str] = ..., aggregate: _Optional[_Union[OverlapAggregate, _Mapping]] = ...) -> None: ...
+
+class OverlapStep(_message.Message):
+    __slots__ = ("job_id", "phase", "party", "spec", "parties", "next_party", "next_key", "owner", "chunk", "chunk_index", "chunk_count", "paillier_key", "chunk_bytes")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    PARTY_FIELD_NUMBER: _ClassVar[int]
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    PARTIES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PARTY_FIELD_NUMBER: _ClassVar[int]
+    NEXT_KEY_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_INDEX_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_COUNT_FIELD_NUMBER: _ClassVar[int]
+    PAILLIER_KEY_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    phase: OverlapPhase
+    party: str
+    spec: OverlapSpec
+    parties: int
+    next_party: str
+    next_key: bytes
+    owner: str
+    chunk: bytes
+    chunk_index: int
+    chunk_count: int
+    paillier_key: bytes
+    chunk_bytes: int
+    def __init__(self, job_id: _Optional[str] = ..., phase: _Optional[_Union[OverlapPhase, str]] = ..., party: _Optional[str] = ..., spec: _Optional[_Union[OverlapSpec, _Mapping]] = ..., parties: _Optional[int] = ..., next_party: _Optional[str] = ..., next_key: _Optional[bytes] = ..., owner: _Optional[str] = ..., chunk: _Optional[bytes] = ..., chunk_index: _Optional[int] = ..., chunk_count: _Optional[int] = ..., paillier_key: _Optional[bytes] = ..., chunk_bytes: _Optional[int] = ...) -> None: ...
+
+class OverlapReply(_message.Message):
+    __slots__ = ("job_id", "party", "hop_key", "set_size", "malformed", "cost", "audit_digest", "id_type", "sensitivity", "paillier_key", "max_value", "slot_bits", "categories", "chunk", "chunk_index", "chunk_count", "sealed", "decrypted")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    PARTY_FIELD_NUMBER: _ClassVar[int]
+    HOP_KEY_FIELD_NUMBER: _ClassVar[int]
+    SET_SIZE_FIELD_NUMBER: _ClassVar[int]
+    MALFORMED_FIELD_NUMBER: _ClassVar[int]
+    COST_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    ID_TYPE_FIELD_NUMBER: _ClassVar[int]
+    SENSITIVITY_FIELD_NUMBER: _ClassVar[int]
+    PAILLIER_KEY_FIELD_NUMBER: _ClassVar[int]
+    MAX_VALUE_FIELD_NUMBER: _ClassVar[int]
+    SLOT_BITS_FIELD_NUMBER: _ClassVar[int]
+    CATEGORIES_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_INDEX_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_COUNT_FIELD_NUMBER: _ClassVar[int]
+    SEALED_FIELD_NUMBER: _ClassVar[int]
+    DECRYPTED_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    party: str
+    hop_key: bytes
+    set_size: int
+    malformed: int
+    cost: NodeCost
+    audit_digest: str
+    id_type: str
+    sensitivity: int
+    paillier_key: bytes
+    max_value: int
+    slot_bits: int
+    categories: _containers.RepeatedCompositeFieldContainer[Value]
+    chunk: bytes
+    chunk_index: int
+    chunk_count: int
+    sealed: bool
+    decrypted: bytes
+    def __init__(self, job_id: _Optional[str] = ..., party: _Optional[str] = ..., hop_key: _Optional[bytes] = ..., set_size: _Optional[int] = ..., malformed: _Optional[int] = ..., cost: _Optional[_Union[NodeCost, _Mapping]] = ..., audit_digest: _Optional[str] = ..., id_type: _Optional[str] = ..., sensitivity: _Optional[int] = ..., paillier_key: _Optional[bytes] = ..., max_value: _Optional[int] = ..., slot_bits: _Optional[int] = ..., categories: _Optional[_Iterable[_Union[Value, _Mapping]]] = ..., chunk: _Optional[bytes] = ..., chunk_index: _Optional[int] = ..., chunk_count: _Optional[int] = ..., sealed: _Optional[bool] = ..., decrypted: _Optional[bytes] = ...) -> None: ...
+
+class OverlapPatternCount(_message.Message):
+    __slots__ = ("datasets", "count")
+    DATASETS_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    datasets: _containers.RepeatedScalarFieldContainer[str]
+    count: float
+    def __init__(self, datasets: _Optional[_Iterable[str]] = ..., count: _Optional[float] = ...) -> None: ...
+
+class OverlapParty(_message.Message):
+    __slots__ = ("dataset", "node", "set_size", "malformed")
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    SET_SIZE_FIELD_NUMBER: _ClassVar[int]
+    MALFORMED_FIELD_NUMBER: _ClassVar[int]
+    dataset: str
+    node: str
+    set_size: float
+    malformed: int
+    def __init__(self, dataset: _Optional[str] = ..., node: _Optional[str] = ..., set_size: _Optional[float] = ..., malformed: _Optional[int] = ...) -> None: ...
+
+class OverlapGroup(_message.Message):
+    __slots__ = ("key", "count", "sum")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    SUM_FIELD_NUMBER: _ClassVar[int]
+    key: Value
+    count: float
+    sum: float
+    def __init__(self, key: _Optional[_Union[Value, _Mapping]] = ..., count: _Optional[float] = ..., sum: _Optional[float] = ...) -> None: ...
+
+class OverlapRequest(_message.Message):
+    __slots__ = ("spec", "timeout_seconds")
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    spec: OverlapSpec
+    timeout_seconds: float
+    def __init__(self, spec: _Optional[_Union[OverlapSpec, _Mapping]] = ..., timeout_seconds: _Optional[float] = ...) -> None: ...
+
+class OverlapResponse(_message.Message):
+    __slots__ = ("job_id", "ok", "error", "error_rule", "datasets", "patterns", "parties", "nodes", "epsilon", "noise_sd", "ci_half_width", "group_by", "groups", "sum_noise_sd", "sum_ci_half_width")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    OK_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    ERROR_RULE_FIELD_NUMBER: _ClassVar[int]
+    DATASETS_FIELD_NUMBER: _ClassVar[int]
+    PATTERNS_FIELD_NUMBER: _ClassVar[int]
+    PARTIES_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    EPSILON_FIELD_NUMBER: _ClassVar[int]
+    NOISE_SD_FIELD_NUMBER: _ClassVar[int]
+    CI_HALF_WIDTH_FIELD_NUMBER: _ClassVar[int]
+    GROUP_BY_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    SUM_NOISE_SD_FIELD_NUMBER: _ClassVar[int]
+    SUM_CI_HALF_WIDTH_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    ok: bool
+    error: str
+    error_rule: str
+    datasets: _containers.RepeatedScalarFieldContainer[str]
+    patterns: _containers.RepeatedCompositeFieldContainer[OverlapPatternCount]
+    parties: _containers.RepeatedCompositeFieldContainer[OverlapParty]
+    nodes: _containers.RepeatedCompositeFieldContainer[NodeOutcome]
+    epsilon: float
+    noise_sd: float
+    ci_half_width: float
+    group_by: str
+    groups: _containers.RepeatedCompositeFieldContainer[OverlapGroup]
+    sum_noise_sd: float
+    sum_ci_half_width: float
+    def __init__(self, job_id: _Optional[str] = ..., ok: _Optional[bool] = ..., error: _Optional[str] = ..., error_rule: _Optional[str] = ..., datasets: _Optional[_Iterable[str]] = ..., patterns: _Optional[_Iterable[_Union[OverlapPatternCount, _Mapping]]] = ..., parties: _Optional[_Iterable[_Union[OverlapParty, _Mapping]]] = ..., nodes: _Optional[_Iterable[_Union[NodeOutcome, _Mapping]]] = ..., epsilon: _Optional[float] = ..., noise_sd: _Optional[float] = ..., ci_half_width: _Optional[float] = ..., group_by: _Optional[str] = ..., groups: _Optional[_Iterable[_Union[OverlapGroup, _Mapping]]] = ..., sum_noise_sd: _Optional[float] = ..., sum_ci_half_width: _Optional[float] = ...) -> None: ...
+
 class JobRequest(_message.Message):
-    __slots__ = ("job_id", "query", "budget", "secure", "requested_by")
+    __slots__ = ("job_id", "query", "budget", "secure", "overlap", "requested_by")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     QUERY_FIELD_NUMBER: _ClassVar[int]
     BUDGET_FIELD_NUMBER: _ClassVar[int]
     SECURE_FIELD_NUMBER: _ClassVar[int]
+    OVERLAP_FIELD_NUMBER: _ClassVar[int]
     REQUESTED_BY_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     query: QuerySpec
     budget: BudgetQuery
     secure: SecureStep
+    overlap: OverlapStep
     requested_by: str
-    def __init__(self, job_id: _Optional[str] = ..., query: _Optional[_Union[QuerySpec, _Mapping]] = ..., budget: _Optional[_Union[BudgetQuery, _Mapping]] = ..., secure: _Optional[_Union[SecureStep, _Mapping]] = ..., requested_by: _Optional[str] = ...) -> None: ...
+    def __init__(self, job_id: _Optional[str] = ..., query: _Optional[_Union[QuerySpec, _Mapping]] = ..., budget: _Optional[_Union[BudgetQuery, _Mapping]] = ..., secure: _Optional[_Union[SecureStep, _Mapping]] = ..., overlap: _Optional[_Union[OverlapStep, _Mapping]] = ..., requested_by: _Optional[str] = ...) -> None: ...
 
 class JobResponse(_message.Message):
-    __slots__ = ("job_id", "result", "refusal", "budget", "secure")
+    __slots__ = ("job_id", "result", "refusal", "budget", "secure", "overlap")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
     REFUSAL_FIELD_NUMBER: _ClassVar[int]
     BUDGET_FIELD_NUMBER: _ClassVar[int]
     SECURE_FIELD_NUMBER: _ClassVar[int]
+    OVERLAP_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     result: QueryResult
     refusal: Refusal
     budget: BudgetReport
     secure: SecureReply
-    def __init__(self, job_id: _Optional[str] = ..., result: _Optional[_Union[QueryResult, _Mapping]] = ..., refusal: _Optional[_Union[Refusal, _Mapping]] = ..., budget: _Optional[_Union[BudgetReport, _Mapping]] = ..., secure: _Optional[_Union[SecureReply, _Mapping]] = ...) -> None: ...
+    overlap: OverlapReply
+    def __init__(self, job_id: _Optional[str] = ..., result: _Optional[_Union[QueryResult, _Mapping]] = ..., refusal: _Optional[_Union[Refusal, _Mapping]] = ..., budget: _Optional[_Union[BudgetReport, _Mapping]] = ..., secure: _Optional[_Union[SecureReply, _Mapping]] = ..., overlap: _Optional[_Union[OverlapReply, _Mapping]] = ...) -> None: ...
 
 class NodeMessage(_message.Message):
     __slots__ = ("hello", "heartbeat", "response")

@@ -131,6 +131,16 @@ class AnalystStub:
                 request_serializer=protocols_dot_federation__pb2.JobsRequest.SerializeToString,
                 response_deserializer=protocols_dot_federation__pb2.JobsResponse.FromString,
                 _registered_method=True)
+        self.Overlap = channel.unary_unary(
+                '/federation.v1.Analyst/Overlap',
+                request_serializer=protocols_dot_federation__pb2.OverlapRequest.SerializeToString,
+                response_deserializer=protocols_dot_federation__pb2.OverlapResponse.FromString,
+                _registered_method=True)
+        self.OverlapAggregate = channel.unary_unary(
+                '/federation.v1.Analyst/OverlapAggregate',
+                request_serializer=protocols_dot_federation__pb2.OverlapRequest.SerializeToString,
+                response_deserializer=protocols_dot_federation__pb2.OverlapResponse.FromString,
+                _registered_method=True)
 
 
 class AnalystServicer:
@@ -166,6 +176,18 @@ class AnalystServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Overlap(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def OverlapAggregate(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AnalystServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -193,6 +215,16 @@ def add_AnalystServicer_to_server(servicer, server):
                     servicer.Jobs,
                     request_deserializer=protocols_dot_federation__pb2.JobsRequest.FromString,
                     response_serializer=protocols_dot_federation__pb2.JobsResponse.SerializeToString,
+            ),
+            'Overlap': grpc.unary_unary_rpc_method_handler(
+                    servicer.Overlap,
+                    request_deserializer=protocols_dot_federation__pb2.OverlapRequest.FromString,
+                    response_serializer=protocols_dot_federation__pb2.OverlapResponse.SerializeToString,
+            ),
+            'OverlapAggregate': grpc.unary_unary_rpc_method_handler(
+                    servicer.OverlapAggregate,
+                    request_deserializer=protocols_dot_federation__pb2.OverlapRequest.FromString,
+                    response_serializer=protocols_dot_federation__pb2.OverlapResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -330,6 +362,60 @@ class Analyst:
             '/federation.v1.Analyst/Jobs',
             protocols_dot_federation__pb2.JobsRequest.SerializeToString,
             protocols_dot_federation__pb2.JobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Overlap(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/federation.v1.Analyst/Overlap',
+            protocols_dot_federation__pb2.OverlapRequest.SerializeToString,
+            protocols_dot_federation__pb2.OverlapResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def OverlapAggregate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/federation.v1.Analyst/OverlapAggregate',
+            protocols_dot_federation__pb2.OverlapRequest.SerializeToString,
+            protocols_dot_federation__pb2.OverlapResponse.FromString,
             options,
             channel_credentials,
             insecure,
