@@ -50,6 +50,13 @@ class Policy:
     budget_epsilon: float = 10.0  # total per (dataset, project) until the privacy officer sets one
     budget_delta: float = 1e-6  # the delta at which officers read epsilon
     release: str = "plain"
+    # Entity overlap (docs/overlap.md): identifier columns that may take part (none by default),
+    # bounds on a party's set size, whether overlap releases need DP, Paillier key size for sums.
+    overlap_columns: tuple[str, ...] = ()
+    overlap_min_set: int = 100
+    overlap_max_set: int = 1_000_000
+    overlap_dp_required: bool = True
+    overlap_key_bits: int = 2048
 
 
 @dataclass(frozen=True)
@@ -141,7 +148,26 @@ def _policy(raw: dict[str, Any], base: Policy, where: str) -> Policy:
         raise ConfigError(f"{where}: budget_delta must be in (0, 1)")
     if values["release"] not in ("plain", "secure"):
         raise ConfigError(f"{where}: release must be 'plain' or 'secure'")
+    _overlap_policy(values, where)
     return Policy(**values)
+
+
+def _overlap_policy(values: dict[str, Any], where: str) -> None:
+    """Check and normalise the overlap_* policy keys in place."""
+    columns = values["overlap_columns"]
+    columns = _list(list(columns) if isinstance(columns, tuple) else columns, "overlap_columns", where)
+    if any(not isinstance(c, str) or not c for c in columns):
+        raise ConfigError(f"{where}: overlap_columns must list identifier column names")
+    values["overlap_columns"] = tuple(columns)
+    for key in ("overlap_min_set", "overlap_max_set", "overlap_key_bits"):
+        if _number(values[key], key, where, integer=True) < 1:
+            raise ConfigError(f"{where}: {key} must be at least 1")
+    if values["overlap_min_set"] > values["overlap_max_set"]:
+        raise ConfigError(f"{where}: overlap_min_set must not exceed overlap_max_set")
+    if values["overlap_key_bits"] < 1024:
+        raise ConfigError(f"{where}: overlap_key_bits must be at least 1024")
+    if not isinstance(values["overlap_dp_required"], bool):
+        raise ConfigError(f"{where}: overlap_dp_required must be true or false")
 
 
 def _column(raw: dict[str, Any], where: str) -> Column:
