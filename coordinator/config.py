@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from protocols.errors import ConfigError
+from protocols.identity import PkiError, TlsFiles, tls_files
 
 
 @dataclass(frozen=True)
@@ -16,6 +17,8 @@ class CoordinatorConfig:
     node_timeout_seconds: float = 10.0
     heartbeat_seconds: float = 5.0
     max_message_bytes: int = 4 * 1024 * 1024
+    tls: TlsFiles | None = None
+    insecure: bool = False  # development only: plaintext gRPC, no peer identities
 
 
 def load_coordinator_config(path: str | Path) -> CoordinatorConfig:
@@ -33,4 +36,13 @@ def load_coordinator_config(path: str | Path) -> CoordinatorConfig:
         node_timeout_seconds=float(raw.get("node_timeout_seconds", 10)),
         heartbeat_seconds=float(raw.get("heartbeat_seconds", 5)),
         max_message_bytes=int(raw.get("max_message_bytes", 4 * 1024 * 1024)),
+        tls=_tls(raw, p.parent),
+        insecure=bool(raw.get("insecure", False)),
     )
+
+
+def _tls(raw: dict, base: Path) -> TlsFiles | None:
+    try:
+        return tls_files(raw, base, "[coordinator]")
+    except PkiError as exc:
+        raise ConfigError(exc.message, rule=exc.rule) from None

@@ -23,14 +23,44 @@ from coordinator.registry import NodeGone, NodeSession, Registry
 from protocols import federation_pb2 as pb
 from protocols import federation_pb2_grpc as pb_grpc
 from protocols.channels import server_options
+from protocols.errors import ConfigError
+from protocols.identity import Identity, PkiError, TlsFiles, check_grpc_peer
 
 log = logging.getLogger("federation.coordinator")
 
 
+ANALYST_ROLES = frozenset({"analyst", "privacy_officer", "admin"})
+
+
+class Gate:
+    """Who may call what: the peer's certificate is checked against the root and CRL on every call."""
+
+    def __init__(self, tls: TlsFiles | None) -> None:
+        self.tls = tls
+
+    def identity(self, context: grpc.ServicerContext, roles: frozenset[str]) -> Identity | None:
+        """The verified caller, or ``None`` on a development (plaintext) coordinator; aborts if refused."""
+        if self.tls is None:
+            return None
+        try:
+            return check_grpc_peer(context, self.tls.ca, self.tls.crl_bytes(), expected_roles=set(roles))
+        except PkiError as exc:
+            log.warning("refused %s: %s", context.peer(), exc)
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, f"{exc.message} [rule: {exc.rule}]")
+            raise  # abort raises; this line is never reached
+
+    def user(self, context: grpc.ServicerContext) -> str:
+        who = self.identity(context, ANALYST_ROLES)
+        if who is not None:
+            return who.subject
+        return dict(context.invocation_metadata()).get("x-federation-user", "analyst")
+
+
 class NodeLinkService(pb_grpc.NodeLinkServicer):
-    def __init__(self, registry: Registry, heartbeat_seconds: float) -> None:
+    def __init__(self, registry: Registry, heartbeat_seconds: float, gate: Gate) -> None:
         self.registry = registry
         self.heartbeat_seconds = heartbeat_seconds
+        self.gate = gate
 
     def Connect(self, request_iterator: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         try:
@@ -40,6 +70,14 @@ class NodeLinkService(pb_grpc.NodeLinkServicer):
         if first.WhichOneof("kind") != "hello" or not first.hello.node_id:
             yield pb.CoordinatorMessage(
                 reject=pb.Refusal(rule="protocol", reason="the first message must be Hello")
+            )
+            return
+        who = self.gate.identity(context, frozenset({"node"}))
+        if who is not None and who.subject != first.hello.node_id:
+            reason = f"certificate of '{who.subject}' cannot connect as node '{first.hello.node_id}'"
+            log.warning("refused node link: %s", reason)
+            yield pb.CoordinatorMessage(
+                reject=pb.Refusal(node=first.hello.node_id, rule="wrong_identity", reason=reason)
             )
             return
         session = NodeSession(node_id=first.hello.node_id, datasets=list(first.hello.datasets))
@@ -77,10 +115,6 @@ def _result_digest(rows: list[pb.CombinedRow]) -> str:
     return h.hexdigest()
 
 
-def _user(context: grpc.ServicerContext) -> str:
-    return dict(context.invocation_metadata()).get("x-federation-user", "analyst")
-
-
 def fan_out(
     targets: list[NodeSession], job: pb.JobRequest, timeout: float
 ) -> tuple[dict[str, pb.JobResponse], list[pb.NodeOutcome]]:
@@ -113,21 +147,25 @@ def fan_out(
 
 
 class AnalystService(pb_grpc.AnalystServicer):
-    def __init__(self, registry: Registry, jobs: JobStore, config: CoordinatorConfig) -> None:
+    def __init__(self, registry: Registry, jobs: JobStore, config: CoordinatorConfig, gate: Gate) -> None:
         self.registry = registry
         self.jobs = jobs
         self.config = config
+        self.gate = gate
 
     def Nodes(self, request: pb.NodesRequest, context: grpc.ServicerContext) -> pb.NodesResponse:  # noqa: N802
+        self.gate.user(context)
         return pb.NodesResponse(nodes=self.registry.status())
 
     def Datasets(self, request: pb.DatasetsRequest, context: grpc.ServicerContext) -> pb.DatasetsResponse:  # noqa: N802
+        self.gate.user(context)
         out = pb.DatasetsResponse()
         for session in sorted(self.registry.sessions(), key=lambda s: s.node_id):
             out.datasets.extend(session.datasets)
         return out
 
     def Jobs(self, request: pb.JobsRequest, context: grpc.ServicerContext) -> pb.JobsResponse:  # noqa: N802
+        self.gate.user(context)
         return pb.JobsResponse(jobs=self.jobs.recent(request.limit, request.project))
 
     def Budget(self, request: pb.BudgetRequest, context: grpc.ServicerContext) -> pb.BudgetResponse:  # noqa: N802
@@ -135,7 +173,7 @@ class AnalystService(pb_grpc.AnalystServicer):
         job = pb.JobRequest(
             job_id=uuid.uuid4().hex,
             budget=pb.BudgetQuery(project=request.project),
-            requested_by=_user(context),
+            requested_by=self.gate.user(context),
         )
         responses, outcomes = fan_out(self.registry.sessions(), job, self.config.node_timeout_seconds)
         out = pb.BudgetResponse(nodes=outcomes)
@@ -169,7 +207,7 @@ class AnalystService(pb_grpc.AnalystServicer):
         if problem:
             rule = "node_unreachable" if "not connected" in problem else "unknown_dataset"
             return pb.QueryResponse(job_id=job_id, ok=False, error=problem, error_rule=rule, columns=columns)
-        requested_by = _user(context)
+        requested_by = self.gate.user(context)
         self.jobs.start(job_id, requested_by, spec, request.sql)
         job = pb.JobRequest(job_id=job_id, query=spec, requested_by=requested_by)
         timeout = request.timeout_seconds if request.timeout_seconds > 0 else self.config.node_timeout_seconds
@@ -212,7 +250,13 @@ class AnalystService(pb_grpc.AnalystServicer):
 class Coordinator:
     """Owns the gRPC server, the registry and the job store."""
 
-    def __init__(self, config: CoordinatorConfig, credentials: grpc.ServerCredentials | None = None) -> None:
+    def __init__(self, config: CoordinatorConfig) -> None:
+        if config.tls is None and not config.insecure:
+            raise ConfigError(
+                "no TLS configured: set tls_cert, tls_key and tls_ca (or tls_dir) in [coordinator], "
+                "or insecure = true for development only",
+                rule="tls_required",
+            )
         self.config = config
         self.registry = Registry(config.heartbeat_seconds)
         config.state_dir.mkdir(parents=True, exist_ok=True)
@@ -221,16 +265,18 @@ class Coordinator:
             futures.ThreadPoolExecutor(max_workers=64, thread_name_prefix="coordinator"),
             options=server_options(config.max_message_bytes),
         )
+        gate = Gate(config.tls)
         pb_grpc.add_NodeLinkServicer_to_server(
-            NodeLinkService(self.registry, config.heartbeat_seconds), self.server
+            NodeLinkService(self.registry, config.heartbeat_seconds, gate), self.server
         )
-        pb_grpc.add_AnalystServicer_to_server(AnalystService(self.registry, self.jobs, config), self.server)
+        pb_grpc.add_AnalystServicer_to_server(AnalystService(self.registry, self.jobs, config, gate), self.server)
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        if credentials is None:
-            self.port = self.server.add_insecure_port(config.listen)
+        if config.tls is not None:
+            self.port = self.server.add_secure_port(config.listen, config.tls.server_credentials())
         else:
-            self.port = self.server.add_secure_port(config.listen, credentials)
+            log.warning("coordinator runs WITHOUT TLS (insecure = true): for development only")
+            self.port = self.server.add_insecure_port(config.listen)
         if self.port == 0:
             raise OSError(f"cannot listen on {config.listen}")
 

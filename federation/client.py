@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import os
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -16,6 +17,7 @@ from protocols import federation_pb2 as pb
 from protocols import federation_pb2_grpc as pb_grpc
 from protocols.channels import channel_options
 from protocols.errors import FederationError
+from protocols.identity import grpc_channel_credentials
 from protocols.values import from_value
 
 DEFAULT_COORDINATOR = "127.0.0.1:7100"
@@ -57,10 +59,22 @@ class Client:
         timeout: float = 60.0,
         user: str | None = None,
         credentials: grpc.ChannelCredentials | None = None,
+        tls_dir: str | Path | None = None,
     ) -> None:
+        """``tls_dir`` is your certificate kit (cert.pem, key.pem, ca.pem), default ``$FEDERATION_TLS_DIR``.
+
+        Without a kit the client speaks plaintext, which only a development coordinator accepts.
+        """
         self.address = address or os.environ.get("FEDERATION_COORDINATOR", DEFAULT_COORDINATOR)
         self.timeout = timeout
         self.user = user or os.environ.get("FEDERATION_USER") or getpass.getuser()
+        kit = tls_dir or os.environ.get("FEDERATION_TLS_DIR")
+        if credentials is None and kit:
+            folder = Path(kit)
+            missing = [n for n in ("cert.pem", "key.pem", "ca.pem") if not (folder / n).exists()]
+            if missing:
+                raise FederationError("tls_config", f"certificate kit {folder} lacks {', '.join(missing)}")
+            credentials = grpc_channel_credentials(folder / "cert.pem", folder / "key.pem", folder / "ca.pem")
         if credentials is not None:
             self._channel = grpc.secure_channel(self.address, credentials, options=channel_options())
         else:

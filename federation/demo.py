@@ -72,11 +72,12 @@ def run_demo(out_dir: Path | None, rows: int, port: int, console: Console) -> No
         node_configs={k: v for k, v in paths.items() if k != "coordinator"},
         address=address,
         log_dir=root / "logs",
+        tls_dir=root / "pki" / "kits" / "analyst",
     )
     try:
         with console.status("Starting the coordinator and six nodes (separate processes) ..."):
             fed_procs.start(timeout=60)
-        _tour(address, paths, console)
+        _tour(address, paths, console, root / "pki" / "kits" / "analyst")
     finally:
         with console.status("Stopping the federation ..."):
             fed_procs.stop_all()
@@ -87,10 +88,11 @@ def run_demo(out_dir: Path | None, rows: int, port: int, console: Console) -> No
     console.rule(f"[green]Demo finished in {time.monotonic() - started:.1f}s")
 
 
-def _tour(address: str, paths: dict[str, Path], console: Console) -> None:
+def _tour(address: str, paths: dict[str, Path], console: Console, kit: Path) -> None:
     from federation.cli import Format, print_frame
 
-    with Client(address) as fed:
+    console.print("[dim]All links use mutual TLS with the demo's own federation root (kits in pki/kits).[/dim]")
+    with Client(address, tls_dir=kit) as fed:
         console.print(Panel("Who is connected (public metadata only)"))
         print_frame(fed.nodes()[["node", "connected", "datasets"]], Format.table)
         for title, sql in TOUR:

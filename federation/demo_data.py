@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -1240,8 +1241,12 @@ def write_scenario(
     postgres_dsn: str | None = None,
     pg_schema: str = "mit_demo",
     formats: dict[str, str] | None = None,
+    tls: bool = True,
 ) -> dict[str, Path]:
     """Write data, six node configs and the coordinator config under ``out``.
+
+    With ``tls`` (the default) a development PKI is issued under ``out/pki`` and every config
+    points at its kit; without it the configs say ``insecure = true`` (development only).
 
     Layout: ``out/data/<node>/<dataset>.csv|.parquet``, ``out/nodes/<node>.toml``,
     ``out/coordinator.toml``. Belastingdienst reads from PostgreSQL when ``postgres_dsn`` is given
@@ -1281,9 +1286,34 @@ def write_scenario(
 
     texts = node_configs(scenario, coordinator, kinds, postgres_dsn, pg_schema)
     (out / "nodes").mkdir(parents=True, exist_ok=True)
+    kits = _issue_kits(out, [name for name in texts if name != "coordinator"], coordinator) if tls else None
     paths: dict[str, Path] = {}
     for name, text in texts.items():
         path = out / "coordinator.toml" if name == "coordinator" else out / "nodes" / f"{name}.toml"
+        header = "[coordinator]\n" if name == "coordinator" else "[node]\n"
+        if kits is not None:
+            kit = os.path.relpath(kits / name, path.parent)
+            text = text.replace(header, f'{header}tls_dir = "{kit}"\n', 1)
+        else:
+            text = text.replace(header, f"{header}insecure = true  # development only: plaintext gRPC\n", 1)
         path.write_text(text, encoding="utf-8")
         paths[name] = path
     return paths
+
+
+def _issue_kits(out: Path, nodes: list[str], coordinator: str) -> Path:
+    """A development PKI for the scenario: a root, the coordinator, each node and one analyst."""
+    from federation import pki
+
+    pki_dir = out / "pki"
+    kits = pki_dir / "kits"
+    if not (pki_dir / pki.CA_CERT).exists():
+        pki.init_root(pki_dir, name="MIT Federation Demo Root")
+    host = coordinator.rsplit(":", 1)[0]
+    wanted = [("coordinator", "coordinator", None), ("analyst", "analyst", "mdc")]
+    wanted += [(node, "node", node) for node in nodes]
+    for subject, role, org in wanted:
+        if not (kits / subject / "cert.pem").exists():
+            hosts = tuple(dict.fromkeys([host, "127.0.0.1", "localhost"]))
+            pki.issue(pki_dir, subject, role, org=org, hosts=hosts, out=kits)
+    return kits

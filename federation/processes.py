@@ -26,12 +26,13 @@ def free_port() -> int:
 
 @dataclass
 class LocalFederation:
-    """A coordinator plus nodes on loopback, as separate OS processes."""
+    """A coordinator plus nodes on loopback, as separate OS processes; ``tls_dir`` is the analyst kit."""
 
     coordinator_config: Path
     node_configs: dict[str, Path]
     address: str
     log_dir: Path
+    tls_dir: Path | None = None
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def _spawn(self, name: str, args: list[str]) -> None:
@@ -62,7 +63,7 @@ class LocalFederation:
     def wait_for_nodes(self, nodes: set[str], timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         last = ""
-        with Client(self.address, timeout=2.0) as fed:
+        with Client(self.address, timeout=2.0, tls_dir=self.tls_dir) as fed:
             while time.monotonic() < deadline:
                 self._check_alive()
                 try:

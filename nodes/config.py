@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from protocols.errors import ConfigError
+from protocols.identity import PkiError, TlsFiles, tls_files
 
 OPERATIONS = ("count", "count_distinct", "sum", "avg")
 COLUMN_KINDS = ("category", "numeric", "date", "identifier")
@@ -50,6 +51,7 @@ class Policy:
     budget_epsilon: float = 10.0  # total per (dataset, project) until the privacy officer sets one
     budget_delta: float = 1e-6  # the delta at which officers read epsilon
     release: str = "plain"
+    secure_min_nodes: int = 3  # the fewest participants a secure aggregation may have to include this node
     # Entity overlap (docs/overlap.md): identifier columns that may take part (none by default),
     # bounds on a party's set size, whether overlap releases need DP, Paillier key size for sums.
     overlap_columns: tuple[str, ...] = ()
@@ -92,6 +94,8 @@ class NodeConfig:
     policy: Policy
     heartbeat_seconds: float = 5.0
     path: Path | None = None
+    tls: TlsFiles | None = None
+    insecure: bool = False  # development only: plaintext gRPC, no peer identities
 
 
 def _require(table: dict[str, Any], key: str, where: str) -> Any:
@@ -148,6 +152,9 @@ def _policy(raw: dict[str, Any], base: Policy, where: str) -> Policy:
         raise ConfigError(f"{where}: budget_delta must be in (0, 1)")
     if values["release"] not in ("plain", "secure"):
         raise ConfigError(f"{where}: release must be 'plain' or 'secure'")
+    _number(values["secure_min_nodes"], "secure_min_nodes", where, integer=True)
+    if values["secure_min_nodes"] < 2:
+        raise ConfigError(f"{where}: secure_min_nodes must be at least 2")
     _overlap_policy(values, where)
     return Policy(**values)
 
@@ -275,7 +282,16 @@ def parse_node_config(raw: dict[str, Any], base: Path, path: Path | None = None)
         policy=policy,
         heartbeat_seconds=float(node.get("heartbeat_seconds", 5)),
         path=path,
+        tls=_tls(node, base),
+        insecure=bool(node.get("insecure", False)),
     )
+
+
+def _tls(node: dict[str, Any], base: Path) -> TlsFiles | None:
+    try:
+        return tls_files(node, base, "[node]")
+    except PkiError as exc:
+        raise ConfigError(exc.message, rule=exc.rule) from None
 
 
 def load_toml(path: Path) -> dict[str, Any]:

@@ -19,10 +19,12 @@ import grpc
 from nodes.audit import AuditLog, load_or_create_signing_key
 from nodes.config import NodeConfig
 from nodes.release import ReleasePath, open_ledger
+from nodes.secure_release import SecureRelease, load_or_create_secagg_key
 from nodes.sources import DataSources
 from protocols import federation_pb2 as pb
 from protocols import federation_pb2_grpc as pb_grpc
 from protocols.channels import channel_options
+from protocols.errors import ConfigError
 from protocols.values import to_value
 
 log = logging.getLogger("federation.node")
@@ -31,7 +33,7 @@ VERSION = "0.1.0"
 _OPERATION_NAMES = {"count": "COUNT", "count_distinct": "COUNT_DISTINCT", "sum": "SUM", "avg": "AVG"}
 
 
-def dataset_infos(config: NodeConfig) -> list[pb.DatasetInfo]:
+def dataset_infos(config: NodeConfig, secagg_verify_key: bytes = b"") -> list[pb.DatasetInfo]:
     """Public schema metadata only: names, kinds, domains, bounds. Never data."""
     infos = []
     for ds in config.datasets.values():
@@ -46,6 +48,8 @@ def dataset_infos(config: NodeConfig) -> list[pb.DatasetInfo]:
             operations=list(ds.policy.operations),
             min_group_size=ds.policy.min_group_size,
             controller=ds.controller,
+            release=ds.policy.release,
+            secagg_verify_key=secagg_verify_key,
         )
         for col in ds.columns.values():
             c = info.columns.add(name=col.name, description=col.description, id_type=col.id_type)
@@ -72,8 +76,14 @@ class NodeDaemon:
         max_backoff: float = 10.0,
         workers: int = 4,
     ) -> None:
+        if credentials is None and config.tls is None and not config.insecure:
+            raise ConfigError(
+                f"node {config.node_id}: no TLS configured: set tls_cert, tls_key and tls_ca (or tls_dir) "
+                "in [node], or insecure = true for development only",
+                rule="tls_required",
+            )
         self.config = config
-        self.credentials = credentials
+        self.credentials = credentials or (config.tls.channel_credentials() if config.tls else None)
         self.max_backoff = max_backoff
         config.state_dir.mkdir(parents=True, exist_ok=True)
         self.audit = AuditLog(
@@ -84,6 +94,7 @@ class NodeDaemon:
         self.sources = DataSources(config)
         self.ledger = open_ledger(config)
         self.release = ReleasePath(config, self.sources, self.audit, self.ledger)
+        self.release.secure = SecureRelease(self.release, load_or_create_secagg_key(config.state_dir))
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"{config.node_id}-job")
         self._stop = threading.Event()
         self._call: Any = None
@@ -125,7 +136,9 @@ class NodeDaemon:
         outbox.put(
             pb.NodeMessage(
                 hello=pb.Hello(
-                    node_id=self.config.node_id, datasets=dataset_infos(self.config), version=VERSION
+                    node_id=self.config.node_id,
+                    datasets=dataset_infos(self.config, self.release.secure.verify_key),
+                    version=VERSION,
                 )
             )
         )

@@ -258,3 +258,54 @@ def grpc_channel_credentials(cert: PemSource, key: PemSource, ca: PemSource) -> 
         private_key=_pem_bytes(key, "key"),
         certificate_chain=_pem_bytes(cert, "certificate"),
     )
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """Where a party's certificate, key, the federation root and (optionally) the CRL live."""
+
+    cert: Path
+    key: Path
+    ca: Path
+    crl: Path | None = None
+
+    def crl_bytes(self) -> bytes | None:
+        # Read on every check, so a revocation takes effect as soon as the new CRL is installed.
+        return self.crl.read_bytes() if self.crl is not None and self.crl.exists() else None
+
+    def server_credentials(self) -> grpc.ServerCredentials:
+        return grpc_server_credentials(self.cert, self.key, self.ca)
+
+    def channel_credentials(self) -> grpc.ChannelCredentials:
+        return grpc_channel_credentials(self.cert, self.key, self.ca)
+
+
+def tls_files(raw: dict, base: Path, where: str) -> TlsFiles | None:
+    """Read ``tls_cert``/``tls_key``/``tls_ca`` (and ``tls_crl``) from a config table, or a kit folder ``tls_dir``."""
+    if "tls_dir" in raw:
+        folder = Path(str(raw["tls_dir"]))
+        folder = folder if folder.is_absolute() else (base / folder).resolve()
+        raw = {
+            "tls_cert": folder / "cert.pem",
+            "tls_key": folder / "key.pem",
+            "tls_ca": folder / "ca.pem",
+            "tls_crl": folder / "crl.pem",  # optional: install the federation's newest CRL here
+            **raw,
+        }
+    keys = ("tls_cert", "tls_key", "tls_ca")
+    present = [k for k in keys if k in raw]
+    if not present:
+        return None
+    if len(present) != len(keys):
+        missing = sorted(set(keys) - set(present))
+        raise PkiError("tls_config", f"{where}: {', '.join(missing)} missing; give all of {', '.join(keys)}")
+
+    def path(key: str) -> Path:
+        p = Path(str(raw[key]))
+        return p if p.is_absolute() else (base / p).resolve()
+
+    files = TlsFiles(path("tls_cert"), path("tls_key"), path("tls_ca"), path("tls_crl") if "tls_crl" in raw else None)
+    for label, p in (("tls_cert", files.cert), ("tls_key", files.key), ("tls_ca", files.ca)):
+        if not p.exists():
+            raise PkiError("tls_config", f"{where}: {label} file {p} does not exist")
+    return files

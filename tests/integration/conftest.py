@@ -30,6 +30,7 @@ class RunningFederation:
     root: Path
 
     def client(self, **kwargs: object) -> Client:
+        kwargs.setdefault("tls_dir", self.root / "pki" / "kits" / "analyst")
         return Client(self.address, **kwargs)  # type: ignore[arg-type]
 
 
@@ -69,6 +70,7 @@ def start_federation(
         node_configs={k: paths[k] for k in chosen},
         address=address,
         log_dir=root / "logs",
+        tls_dir=root / "pki" / "kits" / "analyst",
     )
     procs.start(timeout=90)
     return RunningFederation(procs, paths, generate(SEED, ROWS), address, root), schema

@@ -45,8 +45,16 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
     )
 
 
+def _channel(faulty: RunningFederation) -> grpc.Channel:
+    from protocols.identity import grpc_channel_credentials
+
+    kit = faulty.root / "pki" / "kits" / "analyst"
+    creds = grpc_channel_credentials(kit / "cert.pem", kit / "key.pem", kit / "ca.pem")
+    return grpc.secure_channel(faulty.address, creds)
+
+
 def test_health_service_reports_serving(faulty: RunningFederation) -> None:
-    with grpc.insecure_channel(faulty.address) as channel:
+    with _channel(faulty) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         for service in ("", "federation.v1.Analyst"):
             status = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status
@@ -120,7 +128,7 @@ def test_oversized_request_is_refused_cleanly(faulty: RunningFederation) -> None
     spec.aggregates.add(function=pb.COUNT, alias="n")
     spec.filter.in_list.column = "port"
     spec.filter.in_list.values.extend(pb.Value(text="x" * 1000) for _ in range(5000))  # ~5 MB
-    with grpc.insecure_channel(faulty.address) as channel, pytest.raises(grpc.RpcError) as info:
+    with _channel(faulty) as channel, pytest.raises(grpc.RpcError) as info:
         pb_grpc.AnalystStub(channel).Query(pb.QueryRequest(spec=spec), timeout=10)
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     from federation.client import _rpc_error
@@ -134,7 +142,10 @@ def test_oversized_request_is_refused_cleanly(faulty: RunningFederation) -> None
 
 
 def test_cli_formats_and_clean_errors(faulty: RunningFederation) -> None:
-    env = {"FEDERATION_COORDINATOR": faulty.address}
+    env = {
+        "FEDERATION_COORDINATOR": faulty.address,
+        "FEDERATION_TLS_DIR": str(faulty.root / "pki" / "kits" / "analyst"),
+    }
     ok = _cli(
         "query", "--format", "csv", "SELECT port, COUNT(*) AS n FROM declarations GROUP BY port", env=env
     )
@@ -152,7 +163,7 @@ def test_cli_formats_and_clean_errors(faulty: RunningFederation) -> None:
         assert bad.returncode != 0
         assert "Traceback" not in bad.stderr + bad.stdout
         assert "rule:" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
-    down = _cli("nodes", "--coordinator", "127.0.0.1:1")
+    down = _cli("nodes", "--coordinator", "127.0.0.1:1", env=env)
     assert (
         down.returncode != 0
         and "cannot reach the coordinator" in down.stderr
