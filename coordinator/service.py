@@ -20,6 +20,7 @@ from coordinator.combine import combine
 from coordinator.config import CoordinatorConfig
 from coordinator.jobstore import JobStore
 from coordinator.registry import NodeGone, NodeSession, Registry
+from coordinator.secure_query import requires_secure, run_secure_query
 from protocols import federation_pb2 as pb
 from protocols import federation_pb2_grpc as pb_grpc
 from protocols.channels import server_options
@@ -211,6 +212,12 @@ class AnalystService(pb_grpc.AnalystServicer):
         self.jobs.start(job_id, requested_by, spec, request.sql)
         job = pb.JobRequest(job_id=job_id, query=spec, requested_by=requested_by)
         timeout = request.timeout_seconds if request.timeout_seconds > 0 else self.config.node_timeout_seconds
+        if requires_secure(spec, targets):
+            # Secure aggregation with distributed DP: coordinator/secure_query.py.
+            secure, status = run_secure_query(targets, spec, job_id, requested_by, timeout)
+            digest = _result_digest(list(secure.rows)) if secure.ok else ""
+            self.jobs.finish(job_id, status, digest, list(secure.nodes))
+            return secure
         responses, outcomes = fan_out(targets, job, timeout)
         answers: dict[str, pb.QueryResult] = {}
         for outcome in outcomes:

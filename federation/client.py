@@ -164,6 +164,7 @@ class Client:
         epsilon: float | None = None,
         rho: float | None = None,
         project: str = "",
+        secure: bool = False,
     ) -> pd.DataFrame:
         """Run an aggregate query over every node that serves the dataset; return a DataFrame.
 
@@ -172,6 +173,7 @@ class Client:
         spec = parse_query(sql)
         spec.min_nodes = max(0, int(min_nodes))
         spec.project = project
+        spec.secure = bool(secure)  # secure aggregation with distributed noise (docs/secure-aggregation.md)
         if epsilon is not None and rho is not None:
             raise FederationError("privacy_request", "give either epsilon or rho, not both")
         if epsilon is not None:

@@ -45,6 +45,8 @@ class ReleasePath:
         self.sources = sources
         self.audit = audit
         self.ledger = ledger
+        # Set by the daemon: runs "secure" jobs (nodes/secure_release.py).
+        self.secure: Any = None
 
     def refuse(self, job: pb.JobRequest, rule: str, reason: str) -> pb.JobResponse:
         try:
@@ -61,6 +63,12 @@ class ReleasePath:
             return self.query(job)
         if kind == "budget":
             return self.budget(job)
+        if kind == "overlap":  # entity overlap phases (docs/overlap.md)
+            from nodes.overlap import overlap_step
+
+            return overlap_step(self, job)
+        if kind == "secure" and self.secure is not None:
+            return self.secure.handle(job)
         return self.refuse(job, "unsupported_job", f"node {self.config.node_id} does not run '{kind}' jobs")
 
     def budget(self, job: pb.JobRequest) -> pb.JobResponse:
@@ -101,6 +109,12 @@ class ReleasePath:
             )
         try:
             plan = validate(spec, self.config)
+            if plan.dataset.policy.release == "secure":
+                raise Refused(
+                    "secure_required",
+                    f"dataset {plan.dataset.name} is released only under secure aggregation; ask with secure=True",
+                    node=node,
+                )
             budget = resolve_budget(spec.privacy, plan.dataset, node)
             exact = compute(plan, self.sources)
             result, cost = protect(plan, exact, budget)

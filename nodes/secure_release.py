@@ -1,0 +1,400 @@
+"""The node's side of a secure query: its release path ends in a masked SecAgg input, not a result.
+
+    validate -> compute -> protect (distributed noise, no per-node suppression) -> account
+    -> SecAgg rounds 1-4 -> audit "released" with the masked vector's digest -> masked input
+
+Secure aggregation is SecAgg (Bonawitz et al., CCS 2017) with the SecAgg+ graph (Bell et al.,
+CCS 2020), see protocols/secagg.py. Noise is the distributed discrete Gaussian of Kairouz, Liu &
+Steinke 2021 (or a full discrete Laplace per node for pure DP), drawn by OpenDP through
+privacy/dp.py. Suppression is decided by the coordinator on the summed noisy unit count, since
+no single node's counts are ever seen.
+
+Per-job protocol state lives in memory only, for at most ``JOB_TTL_SECONDS``, and at most
+``MAX_JOBS`` secure jobs run at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from nodes.audit import AuditError
+from nodes.protect import Budget, _exact_columns, resolve_budget
+from nodes.release import DEFAULT_PROJECT, ReleasePath, _spec_summary, compute
+from nodes.validate import Plan, Refused, validate
+from privacy.accounting import Cost, epsilon_at_delta
+from privacy.dp import NoisePlan, integer_noise_share, plan_noise, release_counts
+from protocols import federation_pb2 as pb
+from protocols import secagg_messages as m
+from protocols.errors import FederationError
+from protocols.fixed_point import FixedPointCodec
+from protocols.secagg import SecAggClient, SecAggConfig
+from protocols.secagg_errors import SecAggError
+from protocols.values import to_value
+
+SECAGG_KEY_FILE = "secagg_signing.key"
+JOB_TTL_SECONDS = 300.0
+MAX_JOBS = 8
+BITS = 64
+# A group sum must fit 2^24 rows at the bound of largest magnitude on the fixed-point grid, and
+# the grid must stay exact in float64 (2^53) when the coordinator decodes it.
+ROWS_CAP = 1 << 24
+_FLOAT_EXACT = 1 << 53
+
+_KIND = {pb.COUNT: "count", pb.COUNT_DISTINCT: "count_distinct", pb.SUM: "sum", pb.AVG: "avg"}
+
+
+# --------------------------------------------------------------------------- signing key
+
+
+def load_or_create_secagg_key(state_dir: Path) -> Ed25519PrivateKey:
+    """The node's long-term Ed25519 key that signs its SecAgg advertisements (file mode 0600).
+
+    Kept apart from the audit signing key so that one key never signs two kinds of statement.
+    """
+    path = Path(state_dir) / SECAGG_KEY_FILE
+    if path.exists():
+        raw = path.read_bytes()
+        if len(raw) != 32:
+            raise FederationError("secagg_key_invalid", f"{path} does not hold a 32-byte Ed25519 seed")
+        return Ed25519PrivateKey.from_private_bytes(raw)
+    key = Ed25519PrivateKey.generate()
+    seed = key.private_bytes_raw()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, seed)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.link(tmp, path)  # never replaces a key another process created meanwhile
+    except FileExistsError:
+        tmp.unlink(missing_ok=True)
+        return load_or_create_secagg_key(state_dir)
+    tmp.unlink(missing_ok=True)
+    return key
+
+
+def verify_key_bytes(key: Ed25519PrivateKey) -> bytes:
+    return key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+# --------------------------------------------------------------------------- layout
+
+
+@dataclass(frozen=True)
+class Block:
+    """One measured quantity over every group; ``values`` are integers on its grid."""
+
+    role: str  # value | avg_count | threshold
+    aggregate: int  # -1: the threshold-only distinct-unit count
+    kind: str  # count | count_distinct | sum
+    scale: float  # grid steps per unit
+    values: list[int] = field(default_factory=list)
+
+
+def grid_scale(bounds: tuple[float, float]) -> float:
+    """Fixed-point steps per unit for a SUM: the finest power of ten (up to 10^6) at which a group
+    sum of ``ROWS_CAP`` rows at the bounds stays below 2^53."""
+    largest = max(abs(bounds[0]), abs(bounds[1]), 1e-300)
+    for digits in range(6, -1, -1):
+        if largest * 10**digits * ROWS_CAP <= _FLOAT_EXACT:
+            return float(10**digits)
+    return 1.0
+
+
+def measurements(plan: Plan) -> list[tuple[str, int, str]]:
+    """(role, aggregate, kind) per block, in the order ``privacy.dp.plan_noise`` measures them."""
+    out: list[tuple[str, int, str]] = []
+    for i, agg in enumerate(plan.aggregates):
+        kind = _KIND[agg.function]
+        if kind == "avg":
+            out += [("value", i, "sum"), ("avg_count", i, "count")]
+        else:
+            out.append(("value", i, kind))
+    if not any(kind == "count_distinct" for _, _, kind in out):
+        out.append(("threshold", -1, "count_distinct"))
+    return out
+
+
+def exact_blocks(plan: Plan, exact_rows: list[int], units: list[int], numeric: dict) -> list[Block]:
+    """Exact per-group integers of every block; sums are put on their fixed-point grid."""
+    blocks = []
+    for role, i, kind in measurements(plan):
+        scale = 1.0
+        if kind == "count_distinct":
+            values = list(units)
+        elif kind == "count":
+            values = list(numeric[i][1]) if role == "avg_count" else list(exact_rows)
+        else:
+            column = plan.aggregates[i].column
+            assert column is not None and column.bounds is not None
+            scale = grid_scale(column.bounds)
+            cap = max(abs(column.bounds[0]), abs(column.bounds[1])) * ROWS_CAP
+            codec = FixedPointCodec(lo=-cap, hi=cap, scale=scale, bits=BITS)
+            # The codec refuses a sum beyond the cap and rounds onto the grid; on 64 bits the
+            # two's-complement word read as int64 is that grid integer.
+            grid = codec.encode(np.asarray(numeric[i][0], dtype=np.float64)).view(np.int64)
+            values = [int(v) for v in grid]
+        blocks.append(Block(role, i, kind, scale, [int(v) for v in values]))
+    return blocks
+
+
+def _noise_plan(plan: Plan, budget: Budget, blocks: list[Block], max_rows: int) -> NoisePlan:
+    kinds: list[tuple[str, tuple[float, float] | None]] = []
+    for i, agg in enumerate(plan.aggregates):
+        kind = _KIND[agg.function]
+        bounds = None
+        if kind in ("sum", "avg"):
+            assert agg.column is not None and agg.column.bounds is not None
+            step = 1.0 / next(b.scale for b in blocks if b.aggregate == i)
+            lo, hi = agg.column.bounds
+            # The group sum, not each row, is rounded to the grid: one more step of sensitivity.
+            bounds = (lo - step, hi + step)
+        kinds.append((kind, bounds))
+    return plan_noise(kinds, max_rows, epsilon=budget.epsilon, rho=budget.rho, n_groups=len(plan.keys))
+
+
+def add_noise(
+    plan: Plan, budget: Budget, blocks: list[Block], n_nodes: int, trusted: int, max_rows: int
+) -> tuple[list[pb.SecureComponent], Cost]:
+    """Add this node's share of distributed integer noise to every block (in place)."""
+    components = [
+        pb.SecureComponent(role=b.role, aggregate=b.aggregate, kind=b.kind, scale=b.scale) for b in blocks
+    ]
+    if not budget.dp:
+        return components, Cost(epsilon=0.0, rho=0.0)
+    noise = _noise_plan(plan, budget, blocks, max_rows)
+    measured = [c for c in noise.components if not (c.role == "threshold" and c.aggregate is not None)]
+    for block, component, out in zip(blocks, measured, components, strict=True):
+        if (component.role, component.spec.kind) != (block.role, block.kind):
+            raise FederationError("secure_layout", "noise plan and block layout disagree")
+        share = integer_noise_share(n_nodes, component.spec, trusted=trusted, fixed_point_scale=block.scale)
+        block.values[:] = release_counts(block.values, share.per_node)
+        out.mechanism = share.per_node.mechanism
+        out.noise_scale = share.per_node.scale
+        out.noise_sd = share.per_node.sd
+        out.parts = share.per_node.parts
+    return components, noise.cost
+
+
+# --------------------------------------------------------------------------- per-job state
+
+
+@dataclass
+class SecureJob:
+    client: SecAggClient
+    vector: npt.NDArray[np.uint64] | None
+    dataset: str
+    project: str
+    cost: Cost
+    groups: int
+    started: float
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class SecureRelease:
+    """Runs secure-query steps for one node; like ``ReleasePath`` it answers, never raises."""
+
+    def __init__(
+        self,
+        path: ReleasePath,
+        signing_key: Ed25519PrivateKey,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.path = path
+        self.config = path.config
+        self.signing_key = signing_key
+        self.verify_key = verify_key_bytes(signing_key)
+        self.clock = clock
+        self._jobs: dict[str, SecureJob] = {}
+        self._lock = threading.Lock()
+
+    def handle(self, job: pb.JobRequest) -> pb.JobResponse:
+        step = job.secure
+        try:
+            if step.round == 0:
+                return self._start(job, step)
+            return self._continue(job, step)
+        except AuditError:
+            self._forget(step)
+            return self.path.refuse(
+                job,
+                "audit_unavailable",
+                f"node {self.config.node_id}: the audit log cannot be written; nothing is released",
+            )
+        except SecAggError as exc:
+            self._forget(step)
+            return self.path.refuse(job, exc.rule, f"node {self.config.node_id}: {exc.message}")
+        except FederationError as exc:
+            self._forget(step)
+            return self.path.refuse(job, exc.rule, exc.message)
+
+    # ------------------------------------------------------------------ round 0
+
+    def _refused(self, rule: str, message: str) -> Refused:
+        return Refused(rule, message, node=self.config.node_id)
+
+    def _admit(self, job_id: str) -> None:
+        now = self.clock()
+        with self._lock:
+            for old in [j for j, s in self._jobs.items() if now - s.started > JOB_TTL_SECONDS]:
+                del self._jobs[old]
+            if not job_id or ":" in job_id:
+                raise self._refused("secure_job_id", f"secure job id {job_id!r} is empty or malformed")
+            if job_id in self._jobs:
+                raise self._refused("secure_duplicate", f"secure job {job_id} is already running")
+            if len(self._jobs) >= MAX_JOBS:
+                raise self._refused(
+                    "secure_busy", f"node {self.config.node_id} already runs {MAX_JOBS} secure jobs"
+                )
+
+    def _secagg_config(self, step: pb.SecureStep, dim: int) -> tuple[SecAggConfig, dict[str, bytes]]:
+        cfg = step.config
+        node = self.config.node_id
+        ids = list(cfg.node_ids)
+        if len(cfg.verify_keys) != len(ids):
+            raise self._refused("secure_config", "the roster and its verification keys do not match")
+        keys = dict(zip(ids, (bytes(k) for k in cfg.verify_keys), strict=True))
+        if keys.get(node) != self.verify_key:
+            raise self._refused(
+                "secagg_inconsistent", f"the roster does not carry node {node}'s own verification key"
+            )
+        if cfg.bits != BITS:
+            raise self._refused("secure_config", f"secure queries run in a 2^{BITS} ring, not 2^{cfg.bits}")
+        if cfg.dim != dim:
+            raise self._refused(
+                "secure_layout", f"the job declares {cfg.dim} vector entries, this node's layout has {dim}"
+            )
+        config = SecAggConfig(step.job_id, tuple(ids), cfg.threshold, cfg.neighbours, dim, bits=BITS)
+        return config, keys
+
+    def _start(self, job: pb.JobRequest, step: pb.SecureStep) -> pb.JobResponse:
+        node = self.config.node_id
+        spec = step.query
+        self._admit(step.job_id)
+        self.path.audit.append(
+            "received",
+            step.job_id,
+            {"requested_by": job.requested_by, "spec": _spec_summary(spec), "secure": True},
+        )
+        plan = validate(spec, self.config)
+        dataset = plan.dataset
+        n = len(step.config.node_ids)
+        if n < dataset.policy.secure_min_nodes:
+            raise self._refused(
+                "secure_min_nodes",
+                f"dataset {dataset.name} joins secure aggregations of at least "
+                f"{dataset.policy.secure_min_nodes} nodes; this one has {n}",
+            )
+        if node not in step.config.node_ids:
+            raise self._refused("secagg_unknown_node", f"node {node} is not in the roster of this job")
+        budget = resolve_budget(spec.privacy, dataset, node)
+        rows, units, numeric = _exact_columns(plan, compute(plan, self.path.sources))
+        blocks = exact_blocks(plan, rows, units, numeric)
+        dim = len(blocks) * len(plan.keys)
+        config, keys = self._secagg_config(step, dim)
+        # Every participant calibrates to the largest contribution bound, so each unit is covered.
+        max_rows = max(dataset.max_rows_per_unit, step.config.max_rows_per_unit)
+        components, cost = add_noise(plan, budget, blocks, n, config.threshold, max_rows)
+        flat = np.asarray([v for b in blocks for v in b.values], dtype=np.int64)
+        vector = FixedPointCodec(lo=-(2**62) // n, hi=2**62 // n, bits=BITS, max_parties=n).encode(flat)
+        project = spec.project or DEFAULT_PROJECT
+        reply = pb.SecureReply(job_id=step.job_id, round=0)
+        if budget.dp:
+            # Charged before anything leaves; the same job id is never charged twice.
+            self.path.ledger.charge(step.job_id, dataset.name, project, cost, note=job.requested_by)
+            reply.cost.delta = self.path.ledger.status(dataset.name, project).delta
+            reply.cost.epsilon = cost.epsilon if cost.pure else epsilon_at_delta(cost.rho, reply.cost.delta)
+            reply.cost.rho = cost.rho
+        client = SecAggClient(config, node, self.signing_key, keys)
+        reply.payload = client.advertise().to_bytes()
+        for key in plan.keys:
+            reply.keys.add().key.extend(to_value(k) for k in key)
+        reply.components.extend(components)
+        with self._lock:
+            if step.job_id in self._jobs:
+                raise self._refused("secure_duplicate", f"secure job {step.job_id} is already running")
+            self._jobs[step.job_id] = SecureJob(
+                client, vector, dataset.name, project, cost, len(plan.keys), self.clock()
+            )
+        return pb.JobResponse(job_id=job.job_id, secure=reply)
+
+    # ------------------------------------------------------------------ rounds 2-4
+
+    def _continue(self, job: pb.JobRequest, step: pb.SecureStep) -> pb.JobResponse:
+        with self._lock:
+            state = self._jobs.get(step.job_id)
+        if state is None or self.clock() - state.started > JOB_TTL_SECONDS:
+            self._drop(step.job_id)
+            raise self._refused(
+                "secure_unknown_job", f"no running secure job {step.job_id} (unknown or expired)"
+            )
+        reply = pb.SecureReply(job_id=step.job_id, round=step.round)
+        with state.lock:
+            if step.round == m.ROUND_SHARE_KEYS:
+                reply.payload = state.client.share_keys(bytes(step.payload)).to_bytes()
+            elif step.round == m.ROUND_MASKED_INPUT:
+                if state.vector is None:
+                    raise SecAggError("secagg_wrong_round", "the masked input was already sent")
+                masked = state.client.masked_input(bytes(step.payload), state.vector).to_bytes()
+                state.vector = None
+                reply.audit_digest = hashlib.sha256(masked).hexdigest()
+                # Durable before the masked input leaves the node.
+                self.path.audit.append(
+                    "released",
+                    step.job_id,
+                    {
+                        "dataset": state.dataset,
+                        "project": state.project,
+                        "digest": reply.audit_digest,
+                        "groups": state.groups,
+                        "secure": True,
+                        "epsilon": state.cost.epsilon,
+                        "rho": state.cost.rho,
+                    },
+                )
+                reply.payload = masked
+            elif step.round == m.ROUND_UNMASK:
+                reply.payload = state.client.unmask(bytes(step.payload)).to_bytes()
+                self._drop(step.job_id)
+            else:
+                raise SecAggError("secagg_wrong_round", f"there is no secure step {step.round}")
+        return pb.JobResponse(job_id=job.job_id, secure=reply)
+
+    def _forget(self, step: pb.SecureStep) -> None:
+        # A failed round ends the job here (fail closed); a refused start registered nothing, and
+        # must not end a running job that happens to share its id.
+        if step.round != 0:
+            self._drop(step.job_id)
+
+    def _drop(self, job_id: str) -> None:
+        with self._lock:
+            self._jobs.pop(job_id, None)
+
+    def active(self) -> int:
+        with self._lock:
+            return len(self._jobs)
+
+
+__all__ = [
+    "MAX_JOBS",
+    "JOB_TTL_SECONDS",
+    "SecureRelease",
+    "grid_scale",
+    "load_or_create_secagg_key",
+    "measurements",
+    "verify_key_bytes",
+]
