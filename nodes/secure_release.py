@@ -241,6 +241,12 @@ class SecureRelease:
         except FederationError as exc:
             self._forget(step)
             return self.path.refuse(job, exc.rule, exc.message)
+        except (ValueError, OverflowError) as exc:
+            # Malformed bytes or values from the wire end the job with a reason, not a stack trace.
+            self._forget(step)
+            return self.path.refuse(
+                job, "secure_malformed", f"node {self.config.node_id}: malformed secure step ({exc})"
+            )
 
     # ------------------------------------------------------------------ round 0
 
