@@ -19,6 +19,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from coordinator.combine import combine
 from coordinator.config import CoordinatorConfig
 from coordinator.jobstore import JobStore
+from coordinator.overlap import run_overlap
 from coordinator.registry import NodeGone, NodeSession, Registry
 from coordinator.secure_query import requires_secure, run_secure_query
 from protocols import federation_pb2 as pb
@@ -168,6 +169,18 @@ class AnalystService(pb_grpc.AnalystServicer):
     def Jobs(self, request: pb.JobsRequest, context: grpc.ServicerContext) -> pb.JobsResponse:  # noqa: N802
         self.gate.user(context)
         return pb.JobsResponse(jobs=self.jobs.recent(request.limit, request.project))
+
+    def Overlap(self, request: pb.OverlapRequest, context: grpc.ServicerContext) -> pb.OverlapResponse:  # noqa: N802
+        """Entity counts per membership pattern across datasets (multi-party PSI): coordinator/overlap.py."""
+        user = self.gate.user(context)
+        return run_overlap(self.registry, self.jobs, self.config, request, user, aggregate=False)
+
+    def OverlapAggregate(  # noqa: N802
+        self, request: pb.OverlapRequest, context: grpc.ServicerContext
+    ) -> pb.OverlapResponse:
+        """Count and sum per group over the intersection (Ion et al. 2020): coordinator/overlap.py."""
+        user = self.gate.user(context)
+        return run_overlap(self.registry, self.jobs, self.config, request, user, aggregate=True)
 
     def Budget(self, request: pb.BudgetRequest, context: grpc.ServicerContext) -> pb.BudgetResponse:  # noqa: N802
         """Read-only view of what remains per node and dataset for a project; nodes answer for themselves."""

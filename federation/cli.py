@@ -175,6 +175,61 @@ def _print_meta(attrs: dict) -> None:
 
 
 @app.command()
+def overlap(
+    on: Annotated[str, typer.Option("--on", help="Identifier column to match on, e.g. company.")],
+    dataset: Annotated[list[str], typer.Option("--dataset", "-d", help="node.dataset; give 2 to 8.")],
+    where: Annotated[
+        list[str] | None,
+        typer.Option(help="node.dataset=CONDITION, e.g. \"douane.declarations=port = 'Rotterdam'\"."),
+    ] = None,
+    epsilon: Annotated[float | None, typer.Option(help="Privacy budget to spend (pure DP).")] = None,
+    project: Annotated[str, typer.Option(help="Project the overlap is run for.")] = "",
+    at_least: Annotated[int, typer.Option("--at-least", help="Report entities at >= K datasets.")] = 0,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Write an UpSet-style chart (PNG).")] = None,
+    timeout: Annotated[float, typer.Option(help="Per-step timeout in seconds.")] = 0.0,
+    coordinator: CoordinatorOption = "127.0.0.1:7100",
+    fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
+) -> None:
+    """Count entities shared across datasets by private set intersection (docs/overlap.md)."""
+    from federation.client import Client
+
+    conditions: dict[str, str] = {}
+    for item in where or []:
+        name, sep, condition = item.partition("=")
+        if not sep or not name.strip() or not condition.strip():
+            raise FederationError("malformed_request", f"--where takes node.dataset=CONDITION, got {item!r}")
+        conditions[name.strip()] = condition
+    with Client(coordinator) as fed:
+        result = fed.overlap(
+            on, dataset, where=conditions, epsilon=epsilon, project=project, timeout=timeout or None
+        )
+    patterns = result.patterns
+    if fmt != Format.table:
+        print_frame(patterns, fmt)
+    else:
+        shown = patterns.copy()
+        for name in result.datasets:
+            shown[name] = shown[name].map({True: "x", False: ""})
+        print_frame(shown, fmt, title="Entities per exact membership pattern")
+        print_frame(
+            result.pairwise.reset_index(names="dataset"), fmt, title="Shared entities (diagonal: set size)"
+        )
+        for k in sorted({2, len(result.datasets), at_least} - {0}):
+            if k <= len(result.datasets):
+                out.print(f"entities at >= {k} of {len(result.datasets)} datasets: {result.at_least(k)}")
+        if result.exact:
+            err.print("[dim]exact counts (no node asked for DP)[/dim]")
+        else:
+            err.print(
+                f"[dim]DP counts (OpenDP), epsilon {result.epsilon:g}: noise sd {result.noise_sd:.2f}, "
+                f"95% interval +-{result.ci_half_width:g} per pattern[/dim]"
+            )
+    if plot is not None:
+        result.plot(plot)
+        err.print(f"[dim]chart written to {plot}[/dim]")
+
+
+@app.command()
 def nodes(
     coordinator: CoordinatorOption = "127.0.0.1:7100",
     fmt: Annotated[Format, typer.Option("--format", "-f")] = Format.table,

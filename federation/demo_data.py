@@ -1161,7 +1161,13 @@ def node_configs(
         )
         lines += _toml_table(
             "[policy]",
-            {"min_group_size": MIN_GROUP_SIZE, "operations": list(OPERATIONS), "max_groups": 2000},
+            {
+                "min_group_size": MIN_GROUP_SIZE,
+                "operations": list(OPERATIONS),
+                "max_groups": 2000,
+                # Identifier columns that may take part in entity overlap (docs/overlap.md).
+                "overlap_columns": ["company", "person"],
+            },
         )
         for spec in specs:
             lines += _toml_table(

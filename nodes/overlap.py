@@ -1,0 +1,657 @@
+"""Entity overlap at the node: one dataset's side of multi-party PSI and intersection-sum.
+
+Protocols: multi-party PSI cardinality by commutative blinding (Meadows 1986; Huberman, Franklin
+and Hogg 1999; ``protocols/psi.py``) and Private Intersection-Sum-with-Cardinality (Ion et al.,
+EuroS&P 2020; ``protocols/psi_sum.py``). Every dataset taking part is one party, named
+``node.dataset``. The coordinator drives the job in phases (``OverlapPhase``):
+
+* PREPARE: the release path for the party's set. Validate (dataset exposed, identifier column
+  allowed by ``overlap_columns``, filter valid), select the distinct identifiers with the node's
+  own SQL and bound parameters, normalise them, check the set size bounds, charge the ledger,
+  append an audit entry, and answer a fresh per-job hop key.
+* BLIND: hash and blind the party's own set with a fresh per-job key; seal it to the next party.
+* REBLIND: open a hop sealed to this party, raise every token to its key, shuffle, and seal it to
+  the next party, or, on a set's last hop, answer the fully blinded set to the coordinator.
+* FETCH: further chunks of a large output (each gRPC message stays below the link's limit).
+* DECRYPT: the base party of an intersection-sum decrypts the coordinator's masked sum, once.
+* FINISH: drop the keys and everything else the job held.
+
+Intersection-sum carries a count and a sum per category in one Paillier plaintext: slot
+``1 + 2c`` counts the entities of category ``c`` and slot ``2 + 2c`` sums their values, each slot
+wide enough for the whole set (``SumLayout`` with ``2C`` slots), so one decryption answers every
+group. An entity with rows in several categories belongs to the first of them in the column's
+public domain order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import threading
+import time
+import weakref
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from nacl.exceptions import CryptoError
+from nacl.public import PrivateKey, PublicKey, SealedBox
+
+from nodes.audit import AuditError
+from nodes.config import Column, Dataset
+from nodes.sqlgen import DUCKDB, POSTGRES, Dialect, _Builder, quote_ident
+from nodes.validate import Refused, _Checker
+from privacy.accounting import Cost
+from privacy.dp import plan_noise
+from protocols import federation_pb2 as pb
+from protocols.errors import FederationError
+from protocols.identifiers import normalise, normalise_many
+from protocols.psi import TOKEN_BYTES, PsiError, PsiParty, pack_tokens, unpack_tokens
+from protocols.psi_sum import SumBase, SumLayout, public_key_from_bytes, rerandomiser
+from protocols.values import to_value
+
+if TYPE_CHECKING:
+    from nodes.release import ReleasePath
+
+DEFAULT_PROJECT = "default"
+MAX_PARTIES = 8
+# A job whose coordinator went away must not keep keys in memory for ever.
+STATE_TTL_SECONDS = 3600.0
+DEFAULT_CHUNK_BYTES = 3 * 1024 * 1024
+
+
+@dataclass
+class _Party:
+    """What one dataset holds for one overlap job, between phases."""
+
+    job_id: str
+    party: str
+    dataset: Dataset
+    psi: PsiParty
+    box: PrivateKey
+    ids: list[str]
+    sensitivity: int
+    values: dict[str, int] = field(default_factory=dict)
+    categories: dict[str, int] = field(default_factory=dict)
+    sum_base: SumBase | None = None
+    layout: SumLayout | None = None
+    inbox: dict[str, list[bytes | None]] = field(default_factory=dict)
+    output: list[bytes] = field(default_factory=list)
+    sealed: bool = True
+    created: float = field(default_factory=time.monotonic)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class OverlapNode:
+    """The overlap phases for one node; state lives here between the coordinator's messages."""
+
+    def __init__(self, release: ReleasePath) -> None:
+        self.release = release
+        self.config = release.config
+        self._parties: dict[tuple[str, str], _Party] = {}
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ dispatch
+
+    def handle(self, job: pb.JobRequest) -> pb.JobResponse:
+        step = job.overlap
+        self._expire()
+        try:
+            if step.phase == pb.OVERLAP_PREPARE:
+                reply = self._prepare(job, step)
+            elif step.phase == pb.OVERLAP_BLIND:
+                reply = self._blind(step)
+            elif step.phase == pb.OVERLAP_REBLIND:
+                reply = self._reblind(step)
+            elif step.phase == pb.OVERLAP_FETCH:
+                reply = self._fetch(step)
+            elif step.phase == pb.OVERLAP_DECRYPT:
+                reply = self._decrypt(step)
+            elif step.phase == pb.OVERLAP_FINISH:
+                reply = self._finish(step)
+            else:
+                raise Refused("malformed_request", "an overlap step has no phase", node=self.config.node_id)
+        except AuditError:
+            self._drop(step.job_id, step.party)
+            return self.release.refuse(
+                job,
+                "audit_unavailable",
+                f"node {self.config.node_id}: the audit log cannot be written; nothing is released",
+            )
+        except FederationError as exc:
+            if step.phase != pb.OVERLAP_FETCH:
+                self._drop(step.job_id, step.party)
+            return self.release.refuse(job, exc.rule, exc.message)
+        reply.job_id = step.job_id
+        reply.party = step.party
+        return pb.JobResponse(job_id=job.job_id, overlap=reply)
+
+    def _state(self, step: pb.OverlapStep) -> _Party:
+        with self._lock:
+            state = self._parties.get((step.job_id, step.party))
+        if state is None:
+            raise Refused(
+                "protocol_order",
+                f"party {step.party} holds no state for overlap job {step.job_id}",
+                node=self.config.node_id,
+            )
+        return state
+
+    def _drop(self, job_id: str, party: str) -> None:
+        with self._lock:
+            state = self._parties.pop((job_id, party), None)
+        if state is not None:
+            state.psi.finish()
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            old = [key for key, s in self._parties.items() if now - s.created > STATE_TTL_SECONDS]
+        for job_id, party in old:
+            self._drop(job_id, party)
+
+    # ------------------------------------------------------------------ PREPARE
+
+    def _prepare(self, job: pb.JobRequest, step: pb.OverlapStep) -> pb.OverlapReply:
+        node = self.config.node_id
+        spec = step.spec
+        self.release.audit.append(
+            "received",
+            job.job_id,
+            {"requested_by": job.requested_by, "overlap": step.job_id, "party": step.party, "on": spec.on},
+        )
+        dataset, index = self._dataset_for(step)
+        if not 2 <= len(spec.datasets) <= MAX_PARTIES:
+            raise Refused("malformed_request", f"an overlap takes 2 to {MAX_PARTIES} datasets", node=node)
+        policy = dataset.policy
+        column = _identifier(dataset, spec.on, node)
+        check = _Checker(self.config, dataset)
+        item = spec.datasets[index]
+        if item.HasField("filter"):
+            check.filter(item.filter)
+        epsilon = _epsilon(spec.privacy, dataset, node)
+        is_base = spec.HasField("aggregate") and index == 0
+        # One privacy unit can hold this many identifiers of the overlap column, after truncation.
+        sensitivity = 1 if spec.on == dataset.privacy_unit else dataset.max_rows_per_unit
+        flt = item.filter if item.HasField("filter") else None
+
+        values: dict[str, int] = {}
+        categories: dict[str, int] = {}
+        group: Column | None = None
+        max_value = 0
+        if is_base:
+            group, measure, max_value = _check_aggregate(check, dataset, spec, node)
+            values, categories, malformed = _base_values(
+                self.release.sources, dataset, column, group, measure, flt, max_value
+            )
+            ids = list(values)
+        else:
+            raw = _select_ids(self.release.sources, dataset, column, flt, sensitivity)
+            normalised, malformed = normalise_many(column.id_type, raw)
+            ids = list(dict.fromkeys(normalised))
+        if len(ids) < policy.overlap_min_set:
+            raise Refused(
+                "set_too_small",
+                f"the set of dataset {dataset.name} has fewer than {policy.overlap_min_set} identifiers "
+                "(overlap_min_set)",
+                node=node,
+            )
+        if len(ids) > policy.overlap_max_set:
+            raise Refused(
+                "set_too_large",
+                f"the set of dataset {dataset.name} has more than {policy.overlap_max_set} identifiers "
+                "(overlap_max_set)",
+                node=node,
+            )
+
+        project = spec.project or DEFAULT_PROJECT
+        reply = pb.OverlapReply(set_size=len(ids), id_type=column.id_type, sensitivity=sensitivity)
+        cost = Cost(0.0, 0.0)
+        if epsilon is not None:
+            cost = _charge_plan(epsilon, sensitivity, spec.HasField("aggregate"), len(spec.datasets))
+            # Charged before anything leaves; the same overlap job is never charged twice.
+            self.release.ledger.charge(
+                f"overlap:{step.job_id}:{dataset.name}", dataset.name, project, cost, note=job.requested_by
+            )
+            reply.cost.epsilon = cost.epsilon
+            reply.cost.delta = self.release.ledger.status(dataset.name, project).delta
+        # Without DP the node's report is exact; with DP an exact count of malformed values
+        # would be an unprotected aggregate, so it stays in the node's own audit log.
+        reply.malformed = malformed if epsilon is None else -1
+
+        psi = PsiParty(step.party, step.job_id)
+        state = _Party(
+            job_id=step.job_id,
+            party=step.party,
+            dataset=dataset,
+            psi=psi,
+            box=PrivateKey.generate(),
+            ids=ids,
+            sensitivity=sensitivity,
+            values=values,
+            categories=categories,
+        )
+        if is_base and group is not None:
+            state.sum_base = SumBase(psi, max_value, 2 * len(group.domain), key_bits=policy.overlap_key_bits)
+            layout = SumLayout.for_set(max_value, 2 * len(group.domain), len(ids))
+            if layout.bits >= state.sum_base.public_key.n.bit_length() - 1:
+                raise Refused(
+                    "sum_capacity",
+                    f"{layout.bits} plaintext bits are needed; raise overlap_key_bits",
+                    node=node,
+                )
+            state.layout = layout
+            reply.paillier_key = state.sum_base.public_key_bytes
+            reply.max_value = max_value
+            reply.slot_bits = layout.slot_bits
+            reply.categories.extend(to_value(v) for v in group.domain)
+        reply.hop_key = bytes(state.box.public_key)
+        reply.audit_digest = hashlib.sha256(
+            f"{step.job_id}|{step.party}|{len(ids)}|{cost.epsilon!r}".encode()
+        ).hexdigest()
+        self.release.audit.append(
+            "released",
+            job.job_id,
+            {
+                "overlap": step.job_id,
+                "party": step.party,
+                "dataset": dataset.name,
+                "project": project,
+                "on": spec.on,
+                "set_size": len(ids),
+                "malformed": malformed,
+                "epsilon": cost.epsilon,
+                "digest": reply.audit_digest,
+            },
+        )
+        with self._lock:
+            self._parties[(step.job_id, step.party)] = state
+        return reply
+
+    def _dataset_for(self, step: pb.OverlapStep) -> tuple[Dataset, int]:
+        node = self.config.node_id
+        owner, _, name = step.party.partition(".")
+        if owner != node or not name:
+            raise Refused(
+                "malformed_request", f"party '{step.party}' is not a dataset of node {node}", node=node
+            )
+        for i, item in enumerate(step.spec.datasets):
+            if item.node == node and item.dataset == name:
+                dataset = self.config.datasets.get(name)
+                if dataset is None or not dataset.exposed:
+                    raise Refused("dataset_not_exposed", f"dataset '{name}' is not served here", node=node)
+                return dataset, i
+        raise Refused("malformed_request", f"party '{step.party}' is not in the overlap job", node=node)
+
+    # ------------------------------------------------------------------ ring
+
+    def _blind(self, step: pb.OverlapStep) -> pb.OverlapReply:
+        state = self._state(step)
+        if not step.next_key:
+            raise Refused(
+                "protocol_order",
+                "a party's own set always goes to another party first",
+                node=self.config.node_id,
+            )
+        with state.lock:
+            if state.sum_base is not None and state.layout is not None:
+                blob = _encrypt_and_blind(state)
+            else:
+                blob = pack_tokens(state.psi.blind_own(state.ids))
+            sealed = _seal(blob, step.next_key)
+            self.release.audit.append(
+                "released",
+                state.job_id,
+                {
+                    "overlap": state.job_id,
+                    "party": state.party,
+                    "blinded": len(state.ids),
+                    "to": step.next_party,
+                    "digest": hashlib.sha256(sealed).hexdigest(),
+                },
+            )
+            return _first_chunk(state, sealed, True, step.chunk_bytes)
+
+    def _reblind(self, step: pb.OverlapStep) -> pb.OverlapReply:
+        state = self._state(step)
+        node = self.config.node_id
+        with state.lock:
+            pieces = state.inbox.setdefault(step.owner, [None] * max(1, step.chunk_count))
+            if step.chunk_count != len(pieces) or step.chunk_index >= len(pieces):
+                raise Refused("malformed_request", "hop chunks do not line up", node=node)
+            pieces[step.chunk_index] = step.chunk
+            if any(p is None for p in pieces):
+                return pb.OverlapReply(chunk_count=0)
+            sealed_in = b"".join(p for p in pieces if p is not None)
+            del state.inbox[step.owner]
+            try:
+                blob = SealedBox(state.box).decrypt(sealed_in)
+            except CryptoError:
+                raise PsiError("a hop does not open with this party's key", rule="hop integrity") from None
+            if step.paillier_key:
+                public_key = public_key_from_bytes(step.paillier_key)
+                width = TOKEN_BYTES + _ciphertext_bytes(public_key.nsquare)
+                pairs = _unpack_pairs(blob, width)
+                out = state.psi.reblind_pairs(pairs, owner=step.owner, refresh=rerandomiser(public_key))
+                result = b"".join(token + payload for token, payload in out)
+            else:
+                result = pack_tokens(state.psi.reblind(unpack_tokens(blob), owner=step.owner))
+            final = not step.next_party
+            body = result if final else _seal(result, step.next_key)
+            return _first_chunk(state, body, not final, step.chunk_bytes)
+
+    def _fetch(self, step: pb.OverlapStep) -> pb.OverlapReply:
+        state = self._state(step)
+        with state.lock:
+            if step.chunk_index >= len(state.output):
+                raise Refused("malformed_request", "no such output chunk", node=self.config.node_id)
+            return pb.OverlapReply(
+                chunk=state.output[step.chunk_index],
+                chunk_index=step.chunk_index,
+                chunk_count=len(state.output),
+                sealed=state.sealed,
+            )
+
+    def _decrypt(self, step: pb.OverlapStep) -> pb.OverlapReply:
+        state = self._state(step)
+        if state.sum_base is None:
+            raise Refused(
+                "protocol_order", f"party {step.party} is not the base of a sum", node=self.config.node_id
+            )
+        with state.lock:
+            value = state.sum_base.decrypt_masked(step.chunk)
+            self.release.audit.append(
+                "released",
+                state.job_id,
+                {"overlap": state.job_id, "party": state.party, "decrypted": "masked intersection sum"},
+            )
+        return pb.OverlapReply(decrypted=value.to_bytes(max(1, (value.bit_length() + 7) // 8), "big"))
+
+    def _finish(self, step: pb.OverlapStep) -> pb.OverlapReply:
+        self._drop(step.job_id, step.party)
+        return pb.OverlapReply()
+
+
+_nodes: weakref.WeakKeyDictionary[Any, OverlapNode] = weakref.WeakKeyDictionary()
+_nodes_lock = threading.Lock()
+
+
+def overlap_step(release: ReleasePath, job: pb.JobRequest) -> pb.JobResponse:
+    """Run one overlap message through the node that ``release`` serves."""
+    with _nodes_lock:
+        runner = _nodes.get(release)
+        if runner is None:
+            runner = _nodes[release] = OverlapNode(release)
+    return runner.handle(job)
+
+
+# ---------------------------------------------------------------------- validation
+
+
+def _identifier(dataset: Dataset, name: str, node: str) -> Column:
+    column = dataset.column(name)
+    if column is None:
+        raise Refused(
+            "unknown_column", f"column '{name}' is not declared (dataset {dataset.name})", node=node
+        )
+    if column.kind != "identifier":
+        raise Refused(
+            "not_identifier",
+            f"column '{name}' is {column.kind}; an overlap is on an identifier column (dataset {dataset.name})",
+            node=node,
+        )
+    if name not in dataset.policy.overlap_columns:
+        allowed = ", ".join(dataset.policy.overlap_columns) or "none"
+        raise Refused(
+            "identifier_not_allowed",
+            f"identifier '{name}' may not take part in overlaps of dataset {dataset.name} "
+            f"(overlap_columns: {allowed})",
+            node=node,
+        )
+    return column
+
+
+def _epsilon(request: pb.PrivacyRequest, dataset: Dataset, node: str) -> float | None:
+    """The epsilon this release runs at after the node's policy: requested, default, or none."""
+    policy = dataset.policy
+    if request.rho > 0 or request.epsilon < 0 or request.rho < 0:
+        raise Refused("privacy_request", "an overlap takes a positive epsilon (pure DP), not rho", node=node)
+    if request.epsilon > 0:
+        if request.epsilon > policy.max_epsilon:
+            raise Refused(
+                "epsilon_cap",
+                f"epsilon {request.epsilon:g} is above the per-query cap {policy.max_epsilon:g} "
+                f"for dataset {dataset.name}",
+                node=node,
+            )
+        return float(request.epsilon)
+    if policy.overlap_dp_required:
+        return policy.default_epsilon
+    return None
+
+
+def _charge_plan(epsilon: float, sensitivity: int, aggregate: bool, parties: int) -> Cost:
+    """What this release costs the dataset, as planned by OpenDP's privacy maps.
+
+    Pattern counts: adding or removing one privacy unit moves each of its ``sensitivity``
+    identifiers from one membership pattern to another, so the histogram over all patterns has
+    L1 sensitivity ``2 * sensitivity``: that is ``count_distinct`` with that many rows per unit
+    over that many groups. Intersection-sum: a unit moves each identifier in or out of the
+    intersection, changing one group's count by 1 and its sum by at most the base's value bound.
+    The bound only sets the noise scale (the coordinator uses the base's); the cost of a sum
+    calibrated to its share does not depend on it.
+    """
+    if aggregate:
+        plan = plan_noise(
+            [("count_distinct", None), ("sum", (0.0, 1.0))],
+            max_rows_per_unit=sensitivity,
+            epsilon=epsilon,
+            n_groups=sensitivity,
+        )
+    else:
+        moves = 2 * sensitivity
+        plan = plan_noise(
+            [("count_distinct", None)],
+            max_rows_per_unit=moves,
+            epsilon=epsilon,
+            n_groups=max(moves, 2**parties - 1),
+        )
+    return plan.cost
+
+
+def _check_aggregate(
+    check: _Checker, dataset: Dataset, spec: pb.OverlapSpec, node: str
+) -> tuple[Column, Column, int]:
+    if spec.on != dataset.privacy_unit:
+        raise Refused(
+            "overlap_unit",
+            f"an intersection sum needs '{spec.on}' to be the privacy unit of base dataset {dataset.name} "
+            f"(it is '{dataset.privacy_unit}')",
+            node=node,
+        )
+    if "sum" not in dataset.policy.operations:
+        raise Refused("operation_not_allowed", "operation SUM is not allowed by policy", node=node)
+    group = check.column(spec.aggregate.group_by, "group")
+    if group.kind != "category":
+        raise Refused(
+            "not_groupable", f"column '{group.name}' is {group.kind}; group by a category column", node=node
+        )
+    measure = check.column(spec.aggregate.sum, "aggregate")
+    if measure.kind != "numeric" or measure.bounds is None:
+        raise Refused("not_numeric", f"SUM({measure.name}) needs a numeric column with bounds", node=node)
+    lo, hi = measure.bounds
+    if lo < 0:
+        raise Refused(
+            "value_bounds",
+            f"an intersection sum needs non-negative values; '{measure.name}' is bounded below by {lo:g}",
+            node=node,
+        )
+    # Truncation keeps at most max_rows_per_unit rows per entity, each clamped to the bounds.
+    return group, measure, int(math.ceil(hi * dataset.max_rows_per_unit))
+
+
+# ---------------------------------------------------------------------- SQL at the node
+
+
+def _dialect(dataset: Dataset) -> Dialect:
+    return POSTGRES if dataset.source.kind == "postgres" else DUCKDB
+
+
+def _execute(sources: Any, dataset: Dataset, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+    """Run the node's own SQL on the dataset's engine (the same connections the query path uses)."""
+    node = sources.config.node_id
+    if dataset.source.kind == "postgres":
+        import psycopg
+
+        try:
+            with sources._pg(dataset.source.dsn).cursor() as cur:
+                cur.execute(sql, params)
+                return list(cur.fetchall())
+        except psycopg.Error:
+            raise Refused(
+                "source_unavailable", f"dataset {dataset.name}: PostgreSQL query failed", node=node
+            ) from None
+    import duckdb
+
+    try:
+        with sources._duck_lock:
+            cursor = sources._duck.cursor()
+        return cursor.execute(sql, params).fetchall()
+    except duckdb.Error as exc:
+        raise Refused(
+            "source_unavailable",
+            f"dataset {dataset.name}: query failed in DuckDB ({type(exc).__name__})",
+            node=node,
+        ) from None
+
+
+def select_ids_sql(
+    dataset: Dataset, column: Column, flt: pb.Filter | None, sensitivity: int, dialect: Dialect
+) -> tuple[str, list[Any]]:
+    """Distinct raw identifiers of ``column`` under the filter, every value a bound parameter.
+
+    When the overlap column is not the privacy unit, each unit keeps at most
+    ``max_rows_per_unit`` rows, so it contributes at most ``sensitivity`` identifiers.
+    """
+    b = _Builder(dialect)
+    ident = quote_ident(column.local)
+    where = [f"{ident} IS NOT NULL"]
+    if sensitivity == 1:
+        if flt is not None:
+            where.append(b.filter(flt, dataset))
+        return f"SELECT DISTINCT {ident} FROM {dialect.table(dataset)} WHERE {' AND '.join(where)}", b.params
+    unit = quote_ident(dataset.columns[dataset.privacy_unit].local)
+    where.append(f"{unit} IS NOT NULL")
+    if flt is not None:
+        where.append(b.filter(flt, dataset))
+    inner = (
+        f"SELECT {ident} AS v, ROW_NUMBER() OVER (PARTITION BY {unit} ORDER BY {ident}) AS rn "
+        f"FROM {dialect.table(dataset)} WHERE {' AND '.join(where)}"
+    )
+    return f"SELECT DISTINCT v FROM ({inner}) AS bounded WHERE rn <= {b.bind(sensitivity)}", b.params
+
+
+def _select_ids(
+    sources: Any, dataset: Dataset, column: Column, flt: pb.Filter | None, sensitivity: int
+) -> list[Any]:
+    sql, params = select_ids_sql(dataset, column, flt, sensitivity, _dialect(dataset))
+    return [row[0] for row in _execute(sources, dataset, sql, params)]
+
+
+def base_rows_sql(
+    dataset: Dataset, column: Column, group: Column, measure: Column, flt: pb.Filter | None, dialect: Dialect
+) -> tuple[str, list[Any]]:
+    """(identifier, shared category, clamped value) per row, at most ``max_rows_per_unit`` per entity."""
+    b = _Builder(dialect)
+    ident = quote_ident(column.local)
+    lo, hi = measure.bounds or (0.0, 0.0)
+    raw = f"CAST({quote_ident(measure.local)} AS {dialect.double})"
+    shared = b.shared(group)
+    clamp = (
+        f"COALESCE(LEAST(GREATEST({raw}, CAST({b.bind(lo)} AS {dialect.double})), "
+        f"CAST({b.bind(hi)} AS {dialect.double})), 0)"
+    )
+    where = [f"{ident} IS NOT NULL"]
+    if flt is not None:
+        where.append(b.filter(flt, dataset))
+    base = f"SELECT {ident} AS u, {shared} AS g, {clamp} AS v FROM {dialect.table(dataset)} WHERE {' AND '.join(where)}"
+    # Which rows of an entity are kept depends only on its own values, never on the analyst.
+    ranked = f"SELECT u, g, v, ROW_NUMBER() OVER (PARTITION BY u ORDER BY g, v) AS rn FROM ({base}) AS base WHERE g IS NOT NULL"
+    return (
+        f"SELECT u, g, v FROM ({ranked}) AS bounded WHERE rn <= {b.bind(dataset.max_rows_per_unit)}",
+        b.params,
+    )
+
+
+def _base_values(
+    sources: Any,
+    dataset: Dataset,
+    column: Column,
+    group: Column,
+    measure: Column,
+    flt: pb.Filter | None,
+    max_value: int,
+) -> tuple[dict[str, int], dict[str, int], int]:
+    """Per normalised entity: its value (sum, rounded, capped) and its category index."""
+    sql, params = base_rows_sql(dataset, column, group, measure, flt, _dialect(dataset))
+    order = {value: i for i, value in enumerate(group.domain)}
+    sums: dict[str, float] = {}
+    cats: dict[str, int] = {}
+    bad: set[Any] = set()
+    for raw, category, value in _execute(sources, dataset, sql, params):
+        entity = normalise(column.id_type, raw)
+        if entity is None:
+            bad.add(raw)
+            continue
+        index = order.get(category)
+        if index is None:
+            continue
+        sums[entity] = sums.get(entity, 0.0) + float(value)
+        cats[entity] = min(index, cats.get(entity, index))
+    values = {e: min(max_value, max(0, round(v))) for e, v in sums.items()}
+    return values, cats, len(bad)
+
+
+# ---------------------------------------------------------------------- wire helpers
+
+
+def _ciphertext_bytes(nsquare: int) -> int:
+    return (nsquare.bit_length() + 7) // 8
+
+
+def _encrypt_and_blind(state: _Party) -> bytes:
+    """Base party: encrypt (count, value) in its category's slots, blind, shuffle, serialise."""
+    base, layout = state.sum_base, state.layout
+    assert base is not None and layout is not None
+    public_key = base.public_key
+    width = _ciphertext_bytes(public_key.nsquare)
+    records = []
+    for entity, value in state.values.items():
+        c = state.categories[entity]
+        plain = layout.encode(0, 2 * c) + (value << (layout.slot_bits * (2 + 2 * c)))
+        records.append((entity, public_key.raw_encrypt(plain).to_bytes(width, "big")))
+    pairs = state.psi.blind_own_pairs(records)
+    return b"".join(token + payload for token, payload in pairs)
+
+
+def _unpack_pairs(blob: bytes, width: int) -> list[tuple[bytes, bytes]]:
+    if len(blob) % width:
+        raise PsiError(
+            "a hop of pairs has a length that is not a whole number of records", rule="token format"
+        )
+    return [
+        (blob[i : i + TOKEN_BYTES], blob[i + TOKEN_BYTES : i + width]) for i in range(0, len(blob), width)
+    ]
+
+
+def _seal(blob: bytes, recipient: bytes) -> bytes:
+    try:
+        return SealedBox(PublicKey(recipient)).encrypt(blob)
+    except (CryptoError, ValueError, TypeError):
+        raise PsiError("the next party's hop key is not an X25519 public key", rule="hop integrity") from None
+
+
+def _first_chunk(state: _Party, body: bytes, sealed: bool, chunk_bytes: int) -> pb.OverlapReply:
+    size = chunk_bytes or DEFAULT_CHUNK_BYTES
+    state.output = [body[i : i + size] for i in range(0, len(body), size)] or [b""]
+    state.sealed = sealed
+    return pb.OverlapReply(chunk=state.output[0], chunk_index=0, chunk_count=len(state.output), sealed=sealed)

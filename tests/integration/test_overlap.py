@@ -1,0 +1,279 @@
+"""Entity overlap end to end: multi-party PSI and intersection-sum over real processes and gRPC."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from coordinator.overlap import RECORD_ENV
+from federation.demo_data import GOODS, Scenario, generate, ground_truth_overlap, write_scenario
+from federation.processes import LocalFederation, free_port
+from protocols import federation_pb2 as pb
+from protocols.errors import FederationError
+from protocols.psi import DOMAIN, TOKEN_BYTES, hash_to_group, unpack_tokens
+from tests.integration.conftest import ROWS, SEED, RunningFederation, _drop_schema
+
+NODES = ["douane", "belastingdienst", "politie", "fiod"]
+FOUR = ["douane.declarations", "belastingdienst.vat_returns", "politie.incidents", "fiod.investigations"]
+ROTTERDAM_2023 = "port = 'Rotterdam' AND year = 2023"
+
+
+def _policy(text: str, extra: str) -> str:
+    return text.replace("[policy]\n", f"[policy]\n{extra}", 1)
+
+
+def _no_overlap_on_signals(text: str) -> str:
+    """Politie's officer keeps its signals dataset out of overlaps (a per-dataset override)."""
+    start = text.index('[[datasets]]\nname = "signals"')
+    source = text.index("[datasets.source]", start)
+    return text[:source] + "[datasets.policy]\noverlap_columns = []\n\n" + text[source:]
+
+
+@pytest.fixture(scope="module")
+def fed_overlap(tmp_path_factory: pytest.TempPathFactory, postgres_dsn: str) -> Iterator[RunningFederation]:
+    root = tmp_path_factory.mktemp("overlap")
+    address = f"127.0.0.1:{free_port()}"
+    schema = f"it_{uuid.uuid4().hex[:10]}"
+    paths = write_scenario(
+        root,
+        seed=SEED,
+        rows=ROWS,
+        coordinator=address,
+        postgres_dsn=postgres_dsn,
+        pg_schema=schema,
+        formats={"belastingdienst": "postgres", "douane": "csv"},
+    )
+    for node in NODES:
+        # Exact overlaps unless the analyst asks for epsilon; small keys keep Paillier fast here.
+        extra = "dp_required = false\noverlap_dp_required = false\n"
+        if node == "douane":
+            extra += "overlap_min_set = 20\noverlap_key_bits = 1024\n"
+        text = _policy(paths[node].read_text(), extra)
+        if node == "politie":
+            text = _no_overlap_on_signals(text)
+        paths[node].write_text(text)
+    record = root / "record"
+    before = os.environ.get(RECORD_ENV)
+    os.environ[RECORD_ENV] = str(record)
+    procs = LocalFederation(
+        coordinator_config=paths["coordinator"],
+        node_configs={k: paths[k] for k in NODES},
+        address=address,
+        log_dir=root / "logs",
+        tls_dir=root / "pki" / "kits" / "analyst",
+    )
+    try:
+        procs.start(timeout=90)
+        yield RunningFederation(procs, paths, generate(SEED, ROWS), address, root)
+    finally:
+        procs.stop_all()
+        if before is None:
+            os.environ.pop(RECORD_ENV, None)
+        else:
+            os.environ[RECORD_ENV] = before
+        _drop_schema(postgres_dsn, schema)
+
+
+def _filtered(s: Scenario, key: str, query: str) -> Scenario:
+    frames = dict(s.frames)
+    frames[key] = frames[key].query(query)
+    return dataclasses.replace(s, frames=frames)
+
+
+def test_exact_overlap_equals_pooled_ground_truth(fed_overlap: RunningFederation) -> None:
+    s = fed_overlap.scenario
+    with fed_overlap.client() as fed:
+        o = fed.overlap(on="company", datasets=FOUR, where={"douane.declarations": ROTTERDAM_2023})
+    truth = ground_truth_overlap(
+        _filtered(s, "douane.declarations", "port == 'Rotterdam' and year == 2023"), "company", FOUR
+    )
+    assert o.exact and o.noise_sd == 0
+    assert {p: int(c) for p, c in o.counts.items() if c} == truth
+    assert len(o.patterns) == 2 ** len(FOUR) - 1
+    for a in FOUR:
+        for b in FOUR:
+            expected = sum(c for p, c in truth.items() if a in p and b in p)
+            assert o.pairwise.loc[a, b] == expected, (a, b)
+    assert o.at_least(3) == sum(c for p, c in truth.items() if len(p) >= 3)
+    assert o.malformed == dict.fromkeys(FOUR, 0)
+    # The planted network shows up at three or more partners, and the overlap counts it.
+    network = set(s.network_companies)
+    rotterdam = s.frames["douane.declarations"].query("port == 'Rotterdam' and year == 2023")
+    sets = [set(rotterdam["company"])] + [set(s.frames[k]["company"].dropna()) for k in FOUR[1:]]
+    planted = sum(1 for c in network if sum(c in ids for ids in sets) >= 3)
+    assert 0 < planted <= o.at_least(3)
+
+
+def test_coordinator_sees_only_fully_blinded_tokens(fed_overlap: RunningFederation) -> None:
+    s = fed_overlap.scenario
+    pair = ["douane.declarations", "fiod.investigations"]
+    with fed_overlap.client() as fed:
+        first = fed.overlap(on="company", datasets=pair)
+        second = fed.overlap(on="company", datasets=pair)
+    assert first.counts == second.counts
+    record = fed_overlap.root / "record"
+    ids = sorted(set().union(*(set(s.frames[k]["company"].dropna()) for k in pair)))
+    finals: dict[str, set[bytes]] = {}
+    for result in (first, second):
+        files = sorted(record.glob(f"{result.job_id}-*.bin"))
+        assert files, "the coordinator recorded nothing"
+        blobs = [f.read_bytes() for f in files]
+        everything = b"\x00".join(blobs)
+        for raw in ids[:400]:
+            assert raw.encode() not in everything
+            digest = hashlib.sha512(raw.encode()).digest()
+            assert digest[:TOKEN_BYTES] not in everything
+            salted = DOMAIN + len(result.job_id).to_bytes(2, "big") + result.job_id.encode()
+            assert hashlib.sha512(salted + raw.encode()).digest()[:TOKEN_BYTES] not in everything
+        tokens: set[bytes] = set()
+        for blob in blobs:
+            reply = pb.JobResponse.FromString(blob).overlap
+            if reply.chunk and not reply.sealed:
+                tokens.update(unpack_tokens(reply.chunk))
+        # Shared entities have the same final token in both sets: the union has one per entity.
+        assert len(tokens) == sum(first.counts.values())
+        # No token is the bare hash to the group (an unblinded element) of any identifier.
+        assert tokens.isdisjoint(hash_to_group(result.job_id, ids))
+        finals[result.job_id] = tokens
+    a, b = finals.values()
+    assert a.isdisjoint(b), "tokens of two jobs over the same data must not link"
+
+
+def test_dp_overlap_is_noisy_and_charges_every_dataset_once(fed_overlap: RunningFederation) -> None:
+    project = f"overlap-dp-{uuid.uuid4().hex[:6]}"
+    with fed_overlap.client() as fed:
+        exact = fed.overlap(on="company", datasets=FOUR)
+        noisy = fed.overlap(on="company", datasets=FOUR, epsilon=1.0, project=project)
+        budget = fed.budget(project)
+    assert noisy.epsilon == pytest.approx(1.0) and noisy.noise_sd > 0 and noisy.ci_half_width > 0
+    assert noisy.counts != exact.counts
+    assert noisy.malformed == dict.fromkeys(FOUR, None)  # an exact count would be unprotected
+    for key in FOUR:
+        node, dataset = key.split(".")
+        line = budget[(budget["node"] == node) & (budget["dataset"] == dataset)].iloc[0]
+        assert line["releases"] == 1, key
+        assert line["spent_epsilon"] == pytest.approx(1.0, rel=1e-6), key
+    others = budget[~(budget["node"] + "." + budget["dataset"]).isin(FOUR)]
+    assert (others["releases"] == 0).all()
+    nodes = {n["node"]: n for n in noisy.nodes}
+    assert all(nodes[k]["cost"]["epsilon"] == pytest.approx(1.0) for k in FOUR)
+
+
+@pytest.mark.parametrize(
+    ("datasets", "where", "rule"),
+    [
+        (["politie.signals", "douane.declarations"], None, "identifier_not_allowed"),
+        (
+            ["douane.declarations", "belastingdienst.vat_returns"],
+            {"douane.declarations": "port = 'Moerdijk' AND year = 2019 AND goods_category = 'precursors'"},
+            "set_too_small",
+        ),
+        (
+            ["douane.declarations", "fiod.investigations"],
+            {"douane.declarations": "port = 'Atlantis'"},
+            "value_outside_domain",
+        ),
+        (
+            ["douane.declarations", "fiod.investigations"],
+            {"fiod.investigations": "company = '12345678'"},
+            "identifier_column",
+        ),
+    ],
+)
+def test_nodes_refuse_with_their_rule(
+    fed_overlap: RunningFederation, datasets: list[str], where: dict[str, str] | None, rule: str
+) -> None:
+    with fed_overlap.client() as fed, pytest.raises(FederationError) as info:
+        fed.overlap(on="company", datasets=datasets, where=where)
+    assert info.value.rule == rule, str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("where", "rule"),
+    [
+        ("port = ", "malformed_sql"),
+        ("port = 'Rotterdam' GROUP BY port", "malformed_sql"),
+        ("port = 'Rotterdam'; DROP TABLE x", "malformed_sql"),
+        ("upper(port) = 'ROTTERDAM'", "unsupported_expression"),
+    ],
+)
+def test_malformed_where_is_refused_before_sending(
+    fed_overlap: RunningFederation, where: str, rule: str
+) -> None:
+    with fed_overlap.client() as fed, pytest.raises(FederationError) as info:
+        fed.overlap(on="company", datasets=FOUR[:2], where={"douane.declarations": where})
+    assert info.value.rule == rule, str(info.value)
+
+
+def test_non_identifiers_and_absent_nodes_are_refused(fed_overlap: RunningFederation) -> None:
+    with fed_overlap.client() as fed:
+        with pytest.raises(FederationError) as info:
+            fed.overlap(on="port", datasets=FOUR[:2])
+        assert info.value.rule == "not_identifier"
+        with pytest.raises(FederationError) as info:
+            fed.overlap(on="person", datasets=["politie.incidents", "douane.declarations"])
+        assert info.value.rule == "unknown_column"
+        with pytest.raises(FederationError) as info:
+            fed.overlap(on="company", datasets=["douane.declarations", "kmar.crossings"])
+        assert info.value.rule == "node_unreachable"
+
+
+def _expected_sum(s: Scenario, query: str, present_at: list[str]) -> pd.DataFrame:
+    base = s.frames["douane.declarations"].query(query)
+    present = set.intersection(*(set(s.frames[k]["company"].dropna()) for k in present_at))
+    rows = base[base["company"].isin(present)].copy()
+    rows["rank"] = rows["goods_category"].map({g: i for i, g in enumerate(GOODS)})
+    per = rows.groupby("company").agg(rank=("rank", "min"), value=("value", "sum"))
+    per["value"] = per["value"].clip(0, 2_000_000 * s.max_rows_per_unit("douane.declarations")).round()
+    per["goods_category"] = [GOODS[r] for r in per["rank"]]
+    out = per.groupby("goods_category").agg(count=("value", "size"), sum=("value", "sum"))
+    return out.reindex(list(GOODS), fill_value=0)
+
+
+def test_exact_intersection_sum_per_group(fed_overlap: RunningFederation) -> None:
+    present_at = ["belastingdienst.vat_returns", "politie.incidents"]
+    with fed_overlap.client() as fed:
+        df = fed.overlap_aggregate(
+            on="company",
+            base="douane.declarations",
+            present_at=present_at,
+            group_by="goods_category",
+            sum="value",
+            where={"douane.declarations": "port = 'Moerdijk' AND year = 2023"},
+        )
+    expected = _expected_sum(fed_overlap.scenario, "port == 'Moerdijk' and year == 2023", present_at)
+    got = df.set_index("goods_category")
+    assert list(got.index) == list(GOODS)
+    assert got["count"].sum() > 0
+    for goods in GOODS:
+        assert int(got.loc[goods, "count"]) == int(expected.loc[goods, "count"]), goods
+        assert float(got.loc[goods, "sum"]) == pytest.approx(float(expected.loc[goods, "sum"]), abs=0.5), (
+            goods
+        )
+
+
+def test_cli_prints_patterns_and_writes_the_chart(fed_overlap: RunningFederation, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    chart = tmp_path / "overlap.png"
+    done = subprocess.run(
+        [
+            sys.executable, "-m", "federation.cli", "overlap", "--on", "company",
+            "--dataset", "douane.declarations", "--dataset", "fiod.investigations",
+            "--where", f"douane.declarations={ROTTERDAM_2023}",
+            "--coordinator", fed_overlap.address, "--plot", str(chart), "--format", "csv",
+        ],
+        capture_output=True, text=True, timeout=60,
+        env=dict(os.environ, FEDERATION_TLS_DIR=str(fed_overlap.root / "pki" / "kits" / "analyst")),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0] == "douane.declarations,fiod.investigations,n_datasets,count"
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
