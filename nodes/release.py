@@ -67,10 +67,6 @@ class ReleasePath:
             from nodes.overlap import overlap_step
 
             return overlap_step(self, job)
-        if kind == "overlap":  # entity overlap phases (docs/overlap.md)
-            from nodes.overlap import overlap_step
-
-            return overlap_step(self, job)
         if kind == "secure" and self.secure is not None:
             return self.secure.handle(job)
         return self.refuse(job, "unsupported_job", f"node {self.config.node_id} does not run '{kind}' jobs")
