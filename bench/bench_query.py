@@ -61,6 +61,10 @@ def main() -> None:
         path = root / ("coordinator.toml" if name == "coordinator" else f"nodes/{name}.toml")
         # The plain path: no DP, so the figure is the query path itself (bench_secure_query adds DP).
         text = text.replace("[policy]\n", "[policy]\ndp_required = false\n", 1)
+        # Plaintext loopback on both sides, as in bench_secure_query: the figure is the query path.
+        text = text.replace("[node]\n", "[node]\ninsecure = true\n", 1).replace(
+            "[coordinator]\n", "[coordinator]\ninsecure = true\n", 1
+        )
         path.write_text(text)
         paths[name] = path
     total_rows = sum(len(f) for f in scenario.frames.values())

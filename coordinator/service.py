@@ -293,6 +293,10 @@ class Coordinator:
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         if config.tls is not None:
+            try:
+                config.tls.check("coordinator")
+            except PkiError as exc:
+                raise ConfigError(exc.message, rule=exc.rule) from None
             self.port = self.server.add_secure_port(config.listen, config.tls.server_credentials())
         else:
             log.warning("coordinator runs WITHOUT TLS (insecure = true): for development only")

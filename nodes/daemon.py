@@ -25,6 +25,7 @@ from protocols import federation_pb2 as pb
 from protocols import federation_pb2_grpc as pb_grpc
 from protocols.channels import channel_options
 from protocols.errors import ConfigError
+from protocols.identity import PkiError
 from protocols.values import to_value
 
 log = logging.getLogger("federation.node")
@@ -82,6 +83,11 @@ class NodeDaemon:
                 "in [node], or insecure = true for development only",
                 rule="tls_required",
             )
+        if credentials is None and config.tls is not None:
+            try:
+                config.tls.check(f"node {config.node_id}")
+            except PkiError as exc:
+                raise ConfigError(exc.message, rule=exc.rule) from None
         self.config = config
         self.credentials = credentials or (config.tls.channel_credentials() if config.tls else None)
         self.max_backoff = max_backoff

@@ -273,6 +273,12 @@ class TlsFiles:
         # Read on every check, so a revocation takes effect as soon as the new CRL is installed.
         return self.crl.read_bytes() if self.crl is not None and self.crl.exists() else None
 
+    def check(self, who: str) -> None:
+        """Refuse to start without the files; checked when a service starts, not when a config is read."""
+        for label, p in (("tls_cert", self.cert), ("tls_key", self.key), ("tls_ca", self.ca)):
+            if not p.exists():
+                raise PkiError("tls_config", f"{who}: {label} file {p} does not exist")
+
     def server_credentials(self) -> grpc.ServerCredentials:
         return grpc_server_credentials(self.cert, self.key, self.ca)
 
@@ -304,8 +310,4 @@ def tls_files(raw: dict, base: Path, where: str) -> TlsFiles | None:
         p = Path(str(raw[key]))
         return p if p.is_absolute() else (base / p).resolve()
 
-    files = TlsFiles(path("tls_cert"), path("tls_key"), path("tls_ca"), path("tls_crl") if "tls_crl" in raw else None)
-    for label, p in (("tls_cert", files.cert), ("tls_key", files.key), ("tls_ca", files.ca)):
-        if not p.exists():
-            raise PkiError("tls_config", f"{where}: {label} file {p} does not exist")
-    return files
+    return TlsFiles(path("tls_cert"), path("tls_key"), path("tls_ca"), path("tls_crl") if "tls_crl" in raw else None)
