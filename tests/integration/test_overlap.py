@@ -59,6 +59,12 @@ def fed_overlap(tmp_path_factory: pytest.TempPathFactory, postgres_dsn: str) -> 
         if node == "politie":
             text = _no_overlap_on_signals(text)
         paths[node].write_text(text)
+    # A small message limit makes every hop of more than a few thousand tokens travel in chunks.
+    coordinator_toml = paths["coordinator"].read_text()
+    assert "max_message_bytes = 4194304" in coordinator_toml
+    paths["coordinator"].write_text(
+        coordinator_toml.replace("max_message_bytes = 4194304", "max_message_bytes = 98304")
+    )
     record = root / "record"
     before = os.environ.get(RECORD_ENV)
     os.environ[RECORD_ENV] = str(record)
@@ -133,10 +139,13 @@ def test_coordinator_sees_only_fully_blinded_tokens(fed_overlap: RunningFederati
             salted = DOMAIN + len(result.job_id).to_bytes(2, "big") + result.job_id.encode()
             assert hashlib.sha512(salted + raw.encode()).digest()[:TOKEN_BYTES] not in everything
         tokens: set[bytes] = set()
+        pieces = 0
         for blob in blobs:
             reply = pb.JobResponse.FromString(blob).overlap
+            pieces = max(pieces, reply.chunk_count)
             if reply.chunk and not reply.sealed:
                 tokens.update(unpack_tokens(reply.chunk))
+        assert pieces > 1, "hops larger than the message limit travel in chunks"
         # Shared entities have the same final token in both sets: the union has one per entity.
         assert len(tokens) == sum(first.counts.values())
         # No token is the bare hash to the group (an unblinded element) of any identifier.
@@ -277,3 +286,29 @@ def test_cli_prints_patterns_and_writes_the_chart(fed_overlap: RunningFederation
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[0] == "douane.declarations,fiod.investigations,n_datasets,count"
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_dp_intersection_sum_is_noisy_and_charged(fed_overlap: RunningFederation) -> None:
+    project = f"overlap-sum-{uuid.uuid4().hex[:6]}"
+    with fed_overlap.client() as fed:
+        df = fed.overlap_aggregate(
+            on="company",
+            base="douane.declarations",
+            present_at=["fiod.investigations"],
+            group_by="goods_category",
+            sum="value",
+            where={"douane.declarations": "port = 'Moerdijk' AND year = 2023"},
+            epsilon=2.0,
+            project=project,
+        )
+        budget = fed.budget(project)
+    noise = df.attrs["noise"]
+    assert df.attrs["epsilon"] == pytest.approx(2.0)
+    assert noise["count"]["sd"] > 0 and noise["sum"]["sd"] > noise["count"]["sd"]
+    assert list(df["goods_category"]) == list(GOODS)
+    charged = budget[budget["releases"] > 0]
+    assert sorted(charged["node"] + "." + charged["dataset"]) == [
+        "douane.declarations",
+        "fiod.investigations",
+    ]
+    assert (charged["spent_epsilon"] - 2.0).abs().max() < 1e-6
