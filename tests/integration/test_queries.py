@@ -4,46 +4,15 @@ from __future__ import annotations
 
 import pytest
 
+from federation import demo_data as vocabulary
 from tests.integration.expected import assert_same, pooled
 
-PORTS = ["Rotterdam", "Amsterdam", "Vlissingen", "Moerdijk"]
-REGIONS = [
-    "Noord-Nederland",
-    "Oost-Nederland",
-    "Midden-Nederland",
-    "Noord-Holland",
-    "Amsterdam",
-    "Den Haag",
-    "Rotterdam",
-    "Zeeland-West-Brabant",
-    "Oost-Brabant",
-    "Limburg",
-]
-SECTORS = [
-    "transport",
-    "wholesale",
-    "construction",
-    "hospitality",
-    "real_estate",
-    "finance",
-    "retail",
-    "agriculture",
-]
-YEARS = list(range(2019, 2025))
-PHENOMENA = [
-    "drugs",
-    "money_laundering",
-    "tbml",
-    "underground_banking",
-    "crypto",
-    "real_estate",
-    "front_companies",
-    "straw_men",
-    "corruption",
-    "facilitators",
-    "risky_transport",
-    "private_aviation",
-]
+PORTS = list(vocabulary.PORTS)
+REGIONS = list(vocabulary.REGIONS)
+SECTORS = list(vocabulary.SECTORS)
+YEARS = list(vocabulary.YEARS)
+PHENOMENA = list(vocabulary.PHENOMENA)
+STATUSES = list(vocabulary.STATUSES)
 
 
 def test_all_six_nodes_connected(fed) -> None:
@@ -103,12 +72,11 @@ def test_parquet_source_between_and_or(fed, federation) -> None:
         "WHERE (phenomenon = 'drugs' OR phenomenon = 'money_laundering') AND year BETWEEN 2020 AND 2023 GROUP BY status"
     )
     df = fed.query(sql)
-    statuses = ["registered", "summons", "settled", "dismissed", "convicted"]
     expected = pooled(
         federation.scenario,
         "cases",
         ["status"],
-        {"status": statuses},
+        {"status": STATUSES},
         "person",
         {"cases": ("count", None), "seized": ("sum", "seized_amount")},
         where=lambda d: d["phenomenon"].isin(["drugs", "money_laundering"]) & d["year"].between(2020, 2023),
