@@ -571,37 +571,73 @@ class OverlapResponse(_message.Message):
     sum_ci_half_width: float
     def __init__(self, job_id: _Optional[str] = ..., ok: _Optional[bool] = ..., error: _Optional[str] = ..., error_rule: _Optional[str] = ..., datasets: _Optional[_Iterable[str]] = ..., patterns: _Optional[_Iterable[_Union[OverlapPatternCount, _Mapping]]] = ..., parties: _Optional[_Iterable[_Union[OverlapParty, _Mapping]]] = ..., nodes: _Optional[_Iterable[_Union[NodeOutcome, _Mapping]]] = ..., epsilon: _Optional[float] = ..., noise_sd: _Optional[float] = ..., ci_half_width: _Optional[float] = ..., group_by: _Optional[str] = ..., groups: _Optional[_Iterable[_Union[OverlapGroup, _Mapping]]] = ..., sum_noise_sd: _Optional[float] = ..., sum_ci_half_width: _Optional[float] = ...) -> None: ...
 
+class ApprovalQuery(_message.Message):
+    __slots__ = ("kind", "query", "overlap")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    OVERLAP_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    query: QuerySpec
+    overlap: OverlapSpec
+    def __init__(self, kind: _Optional[str] = ..., query: _Optional[_Union[QuerySpec, _Mapping]] = ..., overlap: _Optional[_Union[OverlapSpec, _Mapping]] = ...) -> None: ...
+
+class ApprovalStatus(_message.Message):
+    __slots__ = ("node", "job_hash", "template_hash", "approved", "scope", "approved_by", "approved_at")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    JOB_HASH_FIELD_NUMBER: _ClassVar[int]
+    TEMPLATE_HASH_FIELD_NUMBER: _ClassVar[int]
+    APPROVED_FIELD_NUMBER: _ClassVar[int]
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    APPROVED_BY_FIELD_NUMBER: _ClassVar[int]
+    APPROVED_AT_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    job_hash: str
+    template_hash: str
+    approved: bool
+    scope: str
+    approved_by: str
+    approved_at: str
+    def __init__(self, node: _Optional[str] = ..., job_hash: _Optional[str] = ..., template_hash: _Optional[str] = ..., approved: _Optional[bool] = ..., scope: _Optional[str] = ..., approved_by: _Optional[str] = ..., approved_at: _Optional[str] = ...) -> None: ...
+
 class JobRequest(_message.Message):
-    __slots__ = ("job_id", "query", "budget", "secure", "overlap", "requested_by")
+    __slots__ = ("job_id", "query", "budget", "secure", "overlap", "approval", "requested_by", "purpose", "legal_basis")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     QUERY_FIELD_NUMBER: _ClassVar[int]
     BUDGET_FIELD_NUMBER: _ClassVar[int]
     SECURE_FIELD_NUMBER: _ClassVar[int]
     OVERLAP_FIELD_NUMBER: _ClassVar[int]
+    APPROVAL_FIELD_NUMBER: _ClassVar[int]
     REQUESTED_BY_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    LEGAL_BASIS_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     query: QuerySpec
     budget: BudgetQuery
     secure: SecureStep
     overlap: OverlapStep
+    approval: ApprovalQuery
     requested_by: str
-    def __init__(self, job_id: _Optional[str] = ..., query: _Optional[_Union[QuerySpec, _Mapping]] = ..., budget: _Optional[_Union[BudgetQuery, _Mapping]] = ..., secure: _Optional[_Union[SecureStep, _Mapping]] = ..., overlap: _Optional[_Union[OverlapStep, _Mapping]] = ..., requested_by: _Optional[str] = ...) -> None: ...
+    purpose: str
+    legal_basis: str
+    def __init__(self, job_id: _Optional[str] = ..., query: _Optional[_Union[QuerySpec, _Mapping]] = ..., budget: _Optional[_Union[BudgetQuery, _Mapping]] = ..., secure: _Optional[_Union[SecureStep, _Mapping]] = ..., overlap: _Optional[_Union[OverlapStep, _Mapping]] = ..., approval: _Optional[_Union[ApprovalQuery, _Mapping]] = ..., requested_by: _Optional[str] = ..., purpose: _Optional[str] = ..., legal_basis: _Optional[str] = ...) -> None: ...
 
 class JobResponse(_message.Message):
-    __slots__ = ("job_id", "result", "refusal", "budget", "secure", "overlap")
+    __slots__ = ("job_id", "result", "refusal", "budget", "secure", "overlap", "approval")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
     REFUSAL_FIELD_NUMBER: _ClassVar[int]
     BUDGET_FIELD_NUMBER: _ClassVar[int]
     SECURE_FIELD_NUMBER: _ClassVar[int]
     OVERLAP_FIELD_NUMBER: _ClassVar[int]
+    APPROVAL_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     result: QueryResult
     refusal: Refusal
     budget: BudgetReport
     secure: SecureReply
     overlap: OverlapReply
-    def __init__(self, job_id: _Optional[str] = ..., result: _Optional[_Union[QueryResult, _Mapping]] = ..., refusal: _Optional[_Union[Refusal, _Mapping]] = ..., budget: _Optional[_Union[BudgetReport, _Mapping]] = ..., secure: _Optional[_Union[SecureReply, _Mapping]] = ..., overlap: _Optional[_Union[OverlapReply, _Mapping]] = ...) -> None: ...
+    approval: ApprovalStatus
+    def __init__(self, job_id: _Optional[str] = ..., result: _Optional[_Union[QueryResult, _Mapping]] = ..., refusal: _Optional[_Union[Refusal, _Mapping]] = ..., budget: _Optional[_Union[BudgetReport, _Mapping]] = ..., secure: _Optional[_Union[SecureReply, _Mapping]] = ..., overlap: _Optional[_Union[OverlapReply, _Mapping]] = ..., approval: _Optional[_Union[ApprovalStatus, _Mapping]] = ...) -> None: ...
 
 class NodeMessage(_message.Message):
     __slots__ = ("hello", "heartbeat", "response")
@@ -744,7 +780,7 @@ class JobsRequest(_message.Message):
     def __init__(self, limit: _Optional[int] = ..., project: _Optional[str] = ...) -> None: ...
 
 class JobRecord(_message.Message):
-    __slots__ = ("job_id", "requested_by", "created_unix_ms", "spec_json", "status", "result_digest", "nodes", "sql")
+    __slots__ = ("job_id", "requested_by", "created_unix_ms", "spec_json", "status", "result_digest", "nodes", "sql", "project", "purpose", "legal_basis", "epsilon", "error")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     REQUESTED_BY_FIELD_NUMBER: _ClassVar[int]
     CREATED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
@@ -753,6 +789,11 @@ class JobRecord(_message.Message):
     RESULT_DIGEST_FIELD_NUMBER: _ClassVar[int]
     NODES_FIELD_NUMBER: _ClassVar[int]
     SQL_FIELD_NUMBER: _ClassVar[int]
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    LEGAL_BASIS_FIELD_NUMBER: _ClassVar[int]
+    EPSILON_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     requested_by: str
     created_unix_ms: int
@@ -761,7 +802,12 @@ class JobRecord(_message.Message):
     result_digest: str
     nodes: _containers.RepeatedCompositeFieldContainer[NodeOutcome]
     sql: str
-    def __init__(self, job_id: _Optional[str] = ..., requested_by: _Optional[str] = ..., created_unix_ms: _Optional[int] = ..., spec_json: _Optional[str] = ..., status: _Optional[str] = ..., result_digest: _Optional[str] = ..., nodes: _Optional[_Iterable[_Union[NodeOutcome, _Mapping]]] = ..., sql: _Optional[str] = ...) -> None: ...
+    project: str
+    purpose: str
+    legal_basis: str
+    epsilon: float
+    error: str
+    def __init__(self, job_id: _Optional[str] = ..., requested_by: _Optional[str] = ..., created_unix_ms: _Optional[int] = ..., spec_json: _Optional[str] = ..., status: _Optional[str] = ..., result_digest: _Optional[str] = ..., nodes: _Optional[_Iterable[_Union[NodeOutcome, _Mapping]]] = ..., sql: _Optional[str] = ..., project: _Optional[str] = ..., purpose: _Optional[str] = ..., legal_basis: _Optional[str] = ..., epsilon: _Optional[float] = ..., error: _Optional[str] = ...) -> None: ...
 
 class JobsResponse(_message.Message):
     __slots__ = ("jobs",)
@@ -782,3 +828,35 @@ class BudgetResponse(_message.Message):
     lines: _containers.RepeatedCompositeFieldContainer[BudgetLine]
     nodes: _containers.RepeatedCompositeFieldContainer[NodeOutcome]
     def __init__(self, lines: _Optional[_Iterable[_Union[BudgetLine, _Mapping]]] = ..., nodes: _Optional[_Iterable[_Union[NodeOutcome, _Mapping]]] = ...) -> None: ...
+
+class ProjectsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ProjectInfo(_message.Message):
+    __slots__ = ("name", "purpose", "legal_basis", "members", "expires", "quorum", "approvers", "member", "expired")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    LEGAL_BASIS_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_FIELD_NUMBER: _ClassVar[int]
+    QUORUM_FIELD_NUMBER: _ClassVar[int]
+    APPROVERS_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_FIELD_NUMBER: _ClassVar[int]
+    EXPIRED_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    purpose: str
+    legal_basis: str
+    members: _containers.RepeatedScalarFieldContainer[str]
+    expires: str
+    quorum: int
+    approvers: _containers.RepeatedScalarFieldContainer[str]
+    member: bool
+    expired: bool
+    def __init__(self, name: _Optional[str] = ..., purpose: _Optional[str] = ..., legal_basis: _Optional[str] = ..., members: _Optional[_Iterable[str]] = ..., expires: _Optional[str] = ..., quorum: _Optional[int] = ..., approvers: _Optional[_Iterable[str]] = ..., member: _Optional[bool] = ..., expired: _Optional[bool] = ...) -> None: ...
+
+class ProjectsResponse(_message.Message):
+    __slots__ = ("projects",)
+    PROJECTS_FIELD_NUMBER: _ClassVar[int]
+    projects: _containers.RepeatedCompositeFieldContainer[ProjectInfo]
+    def __init__(self, projects: _Optional[_Iterable[_Union[ProjectInfo, _Mapping]]] = ...) -> None: ...

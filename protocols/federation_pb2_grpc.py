@@ -141,6 +141,11 @@ class AnalystStub:
                 request_serializer=protocols_dot_federation__pb2.OverlapRequest.SerializeToString,
                 response_deserializer=protocols_dot_federation__pb2.OverlapResponse.FromString,
                 _registered_method=True)
+        self.Projects = channel.unary_unary(
+                '/federation.v1.Analyst/Projects',
+                request_serializer=protocols_dot_federation__pb2.ProjectsRequest.SerializeToString,
+                response_deserializer=protocols_dot_federation__pb2.ProjectsResponse.FromString,
+                _registered_method=True)
 
 
 class AnalystServicer:
@@ -188,6 +193,12 @@ class AnalystServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Projects(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AnalystServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -225,6 +236,11 @@ def add_AnalystServicer_to_server(servicer, server):
                     servicer.OverlapAggregate,
                     request_deserializer=protocols_dot_federation__pb2.OverlapRequest.FromString,
                     response_serializer=protocols_dot_federation__pb2.OverlapResponse.SerializeToString,
+            ),
+            'Projects': grpc.unary_unary_rpc_method_handler(
+                    servicer.Projects,
+                    request_deserializer=protocols_dot_federation__pb2.ProjectsRequest.FromString,
+                    response_serializer=protocols_dot_federation__pb2.ProjectsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -416,6 +432,33 @@ class Analyst:
             '/federation.v1.Analyst/OverlapAggregate',
             protocols_dot_federation__pb2.OverlapRequest.SerializeToString,
             protocols_dot_federation__pb2.OverlapResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Projects(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/federation.v1.Analyst/Projects',
+            protocols_dot_federation__pb2.ProjectsRequest.SerializeToString,
+            protocols_dot_federation__pb2.ProjectsResponse.FromString,
             options,
             channel_credentials,
             insecure,
