@@ -12,7 +12,16 @@ from typing import Any
 import duckdb
 
 from nodes.config import Dataset, NodeConfig
-from nodes.sqlgen import DUCKDB, POSTGRES, build_sql, quote_ident, table_name
+from nodes.sqlgen import (
+    DUCKDB,
+    DUCKDB_PREMAPPED,
+    POSTGRES,
+    _Builder,
+    build_sql,
+    premapped_name,
+    quote_ident,
+    table_name,
+)
 from nodes.validate import Plan
 from protocols.errors import FederationError
 
@@ -72,11 +81,26 @@ class DataSources:
                 f"dataset {dataset.name}: declared columns missing from {src.path.name}: {missing}",
                 node=self.config.node_id,
             )
+        self._premap(dataset, name)
         unit = quote_ident(dataset.columns[dataset.privacy_unit].local)
         top = self._duck.execute(
             f"SELECT max(c) FROM (SELECT count(*) AS c FROM {name} GROUP BY {unit})"
         ).fetchone()
         self._within_bound[dataset.name] = top is not None and (top[0] or 0) <= dataset.max_rows_per_unit
+
+    def _premap(self, dataset: Dataset, name: str) -> None:
+        """Map local codes to the shared vocabulary once, at load time, instead of in every query."""
+        mapped = [c for c in dataset.columns.values() if c.kind == "category" and c.codes]
+        if not mapped:
+            return
+        builder = _Builder(DUCKDB)
+        exprs = [f"{builder.shared(c)} AS {quote_ident(premapped_name(c))}" for c in mapped]
+        staging = quote_ident(f"{table_name(dataset)}__staging")
+        self._duck.execute(
+            f"CREATE OR REPLACE TABLE {staging} AS SELECT *, {', '.join(exprs)} FROM {name}", builder.params
+        )
+        self._duck.execute(f"DROP TABLE {name}")
+        self._duck.execute(f"ALTER TABLE {staging} RENAME TO {quote_ident(table_name(dataset))}")
 
     def _pg(self, dsn: str) -> Any:
         import psycopg
@@ -108,7 +132,7 @@ class DataSources:
                     f"dataset {dataset.name}: PostgreSQL query failed ({first})",
                     node=self.config.node_id,
                 ) from None
-        sql, params = build_sql(plan, DUCKDB, truncate=truncate)
+        sql, params = build_sql(plan, DUCKDB_PREMAPPED, truncate=truncate)
         try:
             with self._duck_lock:
                 cursor = self._duck.cursor()

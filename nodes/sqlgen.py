@@ -30,6 +30,7 @@ class Dialect:
     name: str
     placeholder: str
     double: str
+    premapped: bool = False  # file sources carry their shared-vocabulary columns from load time
 
     def table(self, dataset: Dataset) -> str:
         if self.name == "postgres":
@@ -38,7 +39,13 @@ class Dialect:
 
 
 DUCKDB = Dialect("duckdb", "?", "DOUBLE")
+DUCKDB_PREMAPPED = Dialect("duckdb", "?", "DOUBLE", premapped=True)
 POSTGRES = Dialect("postgres", "%s", "DOUBLE PRECISION")
+
+
+def premapped_name(column: Column) -> str:
+    """The load-time column holding ``column``'s shared-vocabulary values (see ``DataSources``)."""
+    return f"__shared__{column.local}"
 
 
 def table_name(dataset: Dataset) -> str:
@@ -58,6 +65,8 @@ class _Builder:
     def shared(self, column: Column) -> str:
         """The column as a shared-vocabulary expression."""
         local = quote_ident(column.local)
+        if column.kind == "category" and column.codes and self.dialect.premapped:
+            return quote_ident(premapped_name(column))
         if column.kind == "category" and column.codes:
             arms = []
             for value in column.domain:
