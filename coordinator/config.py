@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from coordinator.projects import Project, parse_projects
 from protocols.errors import ConfigError
 from protocols.identity import PkiError, TlsFiles, tls_files
 
@@ -19,12 +20,14 @@ class CoordinatorConfig:
     max_message_bytes: int = 4 * 1024 * 1024
     tls: TlsFiles | None = None
     insecure: bool = False  # development only: plaintext gRPC, no peer identities
+    projects: dict[str, Project] = field(default_factory=dict)  # [[projects]]: docs/projects.md
 
 
 def load_coordinator_config(path: str | Path) -> CoordinatorConfig:
     p = Path(path).resolve()
     try:
-        raw = tomllib.loads(p.read_text()).get("coordinator", {})
+        document = tomllib.loads(p.read_text())
+        raw = document.get("coordinator", {})
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {p}", rule="config_missing") from None
     except tomllib.TOMLDecodeError as exc:
@@ -38,6 +41,7 @@ def load_coordinator_config(path: str | Path) -> CoordinatorConfig:
         max_message_bytes=int(raw.get("max_message_bytes", 4 * 1024 * 1024)),
         tls=_tls(raw, p.parent),
         insecure=bool(raw.get("insecure", False)),
+        projects=parse_projects(document.get("projects")),
     )
 
 

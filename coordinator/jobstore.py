@@ -1,4 +1,8 @@
-"""Job history in SQLite: who asked what, when, which nodes answered, and a digest of the result."""
+"""Job history in SQLite: who asked what, when, which nodes answered, and a digest of the result.
+
+It is also the coordinator's accountability record (docs/projects.md): for every job the project,
+its purpose and legal basis, the time, the nodes and what each node charged.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ import threading
 import time
 from pathlib import Path
 
-from google.protobuf.json_format import MessageToDict
+from google.protobuf.json_format import MessageToDict, ParseDict
 
 from protocols import federation_pb2 as pb
 
@@ -35,6 +39,14 @@ CREATE TABLE IF NOT EXISTS job_nodes (
 CREATE INDEX IF NOT EXISTS jobs_project ON jobs(project, created_ms);
 """
 
+# Accountability columns, added to job stores made before projects existed.
+_ACCOUNTABILITY = {
+    "purpose": "TEXT NOT NULL DEFAULT ''",
+    "legal_basis": "TEXT NOT NULL DEFAULT ''",
+    "epsilon": "REAL NOT NULL DEFAULT 0",
+    "error": "TEXT NOT NULL DEFAULT ''",
+}
+
 
 class JobStore:
     def __init__(self, path: Path) -> None:
@@ -42,22 +54,71 @@ class JobStore:
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
+        present = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        for column, kind in _ACCOUNTABILITY.items():
+            if column not in present:
+                self._db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
         self._lock = threading.Lock()
 
-    def start(self, job_id: str, requested_by: str, spec: pb.QuerySpec, sql: str) -> None:
+    def start(
+        self,
+        job_id: str,
+        requested_by: str,
+        spec: pb.QuerySpec,
+        sql: str,
+        purpose: str = "",
+        legal_basis: str = "",
+    ) -> None:
         spec_json = json.dumps(MessageToDict(spec, preserving_proto_field_name=True), sort_keys=True)
         with self._lock:
             self._db.execute(
-                "INSERT INTO jobs (job_id, requested_by, created_ms, project, spec_json, sql, status)"
-                " VALUES (?, ?, ?, ?, ?, ?, 'running')",
-                (job_id, requested_by, int(time.time() * 1000), spec.project, spec_json, sql),
+                "INSERT INTO jobs (job_id, requested_by, created_ms, project, spec_json, sql, status, purpose,"
+                " legal_basis) VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?)",
+                (
+                    job_id,
+                    requested_by,
+                    int(time.time() * 1000),
+                    spec.project,
+                    spec_json,
+                    sql,
+                    purpose,
+                    legal_basis,
+                ),
             )
 
-    def finish(self, job_id: str, status: str, digest: str, outcomes: list[pb.NodeOutcome]) -> None:
+    def annotate(self, job_id: str, project: str, purpose: str, legal_basis: str) -> None:
+        """Record the project a job ran for (jobs started by code that does not know the project)."""
+        with self._lock:
+            self._db.execute(
+                "UPDATE jobs SET project = ?, purpose = ?, legal_basis = ? WHERE job_id = ?",
+                (project, purpose, legal_basis, job_id),
+            )
+
+    def refused(
+        self,
+        job_id: str,
+        requested_by: str,
+        spec: pb.QuerySpec,
+        sql: str,
+        rule: str,
+        reason: str,
+        purpose: str = "",
+        legal_basis: str = "",
+    ) -> None:
+        """Record a job the coordinator refused before any node was asked."""
+        self.start(job_id, requested_by, spec, sql, purpose, legal_basis)
+        self.finish(job_id, "refused", "", [], error=f"{reason} [rule: {rule}]")
+
+    def finish(
+        self, job_id: str, status: str, digest: str, outcomes: list[pb.NodeOutcome], error: str = ""
+    ) -> None:
+        # What the nodes charged, in epsilon at each node's delta; the per-node figures stay in job_nodes.
+        epsilon = sum(o.cost.epsilon for o in outcomes)
         with self._lock:
             self._db.execute("BEGIN")
             self._db.execute(
-                "UPDATE jobs SET status = ?, result_digest = ? WHERE job_id = ?", (status, digest, job_id)
+                "UPDATE jobs SET status = ?, result_digest = ?, epsilon = ?, error = ? WHERE job_id = ?",
+                (status, digest, epsilon, error, job_id),
             )
             self._db.executemany(
                 "INSERT OR REPLACE INTO job_nodes VALUES (?, ?, ?, ?, ?, ?)",
@@ -76,7 +137,10 @@ class JobStore:
             self._db.execute("COMMIT")
 
     def recent(self, limit: int = 50, project: str = "") -> list[pb.JobRecord]:
-        query = "SELECT job_id, requested_by, created_ms, spec_json, sql, status, result_digest FROM jobs"
+        query = (
+            "SELECT job_id, requested_by, created_ms, spec_json, sql, status, result_digest, project, purpose,"
+            " legal_basis, epsilon, error FROM jobs"
+        )
         args: tuple = ()
         if project:
             query += " WHERE project = ?"
@@ -85,7 +149,20 @@ class JobStore:
         with self._lock:
             rows = self._db.execute(query, (*args, max(1, min(limit or 50, 1000)))).fetchall()
             records = []
-            for job_id, by, created, spec_json, sql, status, digest in rows:
+            for (
+                job_id,
+                by,
+                created,
+                spec_json,
+                sql,
+                status,
+                digest,
+                project,
+                purpose,
+                basis,
+                eps,
+                error,
+            ) in rows:
                 record = pb.JobRecord(
                     job_id=job_id,
                     requested_by=by,
@@ -94,12 +171,20 @@ class JobStore:
                     sql=sql,
                     status=status,
                     result_digest=digest,
+                    project=project,
+                    purpose=purpose,
+                    legal_basis=basis,
+                    epsilon=eps,
+                    error=error,
                 )
-                for node, nstatus, reason, _cost, audit_digest in self._db.execute(
+                for node, nstatus, reason, cost, audit_digest in self._db.execute(
                     "SELECT node, status, reason, cost_json, audit_digest FROM job_nodes WHERE job_id = ?",
                     (job_id,),
                 ):
-                    record.nodes.add(node=node, status=nstatus, reason=reason, audit_digest=audit_digest)
+                    outcome = record.nodes.add(
+                        node=node, status=nstatus, reason=reason, audit_digest=audit_digest
+                    )
+                    ParseDict(json.loads(cost or "{}"), outcome.cost, ignore_unknown_fields=True)
                 records.append(record)
         return records
 

@@ -20,6 +20,15 @@ from coordinator.combine import combine
 from coordinator.config import CoordinatorConfig
 from coordinator.jobstore import JobStore
 from coordinator.overlap import run_overlap
+from coordinator.projects import (
+    ProjectRefused,
+    ProjectRegistry,
+    Projects,
+    bound,
+    check_quorum,
+    resolve_overlap_nodes,
+    stamp,
+)
 from coordinator.registry import NodeGone, NodeSession, Registry
 from coordinator.secure_query import requires_secure, run_secure_query
 from protocols import federation_pb2 as pb
@@ -154,6 +163,11 @@ class AnalystService(pb_grpc.AnalystServicer):
         self.jobs = jobs
         self.config = config
         self.gate = gate
+        self.projects = Projects(dict(config.projects))
+
+    def Projects(self, request: pb.ProjectsRequest, context: grpc.ServicerContext) -> pb.ProjectsResponse:  # noqa: N802
+        """The projects jobs may run for: purpose, legal basis, members, expiry, quorum (docs/projects.md)."""
+        return pb.ProjectsResponse(projects=self.projects.infos(self.gate.user(context)))
 
     def Nodes(self, request: pb.NodesRequest, context: grpc.ServicerContext) -> pb.NodesResponse:  # noqa: N802
         self.gate.user(context)
@@ -172,15 +186,33 @@ class AnalystService(pb_grpc.AnalystServicer):
 
     def Overlap(self, request: pb.OverlapRequest, context: grpc.ServicerContext) -> pb.OverlapResponse:  # noqa: N802
         """Entity counts per membership pattern across datasets (multi-party PSI): coordinator/overlap.py."""
-        user = self.gate.user(context)
-        return run_overlap(self.registry, self.jobs, self.config, request, user, aggregate=False)
+        return self._overlap(request, self.gate.user(context), aggregate=False)
 
     def OverlapAggregate(  # noqa: N802
         self, request: pb.OverlapRequest, context: grpc.ServicerContext
     ) -> pb.OverlapResponse:
         """Count and sum per group over the intersection (Ion et al. 2020): coordinator/overlap.py."""
-        user = self.gate.user(context)
-        return run_overlap(self.registry, self.jobs, self.config, request, user, aggregate=True)
+        return self._overlap(request, self.gate.user(context), aggregate=True)
+
+    def _overlap(self, request: pb.OverlapRequest, user: str, aggregate: bool) -> pb.OverlapResponse:
+        # Project rules first; the overlap run then stamps the project's purpose on every step.
+        try:
+            project = self.projects.admit(request.spec.project, user)
+            request.spec.project = project.name
+            resolve_overlap_nodes(request.spec, self.registry.sessions())
+            timeout = (
+                request.timeout_seconds if request.timeout_seconds > 0 else self.config.node_timeout_seconds
+            )
+            nodes = [d.node for d in request.spec.datasets if d.node]
+            check_quorum(project, "overlap", request.spec, nodes, self.registry, user, timeout)
+        except ProjectRefused as exc:
+            job_id = uuid.uuid4().hex
+            self.jobs.refused(job_id, user, request.spec, "", exc.rule, exc.message)  # type: ignore[arg-type]
+            return pb.OverlapResponse(job_id=job_id, ok=False, error=exc.message, error_rule=exc.rule)
+        view = ProjectRegistry(self.registry, project)
+        response = run_overlap(view, self.jobs, self.config, request, user, aggregate=aggregate)  # type: ignore[arg-type]
+        self.jobs.annotate(response.job_id, project.name, project.purpose, project.legal_basis)
+        return response
 
     def Budget(self, request: pb.BudgetRequest, context: grpc.ServicerContext) -> pb.BudgetResponse:  # noqa: N802
         """Read-only view of what remains per node and dataset for a project; nodes answer for themselves."""
@@ -222,12 +254,25 @@ class AnalystService(pb_grpc.AnalystServicer):
             rule = "node_unreachable" if "not connected" in problem else "unknown_dataset"
             return pb.QueryResponse(job_id=job_id, ok=False, error=problem, error_rule=rule, columns=columns)
         requested_by = self.gate.user(context)
-        self.jobs.start(job_id, requested_by, spec, request.sql)
-        job = pb.JobRequest(job_id=job_id, query=spec, requested_by=requested_by)
         timeout = request.timeout_seconds if request.timeout_seconds > 0 else self.config.node_timeout_seconds
+        # Project rules before any node is asked (docs/projects.md): member, not expired, quorum.
+        try:
+            project = self.projects.admit(spec.project, requested_by)
+            spec.project = project.name
+            kind = "secure" if requires_secure(spec, targets) else "query"
+            check_quorum(
+                project, kind, spec, [s.node_id for s in targets], self.registry, requested_by, timeout
+            )
+        except ProjectRefused as exc:
+            self.jobs.refused(job_id, requested_by, spec, request.sql, exc.rule, exc.message)
+            return pb.QueryResponse(
+                job_id=job_id, ok=False, error=exc.message, error_rule=exc.rule, columns=columns
+            )
+        self.jobs.start(job_id, requested_by, spec, request.sql, project.purpose, project.legal_basis)
+        job = stamp(pb.JobRequest(job_id=job_id, query=spec, requested_by=requested_by), project)
         if requires_secure(spec, targets):
             # Secure aggregation with distributed DP: coordinator/secure_query.py.
-            secure, status = run_secure_query(targets, spec, job_id, requested_by, timeout)
+            secure, status = run_secure_query(bound(targets, project), spec, job_id, requested_by, timeout)
             digest = _result_digest(list(secure.rows)) if secure.ok else ""
             self.jobs.finish(job_id, status, digest, list(secure.nodes))
             return secure

@@ -1096,8 +1096,32 @@ def _pg_table(pg_schema: str, spec: DatasetSpec) -> str:
     return f"{pg_schema}.{spec.node}_{spec.name}"
 
 
+# Projects of the scenario (docs/projects.md). Any holder of a federation analyst certificate is a
+# member; "*" as a name admits ad-hoc project names (tests, benchmarks, each with its own budget)
+# under a development purpose that a node's policy can refuse.
+DEMO_PROJECTS: tuple[dict[str, Any], ...] = (
+    {
+        "name": "default",
+        "purpose": "strategic picture of undermining crime: nature and extent by phenomenon, region and year",
+        "legal_basis": "MIT covenant, joint strategic analysis (synthetic scenario)",
+    },
+    {
+        "name": "mit-rotterdam",
+        "purpose": "cocaine import and its facilitators through the port of Rotterdam",
+        "legal_basis": "MIT covenant, phenomenon case approved by the MIO (synthetic scenario)",
+    },
+    {
+        "name": "*",
+        "purpose": "development and testing on synthetic data",
+        "legal_basis": "none needed: synthetic data only",
+    },
+)
+
+
 def coordinator_config(coordinator: str = "127.0.0.1:7100") -> str:
-    """TOML text of the coordinator config (docs/config.md)."""
+    """TOML text of the coordinator config (docs/config.md), with the scenario's projects."""
+    import datetime as dt
+
     _check_coordinator(coordinator)
     lines = ["# Coordinator of the synthetic MIT scenario.", ""]
     lines += _toml_table(
@@ -1110,6 +1134,9 @@ def coordinator_config(coordinator: str = "127.0.0.1:7100") -> str:
             "max_message_bytes": 4_194_304,
         },
     )
+    expires = (dt.date.today() + dt.timedelta(days=365)).isoformat()
+    for project in DEMO_PROJECTS:
+        lines += _toml_table("[[projects]]", {**project, "members": ["*"], "expires": expires})
     return "\n".join(lines)
 
 

@@ -59,6 +59,12 @@ class Policy:
     overlap_max_set: int = 1_000_000
     overlap_dp_required: bool = True
     overlap_key_bits: int = 2048
+    # Purpose binding (docs/projects.md): projects and purposes that may use the data (None: any),
+    # and the job kinds and projects that need this node's officer's approval per job.
+    projects: tuple[str, ...] | None = None
+    purposes: tuple[str, ...] | None = None
+    approval_required: tuple[str, ...] = ()
+    approval_projects: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -156,7 +162,28 @@ def _policy(raw: dict[str, Any], base: Policy, where: str) -> Policy:
     if values["secure_min_nodes"] < 2:
         raise ConfigError(f"{where}: secure_min_nodes must be at least 2")
     _overlap_policy(values, where)
+    _project_policy(values, where)
     return Policy(**values)
+
+
+APPROVAL_KINDS = ("query", "secure", "overlap")
+
+
+def _project_policy(values: dict[str, Any], where: str) -> None:
+    """Check and normalise the purpose-binding and approval policy keys in place."""
+    for key in ("projects", "purposes", "approval_required", "approval_projects"):
+        value = values[key]
+        if value is None and key in ("projects", "purposes"):
+            continue
+        items = _list(list(value) if isinstance(value, tuple) else value, key, where)
+        if any(not isinstance(item, str) or not item.strip() for item in items):
+            raise ConfigError(f"{where}: {key} must list non-empty names")
+        values[key] = tuple(item.strip() for item in items)
+    bad = [k for k in values["approval_required"] if k not in APPROVAL_KINDS]
+    if bad:
+        raise ConfigError(
+            f"{where}: approval_required lists unknown job kind(s) {bad}; allowed: {list(APPROVAL_KINDS)}"
+        )
 
 
 def _overlap_policy(values: dict[str, Any], where: str) -> None:

@@ -58,6 +58,12 @@ class ReleasePath:
         )
 
     def handle(self, job: pb.JobRequest) -> pb.JobResponse:
+        # Purpose binding and officers' approvals come first for every job kind (docs/projects.md).
+        from nodes.projects import project_gate
+
+        gated = project_gate(self, job)
+        if gated is not None:
+            return gated
         kind = job.WhichOneof("kind")
         if kind == "query":
             return self.query(job)
