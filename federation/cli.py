@@ -282,6 +282,116 @@ def jobs(
         print_frame(fed.jobs(limit=limit, project=project), fmt)
 
 
+@app.command()
+def projects(
+    coordinator: CoordinatorOption = "127.0.0.1:7100",
+    fmt: Annotated[Format, typer.Option("--format", "-f")] = Format.table,
+) -> None:
+    """The projects jobs may run for: purpose, legal basis, members, expiry, quorum (docs/projects.md)."""
+    from federation.client import Client
+
+    with Client(coordinator) as fed:
+        print_frame(fed.projects(), fmt)
+
+
+# ---------------------------------------------------------------------------- approvals (officers, at the node)
+
+
+def _approvals(config: Path):  # noqa: ANN202 - nodes.* is imported lazily
+    from nodes.approvals import ApprovalStore, approvals_path
+    from nodes.audit import AuditLog, load_or_create_signing_key
+    from nodes.config import load_node_config
+
+    cfg = load_node_config(config)
+    audit = AuditLog(
+        cfg.state_dir / "audit.log", cfg.node_id, signing_key=load_or_create_signing_key(cfg.state_dir)
+    )
+    return cfg, ApprovalStore(approvals_path(cfg.state_dir), cfg.node_id, audit)
+
+
+@app.command()
+def approve(
+    config: Annotated[Path, typer.Option("--config", help="Node config (TOML) of your own node.")],
+    job: Annotated[str | None, typer.Option("--job", help="Job hash, as the refusal gave it.")] = None,
+    template: Annotated[
+        str | None, typer.Option("--template", help="Template hash: the query with any filter values.")
+    ] = None,
+    note: Annotated[str, typer.Option(help="Why (recorded with the approval).")] = "",
+    by: Annotated[str, typer.Option(help="Who approves (default: your login name).")] = "",
+    revoke: Annotated[bool, typer.Option("--revoke", help="Withdraw the approval instead.")] = False,
+) -> None:
+    """Approve a job (or a query template) at your node, as its privacy officer; audited.
+
+    This acts on the node's own state through its config file, never over the network.
+    """
+    import getpass
+
+    if (job is None) == (template is None):
+        raise FederationError("bad_input", "give exactly one of --job HASH or --template HASH")
+    cfg, store = _approvals(config)
+    digest = job or template or ""
+    who = by or getpass.getuser()
+    if revoke:
+        done = store.revoke(digest, who, note)
+        out.print(f"revoked at {cfg.node_id}: {done.scope} {done.hash} (approved by {done.approved_by})")
+        return
+    done = store.approve(digest, who, scope="job" if job else "template", note=note)
+    known = [r for r in store.requests(pending_only=False) if digest in (r.job_hash, r.template_hash)]
+    out.print(f"approved at {cfg.node_id}: {done.scope} {done.hash} by {done.approved_by}")
+    for request in known[:1]:
+        out.print(
+            f"[dim]{request.kind} for project '{request.project}' asked by {request.requested_by}: "
+            f"{request.spec_json[:300]}[/dim]"
+        )
+
+
+@app.command()
+def approvals(
+    config: Annotated[Path, typer.Option("--config", help="Node config (TOML).")],
+    pending: Annotated[
+        bool, typer.Option("--pending", help="Show the refused jobs awaiting approval.")
+    ] = False,
+    fmt: Annotated[Format, typer.Option("--format", "-f")] = Format.table,
+) -> None:
+    """The node's approvals (active and revoked), or with --pending the jobs waiting for one."""
+    import pandas as pd
+
+    _, store = _approvals(config)
+    if pending:
+        rows = [
+            {
+                "job_hash": r.job_hash,
+                "template_hash": r.template_hash,
+                "kind": r.kind,
+                "project": r.project,
+                "purpose": r.purpose,
+                "requested_by": r.requested_by,
+                "last_seen": r.last_seen,
+                "times": r.times,
+                "spec": r.spec_json,
+            }
+            for r in store.requests()
+        ]
+        columns = ["job_hash", "template_hash", "kind", "project", "purpose", "requested_by", "last_seen"]
+        print_frame(pd.DataFrame(rows, columns=[*columns, "times", "spec"]), fmt)
+        return
+    rows = [
+        {
+            "hash": a.hash,
+            "scope": a.scope,
+            "status": "active" if a.active else "revoked",
+            "approved_by": a.approved_by,
+            "approved_at": a.approved_at,
+            "note": a.note,
+            "revoked_by": a.revoked_by or "",
+            "revoked_at": a.revoked_at or "",
+        }
+        for a in store.approvals()
+    ]
+    columns = ["hash", "scope", "status", "approved_by", "approved_at", "note", "revoked_by", "revoked_at"]
+    print_frame(pd.DataFrame(rows, columns=columns), fmt)
+
+
 # ---------------------------------------------------------------------------- audit
 
 

@@ -270,20 +270,54 @@ class Client:
         return df
 
     def jobs(self, limit: int = 50, project: str = "") -> pd.DataFrame:
+        """The coordinator's record of recent jobs: who, when, for which project and purpose, which
+        nodes took part and what each charged (``epsilon`` is the total over the nodes)."""
         response = self._call("Jobs", pb.JobsRequest(limit=limit, project=project))
         rows = [
             {
                 "job_id": j.job_id,
                 "when": pd.to_datetime(j.created_unix_ms, unit="ms", utc=True),
                 "by": j.requested_by,
+                "project": j.project,
+                "purpose": j.purpose,
+                "legal_basis": j.legal_basis,
                 "status": j.status,
-                "nodes": ", ".join(f"{n.node}:{n.status}" for n in j.nodes),
+                "nodes": ", ".join(_node_cost(n) for n in j.nodes),
+                "epsilon": j.epsilon,
                 "sql": j.sql,
+                "error": j.error,
                 "result_digest": j.result_digest[:16],
             }
             for j in response.jobs
         ]
-        return pd.DataFrame(rows, columns=["job_id", "when", "by", "status", "nodes", "sql", "result_digest"])
+        columns = ["job_id", "when", "by", "project", "purpose", "legal_basis", "status", "nodes", "epsilon"]
+        return pd.DataFrame(rows, columns=[*columns, "sql", "error", "result_digest"])
+
+    def projects(self) -> pd.DataFrame:
+        """The projects jobs may run for: purpose, legal basis, members, expiry and approval quorum."""
+        response = self._call("Projects", pb.ProjectsRequest())
+        rows = [
+            {
+                "project": p.name,
+                "purpose": p.purpose,
+                "legal_basis": p.legal_basis,
+                "expires": p.expires,
+                "expired": p.expired,
+                "member": p.member,
+                "members": ", ".join(p.members),
+                "quorum": f"{p.quorum} of {', '.join(p.approvers) or 'the nodes taking part'}"
+                if p.quorum
+                else "",
+            }
+            for p in response.projects
+        ]
+        columns = ["project", "purpose", "legal_basis", "expires", "expired", "member", "members", "quorum"]
+        return pd.DataFrame(rows, columns=columns)
+
+
+def _node_cost(outcome: pb.NodeOutcome) -> str:
+    cost = f" eps {outcome.cost.epsilon:.4g}" if outcome.cost.epsilon else ""
+    return f"{outcome.node}:{outcome.status}{cost}"
 
 
 def _overlap_deadline(step_timeout: float | None, parties: int) -> float:

@@ -7,7 +7,7 @@ PostgreSQL (required under CI; elsewhere the suite skips when no server is reach
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,8 +42,13 @@ def _drop_schema(dsn: str, schema: str) -> None:
 
 
 def start_federation(
-    root: Path, dsn: str, nodes: list[str] | None = None, dp_required: bool = False
+    root: Path,
+    dsn: str,
+    nodes: list[str] | None = None,
+    dp_required: bool = False,
+    edit: Callable[[dict[str, Path]], None] | None = None,
 ) -> tuple[RunningFederation, str]:
+    """``edit`` may change the written configs (by name) before any process starts."""
     address = f"127.0.0.1:{free_port()}"
     schema = f"it_{uuid.uuid4().hex[:10]}"
     paths = write_scenario(
@@ -65,6 +70,8 @@ def start_federation(
         for node in chosen:
             text = paths[node].read_text()
             paths[node].write_text(text.replace("[policy]\n", "[policy]\ndp_required = false\n", 1))
+    if edit is not None:
+        edit(paths)
     procs = LocalFederation(
         coordinator_config=paths["coordinator"],
         node_configs={k: paths[k] for k in chosen},
