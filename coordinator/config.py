@@ -21,6 +21,7 @@ class CoordinatorConfig:
     tls: TlsFiles | None = None
     insecure: bool = False  # development only: plaintext gRPC, no peer identities
     projects: dict[str, Project] = field(default_factory=dict)  # [[projects]]: docs/projects.md
+    max_queries_per_minute: int = 60  # per analyst (certificate subject); 0: no limit
 
 
 def load_coordinator_config(path: str | Path) -> CoordinatorConfig:
@@ -41,8 +42,15 @@ def load_coordinator_config(path: str | Path) -> CoordinatorConfig:
         max_message_bytes=int(raw.get("max_message_bytes", 4 * 1024 * 1024)),
         tls=_tls(raw, p.parent),
         insecure=bool(raw.get("insecure", False)),
+        max_queries_per_minute=_per_minute(raw.get("max_queries_per_minute", 60)),
         projects=parse_projects(document.get("projects")),
     )
+
+
+def _per_minute(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"[coordinator] max_queries_per_minute must be a whole number >= 0, not {value!r}")
+    return value
 
 
 def _tls(raw: dict, base: Path) -> TlsFiles | None:

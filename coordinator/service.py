@@ -19,6 +19,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from coordinator.combine import combine
 from coordinator.config import CoordinatorConfig
 from coordinator.jobstore import JobStore
+from coordinator.limits import RateLimited, RateLimiter
 from coordinator.overlap import run_overlap
 from coordinator.projects import (
     ProjectRefused,
@@ -164,6 +165,7 @@ class AnalystService(pb_grpc.AnalystServicer):
         self.config = config
         self.gate = gate
         self.projects = Projects(dict(config.projects))
+        self.limits = RateLimiter(config.max_queries_per_minute)  # per analyst: coordinator/limits.py
 
     def Projects(self, request: pb.ProjectsRequest, context: grpc.ServicerContext) -> pb.ProjectsResponse:  # noqa: N802
         """The projects jobs may run for: purpose, legal basis, members, expiry, quorum (docs/projects.md)."""
@@ -195,6 +197,12 @@ class AnalystService(pb_grpc.AnalystServicer):
         return self._overlap(request, self.gate.user(context), aggregate=True)
 
     def _overlap(self, request: pb.OverlapRequest, user: str, aggregate: bool) -> pb.OverlapResponse:
+        try:
+            self.limits.admit(user)
+        except RateLimited as exc:
+            return pb.OverlapResponse(
+                job_id=uuid.uuid4().hex, ok=False, error=exc.message, error_rule=exc.rule
+            )
         # Project rules first; the overlap run then stamps the project's purpose on every step.
         try:
             project = self.projects.admit(request.spec.project, user)
@@ -249,6 +257,12 @@ class AnalystService(pb_grpc.AnalystServicer):
         spec = request.spec
         job_id = uuid.uuid4().hex
         columns = list(spec.group_by) + [a.alias for a in spec.aggregates]
+        try:
+            self.limits.admit(self.gate.user(context))
+        except RateLimited as exc:
+            return pb.QueryResponse(
+                job_id=job_id, ok=False, error=exc.message, error_rule=exc.rule, columns=columns
+            )
         targets, problem = self._targets(spec)
         if problem:
             rule = "node_unreachable" if "not connected" in problem else "unknown_dataset"

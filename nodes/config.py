@@ -65,6 +65,9 @@ class Policy:
     purposes: tuple[str, ...] | None = None
     approval_required: tuple[str, ...] = ()
     approval_projects: tuple[str, ...] = ()
+    # Differencing defence for exact releases (nodes/differencing.py): releases kept per
+    # (project, dataset) to check new ones against; 0 turns the check off.
+    differencing_history: int = 100
 
 
 @dataclass(frozen=True)
@@ -158,6 +161,8 @@ def _policy(raw: dict[str, Any], base: Policy, where: str) -> Policy:
         raise ConfigError(f"{where}: budget_delta must be in (0, 1)")
     if values["release"] not in ("plain", "secure"):
         raise ConfigError(f"{where}: release must be 'plain' or 'secure'")
+    if _number(values["differencing_history"], "differencing_history", where, integer=True) < 0:
+        raise ConfigError(f"{where}: differencing_history must be 0 (off) or more")
     _number(values["secure_min_nodes"], "secure_min_nodes", where, integer=True)
     if values["secure_min_nodes"] < 2:
         raise ConfigError(f"{where}: secure_min_nodes must be at least 2")

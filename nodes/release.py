@@ -13,6 +13,7 @@ from typing import Any
 
 from nodes.audit import AuditError, AuditLog
 from nodes.config import NodeConfig
+from nodes.differencing import DifferencingGuard
 from nodes.protect import Exact, protect, resolve_budget
 from nodes.sources import DataSources
 from nodes.validate import Plan, Refused, validate
@@ -45,6 +46,7 @@ class ReleasePath:
         self.sources = sources
         self.audit = audit
         self.ledger = ledger
+        self.differencing = DifferencingGuard(config)  # exact releases only: nodes/differencing.py
         # Set by the daemon: runs "secure" jobs (nodes/secure_release.py).
         self.secure: Any = None
 
@@ -123,6 +125,10 @@ class ReleasePath:
                 )
             budget = resolve_budget(spec.privacy, plan.dataset, node)
             exact = compute(plan, self.sources)
+            # Differencing defence (exact releases): refuse, or reserve this release on record.
+            reserved = self.differencing.check(
+                job.job_id, plan, spec.project or DEFAULT_PROJECT, budget.dp, self.sources
+            )
             result, cost = protect(plan, exact, budget)
             project = spec.project or DEFAULT_PROJECT
             if budget.dp:
@@ -146,6 +152,7 @@ class ReleasePath:
                     "rho": cost.rho,
                 },
             )
+            self.differencing.record(reserved)  # on record as released once the audit entry is durable
         except AuditError:
             return self.refuse(
                 job, "audit_unavailable", f"node {node}: the audit log cannot be written; nothing is released"
