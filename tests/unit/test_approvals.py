@@ -320,3 +320,27 @@ def test_bad_project_entries_are_config_errors(edit: tuple[str, str], message: s
         parse_projects(tomllib.loads(PROJECTS.replace(*edit))["projects"])
     with pytest.raises(ConfigError, match="listed twice"):
         parse_projects(tomllib.loads(PROJECTS + PROJECTS)["projects"])
+
+
+def test_every_message_of_a_project_job_carries_its_purpose() -> None:
+    """Secure rounds and overlap steps go through a project-bound registry view (coordinator/projects.py)."""
+    from coordinator.projects import ProjectRegistry, bound
+    from coordinator.registry import NodeSession, Registry
+
+    project = Projects(parse_projects(tomllib.loads(PROJECTS)["projects"])).admit(
+        "mit-7", "analyst-1", dt.date(2029, 1, 1)
+    )
+    registry = Registry(heartbeat_seconds=5)
+    registry.register(NodeSession(node_id="douane", datasets=[]))
+    view = ProjectRegistry(registry, project)
+    sent = [
+        pb.JobRequest(job_id="s2", secure=pb.SecureStep(round=2)),
+        pb.JobRequest(job_id="o1", overlap=pb.OverlapStep(phase=pb.OVERLAP_BLIND)),
+    ]
+    view.get("douane").send_job(sent[0])  # type: ignore[union-attr]
+    bound(registry.sessions(), project)[0].send_job(sent[1])
+    session = registry.get("douane")
+    assert session is not None and [s.node_id for s in view.sessions()] == ["douane"]
+    for _ in sent:
+        job = session.outbox.get_nowait().job  # type: ignore[union-attr]
+        assert (job.purpose, job.legal_basis) == ("cocaine import through Rotterdam", "MIT covenant")
