@@ -9,6 +9,7 @@ result is handed to the link.
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 from typing import Any
 
 from nodes.audit import AuditError, AuditLog
@@ -161,6 +162,13 @@ class ReleasePath:
             return self.refuse(job, exc.rule, str(exc.message))
         except FederationError as exc:
             return self.refuse(job, exc.rule, exc.message)
+        except (sqlite3.Error, OSError) as exc:
+            # A full or failing disk under the ledger: refuse with the reason instead of going silent.
+            return self.refuse(
+                job,
+                "ledger_unavailable",
+                f"node {node}: the budget ledger cannot be written ({type(exc).__name__}); nothing is released",
+            )
         return pb.JobResponse(job_id=job.job_id, result=result)
 
 
