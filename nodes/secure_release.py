@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -241,6 +242,15 @@ class SecureRelease:
         except FederationError as exc:
             self._forget(step)
             return self.path.refuse(job, exc.rule, exc.message)
+        except (sqlite3.Error, OSError) as exc:
+            # A full or failing disk under the ledger: refuse with the reason instead of going silent.
+            self._forget(step)
+            return self.path.refuse(
+                job,
+                "ledger_unavailable",
+                f"node {self.config.node_id}: the budget ledger cannot be written ({type(exc).__name__}); "
+                "nothing is released",
+            )
         except (ValueError, OverflowError) as exc:
             # Malformed bytes or values from the wire end the job with a reason, not a stack trace.
             self._forget(step)
