@@ -24,12 +24,28 @@ from protocols import federation_pb2 as pb
 from protocols.errors import FederationError
 
 
-def compute(plan: Plan, sources: DataSources) -> Exact:
+def compute(plan: Plan, sources: DataSources, exact_release: bool = False) -> Exact:
+    """Exact per-group aggregates from the engine.
+
+    For an exact release that does not ask for COUNT(DISTINCT unit), the distinct-unit count only
+    serves suppression. A unit contributes at most ``max_rows_per_unit`` rows, so a group with at
+    least ``min_group_size * max_rows_per_unit`` rows has at least ``min_group_size`` units: when
+    every present group is that large, the costly distinct count is skipped and a lower bound on it
+    is used instead.
+    """
     width = len(plan.group_columns)
-    rows: dict[tuple[Any, ...], tuple[Any, ...]] = {}
-    for row in sources.run(plan):
-        rows[tuple(row[:width])] = tuple(row[width:])
-    return Exact(rows=rows)
+    ds = plan.dataset
+    asks_units = any(a.function == pb.COUNT_DISTINCT for a in plan.aggregates)
+    if exact_release and not asks_units:
+        fast = sources.run(plan, units=False)
+        big = ds.policy.min_group_size * ds.max_rows_per_unit
+        if all(int(row[width]) >= big for row in fast):
+            rows = {}
+            for row in fast:
+                lower = -(-int(row[width]) // ds.max_rows_per_unit)  # ceil(n_rows / max_rows_per_unit)
+                rows[tuple(row[:width])] = (row[width], lower, *row[width + 2 :])
+            return Exact(rows=rows)
+    return Exact(rows={tuple(row[:width]): tuple(row[width:]) for row in sources.run(plan)})
 
 
 def digest(result: pb.QueryResult) -> str:
@@ -125,7 +141,7 @@ class ReleasePath:
                     node=node,
                 )
             budget = resolve_budget(spec.privacy, plan.dataset, node)
-            exact = compute(plan, self.sources)
+            exact = compute(plan, self.sources, exact_release=not budget.dp)
             # Differencing defence (exact releases): refuse, or reserve this release on record.
             reserved = self.differencing.check(
                 job.job_id, plan, spec.project or DEFAULT_PROJECT, budget.dp, self.sources

@@ -113,13 +113,13 @@ class DataSources:
             conns[dsn] = conn
         return conn
 
-    def run(self, plan: Plan) -> list[tuple[Any, ...]]:
+    def run(self, plan: Plan, units: bool = True) -> list[tuple[Any, ...]]:
         dataset = plan.dataset
         truncate = not self._within_bound.get(dataset.name, False)
         if dataset.source.kind == "postgres":
             import psycopg
 
-            sql, params = build_sql(plan, POSTGRES, truncate=True)
+            sql, params = build_sql(plan, POSTGRES, truncate=True, units=units)
             try:
                 with self._pg(dataset.source.dsn).cursor() as cur:
                     cur.execute(sql, params)
@@ -132,7 +132,7 @@ class DataSources:
                     f"dataset {dataset.name}: PostgreSQL query failed ({first})",
                     node=self.config.node_id,
                 ) from None
-        sql, params = build_sql(plan, DUCKDB_PREMAPPED, truncate=truncate)
+        sql, params = build_sql(plan, DUCKDB_PREMAPPED, truncate=truncate, units=units)
         try:
             with self._duck_lock:
                 cursor = self._duck.cursor()

@@ -123,8 +123,14 @@ class _Builder:
         raise ValueError("empty filter term")  # validate() refuses this first
 
 
-def build_sql(plan: Plan, dialect: Dialect, truncate: bool = True) -> tuple[str, list[Any]]:
-    """Return ``(sql, params)``. Output columns: g0..gN, n_rows, n_units, then per aggregate s_i, c_i."""
+def build_sql(
+    plan: Plan, dialect: Dialect, truncate: bool = True, units: bool = True
+) -> tuple[str, list[Any]]:
+    """Return ``(sql, params)``. Output columns: g0..gN, n_rows, n_units, then per aggregate s_i, c_i.
+
+    Without ``units`` the distinct-unit count (the costly part of most queries) is left out and
+    ``n_units`` is NULL.
+    """
     b = _Builder(dialect)
     ds = plan.dataset
     unit = quote_ident(ds.columns[ds.privacy_unit].local)
@@ -149,7 +155,10 @@ def build_sql(plan: Plan, dialect: Dialect, truncate: bool = True) -> tuple[str,
     base = f"SELECT {', '.join(select)} FROM {dialect.table(ds)} WHERE {' AND '.join(where)}"
 
     groups = [f"g{i}" for i in range(len(plan.group_columns))]
-    outer = list(groups) + ["COUNT(*) AS n_rows", "COUNT(DISTINCT u) AS n_units"]
+    outer = list(groups) + [
+        "COUNT(*) AS n_rows",
+        "COUNT(DISTINCT u) AS n_units" if units else "NULL AS n_units",
+    ]
     for i, agg in enumerate(plan.aggregates):
         if agg.column is not None and agg.column.name in numeric:
             v = numeric[agg.column.name]

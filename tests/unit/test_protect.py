@@ -202,3 +202,36 @@ def test_dp_mode_also_reports_the_full_domain(config: NodeConfig, sources: DataS
         assert len(group.cells) == len(plan.aggregates)
         if group.suppressed:
             assert all(c == pb.Cell() for c in group.cells)
+
+
+def _both_paths(sql: str, config: NodeConfig, sources: DataSources) -> tuple[pb.QueryResult, pb.QueryResult]:
+    plan = validate(parse_query(sql), config)
+    slow, _ = protect(plan, compute(plan, sources), Budget())
+    fast, _ = protect(plan, compute(plan, sources, exact_release=True), Budget())
+    return slow, fast
+
+
+def test_skipping_the_distinct_count_never_changes_an_answer(
+    config: NodeConfig, sources: DataSources
+) -> None:
+    # Amsterdam has many rows but too few units: the shortcut must not release it.
+    for sql in (
+        "SELECT port, COUNT(*) AS n, SUM(value) AS s FROM declarations GROUP BY port",
+        "SELECT COUNT(*) AS n FROM declarations WHERE port = 'Amsterdam'",
+        "SELECT COUNT(*) AS n FROM declarations",
+    ):
+        slow, fast = _both_paths(sql, config, sources)
+        assert slow == fast, sql
+
+
+def test_shortcut_is_taken_only_when_every_group_is_large(config: NodeConfig, sources: DataSources) -> None:
+    ds = config.datasets["declarations"]
+    big = ds.policy.min_group_size * ds.max_rows_per_unit
+    plan = validate(parse_query("SELECT COUNT(*) AS n FROM declarations"), config)
+    exact = compute(plan, sources, exact_release=True)
+    n_rows, n_units = exact.rows[()][0], exact.rows[()][1]
+    assert n_rows >= big
+    assert n_units == -(-n_rows // ds.max_rows_per_unit)  # the lower bound, not the exact count
+    # A grouping with one small group falls back to the exact distinct counts everywhere.
+    grouped = validate(parse_query("SELECT port, COUNT(*) AS n FROM declarations GROUP BY port"), config)
+    assert compute(grouped, sources, exact_release=True) == compute(grouped, sources)
