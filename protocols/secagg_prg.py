@@ -7,7 +7,10 @@ mask. Arithmetic is uint64 with natural wraparound, i.e. mod 2^64, which reduces
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import numpy.typing as npt
@@ -50,7 +53,8 @@ def apply_masks(
 
     All keystreams advance together over cache-sized chunks, so each block of keystream is added
     while still in cache and the vector is read and written once, however many masks there are.
-    ``out`` may be ``values`` itself for an in-place update.
+    Long vectors are split into contiguous parts on all cores: AES-CTR can start at any block, and
+    OpenSSL runs without the interpreter lock. ``out`` may be ``values`` itself (in place).
     """
     dim = values.shape[0]
     if out is None:
@@ -58,16 +62,37 @@ def apply_masks(
     if not terms:
         out[:] = values
         return out
+    parts = min(_WORKERS, dim // PARALLEL_MIN_WORDS)
+    if parts < 2:
+        _mask_range(values, terms, out, 0, dim)
+        return out
+    # Part boundaries on even words, so each part starts on a whole AES block.
+    bounds = [((dim * i // parts) // 2) * 2 for i in range(parts)] + [dim]
+    jobs = [_pool().submit(_mask_range, values, terms, out, bounds[i], bounds[i + 1]) for i in range(parts)]
+    for job in jobs:
+        job.result()
+    return out
+
+
+def _mask_range(
+    values: npt.NDArray[np.uint64],
+    terms: Sequence[tuple[bytes, int]],
+    out: npt.NDArray[np.uint64],
+    first: int,
+    last: int,
+) -> None:
+    """Mask ``values[first:last]`` into ``out``; ``first`` is even (a whole AES block)."""
+    counter = (first // 2).to_bytes(_BLOCK, "big")  # CTR block index where this part starts
     streams = [
-        (Cipher(algorithms.AES(key), modes.CTR(_ZERO_NONCE)).encryptor(), np.add if sign > 0 else np.subtract)
+        (Cipher(algorithms.AES(key), modes.CTR(counter)).encryptor(), np.add if sign > 0 else np.subtract)
         for key, sign in terms
     ]
     zeros = bytes(8 * CHUNK_WORDS)
     # update_into needs room for one extra block beyond the input length.
     buf = bytearray(8 * CHUNK_WORDS + _BLOCK - 1)
     words = np.frombuffer(buf, dtype=np.uint64, count=CHUNK_WORDS)
-    for start in range(0, dim, CHUNK_WORDS):
-        stop = min(dim, start + CHUNK_WORDS)
+    for start in range(first, last, CHUNK_WORDS):
+        stop = min(last, start + CHUNK_WORDS)
         width = stop - start
         src, dst = values[start:stop], out[start:stop]
         pad = zeros if width == CHUNK_WORDS else zeros[: 8 * width]
@@ -75,4 +100,17 @@ def apply_masks(
         for n, (enc, op) in enumerate(streams):
             enc.update_into(pad, buf)
             op(src if n == 0 else dst, view, out=dst)
-    return out
+
+
+_WORKERS = max(1, min(4, os.cpu_count() or 1))
+PARALLEL_MIN_WORDS = 1 << 17  # below ~1 MiB per part, thread hand-off costs more than it saves
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="secagg-mask")
+        return _POOL

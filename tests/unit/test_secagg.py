@@ -322,3 +322,18 @@ def test_bad_threshold_is_refused() -> None:
     with pytest.raises(SecAggError) as err:
         SecAggConfig("job", tuple(PARTNERS), 4, 2, 4)  # 4 exceeds the 3 holders each node has
     assert err.value.rule == "secagg_config"
+
+
+def test_masks_split_over_threads_equal_one_stream() -> None:
+    """A long vector masked in parts on several threads gets the very same keystream."""
+    import os
+
+    from protocols import secagg_prg
+
+    values = np.arange(3 * secagg_prg.PARALLEL_MIN_WORDS + 7, dtype=np.uint64)
+    terms = [(os.urandom(32), 1), (os.urandom(32), -1), (os.urandom(32), 1)]
+    split = secagg_prg.apply_masks(values, terms)
+    whole = np.empty_like(values)
+    secagg_prg._mask_range(values, terms, whole, 0, len(values))
+    assert np.array_equal(split, whole)
+    assert not np.array_equal(split, values)
