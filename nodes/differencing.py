@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives.hmac import HMAC
 
 from nodes.config import NodeConfig
 from nodes.sources import DataSources, SourceError
-from nodes.sqlgen import DUCKDB_PREMAPPED, POSTGRES, Dialect, _Builder, quote_ident
+from nodes.sqlgen import DUCKDB_PREMAPPED, POSTGRES, Dialect, SqlBuilder, quote_ident
 from nodes.validate import Plan, Refused
 
 RULE = "differencing"
@@ -64,7 +64,7 @@ def unit_sql(plan: Plan, dialect: Dialect) -> tuple[str, list[Any]]:
     the same truncation to ``max_rows_per_unit`` (same window order), so a unit is listed in a
     group exactly when it counts towards that group's released unit count.
     """
-    b = _Builder(dialect)
+    b = SqlBuilder(dialect)
     ds = plan.dataset
     unit = quote_ident(ds.columns[ds.privacy_unit].local)
     select = [f"{unit} AS u"]

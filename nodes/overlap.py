@@ -38,7 +38,7 @@ from nacl.public import PrivateKey, PublicKey, SealedBox
 
 from nodes.audit import AuditError
 from nodes.config import Column, Dataset
-from nodes.sqlgen import DUCKDB, POSTGRES, Dialect, _Builder, quote_ident
+from nodes.sqlgen import DUCKDB, POSTGRES, Dialect, SqlBuilder, quote_ident
 from nodes.validate import Refused, _Checker
 from privacy.accounting import Cost
 from privacy.dp import plan_noise
@@ -532,7 +532,7 @@ def select_ids_sql(
     When the overlap column is not the privacy unit, each unit keeps at most
     ``max_rows_per_unit`` rows, so it contributes at most ``sensitivity`` identifiers.
     """
-    b = _Builder(dialect)
+    b = SqlBuilder(dialect)
     ident = quote_ident(column.local)
     where = [f"{ident} IS NOT NULL"]
     if sensitivity == 1:
@@ -561,7 +561,7 @@ def base_rows_sql(
     dataset: Dataset, column: Column, group: Column, measure: Column, flt: pb.Filter | None, dialect: Dialect
 ) -> tuple[str, list[Any]]:
     """(identifier, shared category, clamped value) per row, at most ``max_rows_per_unit`` per entity."""
-    b = _Builder(dialect)
+    b = SqlBuilder(dialect)
     ident = quote_ident(column.local)
     lo, hi = measure.bounds or (0.0, 0.0)
     raw = f"CAST({quote_ident(measure.local)} AS {dialect.double})"

@@ -16,7 +16,7 @@ from nodes.sqlgen import (
     DUCKDB,
     DUCKDB_PREMAPPED,
     POSTGRES,
-    _Builder,
+    SqlBuilder,
     build_sql,
     premapped_name,
     quote_ident,
@@ -93,7 +93,7 @@ class DataSources:
         mapped = [c for c in dataset.columns.values() if c.kind == "category" and c.codes]
         if not mapped:
             return
-        builder = _Builder(DUCKDB)
+        builder = SqlBuilder(DUCKDB)
         exprs = [f"{builder.shared(c)} AS {quote_ident(premapped_name(c))}" for c in mapped]
         staging = quote_ident(f"{table_name(dataset)}__staging")
         self._duck.execute(

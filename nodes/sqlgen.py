@@ -54,7 +54,9 @@ def table_name(dataset: Dataset) -> str:
 
 
 @dataclass
-class _Builder:
+class SqlBuilder:
+    """Builds SQL text and its bound parameters in the order their placeholders appear."""
+
     dialect: Dialect
     params: list[Any] = field(default_factory=list)
 
@@ -131,7 +133,7 @@ def build_sql(
     Without ``units`` the distinct-unit count (the costly part of most queries) is left out and
     ``n_units`` is NULL.
     """
-    b = _Builder(dialect)
+    b = SqlBuilder(dialect)
     ds = plan.dataset
     unit = quote_ident(ds.columns[ds.privacy_unit].local)
     select = [f"{unit} AS u"]
