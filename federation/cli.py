@@ -138,7 +138,8 @@ def _fmt(value: object) -> str:
     if value is None or value is pd.NA or (isinstance(value, float) and value != value):
         return "[dim]suppressed[/dim]"
     if isinstance(value, float):
-        return f"{value:,.2f}"
+        # Small parameters such as delta = 1e-06 must not print as 0.00.
+        return f"{value:.2g}" if 0 < abs(value) < 0.01 else f"{value:,.2f}"
     return str(value)
 
 
