@@ -7,6 +7,7 @@ tag, a kind byte, a round byte and length-prefixed fields.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import ClassVar, Self
 
@@ -48,19 +49,21 @@ def _text(raw: bytes) -> str:
         raise SecAggError("secagg_malformed", "identifier is not UTF-8") from None
 
 
-class _Message:
+class _Message(ABC):
     KIND: ClassVar[int]
     ROUND: ClassVar[int]
 
+    @abstractmethod
     def _fields(self) -> list[bytes]:
-        raise NotImplementedError
+        """The message's fields, in wire order."""
 
     def to_bytes(self) -> bytes:
         return MAGIC + bytes([self.KIND, self.ROUND]) + pack(*self._fields())
 
     @classmethod
+    @abstractmethod
     def _from_fields(cls, fields: list[bytes]) -> Self:
-        raise NotImplementedError
+        """The message from its wire fields."""
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Self:
