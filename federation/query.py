@@ -52,38 +52,31 @@ def _column_name(node: exp.Expression, where: str) -> str:
     return node.name.lower()
 
 
+def _number(text: str, where: str) -> pb.Value:
+    """A numeric literal as an int64 or a double; the sign is part of ``text``."""
+    try:
+        number = int(text)
+    except ValueError:
+        try:
+            return pb.Value(real=float(text))
+        except ValueError:
+            raise QueryError("malformed_sql", f"{where}: '{text}' is not a number") from None
+    if not -(2**63) <= number < 2**63:
+        raise QueryError("malformed_sql", f"{where}: number {text} is out of range")
+    return pb.Value(integer=number)
+
+
 def literal_value(node: exp.Expression, where: str) -> pb.Value:
     """Turn a SQL literal into a wire ``Value``; anything else is refused."""
     if isinstance(node, exp.Paren):
         return literal_value(node.this, where)
     if isinstance(node, exp.Neg) and isinstance(node.this, exp.Literal) and not node.this.is_string:
-        text = "-" + node.this.this
-        try:
-            number = int(text)
-        except ValueError:
-            try:
-                return pb.Value(real=float(text))
-            except ValueError:
-                raise QueryError("malformed_sql", f"{where}: '{text}' is not a number") from None
-        if not -(2**63) <= number < 2**63:
-            raise QueryError("malformed_sql", f"{where}: number {text} is out of range")
-        return pb.Value(integer=number)
+        # Range-check after negating, so the smallest int64 is accepted.
+        return _number("-" + node.this.this, where)
     if isinstance(node, exp.Boolean):
         return pb.Value(boolean=bool(node.this))
     if isinstance(node, exp.Literal):
-        if node.is_string:
-            return pb.Value(text=node.this)
-        text = node.this
-        try:
-            number = int(text)
-        except ValueError:
-            try:
-                return pb.Value(real=float(text))
-            except ValueError:
-                raise QueryError("malformed_sql", f"{where}: '{text}' is not a number") from None
-        if not -(2**63) <= number < 2**63:
-            raise QueryError("malformed_sql", f"{where}: number {text} is out of range")
-        return pb.Value(integer=number)
+        return pb.Value(text=node.this) if node.is_string else _number(node.this, where)
     raise QueryError("unsupported_expression", f"{where}: expected a literal value, got '{node.sql()}'")
 
 
