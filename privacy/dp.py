@@ -94,7 +94,8 @@ class Component:
     """One noisy measurement of a plan. ``aggregate`` is the index of the requested aggregate it
     serves (``None`` for the distinct-unit count used only for suppression). ``role`` is ``value``
     for the aggregate itself, ``avg_count`` for the row count under an AVG, ``threshold`` for the
-    distinct-unit count that decides suppression."""
+    count that decides suppression: a reused COUNT(DISTINCT unit) or COUNT(*) (``aggregate`` set,
+    no extra budget), or a separate distinct-unit count."""
 
     role: Literal["value", "avg_count", "threshold"]
     aggregate: int | None
@@ -116,7 +117,8 @@ class NoisePlan:
 
     @property
     def threshold(self) -> NoiseSpec:
-        """Spec of the noisy distinct-unit count that suppression is decided on."""
+        """Spec of the noisy count that suppression is decided on: distinct units, or rows when
+        the query's COUNT(*) is reused (``kind == "count"``, see ``threshold_for``)."""
         for c in self.components:
             if c.role == "threshold":
                 return c.spec
@@ -269,6 +271,20 @@ def _component_cost(spec: NoiseSpec) -> Cost:
     return Cost(epsilon=0.0, rho=float(meas.map(d_in)))
 
 
+def _reused_threshold(
+    parts: Sequence[tuple[str, int | None, str, Bounds | None]], reuse_count: bool
+) -> int | None:
+    """Index of the requested aggregate whose noisy value decides suppression, if any.
+
+    COUNT(DISTINCT unit) is preferred: its threshold is tighter than one in rows.
+    """
+    for kind in ("count_distinct", "count") if reuse_count else ("count_distinct",):
+        for role, index, measured, _ in parts:
+            if role == "value" and measured == kind:
+                return index
+    return None
+
+
 def plan_noise(
     aggregates: Sequence[tuple[str, Bounds | None]],
     max_rows_per_unit: int,
@@ -276,14 +292,17 @@ def plan_noise(
     rho: float | None = None,
     *,
     n_groups: int = 1,
+    reuse_count: bool = True,
 ) -> NoisePlan:
     """Split one query's budget equally over its noisy measurements (sequential composition).
 
     Measurements: one per requested aggregate (AVG adds a second one, its row count) plus the
-    distinct-unit count used for suppression, unless the query already asks for COUNT(DISTINCT
-    unit), whose noisy value is then reused. With m measurements each gets epsilon/m (Laplace,
-    scale L1 m / epsilon) or rho/m (Gaussian, sigma = L2 sqrt(m / (2 rho))). The plan's cost is
-    the sum of the OpenDP privacy maps, so it equals the request up to upward rounding.
+    distinct-unit count used for suppression, unless the query already asks for a count whose
+    noisy value is then reused as the threshold measurement (post-processing, no extra budget):
+    COUNT(DISTINCT unit) first, else COUNT(*) when ``reuse_count`` (its threshold is in rows, see
+    ``threshold_for``). With m measurements each gets epsilon/m (Laplace, scale L1 m / epsilon)
+    or rho/m (Gaussian, sigma = L2 sqrt(m / (2 rho))). The plan's cost is the sum of the OpenDP
+    privacy maps, so it equals the request up to upward rounding.
     """
     mechanism, total = _budget(epsilon, rho)
     if not aggregates:
@@ -304,8 +323,8 @@ def plan_noise(
             parts.append(("value", i, kind, None))
         else:
             sensitivity(kind, max_rows_per_unit, bounds, n_groups=n_groups)  # raises the clear error
-    has_distinct = any(kind == "count_distinct" for _, _, kind, _ in parts)
-    if not has_distinct:
+    reused = _reused_threshold(parts, reuse_count)
+    if reused is None:
         parts.append(("threshold", None, "count_distinct", None))
     share = total / len(parts)
     components: list[Component] = []
@@ -326,8 +345,8 @@ def plan_noise(
             integer=kind != "sum",
         )
         components.append(Component(role=role, aggregate=index, spec=_calibrate(spec)))
-    if has_distinct:
-        first = next(c for c in components if c.spec.kind == "count_distinct")
+    if reused is not None:
+        first = next(c for c in components if c.role == "value" and c.aggregate == reused)
         components.append(Component(role="threshold", aggregate=first.aggregate, spec=first.spec))
         measured = components[:-1]
     else:
@@ -466,11 +485,17 @@ def _upper_tail(spec: NoiseSpec, p: float) -> float:
 
 
 def threshold_for(min_group_size: int, spec: NoiseSpec, p: float = 1e-3) -> int:
-    """Noisy-count threshold T: suppress a cell when its noisy distinct-unit count is below T.
+    """Noisy-count threshold T: suppress a cell when its noisy threshold count is below T.
 
-    T = (min_group_size - 1) + q, where P(noise >= q) <= p. A cell with fewer than
-    ``min_group_size`` units has a true count of at most min_group_size - 1, so it clears T with
-    probability at most ``p``. ``spec`` is the plan's threshold spec (integer noise).
+    ``spec`` is the plan's threshold spec (integer noise), with P(noise >= q) <= p:
+
+    * distinct units (``kind == "count_distinct"``): T = (min_group_size - 1) + ceil(q). A cell
+      with fewer than ``min_group_size`` units has a true count of at most min_group_size - 1;
+    * rows (``kind == "count"``, a reused COUNT(*)): T = (min_group_size - 1) R + ceil(q) with
+      R = ``spec.max_rows_per_unit``. Each unit has at most R rows, so a cell with fewer than
+      ``min_group_size`` units has at most (min_group_size - 1) R rows.
+
+    Either way such a cell clears T with probability at most ``p``.
     """
     if isinstance(min_group_size, bool) or not isinstance(min_group_size, int) or min_group_size < 1:
         raise PrivacyError(
@@ -479,7 +504,8 @@ def threshold_for(min_group_size: int, spec: NoiseSpec, p: float = 1e-3) -> int:
     if not isinstance(p, int | float) or not 0 < p < 0.5:
         raise PrivacyError("threshold_p", f"p must be in (0, 0.5), got {p!r}")
     q = _upper_tail(spec, p)
-    return (min_group_size - 1) + int(math.ceil(q))
+    per_unit = spec.max_rows_per_unit if spec.kind == "count" else 1
+    return (min_group_size - 1) * per_unit + int(math.ceil(q))
 
 
 def _closed_integer_width(accuracy: float) -> float:

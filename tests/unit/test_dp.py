@@ -87,7 +87,9 @@ def test_sensitivity_refuses_bad_input(args: tuple, kwargs: dict, rule: str) -> 
 
 
 def test_plan_splits_epsilon_over_columns_threshold_and_avg_count() -> None:
-    plan = plan_noise([("count", None), ("sum", (0, 100)), ("avg", (0, 10))], 5, epsilon=1.0, n_groups=3)
+    plan = plan_noise(
+        [("count", None), ("sum", (0, 100)), ("avg", (0, 10))], 5, epsilon=1.0, n_groups=3, reuse_count=False
+    )
     # count, sum, avg-sum, avg-count, distinct-unit count for the threshold
     assert [c.role for c in plan.components] == ["value", "value", "value", "avg_count", "threshold"]
     share = 1.0 / 5
@@ -114,6 +116,72 @@ def test_plan_with_rho_uses_gaussian_and_reuses_distinct_count() -> None:
     assert distinct.scale == pytest.approx(math.sqrt(10) / math.sqrt(2 * share))
     assert total.scale == pytest.approx(40 / math.sqrt(2 * share)) and not total.integer
     assert plan.cost.epsilon == 0.0 and plan.cost.rho == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("budget", [{"epsilon": 1.0}, {"rho": 0.5}])
+def test_plan_reuses_count_star_as_threshold_one_share_fewer(budget: dict) -> None:
+    aggregates = [("count", None), ("sum", (0, 100)), ("avg", (0, 10))]
+    before = plan_noise(aggregates, 5, n_groups=3, reuse_count=False, **budget)
+    after = plan_noise(aggregates, 5, n_groups=3, **budget)
+    # The separate distinct-unit count is gone: the budget is split over one fewer measurement.
+    assert [c.role for c in after.components] == ["value", "value", "value", "avg_count", "threshold"]
+    assert after.components[-1].aggregate == 0 and after.threshold is after.columns[0]
+    assert after.threshold.kind == "count" and after.threshold.max_rows_per_unit == 5
+    measured_before, measured_after = len(before.components), len(after.components) - 1
+    assert measured_after == measured_before - 1 == 4
+    # The total cost is the request in both plans; each remaining measurement gets a larger share.
+    total = budget.get("epsilon", budget.get("rho"))
+    for plan, m in ((before, measured_before), (after, measured_after)):
+        share = plan.columns[0].epsilon or plan.columns[0].rho
+        assert share == pytest.approx(total / m)
+        spent = plan.cost.epsilon if "epsilon" in budget else plan.cost.rho
+        assert spent == pytest.approx(total)
+    # Shares scale the noise by m (Laplace) or sqrt(m) (Gaussian): 4/5 as much as before.
+    ratio = 4 / 5 if "epsilon" in budget else math.sqrt(4 / 5)
+    for old, new in zip(before.columns, after.columns, strict=True):
+        assert new.scale == pytest.approx(old.scale * ratio, rel=1e-6)
+
+
+def test_plan_prefers_distinct_count_over_count_star_for_the_threshold() -> None:
+    plan = plan_noise([("count", None), ("count_distinct", None)], 4, epsilon=1.0, n_groups=5)
+    assert [c.role for c in plan.components] == ["value", "value", "threshold"]
+    assert plan.components[-1].aggregate == 1 and plan.threshold.kind == "count_distinct"
+
+
+def test_count_threshold_is_in_rows() -> None:
+    plan = plan_noise([("count", None)], 7, epsilon=1.0)
+    distinct = plan_noise([("count", None)], 7, epsilon=1.0, reuse_count=False).threshold
+    q_rows = threshold_for(1, plan.threshold)  # (m - 1) R vanishes at m = 1: the noise tail alone
+    assert threshold_for(10, plan.threshold) == 9 * 7 + q_rows
+    assert threshold_for(10, distinct) == 9 + threshold_for(1, distinct)
+    # COUNT(*) has sensitivity R: its noise, and so its tail, is R times that of the distinct
+    # count at the same share (the distinct count here is measured at half the budget).
+    assert plan.threshold.scale == pytest.approx(7 * distinct.scale / 2)
+
+
+@pytest.mark.parametrize("budget", [{"epsilon": 1.0}, {"rho": 0.5}])
+def test_row_threshold_holds_back_groups_below_the_minimum_size(budget: dict) -> None:
+    """A group of fewer than m units, however its rows are laid out within R rows per unit,
+    clears the row threshold with probability <= p. OpenDP draws cannot be seeded: enough draws
+    keep the tolerance several standard errors above p."""
+    m, r, p = 5, 6, 0.01
+    plan = plan_noise([("count", None)], r, n_groups=4, **budget)
+    spec = plan.threshold
+    threshold = threshold_for(m, spec, p)
+    layouts = {
+        "m-1 units at R rows": (m - 1) * r,
+        "m-1 units, one row short": (m - 1) * r - 1,
+        "one unit at R rows": r,
+        "m-1 units at one row": m - 1,
+        "empty": 0,
+    }
+    for name, rows in layouts.items():
+        released = sum(1 for v in release_counts([rows] * N, spec) if v >= threshold)
+        assert released / N <= 1.3 * p, name
+    # Well above the threshold, groups are almost always kept.
+    big = threshold + int(6 * spec.sd)
+    kept = sum(1 for v in release_counts([big] * 2000, spec) if v >= threshold)
+    assert kept >= 1990
 
 
 @pytest.mark.parametrize(
