@@ -4,8 +4,10 @@
 * Without DP: a group with fewer distinct privacy units than the minimum group size is suppressed
   as a whole row, so a suppressed value cannot be recovered from the other columns of the row.
 * With DP (OpenDP, see privacy/dp.py): every cell of every group gets noise calibrated to the
-  declared bounds and ``max_rows_per_unit``; suppression is decided on the *noisy* distinct-unit
-  count against a threshold that a group below the minimum size clears with probability <= 1e-3.
+  declared bounds and ``max_rows_per_unit``; suppression is decided on a *noisy* count against a
+  threshold that a group below the minimum size clears with probability <= 1e-3: the noisy
+  distinct-unit count, or, when the query asks for COUNT(*) but not COUNT(DISTINCT unit), its
+  noisy row count against a threshold in rows (privacy/dp.py ``threshold_for``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 
 from nodes.config import Dataset
 from nodes.validate import Plan, Refused
-from privacy.accounting import Cost
+from privacy.accounting import Cost, PrivacyError
 from privacy.dp import (
     NoisePlan,
     avg_interval,
@@ -36,10 +38,13 @@ class Exact:
     """Exact per-group aggregates as computed inside the engine (never released as such).
 
     ``rows`` maps a group key to (n_rows, n_units, sum_0, count_0, sum_1, count_1, ...), one
-    (sum, count) pair per SUM/AVG aggregate in request order.
+    (sum, count) pair per SUM/AVG aggregate in request order. Without ``units`` the distinct-unit
+    counts were not computed (``n_units`` is ``None``): only a release that never reads them may
+    use such aggregates (see ``needs_units``).
     """
 
     rows: dict[tuple[Any, ...], tuple[Any, ...]]
+    units: bool = True
 
 
 @dataclass(frozen=True)
@@ -82,6 +87,35 @@ def resolve_budget(request: pb.PrivacyRequest, dataset: Dataset, node: str) -> B
     return Budget()
 
 
+def _aggregate_kinds(plan: Plan) -> list[tuple[str, tuple[float, float] | None]]:
+    return [(_KIND[a.function], a.column.bounds if a.column is not None else None) for a in plan.aggregates]
+
+
+def _noise_plan(plan: Plan, budget: Budget) -> NoisePlan:
+    return plan_noise(
+        _aggregate_kinds(plan),
+        plan.dataset.max_rows_per_unit,
+        epsilon=budget.epsilon,
+        rho=budget.rho,
+        n_groups=len(plan.keys),
+    )
+
+
+def needs_units(plan: Plan, budget: Budget) -> bool:
+    """Whether protecting this plan reads the exact distinct-unit counts.
+
+    Exact releases suppress on them (``compute`` may still bound them from the row counts). Under
+    DP they are read when the query asks for COUNT(DISTINCT unit), or when no COUNT(*) can stand
+    in as the threshold measurement; a reused COUNT(*) makes the costly distinct scan unnecessary.
+    """
+    if not budget.dp:
+        return True
+    if any(a.function == pb.COUNT_DISTINCT for a in plan.aggregates):
+        return True
+    noise = _noise_plan(plan, budget)
+    return noise.threshold.kind != "count"
+
+
 def _numeric_slots(plan: Plan) -> dict[int, int]:
     """Map aggregate position -> position of its (sum, count) pair in ``Exact.rows``."""
     slots: dict[int, int] = {}
@@ -101,7 +135,7 @@ def _exact_columns(
     for key in plan.keys:
         found = exact.rows.get(tuple(key))
         rows.append(int(found[0]) if found else 0)
-        units.append(int(found[1]) if found else 0)
+        units.append(int(found[1]) if found and found[1] is not None else 0)
         for i, slot in slots.items():
             total = found[2 + 2 * slot] if found else 0.0
             count = found[3 + 2 * slot] if found else 0
@@ -153,10 +187,9 @@ def _protect_exact(plan: Plan, exact: Exact) -> pb.QueryResult:
 
 def _protect_dp(plan: Plan, exact: Exact, budget: Budget) -> tuple[pb.QueryResult, Cost]:
     ds = plan.dataset
-    kinds = [(_KIND[a.function], a.column.bounds if a.column is not None else None) for a in plan.aggregates]
-    noise: NoisePlan = plan_noise(
-        kinds, ds.max_rows_per_unit, epsilon=budget.epsilon, rho=budget.rho, n_groups=len(plan.keys)
-    )
+    noise = _noise_plan(plan, budget)
+    if not exact.units and needs_units(plan, budget):
+        raise PrivacyError("units_missing", "this release needs distinct-unit counts that were not computed")
     rows, units, numeric = _exact_columns(plan, exact)
 
     values: dict[int, list[float]] = {}
@@ -175,17 +208,21 @@ def _protect_dp(plan: Plan, exact: Exact, budget: Budget) -> tuple[pb.QueryResul
             counts[i] = [float(v) for v in release_counts(numeric[i][1], spec)]
     threshold_component = next(c for c in noise.components if c.role == "threshold")
     if threshold_component.aggregate is not None:
-        noisy_units = values[threshold_component.aggregate]  # reuse the released COUNT(DISTINCT unit)
+        # Reuse the released COUNT(DISTINCT unit), or COUNT(*) against a threshold in rows.
+        noisy_counts = values[threshold_component.aggregate]
     else:
-        noisy_units = [float(v) for v in release_counts(units, threshold_component.spec)]
+        noisy_counts = [float(v) for v in release_counts(units, threshold_component.spec)]
     threshold = threshold_for(ds.policy.min_group_size, noise.threshold)
+    measured = "row" if noise.threshold.kind == "count" else "unit"
 
     result = pb.QueryResult()
     columns = noise.columns
     for g, key in enumerate(plan.keys):
         group = _new_group(result, key)
-        if noisy_units[g] < threshold:
-            _suppress(group, len(plan.aggregates), f"min_group_size: noisy unit count below {threshold}")
+        if noisy_counts[g] < threshold:
+            _suppress(
+                group, len(plan.aggregates), f"min_group_size: noisy {measured} count below {threshold}"
+            )
             continue
         for i, agg in enumerate(plan.aggregates):
             cell = group.cells.add()

@@ -15,7 +15,7 @@ from typing import Any
 from nodes.audit import AuditError, AuditLog
 from nodes.config import NodeConfig
 from nodes.differencing import DifferencingGuard
-from nodes.protect import Exact, protect, resolve_budget
+from nodes.protect import Exact, needs_units, protect, resolve_budget
 from nodes.sources import DataSources
 from nodes.validate import Plan, Refused, validate
 from privacy.accounting import epsilon_at_delta
@@ -24,8 +24,11 @@ from protocols import federation_pb2 as pb
 from protocols.errors import FederationError
 
 
-def compute(plan: Plan, sources: DataSources, exact_release: bool = False) -> Exact:
+def compute(plan: Plan, sources: DataSources, exact_release: bool = False, units: bool = True) -> Exact:
     """Exact per-group aggregates from the engine.
+
+    Without ``units`` (a DP release whose threshold reuses COUNT(*), see
+    ``nodes.protect.needs_units``) the distinct-unit count is not computed at all.
 
     For an exact release that does not ask for COUNT(DISTINCT unit), the distinct-unit count only
     serves suppression. A unit contributes at most ``max_rows_per_unit`` rows, so a group with at
@@ -35,6 +38,11 @@ def compute(plan: Plan, sources: DataSources, exact_release: bool = False) -> Ex
     """
     width = len(plan.group_columns)
     ds = plan.dataset
+    if not units:
+        return Exact(
+            rows={tuple(row[:width]): tuple(row[width:]) for row in sources.run(plan, units=False)},
+            units=False,
+        )
     asks_units = any(a.function == pb.COUNT_DISTINCT for a in plan.aggregates)
     if exact_release and not asks_units:
         fast = sources.run(plan, units=False)
@@ -141,7 +149,7 @@ class ReleasePath:
                     node=node,
                 )
             budget = resolve_budget(spec.privacy, plan.dataset, node)
-            exact = compute(plan, self.sources, exact_release=not budget.dp)
+            exact = compute(plan, self.sources, exact_release=not budget.dp, units=needs_units(plan, budget))
             # Differencing defence (exact releases): refuse, or reserve this release on record.
             reserved = self.differencing.check(
                 job.job_id, plan, spec.project or DEFAULT_PROJECT, budget.dp, self.sources

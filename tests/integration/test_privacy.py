@@ -137,3 +137,30 @@ def test_per_query_cap_and_bad_requests(private: RunningFederation) -> None:
         with pytest.raises(FederationError) as both:
             fed.query("SELECT COUNT(*) AS n FROM crossings", epsilon=1, rho=1)
         assert both.value.rule == "privacy_request"
+
+
+def test_count_star_query_suppresses_on_the_noisy_row_count(private: RunningFederation) -> None:
+    """COUNT(*) without COUNT(DISTINCT unit): the noisy row count decides suppression against a
+    threshold in rows, and the whole budget goes to COUNT(*) (no separate unit count)."""
+    grouping = "FROM declarations GROUP BY port, goods_category, origin_country, year"
+    with private.client() as fed:
+        rows = fed.query(
+            f"SELECT port, goods_category, origin_country, year, COUNT(*) AS n {grouping}",
+            epsilon=1.0,
+            project="rows-threshold",
+        )
+        units = fed.query(
+            f"SELECT port, goods_category, origin_country, year, COUNT(*) AS n, "
+            f"COUNT(DISTINCT company) AS c {grouping}",
+            epsilon=1.0,
+            project="rows-threshold",
+        )
+    reasons = [by for item in rows.attrs["suppressed"] for by in item["by"]]
+    assert reasons, "the grouping needs small groups"
+    assert all("noisy row count below" in by for by in reasons)
+    assert all("noisy unit count below" in by for item in units.attrs["suppressed"] for by in item["by"])
+    # One measurement instead of two: COUNT(*) carries twice the share, half the noise.
+    sd_rows = {item["sd"] for item in rows.attrs["noise"].get("n", [])}
+    sd_units = {item["sd"] for item in units.attrs["noise"].get("n", [])}
+    if sd_rows and sd_units:
+        assert max(sd_rows) < min(sd_units)

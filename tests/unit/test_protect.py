@@ -16,10 +16,12 @@ import pytest
 
 from federation.query import parse_query
 from nodes.config import NodeConfig, load_node_config
-from nodes.protect import Budget, Exact, protect
+from nodes.protect import Budget, Exact, needs_units, protect
 from nodes.release import compute
 from nodes.sources import DataSources
 from nodes.validate import validate
+from privacy.accounting import PrivacyError
+from privacy.dp import plan_noise, threshold_for
 from protocols import federation_pb2 as pb
 from protocols.values import from_value
 
@@ -235,3 +237,96 @@ def test_shortcut_is_taken_only_when_every_group_is_large(config: NodeConfig, so
     # A grouping with one small group falls back to the exact distinct counts everywhere.
     grouped = validate(parse_query("SELECT port, COUNT(*) AS n FROM declarations GROUP BY port"), config)
     assert compute(grouped, sources, exact_release=True) == compute(grouped, sources)
+
+
+# --------------------------------------------------------------------------- DP threshold on COUNT(*)
+
+
+def test_only_dp_count_star_queries_skip_the_distinct_count(config: NodeConfig) -> None:
+    dp = Budget(epsilon=1.0)
+    cases = {
+        "SELECT port, COUNT(*) AS n FROM declarations GROUP BY port": False,
+        "SELECT port, COUNT(*) AS n, SUM(value) AS s FROM declarations GROUP BY port": False,
+        "SELECT port, COUNT(*) AS n, COUNT(DISTINCT company) AS c FROM declarations GROUP BY port": True,
+        "SELECT port, SUM(value) AS s FROM declarations GROUP BY port": True,
+        "SELECT port, AVG(value) AS a FROM declarations GROUP BY port": True,
+    }
+    for sql, expected in cases.items():
+        plan = validate(parse_query(sql), config)
+        assert needs_units(plan, dp) is expected, sql
+        assert needs_units(plan, Budget(rho=0.5)) is expected, sql
+        assert needs_units(plan, Budget()) is True, sql  # exact releases suppress on units
+
+
+def test_count_star_release_runs_without_distinct_counts(config: NodeConfig, sources: DataSources) -> None:
+    plan = validate(parse_query("SELECT port, COUNT(*) AS n FROM declarations GROUP BY port"), config)
+    exact = compute(plan, sources, units=False)
+    assert not exact.units and exact.rows[("Amsterdam",)][:2] == (6, None)
+    result, cost = protect(plan, exact, Budget(epsilon=1.0))
+    # One measurement: COUNT(*) carries the whole budget and doubles as the threshold count.
+    assert cost.epsilon == pytest.approx(1.0)
+    assert len(result.groups) == len(plan.keys)
+    for group in result.groups:
+        if group.suppressed:
+            assert "noisy row count below" in group.suppression_rule
+
+
+def test_release_without_distinct_counts_refuses_when_it_needs_them(
+    config: NodeConfig, sources: DataSources
+) -> None:
+    plan = validate(parse_query(SQL), config)
+    exact = compute(plan, sources, units=False)
+    with pytest.raises(PrivacyError) as err:
+        protect(plan, exact, Budget(epsilon=1.0))
+    assert err.value.rule == "units_missing"
+
+
+def test_many_rows_from_few_units_stay_suppressed(config: NodeConfig, sources: DataSources) -> None:
+    """Amsterdam: MIN_GROUP - 1 units at max_rows_per_unit rows each, the most rows a group below
+    the minimum size can have. It must clear the row threshold with probability <= 1e-3."""
+    plan = validate(
+        parse_query("SELECT port, COUNT(*) AS n FROM declarations WHERE port = 'Amsterdam' GROUP BY port"),
+        config,
+    )
+    exact = compute(plan, sources, units=False)
+    assert (
+        exact.rows[("Amsterdam",)][0] == (MIN_GROUP - 1) * config.datasets["declarations"].max_rows_per_unit
+    )
+    runs = 300
+    released = 0
+    for _ in range(runs):
+        result, _ = protect(plan, exact, Budget(epsilon=1.0))
+        released += sum(1 for g in result.groups if not g.suppressed)
+    # 0.3 releases are expected at p = 1e-3; more than 5 would be a broken threshold.
+    assert released <= 5
+
+
+def test_row_threshold_decides_suppression(tmp_path: Path, customs: Any) -> None:
+    """With little noise the rule is visible: a group is released iff its noisy row count clears
+    (m - 1) R + q. Rotterdam has many single-row units; Vlissingen has MIN_GROUP + 1 units but
+    fewer rows than the threshold, so the row rule holds it back too (the price of the shortcut)."""
+    rows = [decl(f"2{i:07d}", "RTM", 1.0) for i in range(40)]
+    rows += [decl("30000001", "AMS", 1.0) for _ in range(3)] + [
+        decl("30000002", "AMS", 1.0) for _ in range(3)
+    ]
+    rows += [decl(f"4{i:07d}", "VLI", 1.0) for i in range(MIN_GROUP + 1)]
+    frame = pd.DataFrame(rows, columns=list(customs.LOCAL_TYPES))
+    node = load_node_config(
+        customs.write_csv_node(tmp_path, frame, dataset_policy=f"min_group_size = {MIN_GROUP}")
+    )
+    s = DataSources(node)
+    try:
+        plan = validate(parse_query("SELECT port, COUNT(*) AS n FROM declarations GROUP BY port"), node)
+        result, _ = protect(plan, compute(plan, s, units=False), Budget(epsilon=5.0))
+    finally:
+        s.close()
+    ds = node.datasets["declarations"]
+    spec = plan_noise([("count", None)], ds.max_rows_per_unit, epsilon=5.0, n_groups=len(plan.keys)).threshold
+    threshold = threshold_for(MIN_GROUP, spec)
+    assert (MIN_GROUP - 1) * ds.max_rows_per_unit < threshold < 40
+    groups = by_key(result)
+    assert not groups[("Rotterdam",)].suppressed
+    assert groups[("Rotterdam",)].cells[0].sum >= threshold
+    for port in ("Amsterdam", "Vlissingen", "Moerdijk"):
+        assert groups[(port,)].suppressed
+        assert groups[(port,)].suppression_rule == f"min_group_size: noisy row count below {threshold}"
