@@ -3,8 +3,9 @@
     round 0: query + SecAgg config -> each node computes, adds its noise share, charges its
              ledger, and advertises keys (SecAgg round 1) with the public layout of its vector
     rounds 2-4: the coordinator relays SecAgg messages (share keys, masked input, unmask)
-    then: unmask the sum only -> decode -> suppress on the summed noisy unit count -> AVG,
-          noise sd, 95% intervals -> the usual QueryResponse
+    then: unmask the sum only -> decode -> suppress on the summed noisy unit count (or on the
+          summed noisy COUNT(*) against a threshold in rows) -> AVG, noise sd, 95% intervals
+          -> the usual QueryResponse
 
 Secure aggregation is SecAgg (Bonawitz et al., CCS 2017) with the sparse graph of SecAgg+ (Bell et
 al., CCS 2020), protocols/secagg.py; the noise is the distributed discrete Gaussian of Kairouz, Liu
@@ -28,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from coordinator.registry import NodeGone, NodeSession
+from privacy.accounting import PrivacyError
 from privacy.dp import NoiseSpec, interval, threshold_for
 from protocols import federation_pb2 as pb
 from protocols.fixed_point import FixedPointCodec
@@ -60,10 +62,21 @@ def secagg_parameters(n: int) -> tuple[int, int]:
     return max(2, math.ceil(2 * (k + 1) / 3)), k
 
 
+def reuses_count(spec: pb.QuerySpec) -> bool:
+    """Whether the noisy COUNT(*) doubles as the threshold count, with no distinct-unit block:
+    the query names its DP budget and asks for COUNT(*) but not COUNT(DISTINCT unit). The nodes
+    decide the same from the same query (nodes/secure_release.py ``reuses_count``)."""
+    functions = {a.function for a in spec.aggregates}
+    explicit = spec.privacy.epsilon > 0 or spec.privacy.rho > 0
+    return explicit and pb.COUNT in functions and pb.COUNT_DISTINCT not in functions
+
+
 def measurement_count(spec: pb.QuerySpec) -> int:
-    """Blocks per group: one per aggregate (two for AVG), plus the unit count unless asked for."""
+    """Blocks per group: one per aggregate (two for AVG), plus the unit count unless a count the
+    query asks for stands in (COUNT(DISTINCT unit), or COUNT(*) under ``reuses_count``)."""
     m = sum(2 if a.function == pb.AVG else 1 for a in spec.aggregates)
-    return m + (0 if any(a.function == pb.COUNT_DISTINCT for a in spec.aggregates) else 1)
+    reused = any(a.function == pb.COUNT_DISTINCT for a in spec.aggregates) or reuses_count(spec)
+    return m + (0 if reused else 1)
 
 
 def group_count(spec: pb.QuerySpec, info: pb.DatasetInfo) -> int:
@@ -312,7 +325,9 @@ class SecureQuery:
         codec = FixedPointCodec(lo=-(2**62) // n, hi=2**62 // n, bits=BITS, max_parties=n)
         totals = np.asarray(codec.decode_sum(server.result(), as_integer=True), dtype=np.int64)
         min_size = max(int(info.min_group_size) for info in self.infos.values())
-        rows = assemble(self.spec, layout, totals, len(survivors), min_size)
+        rows = assemble(
+            self.spec, layout, totals, len(survivors), min_size, max_rows_per_unit=config.max_rows_per_unit
+        )
         status = "complete" if len(survivors) == n else "partial"
         return rows, status
 
@@ -320,11 +335,14 @@ class SecureQuery:
 # --------------------------------------------------------------------------- assembly
 
 
-def _spec(component: pb.SecureComponent, parts: int | None = None) -> NoiseSpec:
+def _spec(component: pb.SecureComponent, parts: int | None = None, max_rows_per_unit: int = 1) -> NoiseSpec:
+    kind = "count_distinct" if component.kind == "count_distinct" else "count"
     return NoiseSpec(
         mechanism=component.mechanism,  # type: ignore[arg-type]
         scale=component.noise_scale,
         sd=component.noise_sd,
+        kind=kind,  # type: ignore[arg-type]
+        max_rows_per_unit=max_rows_per_unit,
         parts=parts if parts is not None else max(1, component.parts),
         integer=True,
     )
@@ -341,28 +359,56 @@ def _half_width(component: pb.SecureComponent, survivors: int, level: float) -> 
     return survivors * interval(0.0, _spec(component, 1), 1.0 - (1.0 - level) / survivors)[1]
 
 
-def noisy_threshold(component: pb.SecureComponent, survivors: int, min_group_size: int) -> int:
-    """Threshold T on the summed unit count; a group below the minimum size clears it w.p. <= 1e-3."""
+def noisy_threshold(
+    component: pb.SecureComponent, survivors: int, min_group_size: int, max_rows_per_unit: int = 1
+) -> int:
+    """Threshold T on the summed threshold count; a group below the minimum size clears it w.p. <= 1e-3.
+
+    For a unit count T starts from min_group_size - 1; for COUNT(*) (``component.kind == "count"``)
+    from (min_group_size - 1) R, R = ``max_rows_per_unit``, the common bound every node calibrated
+    its noise to: a group of fewer units has at most that many rows.
+    """
+    rows = component.kind == "count"
+    if rows and (
+        isinstance(max_rows_per_unit, bool) or not isinstance(max_rows_per_unit, int) or max_rows_per_unit < 1
+    ):
+        raise PrivacyError(
+            "max_rows_per_unit", f"max_rows_per_unit must be an integer >= 1, got {max_rows_per_unit!r}"
+        )
+    per_unit = max_rows_per_unit if rows else 1
     if not component.mechanism:
-        return min_group_size
+        return (min_group_size - 1) * per_unit + 1
     if component.mechanism == "gaussian":
-        return threshold_for(min_group_size, _spec(component, survivors), THRESHOLD_P)
-    per_node = threshold_for(1, _spec(component, 1), THRESHOLD_P / survivors)
-    return (min_group_size - 1) + survivors * per_node
+        return threshold_for(min_group_size, _spec(component, survivors, per_unit), THRESHOLD_P)
+    per_node = threshold_for(1, _spec(component, 1, per_unit), THRESHOLD_P / survivors)
+    return (min_group_size - 1) * per_unit + survivors * per_node
 
 
 def assemble(
-    spec: pb.QuerySpec, layout: pb.SecureReply, totals: np.ndarray, survivors: int, min_group_size: int
+    spec: pb.QuerySpec,
+    layout: pb.SecureReply,
+    totals: np.ndarray,
+    survivors: int,
+    min_group_size: int,
+    max_rows_per_unit: int = 1,
 ) -> list[pb.CombinedRow]:
-    """Rows of the answer from the decoded sums, one block of ``len(layout.keys)`` per component."""
+    """Rows of the answer from the decoded sums, one block of ``len(layout.keys)`` per component.
+
+    Suppression reads the distinct-unit block, else the COUNT(DISTINCT unit) block, else (no unit
+    count in the layout) the noisy COUNT(*) block against a threshold in rows.
+    """
     n_groups = len(layout.keys)
     comps = list(layout.components)
     blocks = totals.reshape(len(comps), n_groups)
     where = {(c.role, c.aggregate): b for b, c in enumerate(comps)}
     unit_block = where.get(("threshold", -1))
+    for kind in ("count_distinct", "count"):
+        if unit_block is None:
+            unit_block = next((b for b, c in enumerate(comps) if c.role == "value" and c.kind == kind), None)
     if unit_block is None:
-        unit_block = next(b for b, c in enumerate(comps) if c.role == "value" and c.kind == "count_distinct")
-    threshold = noisy_threshold(comps[unit_block], survivors, min_group_size)
+        raise PrivacyError("secure_layout", "the secure layout has no count to decide suppression on")
+    threshold = noisy_threshold(comps[unit_block], survivors, min_group_size, max_rows_per_unit)
+    measured = "row" if comps[unit_block].kind == "count" else "unit"
     inner = 1.0 - (1.0 - LEVEL) / 2.0
     root = math.sqrt(survivors)
     rows = []
@@ -371,7 +417,7 @@ def assemble(
         row.key.extend(key.key)
         if blocks[unit_block][g] < threshold:
             row.suppressed = True
-            row.suppressed_by.append(f"secure sum: min_group_size: summed unit count below {threshold}")
+            row.suppressed_by.append(f"secure sum: min_group_size: summed {measured} count below {threshold}")
         for i, agg in enumerate(spec.aggregates):
             cell = row.cells.add()
             if row.suppressed:
@@ -434,6 +480,7 @@ __all__ = [
     "measurement_count",
     "noisy_threshold",
     "observers",
+    "reuses_count",
     "requires_secure",
     "run_secure_query",
     "secagg_parameters",

@@ -7,7 +7,9 @@ Secure aggregation is SecAgg (Bonawitz et al., CCS 2017) with the SecAgg+ graph 
 CCS 2020), see protocols/secagg.py. Noise is the distributed discrete Gaussian of Kairouz, Liu &
 Steinke 2021 (or a full discrete Laplace per node for pure DP), drawn by OpenDP through
 privacy/dp.py. Suppression is decided by the coordinator on the summed noisy unit count, since
-no single node's counts are ever seen.
+no single node's counts are ever seen; when the query names its DP budget and asks for COUNT(*)
+but not COUNT(DISTINCT unit), on the summed noisy COUNT(*) against a threshold in rows, and the
+node skips the distinct-unit scan (``reuses_count``).
 
 Per-job protocol state lives in memory only, for at most ``JOB_TTL_SECONDS``, and at most
 ``MAX_JOBS`` secure jobs run at once.
@@ -116,8 +118,25 @@ def grid_scale(bounds: tuple[float, float]) -> float:
     return 1.0
 
 
-def measurements(plan: Plan) -> list[tuple[str, int, str]]:
-    """(role, aggregate, kind) per block, in the order ``privacy.dp.plan_noise`` measures them."""
+def reuses_count(plan: Plan, request: pb.PrivacyRequest) -> bool:
+    """Whether the query's noisy COUNT(*) doubles as the threshold measurement (no unit block).
+
+    Decided from the query alone, as the coordinator does (``coordinator.secure_query.
+    measurement_count``): the analyst names a DP budget, and the query asks for COUNT(*) but not
+    COUNT(DISTINCT unit). A budget that a node's policy supplies by default is not visible to the
+    coordinator, so such queries keep the separate distinct-unit block.
+    """
+    functions = {a.function for a in plan.aggregates}
+    explicit = request.epsilon > 0 or request.rho > 0
+    return explicit and pb.COUNT in functions and pb.COUNT_DISTINCT not in functions
+
+
+def measurements(plan: Plan, reuse_count: bool = False) -> list[tuple[str, int, str]]:
+    """(role, aggregate, kind) per block, in the order ``privacy.dp.plan_noise`` measures them.
+
+    With ``reuse_count`` (see ``reuses_count``) and no COUNT(DISTINCT unit) asked, there is no
+    distinct-unit block: COUNT(*) is the threshold measurement.
+    """
     out: list[tuple[str, int, str]] = []
     for i, agg in enumerate(plan.aggregates):
         kind = _KIND[agg.function]
@@ -125,15 +144,18 @@ def measurements(plan: Plan) -> list[tuple[str, int, str]]:
             out += [("value", i, "sum"), ("avg_count", i, "count")]
         else:
             out.append(("value", i, kind))
-    if not any(kind == "count_distinct" for _, _, kind in out):
+    reused = ("count_distinct", "count") if reuse_count else ("count_distinct",)
+    if not any(role == "value" and kind in reused for role, _, kind in out):
         out.append(("threshold", -1, "count_distinct"))
     return out
 
 
-def exact_blocks(plan: Plan, exact_rows: list[int], units: list[int], numeric: dict) -> list[Block]:
+def exact_blocks(
+    plan: Plan, exact_rows: list[int], units: list[int], numeric: dict, reuse_count: bool = False
+) -> list[Block]:
     """Exact per-group integers of every block; sums are put on their fixed-point grid."""
     blocks = []
-    for role, i, kind in measurements(plan):
+    for role, i, kind in measurements(plan, reuse_count):
         scale = 1.0
         if kind == "count_distinct":
             values = list(units)
@@ -165,7 +187,16 @@ def _noise_plan(plan: Plan, budget: Budget, blocks: list[Block], max_rows: int) 
             # The group sum, not each row, is rounded to the grid: one more step of sensitivity.
             bounds = (lo - step, hi + step)
         kinds.append((kind, bounds))
-    return plan_noise(kinds, max_rows, epsilon=budget.epsilon, rho=budget.rho, n_groups=len(plan.keys))
+    # The blocks say whether COUNT(*) stands in for the distinct-unit block; the plan must agree.
+    separate = any(b.role == "threshold" for b in blocks)
+    return plan_noise(
+        kinds,
+        max_rows,
+        epsilon=budget.epsilon,
+        rho=budget.rho,
+        n_groups=len(plan.keys),
+        reuse_count=not separate,
+    )
 
 
 def add_noise(
@@ -318,8 +349,10 @@ class SecureRelease:
         if node not in step.config.node_ids:
             raise self._refused("secagg_unknown_node", f"node {node} is not in the roster of this job")
         budget = resolve_budget(spec.privacy, dataset, node)
-        rows, units, numeric = _exact_columns(plan, compute(plan, self.path.sources))
-        blocks = exact_blocks(plan, rows, units, numeric)
+        reuse = reuses_count(plan, spec.privacy) and budget.dp
+        # Without a distinct-unit block the costly distinct scan is skipped.
+        rows, units, numeric = _exact_columns(plan, compute(plan, self.path.sources, units=not reuse))
+        blocks = exact_blocks(plan, rows, units, numeric, reuse)
         dim = len(blocks) * len(plan.keys)
         config, keys = self._secagg_config(step, dim)
         # Every participant calibrates to the largest contribution bound, so each unit is covered.
@@ -412,5 +445,6 @@ __all__ = [
     "grid_scale",
     "load_or_create_secagg_key",
     "measurements",
+    "reuses_count",
     "verify_key_bytes",
 ]

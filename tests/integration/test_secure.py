@@ -27,6 +27,7 @@ from federation.client import Client
 from federation.demo_data import Scenario, generate, write_scenario
 from federation.processes import LocalFederation, free_port
 from federation.query import parse_query
+from privacy.dp import NoiseShare, integer_noise_share, plan_noise, release_counts
 from protocols import federation_pb2 as pb
 from protocols import secagg_messages as m
 from protocols.errors import FederationError
@@ -275,6 +276,75 @@ def test_distributed_dp_answer_and_ledger(fed: SecureFederation, privacy: Mappin
             assert epsilon == pytest.approx(privacy["epsilon"], rel=1e-6)
     for node, outcome in _outcomes(df.reset_index()).items():
         assert outcome["status"] == "answered" and outcome["cost"]["rho"] > 0, node
+
+
+def test_count_star_dp_query_sends_no_unit_block(
+    fed: SecureFederation, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a named budget, COUNT(*) doubles as the threshold count: one block, no distinct scan."""
+    monkeypatch.setenv(secure_query.RECORD_ENV, str(tmp_path))
+    sql = "SELECT region, phenomenon, year, COUNT(*) AS n FROM signals GROUP BY region, phenomenon, year"
+    with fed.client() as client:
+        df = client.query(sql, secure=True, epsilon=1.0, project=f"rows-{uuid.uuid4().hex[:6]}")
+    assert set(df.attrs["answered"]) == set(NODES)
+    folder = tmp_path / df.attrs["job_id"]
+    for node in NODES:
+        start = pb.SecureReply.FromString((folder / f"round0-{node}.pb").read_bytes())
+        assert [(c.role, c.aggregate, c.kind) for c in start.components] == [("value", 0, "count")]
+        masked = m.MaskedInput.from_bytes(
+            pb.SecureReply.FromString((folder / f"round3-{node}.pb").read_bytes()).payload
+        )
+        assert masked.vector.shape == (len(start.keys),)
+    spec = parse_query(sql)
+    assert secure_query.reuses_count(spec) is False  # no budget named: the unit block stays
+    spec.privacy.epsilon = 1.0
+    assert secure_query.reuses_count(spec) is True
+    spec.aggregates.add(function=pb.COUNT_DISTINCT, column="company", alias="c")
+    assert secure_query.reuses_count(spec) is False
+
+
+def _row_layout(noise: NoiseShare, n_groups: int) -> pb.SecureReply:
+    layout = pb.SecureReply()
+    for g in range(n_groups):
+        layout.keys.add().key.add(text=f"g{g}")
+    per_node = noise.per_node
+    layout.components.add(
+        role="value",
+        aggregate=0,
+        kind="count",
+        scale=1.0,
+        mechanism=per_node.mechanism,
+        noise_scale=per_node.scale,
+        noise_sd=per_node.sd,
+        parts=per_node.parts,
+    )
+    return layout
+
+
+@pytest.mark.parametrize("privacy", [{"epsilon": 1.0}, {"rho": 0.5}])
+def test_summed_row_count_threshold_holds_back_small_groups(privacy: Mapping[str, float]) -> None:
+    """A group of MIN_GROUP - 1 units at R rows each, spread over four nodes that each add their
+    share of noise (OpenDP), clears the coordinator's row threshold with probability <= 1e-3."""
+    nodes, r, draws = 4, 5, 5000
+    plan = plan_noise([("count", None)], r, n_groups=2, **privacy)
+    noise = integer_noise_share(nodes, plan.threshold)
+    layout = _row_layout(noise, 2)
+    component = layout.components[0]
+    rows_t = secure_query.noisy_threshold(component, nodes, MIN_GROUP, r)
+    units_t = secure_query.noisy_threshold(component, nodes, MIN_GROUP)
+    assert rows_t - units_t == (MIN_GROUP - 1) * (r - 1)
+    small = (MIN_GROUP - 1) * r
+    parts = [small // nodes + (1 if i < small % nodes else 0) for i in range(nodes)]
+    sums = np.zeros(draws, dtype=np.int64)
+    for part in parts:
+        sums += np.asarray(release_counts([part] * draws, noise.per_node), dtype=np.int64)
+    assert np.count_nonzero(sums >= rows_t) <= 15  # 5 expected at p = 1e-3, in the worst case
+    spec = parse_query("SELECT phenomenon, COUNT(*) AS n FROM signals GROUP BY phenomenon")
+    totals = np.asarray([small, rows_t + 1000], dtype=np.int64)
+    rows = secure_query.assemble(spec, layout, totals, nodes, MIN_GROUP, max_rows_per_unit=r)
+    assert not rows[1].suppressed and rows[1].cells[0].value == rows_t + 1000
+    assert rows[0].suppressed
+    assert rows[0].suppressed_by[0] == f"secure sum: min_group_size: summed row count below {rows_t}"
 
 
 # --------------------------------------------------------------------------- dropouts
