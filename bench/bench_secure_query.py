@@ -1,6 +1,6 @@
 """Secure DP GROUP BY (SecAgg+ with distributed noise) vs the plain federated query, six nodes.
 
-    python -m bench.bench_secure_query [--rows 1000000] [--repeat 20] [--quick]
+    python -m bench.bench_secure_query [--rows 1000000] [--repeat 20] [--query distinct|rows] [--quick]
 
 Both run in the same run against the same six node processes (Parquet sources) and coordinator
 over real gRPC, interleaved so both see the same machine load:
@@ -9,6 +9,11 @@ over real gRPC, interleaved so both see the same machine load:
 * secure: the same query with ``secure=True`` and ``epsilon=1``: each node adds its share of
   distributed noise, charges its ledger, and takes part in four SecAgg rounds relayed by the
   coordinator, which unmasks only the sum.
+
+Query shapes (``--query``): ``distinct`` asks for COUNT(*) and COUNT(DISTINCT company), so the
+distinct-unit count is computed and reused as the threshold count; ``rows`` asks for COUNT(*)
+only, whose noisy value then decides suppression against a threshold in rows, and the nodes skip
+the distinct-unit scan.
 
 Prints p50/p90 latency of each and the ratio secure / plain.
 """
@@ -25,10 +30,13 @@ from federation.client import Client
 from federation.demo_data import NODES, generate, node_configs
 from federation.processes import LocalFederation, free_port
 
-QUERY = (
-    "SELECT region, phenomenon, COUNT(*) AS n, COUNT(DISTINCT company) AS companies FROM signals "
-    "WHERE year >= 2021 GROUP BY region, phenomenon"
-)
+QUERIES = {
+    "distinct": (
+        "SELECT region, phenomenon, COUNT(*) AS n, COUNT(DISTINCT company) AS companies FROM signals "
+        "WHERE year >= 2021 GROUP BY region, phenomenon"
+    ),
+    "rows": "SELECT region, phenomenon, COUNT(*) AS n FROM signals WHERE year >= 2021 GROUP BY region, phenomenon",
+}
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -62,8 +70,10 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows of signals per node")
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--epsilon", type=float, default=1.0)
+    parser.add_argument("--query", choices=sorted(QUERIES), default="distinct", help="query shape")
     parser.add_argument("--quick", action="store_true", help="100k rows per node, 10 repeats")
     args = parser.parse_args()
+    query = QUERIES[args.query]
     if args.quick:
         args.rows, args.repeat = 100_000, 10
 
@@ -86,15 +96,15 @@ def main() -> None:
     secure_times: list[float] = []
     try:
         with Client(address, timeout=120) as fed:
-            fed.query(QUERY)  # warm-up both paths
-            fed.query(QUERY, secure=True, epsilon=args.epsilon, project="bench-warmup")
+            fed.query(query)  # warm-up both paths
+            fed.query(query, secure=True, epsilon=args.epsilon, project="bench-warmup")
             for i in range(args.repeat):
                 t = time.perf_counter()
-                plain = fed.query(QUERY)
+                plain = fed.query(query)
                 plain_times.append(time.perf_counter() - t)
                 t = time.perf_counter()
                 # A fresh project per run keeps the default per-project budget from running out.
-                secure = fed.query(QUERY, secure=True, epsilon=args.epsilon, project=f"bench-{i}")
+                secure = fed.query(query, secure=True, epsilon=args.epsilon, project=f"bench-{i}")
                 secure_times.append(time.perf_counter() - t)
             assert len(plain.attrs["answered"]) == len(NODES)
             assert len(secure.attrs["answered"]) == len(NODES) and secure.attrs["noise"]
@@ -102,7 +112,7 @@ def main() -> None:
         procs.stop_all()
 
     plain_p50, secure_p50 = statistics.median(plain_times), statistics.median(secure_times)
-    print(f"query: {QUERY}")
+    print(f"query: {query}")
     print(f"{'':36s}{'p50 ms':>10s}{'p90 ms':>10s}")
     print(
         f"{'plain (no SecAgg, no DP)':36s}{plain_p50 * 1e3:10.1f}{_percentile(plain_times, 0.9) * 1e3:10.1f}"
