@@ -18,27 +18,18 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
+from bench.signals import QUERIES as SIGNAL_QUERIES
+from bench.signals import percentile, write_signals
 from federation.client import Client
-from federation.demo_data import NODES, generate, node_configs
+from federation.demo_data import NODES
 from federation.processes import LocalFederation, free_port
 
-QUERIES = {
-    "count + distinct": (
-        "SELECT region, phenomenon, COUNT(*) AS n, COUNT(DISTINCT company) AS companies FROM signals "
-        "WHERE year >= 2021 GROUP BY region, phenomenon"
-    ),
-    "count": "SELECT region, phenomenon, COUNT(*) AS n FROM signals WHERE year >= 2021 GROUP BY region, phenomenon",
-}
+QUERIES = {"count + distinct": SIGNAL_QUERIES["distinct"], "count": SIGNAL_QUERIES["rows"]}
 
 
 def pooled_sql(sql: str) -> str:
     """The same query over the pooled table, which already holds the shared vocabulary."""
     return sql.replace("FROM signals", "FROM pooled")
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def main() -> None:
@@ -52,25 +43,8 @@ def main() -> None:
 
     root = Path(tempfile.mkdtemp(prefix="bench-query-"))
     t0 = time.perf_counter()
-    scenario = generate(7, args.rows, datasets=[f"{n}.signals" for n in NODES])
     address = f"127.0.0.1:{free_port()}"
-    configs = node_configs(scenario, coordinator=address, formats=dict.fromkeys(NODES, "parquet"))
-    for key, frame in scenario.local_frames.items():
-        node, name = key.split(".")
-        (root / "data" / node).mkdir(parents=True, exist_ok=True)
-        frame.to_parquet(root / "data" / node / f"{name}.parquet", index=False)
-    (root / "nodes").mkdir(exist_ok=True)
-    paths = {}
-    for name, text in configs.items():
-        path = root / ("coordinator.toml" if name == "coordinator" else f"nodes/{name}.toml")
-        # The plain path: no DP, so the figure is the query path itself (bench_secure_query adds DP).
-        text = text.replace("[policy]\n", "[policy]\ndp_required = false\n", 1)
-        # Plaintext loopback on both sides, as in bench_secure_query: the figure is the query path.
-        text = text.replace("[node]\n", "[node]\ninsecure = true\n", 1).replace(
-            "[coordinator]\n", "[coordinator]\ninsecure = true\n", 1
-        )
-        path.write_text(text)
-        paths[name] = path
+    scenario, paths = write_signals(root, args.rows, address)
     total_rows = sum(len(f) for f in scenario.frames.values())
     print(f"data: {total_rows:,} rows over {len(NODES)} nodes, written in {time.perf_counter() - t0:.1f}s")
 
@@ -97,8 +71,8 @@ def main() -> None:
     for name, (fed_times, pooled_times) in results.items():
         fed_p50, pooled_p50 = statistics.median(fed_times), statistics.median(pooled_times)
         print(
-            f"{name:20s}{fed_p50 * 1e3:13.1f}ms{_percentile(fed_times, 0.9) * 1e3:6.1f}ms"
-            f"{pooled_p50 * 1e3:10.1f}ms{_percentile(pooled_times, 0.9) * 1e3:6.1f}ms{fed_p50 / pooled_p50:7.2f}x"
+            f"{name:20s}{fed_p50 * 1e3:13.1f}ms{percentile(fed_times, 0.9) * 1e3:6.1f}ms"
+            f"{pooled_p50 * 1e3:10.1f}ms{percentile(pooled_times, 0.9) * 1e3:6.1f}ms{fed_p50 / pooled_p50:7.2f}x"
         )
     for name, sql in QUERIES.items():
         print(f"  {name}: {sql}")

@@ -26,43 +26,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.signals import QUERIES, percentile, write_signals
 from federation.client import Client
-from federation.demo_data import NODES, generate, node_configs
+from federation.demo_data import NODES
 from federation.processes import LocalFederation, free_port
-
-QUERIES = {
-    "distinct": (
-        "SELECT region, phenomenon, COUNT(*) AS n, COUNT(DISTINCT company) AS companies FROM signals "
-        "WHERE year >= 2021 GROUP BY region, phenomenon"
-    ),
-    "rows": "SELECT region, phenomenon, COUNT(*) AS n FROM signals WHERE year >= 2021 GROUP BY region, phenomenon",
-}
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def _write(root: Path, rows: int, address: str) -> dict[str, Path]:
-    scenario = generate(7, rows, datasets=[f"{n}.signals" for n in NODES])
-    configs = node_configs(scenario, coordinator=address, formats=dict.fromkeys(NODES, "parquet"))
-    for key, frame in scenario.local_frames.items():
-        node, name = key.split(".")
-        (root / "data" / node).mkdir(parents=True, exist_ok=True)
-        frame.to_parquet(root / "data" / node / f"{name}.parquet", index=False)
-    (root / "nodes").mkdir(exist_ok=True)
-    paths = {}
-    for name, text in configs.items():
-        path = root / ("coordinator.toml" if name == "coordinator" else f"nodes/{name}.toml")
-        header = "[coordinator]\n" if name == "coordinator" else "[node]\n"
-        # Loopback only, and the same transport for both sides of the ratio.
-        text = text.replace(header, f"{header}insecure = true\n", 1)
-        # The plain side runs without DP; the secure side names its epsilon explicitly.
-        text = text.replace("[policy]\n", "[policy]\ndp_required = false\n", 1)
-        path.write_text(text)
-        paths[name] = path
-    return paths
 
 
 def main() -> None:
@@ -80,7 +47,7 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="bench-secure-query-"))
     address = f"127.0.0.1:{free_port()}"
     t0 = time.perf_counter()
-    paths = _write(root, args.rows, address)
+    _, paths = write_signals(root, args.rows, address)
     print(
         f"data: {args.rows:,} signals rows x {len(NODES)} nodes, written in {time.perf_counter() - t0:.1f}s"
     )
@@ -115,10 +82,10 @@ def main() -> None:
     print(f"query: {query}")
     print(f"{'':36s}{'p50 ms':>10s}{'p90 ms':>10s}")
     print(
-        f"{'plain (no SecAgg, no DP)':36s}{plain_p50 * 1e3:10.1f}{_percentile(plain_times, 0.9) * 1e3:10.1f}"
+        f"{'plain (no SecAgg, no DP)':36s}{plain_p50 * 1e3:10.1f}{percentile(plain_times, 0.9) * 1e3:10.1f}"
     )
     label = f"secure DP (SecAgg+, epsilon {args.epsilon:g})"
-    print(f"{label:36s}{secure_p50 * 1e3:10.1f}{_percentile(secure_times, 0.9) * 1e3:10.1f}")
+    print(f"{label:36s}{secure_p50 * 1e3:10.1f}{percentile(secure_times, 0.9) * 1e3:10.1f}")
     print(f"ratio secure/plain (p50): {secure_p50 / plain_p50:.2f}x")
 
 

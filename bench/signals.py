@@ -1,0 +1,50 @@
+"""Shared set-up for the query benchmarks: six partners' ``signals`` as Parquet, with node configs.
+
+Both benchmarks run on loopback in development mode (plaintext gRPC) and without DP by default,
+so the plain side measures the query path itself and both sides of each ratio share a transport.
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+from federation.demo_data import NODES, Scenario, generate, node_configs
+
+QUERIES = {
+    "distinct": (
+        "SELECT region, phenomenon, COUNT(*) AS n, COUNT(DISTINCT company) AS companies FROM signals "
+        "WHERE year >= 2021 GROUP BY region, phenomenon"
+    ),
+    "rows": "SELECT region, phenomenon, COUNT(*) AS n FROM signals WHERE year >= 2021 GROUP BY region, phenomenon",
+}
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def p50(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def write_signals(root: Path, rows: int, address: str) -> tuple[Scenario, dict[str, Path]]:
+    """Write each partner's ``signals`` (``rows`` per node) and the configs; return the paths by name."""
+    scenario = generate(7, rows, datasets=[f"{n}.signals" for n in NODES])
+    configs = node_configs(scenario, coordinator=address, formats=dict.fromkeys(NODES, "parquet"))
+    for key, frame in scenario.local_frames.items():
+        node, name = key.split(".")
+        (root / "data" / node).mkdir(parents=True, exist_ok=True)
+        frame.to_parquet(root / "data" / node / f"{name}.parquet", index=False)
+    (root / "nodes").mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+    for name, text in configs.items():
+        path = root / ("coordinator.toml" if name == "coordinator" else f"nodes/{name}.toml")
+        header = "[coordinator]\n" if name == "coordinator" else "[node]\n"
+        text = text.replace(header, f"{header}insecure = true\n", 1)
+        # No DP by default: a side that wants DP names its epsilon explicitly.
+        text = text.replace("[policy]\n", "[policy]\ndp_required = false\n", 1)
+        path.write_text(text)
+        paths[name] = path
+    return scenario, paths
