@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives.hmac import HMAC
 
 from nodes.config import NodeConfig
 from nodes.sources import DataSources, SourceError
-from nodes.sqlgen import DUCKDB_PREMAPPED, POSTGRES, Dialect, SqlBuilder, quote_ident
+from nodes.sqlgen import DUCKDB_PREMAPPED, POSTGRES, Dialect, SqlBuilder, bounded_rows
 from nodes.validate import Plan, Refused
 
 RULE = "differencing"
@@ -65,35 +65,9 @@ def unit_sql(plan: Plan, dialect: Dialect) -> tuple[str, list[Any]]:
     group exactly when it counts towards that group's released unit count.
     """
     b = SqlBuilder(dialect)
-    ds = plan.dataset
-    unit = quote_ident(ds.columns[ds.privacy_unit].local)
-    select = [f"{unit} AS u"]
-    for i, column in enumerate(plan.group_columns):
-        select.append(f"{b.shared(column)} AS g{i}")
-    seen: set[str] = set()
-    for agg in plan.aggregates:
-        column = agg.column
-        if column is None or column.kind != "numeric" or column.name in seen:
-            continue
-        alias = f"v{len(seen)}"
-        seen.add(column.name)
-        lo, hi = column.bounds or (0.0, 0.0)
-        raw = f"CAST({quote_ident(column.local)} AS {dialect.double})"
-        select.append(
-            f"CASE WHEN {raw} IS NULL THEN NULL ELSE LEAST(GREATEST({raw}, CAST({b.bind(lo)} AS {dialect.double})), "
-            f"CAST({b.bind(hi)} AS {dialect.double})) END AS {alias}"
-        )
-    where = [f"{unit} IS NOT NULL"]
-    if plan.filter is not None:
-        where.append(b.filter(plan.filter, ds))
-    base = f"SELECT {', '.join(select)} FROM {dialect.table(ds)} WHERE {' AND '.join(where)}"
-    order = ", ".join(["u"] + [c.split(" AS ")[-1] for c in select[1:]])
-    bounded = f"SELECT *, ROW_NUMBER() OVER (PARTITION BY u ORDER BY {order}) AS rn FROM ({base}) AS base"
-    groups = [f"g{i}" for i in range(len(plan.group_columns))]
-    keep = [f"rn <= {b.bind(ds.max_rows_per_unit)}"] + [f"{g} IS NOT NULL" for g in groups]
-    sql = (
-        f"SELECT DISTINCT {', '.join([*groups, 'u'])} FROM ({bounded}) AS bounded WHERE {' AND '.join(keep)}"
-    )
+    rows = bounded_rows(plan, b, truncate=True)
+    keep = " AND ".join(rows.keep)
+    sql = f"SELECT DISTINCT {', '.join([*rows.groups, 'u'])} FROM {rows.source} WHERE {keep}"
     return sql, b.params
 
 

@@ -38,6 +38,7 @@ from nacl.public import PrivateKey, PublicKey, SealedBox
 
 from nodes.audit import AuditError
 from nodes.config import Column, Dataset
+from nodes.protect import capped_epsilon
 from nodes.sqlgen import DUCKDB, POSTGRES, Dialect, SqlBuilder, quote_ident
 from nodes.validate import Refused, _Checker
 from privacy.accounting import Cost
@@ -416,14 +417,7 @@ def _epsilon(request: pb.PrivacyRequest, dataset: Dataset, node: str) -> float |
     if request.rho > 0 or request.epsilon < 0 or request.rho < 0:
         raise Refused("privacy_request", "an overlap takes a positive epsilon (pure DP), not rho", node=node)
     if request.epsilon > 0:
-        if request.epsilon > policy.max_epsilon:
-            raise Refused(
-                "epsilon_cap",
-                f"epsilon {request.epsilon:g} is above the per-query cap {policy.max_epsilon:g} "
-                f"for dataset {dataset.name}",
-                node=node,
-            )
-        return float(request.epsilon)
+        return capped_epsilon(request.epsilon, dataset, node)
     if policy.overlap_dp_required:
         return policy.default_epsilon
     return None

@@ -59,20 +59,24 @@ class Budget:
         return self.epsilon is not None or self.rho is not None
 
 
+def capped_epsilon(epsilon: float, dataset: Dataset, node: str) -> float:
+    """``epsilon`` if the dataset's per-query cap allows it; refused with ``epsilon_cap`` otherwise."""
+    if epsilon > dataset.policy.max_epsilon:
+        raise Refused(
+            "epsilon_cap",
+            f"epsilon {epsilon:g} is above the per-query cap {dataset.policy.max_epsilon:g} for dataset {dataset.name}",
+            node=node,
+        )
+    return float(epsilon)
+
+
 def resolve_budget(request: pb.PrivacyRequest, dataset: Dataset, node: str) -> Budget:
     """Apply the dataset's policy to the analyst's request: default, cap, and whether DP is required."""
     policy = dataset.policy
     if request.epsilon < 0 or request.rho < 0 or (request.epsilon > 0 and request.rho > 0):
         raise Refused("privacy_request", "give a positive epsilon or a positive rho, not both", node=node)
     if request.epsilon > 0:
-        if request.epsilon > policy.max_epsilon:
-            raise Refused(
-                "epsilon_cap",
-                f"epsilon {request.epsilon:g} is above the per-query cap {policy.max_epsilon:g} "
-                f"for dataset {dataset.name}",
-                node=node,
-            )
-        return Budget(epsilon=request.epsilon)
+        return Budget(epsilon=capped_epsilon(request.epsilon, dataset, node))
     if request.rho > 0:
         cap = policy.max_epsilon**2 / 2  # pure epsilon implies epsilon^2/2-zCDP: the same cap in rho
         if request.rho > cap:

@@ -125,16 +125,20 @@ class SqlBuilder:
         raise ValueError("empty filter term")  # validate() refuses this first
 
 
-def build_sql(
-    plan: Plan, dialect: Dialect, truncate: bool = True, units: bool = True
-) -> tuple[str, list[Any]]:
-    """Return ``(sql, params)``. Output columns: g0..gN, n_rows, n_units, then per aggregate s_i, c_i.
+@dataclass(frozen=True)
+class BoundedRows:
+    """The rows a plan aggregates over: filtered, mapped to the shared vocabulary, clamped, and
+    (when asked) truncated to ``max_rows_per_unit`` per unit. Columns: u, g0..gN, v0..vM."""
 
-    Without ``units`` the distinct-unit count (the costly part of most queries) is left out and
-    ``n_units`` is NULL.
-    """
-    b = SqlBuilder(dialect)
-    ds = plan.dataset
+    source: str  # a FROM item
+    keep: list[str]  # conditions on it
+    groups: list[str]
+    numeric: dict[str, str]  # shared column name -> its clamped alias
+
+
+def bounded_rows(plan: Plan, b: SqlBuilder, truncate: bool = True) -> BoundedRows:
+    """The shared inner part of every query a node runs for ``plan`` (aggregates and unit lists)."""
+    dialect, ds = b.dialect, plan.dataset
     unit = quote_ident(ds.columns[ds.privacy_unit].local)
     select = [f"{unit} AS u"]
     for i, column in enumerate(plan.group_columns):
@@ -155,30 +159,40 @@ def build_sql(
     if plan.filter is not None:
         where.append(b.filter(plan.filter, ds))
     base = f"SELECT {', '.join(select)} FROM {dialect.table(ds)} WHERE {' AND '.join(where)}"
-
     groups = [f"g{i}" for i in range(len(plan.group_columns))]
-    outer = list(groups) + [
+    keep = [f"{g} IS NOT NULL" for g in groups]
+    if not truncate:
+        return BoundedRows(f"({base}) AS base", keep, groups, numeric)
+    # Which rows of a unit are kept must not depend on the analyst's choices: order by the
+    # unit's own values, so the same data always gives the same bounded contribution.
+    order = ", ".join(["u"] + [c.split(" AS ")[-1] for c in select[1:]])
+    bounded = f"SELECT *, ROW_NUMBER() OVER (PARTITION BY u ORDER BY {order}) AS rn FROM ({base}) AS base"
+    keep.insert(0, f"rn <= {b.bind(ds.max_rows_per_unit)}")
+    return BoundedRows(f"({bounded}) AS bounded", keep, groups, numeric)
+
+
+def build_sql(
+    plan: Plan, dialect: Dialect, truncate: bool = True, units: bool = True
+) -> tuple[str, list[Any]]:
+    """Return ``(sql, params)``. Output columns: g0..gN, n_rows, n_units, then per aggregate s_i, c_i.
+
+    Without ``units`` the distinct-unit count (the costly part of most queries) is left out and
+    ``n_units`` is NULL.
+    """
+    b = SqlBuilder(dialect)
+    rows = bounded_rows(plan, b, truncate)
+    outer = list(rows.groups) + [
         "COUNT(*) AS n_rows",
         "COUNT(DISTINCT u) AS n_units" if units else "NULL AS n_units",
     ]
     for i, agg in enumerate(plan.aggregates):
-        if agg.column is not None and agg.column.name in numeric:
-            v = numeric[agg.column.name]
+        if agg.column is not None and agg.column.name in rows.numeric:
+            v = rows.numeric[agg.column.name]
             outer.append(f"SUM({v}) AS s{i}")
             outer.append(f"COUNT({v}) AS c{i}")
-    keep = [f"{g} IS NOT NULL" for g in groups]
-    if truncate:
-        # Which rows of a unit are kept must not depend on the analyst's choices: order by the
-        # unit's own values, so the same data always gives the same bounded contribution.
-        order = ", ".join(["u"] + [c.split(" AS ")[-1] for c in select[1:]]) or "u"
-        bounded = f"SELECT *, ROW_NUMBER() OVER (PARTITION BY u ORDER BY {order}) AS rn FROM ({base}) AS base"
-        keep.insert(0, f"rn <= {b.bind(ds.max_rows_per_unit)}")
-        source = f"({bounded}) AS bounded"
-    else:
-        source = f"({base}) AS base"
-    sql = f"SELECT {', '.join(outer)} FROM {source}"
-    if keep:
-        sql += f" WHERE {' AND '.join(keep)}"
-    if groups:
-        sql += f" GROUP BY {', '.join(groups)}"
+    sql = f"SELECT {', '.join(outer)} FROM {rows.source}"
+    if rows.keep:
+        sql += f" WHERE {' AND '.join(rows.keep)}"
+    if rows.groups:
+        sql += f" GROUP BY {', '.join(rows.groups)}"
     return sql, b.params
