@@ -30,6 +30,7 @@ from protocols.psi import (
     PsiParty,
     _blind_chunk,
     hash_to_group,
+    preblind,
     result_from_final_sets,
     ring_route,
     run_in_memory,
@@ -77,15 +78,22 @@ def time_ours(sets: dict[str, list[str]], job_id: str) -> tuple[float, int]:
     return seconds, result.held_by_all(sets)
 
 
-def time_ring(sets: dict[str, list[str]], job_id: str) -> tuple[float, float, int]:
-    """Total seconds on this machine, and the critical path if every party had its own machine.
+def time_ring(
+    sets: dict[str, list[str]], job_id: str, offline: bool = False
+) -> tuple[float, float, float, int]:
+    """Seconds for the job on this machine, the offline phase before it, and the critical path.
 
     Parties work in rounds: first each blinds its own set, then in round r each re-blinds the
     set it holds. Run one after another here, each step had the whole machine; on separate
-    machines a round takes as long as its slowest step.
+    machines a round takes as long as its slowest step. With ``offline`` every party first
+    pre-blinds its whole set under the key of the coming job (``protocols.psi.preblind``, what a
+    node does while idle), and the job only looks its own tokens up.
     """
     ring = list(sets)
-    parties = {pid: PsiParty(pid, job_id) for pid in ring}
+    start = time.perf_counter()
+    prepared = {pid: preblind(sets[pid]) for pid in ring} if offline else {}
+    offline_seconds = time.perf_counter() - start
+    parties = {pid: PsiParty(pid, job_id, prepared=prepared.get(pid)) for pid in ring}
     start = time.perf_counter()
     in_flight: dict[str, list[bytes]] = {}
     round_time = 0.0
@@ -105,7 +113,7 @@ def time_ring(sets: dict[str, list[str]], job_id: str) -> tuple[float, float, in
     step = time.perf_counter()
     result = result_from_final_sets(job_id, in_flight)
     critical += time.perf_counter() - step
-    return time.perf_counter() - start, critical, result.held_by_all(ring)
+    return time.perf_counter() - start, offline_seconds, critical, result.held_by_all(ring)
 
 
 def time_peer(n: int) -> dict | None:
@@ -128,7 +136,7 @@ def _process_chunk(args: tuple[bytes, list[bytes]]) -> list[bytes]:
 
 def executor_comparison(n: int) -> dict[str, float]:
     """Seconds to blind n tokens: one thread, a thread pool, a (warm) process pool."""
-    points = hash_to_group("bench-executor", [f"{i:08d}" for i in range(n)])
+    points = hash_to_group([f"{i:08d}" for i in range(n)])
     timings = {}
     for label, workers in (("1 thread", 1), ("thread pool", os.cpu_count() or 1)):
         party = PsiParty("douane", "bench-executor", workers=workers)
@@ -170,11 +178,19 @@ def main(argv: list[str] | None = None) -> int:
     else:
         rows.append(f"| 2 parties, {n} x {n} | {ours:.1f} s | not run | |")
 
-    six, critical, in_all = time_ring(six_party_sets(n), "bench-six-party")
+    six, _, critical, in_all = time_ring(six_party_sets(n), "bench-six-party")
     print(f"6 parties x {n}: ours {six:.2f} s on this machine (in all six: {in_all})")
     print(f"  critical path with one such machine per party: {critical:.2f} s")
     rows.append(f"| 6 parties x {n}, all on this machine | {six:.1f} s | no multi-party mode | |")
     rows.append(f"| 6 parties x {n}, critical path, one machine per party | {critical:.1f} s | | |")
+    online, offline, critical, in_all_again = time_ring(six_party_sets(n), "bench-six-offline", offline=True)
+    if in_all_again != in_all:
+        print(f"  pre-blinded run disagrees: {in_all_again} vs {in_all}")
+        return 1
+    print(f"6 parties x {n}, pre-blinded while idle: job {online:.2f} s after {offline:.2f} s offline")
+    print(f"  critical path with one such machine per party: {critical:.2f} s")
+    rows.append(f"| 6 parties x {n}, pre-blinded, the job | {online:.1f} s | | |")
+    rows.append(f"| 6 parties x {n}, pre-blinded, the offline phase before it | {offline:.1f} s | | |")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
     print("\n| case | ours | openmined-psi | speed-up |\n|---|---|---|---|")

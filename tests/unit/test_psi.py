@@ -12,20 +12,23 @@ from nacl.public import PrivateKey
 
 from protocols.identifiers import normalise_many
 from protocols.psi import (
+    DOMAIN,
+    PreBlinded,
     PsiError,
     PsiParty,
     _edwards_to_montgomery,
-    _salt,
     at_least,
     hash_to_group,
     open_tokens,
     pack_tokens,
     pairwise,
     pattern_counts,
+    preblind,
     result_from_final_sets,
     ring_route,
     run_in_memory,
     seal_tokens,
+    shuffled,
     unpack_tokens,
 )
 
@@ -116,7 +119,8 @@ def test_two_jobs_over_the_same_data_are_unlinkable() -> None:
     assert tokens_first.isdisjoint(t for tokens in second.values() for t in tokens)
     # Fresh keys alone already separate two runs that reuse a job id.
     assert tokens_first.isdisjoint(t for tokens in same_id_again.values() for t in tokens)
-    assert set(hash_to_group("job-1", ["x"])).isdisjoint(hash_to_group("job-2", ["x"]))
+    # H(x) itself is the same in every job; it never leaves its owner.
+    assert hash_to_group(["x"]) == hash_to_group(["x"])
 
 
 def test_coordinator_sees_no_identifier_hash_or_singly_blinded_token() -> None:
@@ -131,11 +135,11 @@ def test_coordinator_sees_no_identifier_hash_or_singly_blinded_token() -> None:
         assert item.encode() not in blob
         for digest in (
             hashlib.sha512(item.encode()).digest(),
-            hashlib.sha512(_salt(job_id) + item.encode()).digest(),
+            hashlib.sha512(DOMAIN + item.encode()).digest(),
         ):
             assert digest[:32] not in blob and digest[32:] not in blob
 
-    points = hash_to_group(job_id, everything)
+    points = hash_to_group(everything)
     forbidden = set(points)
     for party in parties.values():
         # reblind of the plain group elements is exactly H(x)^k_p for this party's key.
@@ -151,7 +155,7 @@ def test_coordinator_sees_no_identifier_hash_or_singly_blinded_token() -> None:
 def test_outputs_are_shuffled() -> None:
     party = PsiParty("douane", "job-shuffle")
     items = [f"{i:08d}" for i in range(40)]
-    points = hash_to_group("job-shuffle", items)
+    points = hash_to_group(items)
     in_order = [party.reblind([p])[0] for p in points]
     reblinded = party.reblind(points)
     assert sorted(reblinded) == sorted(in_order)
@@ -184,7 +188,7 @@ def test_montgomery_map_matches_libsodium() -> None:
 
 def test_sealed_hops_round_trip() -> None:
     receiver = PrivateKey.generate()
-    tokens = hash_to_group("job-seal", ["a", "b", "c"])
+    tokens = hash_to_group(["a", "b", "c"])
     sealed = seal_tokens(tokens, receiver.public_key)
     assert pack_tokens(tokens) not in sealed
     assert open_tokens(sealed, receiver) == tokens
@@ -201,7 +205,7 @@ def test_protocol_rules_are_enforced() -> None:
     with pytest.raises(PsiError, match="already blinded") as info:
         party.blind_own(["b"])
     assert info.value.rule == "protocol order"
-    token = hash_to_group("job-rules", ["a"])
+    token = hash_to_group(["a"])
     with pytest.raises(PsiError, match="own set"):
         party.reblind(token, owner="om")
     party.reblind(token, owner="fiod")
@@ -242,3 +246,52 @@ def test_result_from_final_sets_reports_sizes() -> None:
     assert result.pairwise() == {("a", "b"): 1}
     with pytest.raises(PsiError):
         result.held_by_all(["a", "zz"])
+
+
+def test_shuffled_is_a_permutation_and_uniform_enough() -> None:
+    items = list(range(1000))
+    out = shuffled(items)
+    assert sorted(out) == items and out != items
+    assert shuffled([]) == [] and shuffled([7]) == [7]
+    # Each of the 6 orders of three items turns up; 6000 draws, each order near 1000.
+    seen: dict[tuple[int, ...], int] = {}
+    for _ in range(6000):
+        order = tuple(shuffled([0, 1, 2]))
+        seen[order] = seen.get(order, 0) + 1
+    assert len(seen) == 6
+    assert all(800 < count < 1200 for count in seen.values())
+
+
+def test_preblinded_party_gives_the_same_overlap_as_an_online_one() -> None:
+    sets = _random_sets(4, seed=31)
+    online = run_in_memory(sets, "job-online")
+    ring = list(sets)
+    # Two parties did their offline phase on a superset of what the job selects, one on a subset.
+    prepared = {
+        "politie": preblind(sets["politie"] + ["99999999"]),
+        "om": preblind(sets["om"][:5]),
+    }
+    parties = {pid: PsiParty(pid, "job-offline", prepared=prepared.get(pid)) for pid in ring}
+    in_flight = {pid: parties[pid].blind_own(items) for pid, items in sets.items()}
+    for owner in ring:
+        for holder in ring_route(ring, owner):
+            in_flight[owner] = parties[holder].reblind(in_flight[owner], owner=owner)
+    assert result_from_final_sets("job-offline", in_flight).patterns == online.patterns
+    assert parties["politie"].prepared_hits == len(set(sets["politie"]))
+    assert parties["om"].prepared_hits == 5
+    assert parties["fiod"].prepared_hits == 0
+
+
+def test_preblinded_key_serves_one_job_and_is_fresh() -> None:
+    first, second = preblind(["a", "b"]), preblind(["a", "b"])
+    assert isinstance(first, PreBlinded) and len(first) == 2
+    assert set(first.tokens.values()).isdisjoint(second.tokens.values())
+    party = PsiParty("om", "job-a", prepared=first)
+    # The party's own step is exactly the pre-blinded tokens, shuffled.
+    assert sorted(party.blind_own(["b", "a"])) == sorted(first.tokens.values())
+    with pytest.raises(PsiError, match="one job") as info:
+        PsiParty("om", "job-b", prepared=first)
+    assert info.value.rule == "protocol order"
+    party.finish()
+    with pytest.raises(PsiError, match="finished"):
+        party.reblind(list(second.tokens.values()))
