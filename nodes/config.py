@@ -59,6 +59,7 @@ class Policy:
     overlap_max_set: int = 1_000_000
     overlap_dp_required: bool = True
     overlap_key_bits: int = 2048
+    overlap_preblind: bool = True  # pre-blind allowed identifier columns while idle (nodes/preblind.py)
     # Purpose binding (docs/projects.md): projects and purposes that may use the data (None: any),
     # and the job kinds and projects that need this node's officer's approval per job.
     projects: tuple[str, ...] | None = None
@@ -205,8 +206,9 @@ def _overlap_policy(values: dict[str, Any], where: str) -> None:
         raise ConfigError(f"{where}: overlap_min_set must not exceed overlap_max_set")
     if values["overlap_key_bits"] < 1024:
         raise ConfigError(f"{where}: overlap_key_bits must be at least 1024")
-    if not isinstance(values["overlap_dp_required"], bool):
-        raise ConfigError(f"{where}: overlap_dp_required must be true or false")
+    for key in ("overlap_dp_required", "overlap_preblind"):
+        if not isinstance(values[key], bool):
+            raise ConfigError(f"{where}: {key} must be true or false")
 
 
 def _column(raw: dict[str, Any], where: str) -> Column:

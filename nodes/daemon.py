@@ -18,6 +18,7 @@ import grpc
 
 from nodes.audit import AuditLog, load_or_create_signing_key
 from nodes.config import NodeConfig
+from nodes.overlap import overlap_node
 from nodes.release import ReleasePath, open_ledger
 from nodes.secure_release import SecureRelease, load_or_create_secagg_key
 from nodes.sources import DataSources
@@ -101,6 +102,9 @@ class NodeDaemon:
         self.ledger = open_ledger(config)
         self.release = ReleasePath(config, self.sources, self.audit, self.ledger)
         self.release.secure = SecureRelease(self.release, load_or_create_secagg_key(config.state_dir))
+        # Pre-blind overlap identifier columns while idle (nodes/preblind.py).
+        self.overlap = overlap_node(self.release)
+        self.overlap.preblinder.start()
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"{config.node_id}-job")
         self._stop = threading.Event()
         self._call: Any = None
@@ -129,6 +133,7 @@ class NodeDaemon:
             self._stop.wait(delay)
             backoff = min(backoff * 2, self.max_backoff)
         self.pool.shutdown(wait=False, cancel_futures=True)
+        self.overlap.preblinder.close()
         self.sources.close()
 
     def _session(self) -> str:

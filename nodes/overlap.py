@@ -38,6 +38,7 @@ from nacl.public import PrivateKey, PublicKey, SealedBox
 
 from nodes.audit import AuditError
 from nodes.config import Column, Dataset
+from nodes.preblind import PreBlinder
 from nodes.protect import capped_epsilon
 from nodes.sqlgen import DUCKDB, POSTGRES, Dialect, SqlBuilder, quote_ident
 from nodes.validate import Refused, _Checker
@@ -90,10 +91,29 @@ class OverlapNode:
         self.config = release.config
         self._parties: dict[tuple[str, str], _Party] = {}
         self._lock = threading.Lock()
+        self._handling = 0
+        self.preblinder = PreBlinder(self.config, self._all_ids, busy=self._busy)
+
+    def _busy(self) -> bool:
+        with self._lock:
+            return bool(self._parties) or self._handling > 0
+
+    def _all_ids(self, dataset: Dataset, column: str) -> list[Any]:
+        """Every distinct raw value of an identifier column: what the offline phase blinds."""
+        return _select_ids(self.release.sources, dataset, dataset.columns[column], None, 1)
 
     # ------------------------------------------------------------------ dispatch
 
     def handle(self, job: pb.JobRequest) -> pb.JobResponse:
+        with self._lock:
+            self._handling += 1
+        try:
+            return self._handle(job)
+        finally:
+            with self._lock:
+                self._handling -= 1
+
+    def _handle(self, job: pb.JobRequest) -> pb.JobResponse:
         step = job.overlap
         self._expire()
         try:
@@ -219,7 +239,8 @@ class OverlapNode:
         # would be an unprotected aggregate, so it stays in the node's own audit log.
         reply.malformed = malformed if epsilon is None else -1
 
-        psi = PsiParty(step.party, step.job_id)
+        # The offline phase's set for this column, if one is ready (nodes/preblind.py).
+        psi = PsiParty(step.party, step.job_id, prepared=self.preblinder.take(dataset.name, spec.on))
         state = _Party(
             job_id=step.job_id,
             party=step.party,
@@ -306,6 +327,8 @@ class OverlapNode:
                     "overlap": state.job_id,
                     "party": state.party,
                     "blinded": len(state.ids),
+                    # How many came from the offline phase (nodes/preblind.py).
+                    "preblinded": state.psi.prepared_hits,
                     "to": step.next_party,
                     "digest": hashlib.sha256(sealed).hexdigest(),
                 },
@@ -376,13 +399,18 @@ _nodes: weakref.WeakKeyDictionary[Any, OverlapNode] = weakref.WeakKeyDictionary(
 _nodes_lock = threading.Lock()
 
 
-def overlap_step(release: ReleasePath, job: pb.JobRequest) -> pb.JobResponse:
-    """Run one overlap message through the node that ``release`` serves."""
+def overlap_node(release: ReleasePath) -> OverlapNode:
+    """The overlap state of the node that ``release`` serves, made on first use."""
     with _nodes_lock:
         runner = _nodes.get(release)
         if runner is None:
             runner = _nodes[release] = OverlapNode(release)
-    return runner.handle(job)
+    return runner
+
+
+def overlap_step(release: ReleasePath, job: pb.JobRequest) -> pb.JobResponse:
+    """Run one overlap message through the node that ``release`` serves."""
+    return overlap_node(release).handle(job)
 
 
 # ---------------------------------------------------------------------- validation

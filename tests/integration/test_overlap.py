@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -152,6 +154,32 @@ def test_coordinator_sees_only_fully_blinded_tokens(fed_overlap: RunningFederati
         finals[result.job_id] = tokens
     a, b = finals.values()
     assert a.isdisjoint(b), "tokens of two jobs over the same data must not link"
+
+
+def _blind_entries(fed_overlap: RunningFederation, node: str, job_id: str) -> list[dict]:
+    state = fed_overlap.root / "state" / node / "audit.log"
+    entries = [json.loads(line) for line in state.read_text().splitlines() if line.strip()]
+    return [
+        e["payload"] for e in entries if e["payload"].get("overlap") == job_id and "blinded" in e["payload"]
+    ]
+
+
+def test_nodes_answer_from_their_offline_phase(fed_overlap: RunningFederation) -> None:
+    """Once a node has pre-blinded its column, a job takes its own tokens from there: same answer."""
+    fed = fed_overlap.client()
+    pair = FOUR[:2]
+    baseline = fed.overlap(on="company", datasets=pair).counts
+    used = 0
+    for _ in range(20):  # the offline phase runs in the background after start and after each job
+        result = fed.overlap(on="company", datasets=pair)
+        assert result.counts == baseline
+        entries = _blind_entries(fed_overlap, "douane", result.job_id)
+        assert len(entries) == 1
+        used = entries[0]["preblinded"]
+        if used:
+            break
+        time.sleep(0.5)
+    assert used == entries[0]["blinded"], "douane's whole set came from its offline phase"
 
 
 def test_dp_overlap_is_noisy_and_charges_every_dataset_once(fed_overlap: RunningFederation) -> None:
