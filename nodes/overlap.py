@@ -68,6 +68,9 @@ class _Party:
     job_id: str
     party: str
     dataset: Dataset
+    project: str
+    cost: Cost
+    requested_by: str
     psi: PsiParty
     box: PrivateKey
     ids: list[str]
@@ -229,10 +232,9 @@ class OverlapNode:
         cost = Cost(0.0, 0.0)
         if epsilon is not None:
             cost = _charge_plan(epsilon, sensitivity, spec.HasField("aggregate"), len(spec.datasets))
-            # Charged before anything leaves; the same overlap job is never charged twice.
-            self.release.ledger.charge(
-                f"overlap:{step.job_id}:{dataset.name}", dataset.name, project, cost, note=job.requested_by
-            )
+            # Only checked here: the charge comes at BLIND, once every party has accepted the job,
+            # so a job another party refuses costs this one nothing.
+            self.release.ledger.charge(_charge_key(step), dataset.name, project, cost, dry_run=True)
             reply.cost.epsilon = cost.epsilon
             reply.cost.delta = self.release.ledger.status(dataset.name, project).delta
         # Without DP the node's report is exact; with DP an exact count of malformed values
@@ -245,6 +247,9 @@ class OverlapNode:
             job_id=step.job_id,
             party=step.party,
             dataset=dataset,
+            project=project,
+            cost=cost,
+            requested_by=job.requested_by,
             psi=psi,
             box=PrivateKey.generate(),
             ids=ids,
@@ -315,6 +320,11 @@ class OverlapNode:
                 node=self.config.node_id,
             )
         with state.lock:
+            if state.cost.epsilon > 0:
+                # Before anything derived from the set leaves; never twice for one overlap job.
+                self.release.ledger.charge(
+                    _charge_key(step), state.dataset.name, state.project, state.cost, note=state.requested_by
+                )
             if state.sum_base is not None and state.layout is not None:
                 blob = _encrypt_and_blind(state)
             else:
@@ -397,6 +407,11 @@ class OverlapNode:
 
 _nodes: weakref.WeakKeyDictionary[Any, OverlapNode] = weakref.WeakKeyDictionary()
 _nodes_lock = threading.Lock()
+
+
+def _charge_key(step: pb.OverlapStep) -> str:
+    """One ledger entry per party and overlap job (the party names node and dataset)."""
+    return f"overlap:{step.job_id}:{step.party.partition('.')[2]}"
 
 
 def overlap_node(release: ReleasePath) -> OverlapNode:

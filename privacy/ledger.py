@@ -353,11 +353,15 @@ class Ledger:
 
     # ------------------------------------------------------------------ charges
 
-    def charge(self, job_id: str, dataset: str, project: str, cost: Cost, note: str = "") -> Charge:
+    def charge(
+        self, job_id: str, dataset: str, project: str, cost: Cost, note: str = "", dry_run: bool = False
+    ) -> Charge:
         """Record ``cost`` for ``job_id`` if it fits the budget of (dataset, project), atomically.
 
         Charging a job id that is already recorded returns the recorded charge and spends nothing;
         the same job id with a different dataset, project or cost is refused (rule ``job_id_reused``).
+        With ``dry_run`` every check runs and nothing is recorded: a job whose parties must all
+        agree first asks each one, then charges (the returned charge has id 0).
         """
         job_id, dataset, project = (
             _name(job_id, "job_id"),
@@ -395,6 +399,8 @@ class Ledger:
                 requested = after - before if math.isfinite(after) else _alone(cost, delta)
                 raise BudgetExceeded(self.node_id, dataset, project, requested, total - before, total, delta)
             at = _now()
+            if dry_run:
+                return Charge(0, job_id, dataset, project, cost.epsilon, cost.rho, at, note)
             cur = conn.execute(
                 "INSERT INTO charges (job_id, dataset, project, cost_epsilon, cost_rho, at, note)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",

@@ -178,12 +178,6 @@ def test_set_above_overlap_max_set_is_refused_and_charges_nothing(fed: RunningFe
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="every party prepares in parallel and charges its ledger in PREPARE, so a party whose "
-    "set is within bounds is charged although another party refused and nothing was released "
-    "to the analyst; needs a PREPARE that checks without charging, then a separate charge step",
-)
 def test_set_too_large_charges_no_other_party(fed: RunningFederation) -> None:
     project = f"max-set-others-{uuid.uuid4().hex[:6]}"
     with fed.client() as client:

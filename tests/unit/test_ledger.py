@@ -71,6 +71,18 @@ def test_charge_is_idempotent_per_job_id(tmp_path: Path) -> None:
     assert err.value.rule == "job_id_reused"
 
 
+def test_dry_run_checks_without_recording(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "ledger.sqlite", "douane")
+    ledger.set_budget("declarations", "p", 1.0, 1e-6, by="fg")
+    checked = ledger.charge("job-1", "declarations", "p", _pure(0.6), dry_run=True)
+    assert checked.id == 0 and checked.epsilon == pytest.approx(0.6)
+    assert ledger.charges() == [] and ledger.remaining("declarations", "p") == pytest.approx(1.0)
+    with pytest.raises(BudgetExceeded):
+        ledger.charge("job-2", "declarations", "p", _pure(1.5), dry_run=True)
+    ledger.charge("job-1", "declarations", "p", _pure(0.6))
+    assert ledger.remaining("declarations", "p") == pytest.approx(0.4)
+
+
 def test_survives_reopen(tmp_path: Path) -> None:
     path = tmp_path / "state" / "ledger.sqlite"
     first = Ledger(path, "fiod")
