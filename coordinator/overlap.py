@@ -104,6 +104,8 @@ class OverlapJob:
         self.chunk_bytes = min(config.max_message_bytes, _NODE_LINK_BYTES) - _ENVELOPE_BYTES
         self.parties: list[_Party] = []
         self._messages = itertools.count()
+        # Nodes that timed out or dropped in this job: FINISH is sent to them without waiting.
+        self._lost: set[str] = set()
 
     # ------------------------------------------------------------------ set-up
 
@@ -163,23 +165,37 @@ class OverlapJob:
 
     # ------------------------------------------------------------------ messaging
 
-    def _send(self, party: _Party, step: pb.OverlapStep) -> pb.OverlapReply:
-        session = self.registry.get(party.node)
-        if session is None:
-            raise OverlapFailed("node_unreachable", f"node {party.node} is not connected", node=party.node)
+    def _job(self, party: _Party, step: pb.OverlapStep) -> pb.JobRequest:
         step.job_id = self.job_id
         step.party = party.name
         message_id = f"{self.job_id}:{next(self._messages)}:{party.name}"
-        job = pb.JobRequest(job_id=message_id, overlap=step, requested_by=self.requested_by)
+        return pb.JobRequest(job_id=message_id, overlap=step, requested_by=self.requested_by)
+
+    def _post(self, party: _Party, step: pb.OverlapStep) -> None:
+        """Send without waiting for the answer (to a node that already failed to answer once)."""
+        session = self.registry.get(party.node)
+        if session is not None:
+            job = self._job(party, step)
+            session.send_job(job)
+            session.forget(job.job_id)
+
+    def _send(self, party: _Party, step: pb.OverlapStep) -> pb.OverlapReply:
+        session = self.registry.get(party.node)
+        if session is None:
+            self._lost.add(party.node)
+            raise OverlapFailed("node_unreachable", f"node {party.node} is not connected", node=party.node)
+        job = self._job(party, step)
         future = session.send_job(job)
         try:
             response = future.result(timeout=self.timeout)
         except FutureTimeout:
-            session.forget(message_id)
+            session.forget(job.job_id)
+            self._lost.add(party.node)
             raise OverlapFailed(
                 "timeout", f"node {party.node} did not answer within {self.timeout:g}s", node=party.node
             ) from None
         except NodeGone:
+            self._lost.add(party.node)
             raise OverlapFailed(
                 "node_disconnected", f"node {party.node} disconnected during the overlap", node=party.node
             ) from None
@@ -307,8 +323,13 @@ class OverlapJob:
         """Every party drops its keys; best effort, a node that is gone has dropped them already."""
 
         def one(party: _Party) -> None:
+            step = pb.OverlapStep(phase=pb.OVERLAP_FINISH)
             try:
-                self._send(party, pb.OverlapStep(phase=pb.OVERLAP_FINISH))
+                if party.node in self._lost:
+                    # The analyst is not kept waiting a second timeout for a stalled node.
+                    self._post(party, step)
+                else:
+                    self._send(party, step)
             except OverlapFailed:
                 pass
 

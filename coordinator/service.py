@@ -308,7 +308,8 @@ class AnalystService(pb_grpc.AnalystServicer):
                 response.error_rule = missing[0].rule
                 mixed = len({o.rule for o in missing}) > 1
                 response.error = "; ".join(
-                    f"node {o.node} refused: {o.reason}" + (f" [rule: {o.rule}]" if mixed else "") for o in missing
+                    f"node {o.node} refused: {o.reason}" + (f" [rule: {o.rule}]" if mixed else "")
+                    for o in missing
                 )
             else:
                 response.error_rule = "min_nodes"
@@ -348,7 +349,9 @@ class Coordinator:
         pb_grpc.add_NodeLinkServicer_to_server(
             NodeLinkService(self.registry, config.heartbeat_seconds, gate), self.server
         )
-        pb_grpc.add_AnalystServicer_to_server(AnalystService(self.registry, self.jobs, config, gate), self.server)
+        pb_grpc.add_AnalystServicer_to_server(
+            AnalystService(self.registry, self.jobs, config, gate), self.server
+        )
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         if config.tls is not None:
