@@ -14,6 +14,7 @@ All processes share this machine's cores; loopback, development mode (plaintext 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -82,6 +83,18 @@ def wait_until_idle(procs: LocalFederation, timeout: float) -> float:
     raise TimeoutError(f"nodes still busy after {timeout:g}s")
 
 
+def preblinded_share(root: Path, job_id: str) -> float:
+    """Share of the partners' own tokens that came from their offline phase (their audit logs)."""
+    blinded = preblinded = 0
+    for node in PARTNERS:
+        for line in (root / node / "state" / "audit.log").read_text().splitlines():
+            payload = json.loads(line)["payload"]
+            if payload.get("overlap") == job_id and "blinded" in payload:
+                blinded += payload["blinded"]
+                preblinded += payload["preblinded"]
+    return preblinded / blinded if blinded else 0.0
+
+
 def time_federation(
     root: Path, ids: dict[str, list[str]], preblind: bool, jobs: int
 ) -> tuple[list[float], float]:
@@ -107,6 +120,10 @@ def time_federation(
                 expected = len(ids[PARTNERS[0]]) // 2
                 if result.at_least(6) != expected:
                     raise SystemExit(f"wrong answer: {result.at_least(6)} in all six, expected {expected}")
+                share = preblinded_share(root, result.job_id)
+                print(
+                    f"  job {len(times)}: {times[-1]:.1f} s, {share:.0%} of own tokens from the offline phase"
+                )
                 if preblind:
                     wait_until_idle(procs, 600)  # the next job finds a fresh set, as a quiet node would
     finally:
