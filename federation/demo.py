@@ -47,6 +47,11 @@ REFUSED = (
 )
 
 
+def _panel(console: Console, text: str) -> None:
+    # The CLI's console does not wrap (tables and CSV stay intact), but a panel must.
+    console.print(Panel(text), soft_wrap=False)
+
+
 def run_demo(out_dir: Path | None, rows: int, port: int, console: Console) -> None:
     started = time.monotonic()
     keep = out_dir is not None
@@ -91,12 +96,14 @@ def run_demo(out_dir: Path | None, rows: int, port: int, console: Console) -> No
 def _tour(address: str, paths: dict[str, Path], console: Console, kit: Path) -> None:
     from federation.cli import Format, print_frame
 
-    console.print("[dim]All links use mutual TLS with the demo's own federation root (kits in pki/kits).[/dim]")
+    console.print(
+        "[dim]All links use mutual TLS with the demo's own federation root (kits in pki/kits).[/dim]"
+    )
     with Client(address, tls_dir=kit) as fed:
-        console.print(Panel("Who is connected (public metadata only)"))
+        _panel(console, "Who is connected (public metadata only)")
         print_frame(fed.nodes()[["node", "connected", "datasets"]], Format.table)
         for title, sql in TOUR:
-            console.print(Panel(f"{title}\n[dim]{sql}[/dim]"))
+            _panel(console, f"{title}\n[dim]{sql}[/dim]")
             df = fed.query(sql)
             print_frame(with_intervals(df), Format.table)
             spent = ", ".join(
@@ -111,7 +118,7 @@ def _tour(address: str, paths: dict[str, Path], console: Console, kit: Path) -> 
         _overlap_tour(fed, console)
         _budget_tour(fed, paths, console)
         title, sql = REFUSED
-        console.print(Panel(f"{title}\n[dim]{sql}[/dim]"))
+        _panel(console, f"{title}\n[dim]{sql}[/dim]")
         try:
             fed.query(sql)
             raise FederationError("demo", "the identifier query was not refused")
@@ -120,7 +127,7 @@ def _tour(address: str, paths: dict[str, Path], console: Console, kit: Path) -> 
                 raise
             console.print(f"refused: {exc}", style="yellow", markup=False)
 
-    console.print(Panel("Privacy officer of Douane verifies the node's hash-chained audit log"))
+    _panel(console, "Privacy officer of Douane verifies the node's hash-chained audit log")
     from nodes.audit import read_verify_key, verify
     from nodes.config import load_node_config
 
@@ -144,12 +151,13 @@ def _overlap_tour(fed: Client, console: Console) -> None:
     from federation.cli import Format, print_frame
     from federation.demo_data import NETWORK_COMPANIES
 
-    console.print(
-        Panel(
+    _panel(
+        console,
+        (
             "Entity overlap: companies declaring at Rotterdam (Douane), with VAT anomalies (Belastingdienst),\n"
             "in police incidents (Politie) and FIOD investigations; no partner reveals a company number\n"
             "[dim]fed.overlap(on='company', datasets=[...4 datasets], where={...}, epsilon=1.0)[/dim]"
-        )
+        ),
     )
     o = fed.overlap(on="company", datasets=OVERLAP, where=OVERLAP_WHERE, epsilon=1.0, timeout=60)
     shown = o.patterns.head(8).copy()
@@ -171,11 +179,12 @@ def _budget_tour(fed: Client, paths: dict[str, Path], console: Console) -> None:
     from nodes.config import load_node_config
     from nodes.release import open_ledger
 
-    console.print(
-        Panel(
+    _panel(
+        console,
+        (
             "Douane's privacy officer gives project 'mit-rotterdam' a budget of epsilon 2.5 on declarations;\n"
             "the analyst spends epsilon 1 per query until the node refuses"
-        )
+        ),
     )
     # What `federation budget set --config douane.toml ...` does, at the node, by its officer.
     open_ledger(load_node_config(paths["douane"])).set_budget(

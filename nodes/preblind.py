@@ -10,14 +10,16 @@ serves one job; a fresh one is made once no overlap job is running. This is the
 offline/online split of precomputation in two-party computation, e.g. Beaver, "Precomputing
 oblivious transfer" (CRYPTO 1995).
 
-It saves a quarter to a third of a party's work in a six-party job (docs/overlap.md); the
-cost is memory, about 150 bytes per identifier, and idle CPU. ``overlap_preblind = false``
+It saves a quarter of a party's work in a six-party job (docs/overlap.md); the cost is
+memory, about 150 bytes per identifier, and idle CPU: the work runs on one thread at the
+lowest scheduling priority. ``overlap_preblind = false``
 in a dataset's policy turns it off.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -35,6 +37,14 @@ IDLE_WAIT_SECONDS = 3600.0
 IDLE_POLL_SECONDS = 0.2
 
 Key = tuple[str, str]  # (dataset, identifier column)
+
+
+def _lower_priority() -> None:
+    """Run the calling thread at nice 19 where the OS allows it per thread (Linux)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+    except (AttributeError, OSError):
+        pass
 
 
 class PreBlinder:
@@ -122,6 +132,7 @@ class PreBlinder:
             self._ready.clear()
 
     def _run(self) -> None:
+        _lower_priority()
         while not self._closed.is_set():
             key = self._work.get()
             if key is None:
@@ -155,7 +166,8 @@ class PreBlinder:
             log.info("offline phase skipped for %s.%s: %d distinct identifiers", key[0], key[1], len(unique))
             return
         started = time.monotonic()
-        ready = preblind(unique)
+        # One thread, at the lowest priority: the offline phase uses idle CPU, not a job's.
+        ready = preblind(unique, workers=1)
         with self._lock:
             if not self._closed.is_set():
                 self._ready[key] = ready
