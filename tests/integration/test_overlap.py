@@ -165,21 +165,26 @@ def _blind_entries(fed_overlap: RunningFederation, node: str, job_id: str) -> li
 
 
 def test_nodes_answer_from_their_offline_phase(fed_overlap: RunningFederation) -> None:
-    """Once a node has pre-blinded its column, a job takes its own tokens from there: same answer."""
+    """Once a node has pre-blinded its column, a job takes its own tokens from there: same answer.
+
+    Douane reads CSV through DuckDB, Belastingdienst reads PostgreSQL: both offline phases.
+    """
     fed = fed_overlap.client()
     pair = FOUR[:2]
     baseline = fed.overlap(on="company", datasets=pair).counts
-    used = 0
+    shares: dict[str, tuple[int, int]] = {}
     for _ in range(20):  # the offline phase runs in the background after start and after each job
         result = fed.overlap(on="company", datasets=pair)
         assert result.counts == baseline
-        entries = _blind_entries(fed_overlap, "douane", result.job_id)
-        assert len(entries) == 1
-        used = entries[0]["preblinded"]
-        if used:
+        for node in ("douane", "belastingdienst"):
+            entries = _blind_entries(fed_overlap, node, result.job_id)
+            assert len(entries) == 1
+            shares[node] = (entries[0]["preblinded"], entries[0]["blinded"])
+        if all(used for used, _ in shares.values()):
             break
         time.sleep(0.5)
-    assert used == entries[0]["blinded"], "douane's whole set came from its offline phase"
+    for node, (used, blinded) in shares.items():
+        assert blinded > 0 and used == blinded, f"{node}: {used} of {blinded} own tokens pre-blinded"
 
 
 def test_dp_overlap_is_noisy_and_charges_every_dataset_once(fed_overlap: RunningFederation) -> None:
