@@ -102,8 +102,13 @@ class OverlapNode:
             return bool(self._parties) or self._handling > 0
 
     def _all_ids(self, dataset: Dataset, column: str) -> list[Any]:
-        """Every distinct raw value of an identifier column: what the offline phase blinds."""
-        return _select_ids(self.release.sources, dataset, dataset.columns[column], None, 1)
+        """Every distinct raw value of an identifier column: what the offline phase blinds.
+
+        At most ``overlap_max_set + 1`` values are read: more means the column is not pre-blinded.
+        """
+        sql, params = select_ids_sql(dataset, dataset.columns[column], None, 1, _dialect(dataset))
+        limit = int(dataset.policy.overlap_max_set) + 1
+        return [row[0] for row in _execute(self.release.sources, dataset, f"{sql} LIMIT {limit}", params)]
 
     # ------------------------------------------------------------------ dispatch
 

@@ -160,11 +160,12 @@ class PreBlinder:
         column = dataset.column(key[1])
         if column is None or not column.id_type:
             return
-        ids, _ = normalise_many(column.id_type, self._select(dataset, key[1]))
-        unique = list(dict.fromkeys(ids))
-        if not unique or len(unique) > dataset.policy.overlap_max_set:
-            log.info("offline phase skipped for %s.%s: %d distinct identifiers", key[0], key[1], len(unique))
+        raw = self._select(dataset, key[1])
+        if not raw or len(raw) > dataset.policy.overlap_max_set:
+            log.info("offline phase skipped for %s.%s: %d or more distinct values", key[0], key[1], len(raw))
             return
+        ids, _ = normalise_many(column.id_type, raw)
+        unique = list(dict.fromkeys(ids))
         started = time.monotonic()
         # One thread, at the lowest priority: the offline phase uses idle CPU, not a job's.
         ready = preblind(unique, workers=1)

@@ -101,3 +101,35 @@ def test_offline_phase_can_be_turned_off_and_respects_the_set_bound(
     bad = customs.write_csv_node(tmp_path / "bad", declarations, dataset_policy='overlap_preblind = "yes"')
     with pytest.raises(ConfigError, match="overlap_preblind must be true or false"):
         load_node_config(bad)
+
+
+def test_node_reads_at_most_one_value_over_the_bound(tmp_path: Path, customs, declarations) -> None:  # type: ignore[no-untyped-def]
+    from nodes.audit import AuditLog
+    from nodes.overlap import OverlapNode
+    from nodes.release import ReleasePath, open_ledger
+
+    distinct = declarations["kvk_nummer"].dropna().nunique()
+    for bound, expected in ((3, 4), (distinct + 5, distinct)):
+        folder = tmp_path / str(bound)
+        config = load_node_config(
+            customs.write_csv_node(
+                folder,
+                declarations,
+                dataset_policy=f'overlap_columns = ["company"]\noverlap_min_set = 1\noverlap_max_set = {bound}',
+            )
+        )
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        sources = DataSources(config)
+        try:
+            release = ReleasePath(
+                config, sources, AuditLog(config.state_dir / "audit.log", config.node_id), open_ledger(config)
+            )
+            node = OverlapNode(release)
+            dataset = config.datasets["declarations"]
+            assert len(node._all_ids(dataset, "company")) == expected
+            node.preblinder.start()
+            # Above the bound the column is skipped; within it, it is pre-blinded.
+            assert node.preblinder.wait_ready(1.5 if bound == 3 else 30) is (bound != 3)
+            node.preblinder.close()
+        finally:
+            sources.close()
