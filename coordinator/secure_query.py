@@ -269,8 +269,9 @@ class SecureQuery:
     def _outcomes(self) -> list[pb.NodeOutcome]:
         out = []
         for party in self.parties.values():
-            if party.round0 is not None:
-                party.outcome.cost.CopyFrom(party.round0.cost)  # charged even when left out later
+            if party.round0 is not None and party.masked:
+                # A node charges its ledger as it sends its masked input, and only then.
+                party.outcome.cost.CopyFrom(party.round0.cost)
             out.append(party.outcome)
         return out
 

@@ -234,6 +234,8 @@ class SecureJob:
     cost: Cost
     groups: int
     started: float
+    charged: bool = False  # exact jobs have nothing to charge
+    requested_by: str = ""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -363,8 +365,9 @@ class SecureRelease:
         project = spec.project or DEFAULT_PROJECT
         reply = pb.SecureReply(job_id=step.job_id, round=0)
         if budget.dp:
-            # Charged before anything leaves; the same job id is never charged twice.
-            self.path.ledger.charge(step.job_id, dataset.name, project, cost, note=job.requested_by)
+            # Only checked here: the charge comes with the masked input (round 3), the first thing
+            # computed from the data that leaves, so a job that fails before costs nothing.
+            self.path.ledger.charge(step.job_id, dataset.name, project, cost, dry_run=True)
             reply.cost.delta = self.path.ledger.status(dataset.name, project).delta
             reply.cost.epsilon = cost.epsilon if cost.pure else epsilon_at_delta(cost.rho, reply.cost.delta)
             reply.cost.rho = cost.rho
@@ -377,7 +380,15 @@ class SecureRelease:
             if step.job_id in self._jobs:
                 raise self._refused("secure_duplicate", f"secure job {step.job_id} is already running")
             self._jobs[step.job_id] = SecureJob(
-                client, vector, dataset.name, project, cost, len(plan.keys), self.clock()
+                client,
+                vector,
+                dataset.name,
+                project,
+                cost,
+                len(plan.keys),
+                self.clock(),
+                charged=not budget.dp,
+                requested_by=job.requested_by,
             )
         return pb.JobResponse(job_id=job.job_id, secure=reply)
 
@@ -398,6 +409,12 @@ class SecureRelease:
             elif step.round == m.ROUND_MASKED_INPUT:
                 if state.vector is None:
                     raise SecAggError("secagg_wrong_round", "the masked input was already sent")
+                if not state.charged:
+                    # Charged before the masked input leaves; never twice for one job id.
+                    self.path.ledger.charge(
+                        step.job_id, state.dataset, state.project, state.cost, note=state.requested_by
+                    )
+                    state.charged = True
                 masked = state.client.masked_input(bytes(step.payload), state.vector).to_bytes()
                 state.vector = None
                 reply.audit_digest = hashlib.sha256(masked).hexdigest()

@@ -310,4 +310,6 @@ def tls_files(raw: dict, base: Path, where: str) -> TlsFiles | None:
         p = Path(str(raw[key]))
         return p if p.is_absolute() else (base / p).resolve()
 
-    return TlsFiles(path("tls_cert"), path("tls_key"), path("tls_ca"), path("tls_crl") if "tls_crl" in raw else None)
+    return TlsFiles(
+        path("tls_cert"), path("tls_key"), path("tls_ca"), path("tls_crl") if "tls_crl" in raw else None
+    )

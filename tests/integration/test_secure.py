@@ -382,6 +382,31 @@ def test_below_threshold_fails_and_names_the_dropped(fed: SecureFederation) -> N
     fed.procs.wait_for_nodes(set(NODES), timeout=30)
 
 
+def test_job_that_fails_before_masked_input_costs_no_budget(fed: SecureFederation) -> None:
+    """Nodes only check their budget at round 0 and charge when their masked input leaves."""
+    project = f"secure-fail-{uuid.uuid4().hex[:6]}"
+    pids = [_freeze(fed, n) for n in ("kmar", "fiod")]
+    try:
+        with fed.client() as client, pytest.raises(FederationError) as info:
+            client.query(
+                "SELECT COUNT(*) AS n FROM signals", secure=True, epsilon=1.0, project=project, timeout=3
+            )
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+    assert info.value.rule == "secagg_threshold"
+    fed.procs.wait_for_nodes(set(NODES), timeout=30)
+    with fed.client() as client:
+        # The resumed nodes have run their queued round 0 by the time they answer this.
+        client.query("SELECT COUNT(*) AS n FROM signals", secure=True, epsilon=1.0, project=f"{project}-ok")
+        failed, ok = client.budget(project), client.budget(f"{project}-ok")
+    failed, ok = failed[failed["dataset"] == "signals"], ok[ok["dataset"] == "signals"]
+    assert set(failed["node"]) == set(NODES), failed.to_string()
+    assert (failed["releases"] == 0).all(), "a job that released nothing charged a ledger"
+    # The check is not vacuous: the same query that completes is charged once at every node.
+    assert set(ok["node"]) == set(NODES) and (ok["releases"] == 1).all(), ok.to_string()
+
+
 def test_node_killed_after_masked_input_is_recovered(fed: SecureFederation) -> None:
     victim = fed.procs.procs["politie"]
 
