@@ -33,6 +33,7 @@ from pathlib import Path
 
 from coordinator.config import CoordinatorConfig
 from coordinator.jobstore import JobStore
+from coordinator.progress import Report
 from coordinator.registry import NodeGone, Registry
 from privacy.dp import interval, plan_noise, release_counts, release_sums
 from protocols import federation_pb2 as pb
@@ -94,8 +95,10 @@ class OverlapJob:
         config: CoordinatorConfig,
         request: pb.OverlapRequest,
         requested_by: str,
+        report: Report | None = None,
     ) -> None:
         self.registry = registry
+        self.report: Report = report or (lambda phase, step, detail: None)
         self.spec = pb.OverlapSpec()
         self.spec.CopyFrom(request.spec)
         self.requested_by = requested_by
@@ -292,10 +295,12 @@ class OverlapJob:
             step = pb.OverlapStep(phase=pb.OVERLAP_BLIND, next_party=nxt.name, next_key=nxt.reply.hop_key)
             return self._exchange(self.parties[i], step)
 
+        self.report("blind", 1, f"each of the {n} parties blinds its own set")
         outputs = self._each({p.name: (lambda i=i: blind(i)) for i, p in enumerate(self.parties)})
         for name, (body, _sealed) in outputs.items():  # type: ignore[misc]
             in_flight[name] = body
         for hop in range(1, n):
+            self.report("re-blind", 1 + hop, f"round {hop} of {n - 1}: every set moves one party on")
 
             def reblind(i: int, hop: int = hop) -> tuple[bytes, bool]:
                 owner = self.parties[i]
@@ -317,6 +322,7 @@ class OverlapJob:
             outputs = self._each({p.name: (lambda i=i: reblind(i)) for i, p in enumerate(self.parties)})
             for name, (body, _sealed) in outputs.items():  # type: ignore[misc]
                 in_flight[name] = body
+        self.report("count", n + 1, "matching the fully blinded sets; noise")
         return in_flight
 
     def finish(self) -> None:
@@ -479,16 +485,22 @@ def run_overlap(
     request: pb.OverlapRequest,
     requested_by: str,
     aggregate: bool,
+    report: Report | None = None,
 ) -> pb.OverlapResponse:
-    """Run one overlap (pattern counts) or intersection-sum job; never raises."""
-    job = OverlapJob(registry, config, request, requested_by)
+    """Run one overlap (pattern counts) or intersection-sum job; never raises.
+
+    ``report(phase, steps done, detail)`` follows it: ``progress_steps(n)`` steps for n parties.
+    """
+    job = OverlapJob(registry, config, request, requested_by, report)
     try:
         job.resolve(aggregate)
     except OverlapFailed as exc:
+        job.report("failed", 0, exc.message)
         return pb.OverlapResponse(job_id=job.job_id, ok=False, error=exc.message, error_rule=exc.rule)
     jobs.start(job.job_id, requested_by, job.spec, _describe(job.spec))  # type: ignore[arg-type]
     prepared = False
     try:
+        job.report("prepare", 0, f"{len(job.parties)} parties check, select and normalise their sets")
         job.prepare()
         prepared = True
         final = job.ring()
@@ -499,6 +511,7 @@ def run_overlap(
             job.finish()
         outcomes = [p.outcome for p in job.parties]
         jobs.finish(job.job_id, "failed", "", outcomes)
+        job.report("failed", 0, exc.message)
         return pb.OverlapResponse(
             job_id=job.job_id,
             ok=False,
@@ -510,4 +523,10 @@ def run_overlap(
     job.finish()
     response.nodes.extend(p.outcome for p in job.parties)
     jobs.finish(job.job_id, "complete", _digest(response), [p.outcome for p in job.parties])
+    job.report("done", progress_steps(len(job.parties)), "")
     return response
+
+
+def progress_steps(parties: int) -> int:
+    """Steps an overlap of ``parties`` reports: prepare, blind, ``parties - 1`` rounds, count."""
+    return parties + 2

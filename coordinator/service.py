@@ -20,7 +20,8 @@ from coordinator.combine import combine
 from coordinator.config import CoordinatorConfig
 from coordinator.jobstore import JobStore
 from coordinator.limits import RateLimited, RateLimiter
-from coordinator.overlap import run_overlap
+from coordinator.overlap import progress_steps, run_overlap
+from coordinator.progress import ProgressBoard, ProgressIdInvalid
 from coordinator.projects import (
     ProjectRefused,
     ProjectRegistry,
@@ -166,6 +167,7 @@ class AnalystService(pb_grpc.AnalystServicer):
         self.gate = gate
         self.projects = Projects(dict(config.projects))
         self.limits = RateLimiter(config.max_queries_per_minute)  # per analyst: coordinator/limits.py
+        self.progress = ProgressBoard()  # long jobs' progress, per analyst: coordinator/progress.py
 
     def Projects(self, request: pb.ProjectsRequest, context: grpc.ServicerContext) -> pb.ProjectsResponse:  # noqa: N802
         """The projects jobs may run for: purpose, legal basis, members, expiry, quorum (docs/projects.md)."""
@@ -186,6 +188,10 @@ class AnalystService(pb_grpc.AnalystServicer):
         self.gate.user(context)
         return pb.JobsResponse(jobs=self.jobs.recent(request.limit, request.project))
 
+    def Progress(self, request: pb.ProgressRequest, context: grpc.ServicerContext) -> pb.ProgressResponse:  # noqa: N802
+        """How far the caller's own job with this ``progress_id`` has come."""
+        return self.progress.read(self.gate.user(context), request.progress_id)
+
     def Overlap(self, request: pb.OverlapRequest, context: grpc.ServicerContext) -> pb.OverlapResponse:  # noqa: N802
         """Entity counts per membership pattern across datasets (multi-party PSI): coordinator/overlap.py."""
         return self._overlap(request, self.gate.user(context), aggregate=False)
@@ -203,6 +209,12 @@ class AnalystService(pb_grpc.AnalystServicer):
             return pb.OverlapResponse(
                 job_id=uuid.uuid4().hex, ok=False, error=exc.message, error_rule=exc.rule
             )
+        try:
+            report = self.progress.start(
+                user, request.progress_id, progress_steps(len(request.spec.datasets))
+            )
+        except ProgressIdInvalid as exc:
+            return pb.OverlapResponse(job_id=uuid.uuid4().hex, ok=False, error=str(exc), error_rule=exc.rule)
         # Project rules first; the overlap run then stamps the project's purpose on every step.
         try:
             project = self.projects.admit(request.spec.project, user)
@@ -216,9 +228,12 @@ class AnalystService(pb_grpc.AnalystServicer):
         except ProjectRefused as exc:
             job_id = uuid.uuid4().hex
             self.jobs.refused(job_id, user, request.spec, "", exc.rule, exc.message)  # type: ignore[arg-type]
+            report("failed", 0, exc.message)
             return pb.OverlapResponse(job_id=job_id, ok=False, error=exc.message, error_rule=exc.rule)
         view = ProjectRegistry(self.registry, project)
-        response = run_overlap(view, self.jobs, self.config, request, user, aggregate=aggregate)  # type: ignore[arg-type]
+        response = run_overlap(
+            view, self.jobs, self.config, request, user, aggregate=aggregate, report=report
+        )  # type: ignore[arg-type]
         self.jobs.annotate(response.job_id, project.name, project.purpose, project.legal_basis)
         return response
 

@@ -8,15 +8,21 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from protocols.errors import FederationError
+
+if TYPE_CHECKING:
+    from federation.overlap import JobProgress
 
 app = typer.Typer(
     help="Federated analytics: aggregates leave a partner's node, raw rows never do.",
@@ -200,9 +206,15 @@ def overlap(
         if not sep or not name.strip() or not condition.strip():
             raise FederationError("malformed_request", f"--where takes node.dataset=CONDITION, got {item!r}")
         conditions[name.strip()] = condition
-    with Client(coordinator) as fed:
+    with Client(coordinator) as fed, _progress_bar("overlap") as progress:
         result = fed.overlap(
-            on, dataset, where=conditions, epsilon=epsilon, project=project, timeout=timeout or None
+            on,
+            dataset,
+            where=conditions,
+            epsilon=epsilon,
+            project=project,
+            timeout=timeout or None,
+            progress=progress,
         )
     patterns = result.patterns
     if fmt != Format.table:
@@ -228,6 +240,28 @@ def overlap(
     if plot is not None:
         result.plot(plot)
         err.print(f"[dim]chart written to {plot}[/dim]")
+
+
+@contextmanager
+def _progress_bar(label: str) -> Iterator[Callable[[JobProgress], None]]:
+    """A progress bar on stderr for a long job, cleared when it ends; nothing when not a terminal."""
+    bar = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("[dim]{task.fields[detail]}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    )
+    task = bar.add_task(label, total=None, detail="")
+
+    def update(p: JobProgress) -> None:
+        bar.update(task, description=f"{label}: {p.phase}", completed=p.step, total=p.steps, detail=p.detail)
+
+    with bar:
+        yield update
 
 
 @app.command()

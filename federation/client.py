@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import getpass
 import os
+import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,14 @@ import pandas as pd
 from google.protobuf.json_format import MessageToDict
 
 from federation.mock import mock_frame
-from federation.overlap import OverlapResult, aggregate_frame, build_request, result_from_response
+from federation.overlap import (
+    JobProgress,
+    OverlapResult,
+    ProgressCallback,
+    aggregate_frame,
+    build_request,
+    result_from_response,
+)
 from federation.query import parse_query
 from protocols import federation_pb2 as pb
 from protocols import federation_pb2_grpc as pb_grpc
@@ -44,6 +53,9 @@ def _rpc_error(exc: grpc.RpcError, address: str) -> FederationError:
         return FederationError("not_authorised", details or "the coordinator refused this identity")
     name = code.name if code else "error"
     return FederationError("coordinator_error", f"the coordinator answered {name}: {details}")
+
+
+PROGRESS_POLL_SECONDS = 0.5
 
 
 class Client:
@@ -90,6 +102,44 @@ class Client:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def _follow(
+        self, method: str, request: Any, timeout: float | None, progress: ProgressCallback | None
+    ) -> Any:
+        """Call ``method``; while it runs, poll ``Progress`` and pass each change to ``progress``."""
+        if progress is None:
+            return self._call(method, request, timeout=timeout)
+        request.progress_id = uuid.uuid4().hex
+        metadata = (("x-federation-user", self.user),)
+        wait = timeout or self.timeout
+        try:
+            future = getattr(self._stub, method).future(request, timeout=wait, metadata=metadata)
+            seen: tuple[str, int] | None = None
+
+            def poll() -> None:
+                nonlocal seen
+                try:
+                    status = self._stub.Progress(
+                        pb.ProgressRequest(progress_id=request.progress_id), timeout=5, metadata=metadata
+                    )
+                except grpc.RpcError:
+                    return  # progress is best effort; the job's own answer decides
+                if status.found and (status.phase, status.step) != seen:
+                    seen = (status.phase, status.step)
+                    progress(JobProgress(status.phase, status.step, status.steps, status.detail))
+
+            # The call carries its own deadline; the loop ends with it at the latest.
+            deadline = time.monotonic() + wait + PROGRESS_POLL_SECONDS
+            while not future.done() and time.monotonic() < deadline:
+                try:
+                    future.result(timeout=PROGRESS_POLL_SECONDS)
+                except grpc.FutureTimeoutError:
+                    poll()
+            response = future.result()
+            poll()  # the final state: done, or where it failed
+            return response
+        except grpc.RpcError as exc:
+            raise _rpc_error(exc, self.address) from None
 
     def _call(self, method: str, request: Any, timeout: float | None = None) -> Any:
         try:
@@ -203,15 +253,17 @@ class Client:
         epsilon: float | None = None,
         project: str = "",
         timeout: float | None = None,
+        progress: ProgressCallback | None = None,
     ) -> OverlapResult:
         """Entities per membership pattern across ``datasets`` ("node.dataset"), by private set intersection.
 
         ``where`` maps a dataset to a condition on its rows, e.g. ``{"douane.declarations": "port =
-        'Rotterdam'"}``. Identifiers never leave a node readable (docs/overlap.md).
+        'Rotterdam'"}``. Identifiers never leave a node readable (docs/overlap.md). ``progress``,
+        if given, is called with a :class:`JobProgress` each time the job moves on.
         """
         request = build_request(on, datasets, where, epsilon, project, timeout)
-        response = self._call("Overlap", request, timeout=_overlap_deadline(timeout, len(datasets)))
-        return result_from_response(response)
+        deadline = _overlap_deadline(timeout, len(datasets))
+        return result_from_response(self._follow("Overlap", request, deadline, progress))
 
     def overlap_aggregate(
         self,
@@ -225,15 +277,17 @@ class Client:
         epsilon: float | None = None,
         project: str = "",
         timeout: float | None = 120.0,
+        progress: ProgressCallback | None = None,
     ) -> pd.DataFrame:
         """Count and sum of ``sum`` per ``group_by`` over the entities of ``base`` also present at
-        every dataset in ``present_at`` (intersection-sum, Ion et al. 2020). ``timeout`` is per step."""
+        every dataset in ``present_at`` (intersection-sum, Ion et al. 2020). ``timeout`` is per step;
+        ``progress`` as for :meth:`overlap`."""
         others = [present_at] if isinstance(present_at, str) else list(present_at)
         request = build_request(
             on, [base, *others], where, epsilon, project, timeout, aggregate=(group_by, sum)
         )
         deadline = _overlap_deadline(timeout, len(others) + 1)
-        return aggregate_frame(self._call("OverlapAggregate", request, timeout=deadline), sum)
+        return aggregate_frame(self._follow("OverlapAggregate", request, deadline, progress), sum)
 
     def budget(self, project: str = "") -> pd.DataFrame:
         """What remains of the privacy budget per node and dataset for ``project`` (read-only).

@@ -10,7 +10,7 @@ analysts ask for: patterns, a pairwise matrix, "at >= k datasets", and an UpSet-
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
@@ -27,6 +27,19 @@ from protocols.values import from_value
 __all__ = ["OverlapResult", "aggregate_frame", "build_request", "parse_where", "result_from_response"]
 
 MAX_DATASETS = 8
+
+
+@dataclass(frozen=True)
+class JobProgress:
+    """How far a running overlap has come: ``step`` of ``steps`` done, in ``phase``."""
+
+    phase: str
+    step: int
+    steps: int
+    detail: str = ""
+
+
+ProgressCallback = Callable[[JobProgress], None]
 
 
 def parse_where(where: str, dataset: str = "") -> pb.Filter:

@@ -530,12 +530,34 @@ class OverlapGroup(_message.Message):
     def __init__(self, key: _Optional[_Union[Value, _Mapping]] = ..., count: _Optional[float] = ..., sum: _Optional[float] = ...) -> None: ...
 
 class OverlapRequest(_message.Message):
-    __slots__ = ("spec", "timeout_seconds")
+    __slots__ = ("spec", "timeout_seconds", "progress_id")
     SPEC_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_ID_FIELD_NUMBER: _ClassVar[int]
     spec: OverlapSpec
     timeout_seconds: float
-    def __init__(self, spec: _Optional[_Union[OverlapSpec, _Mapping]] = ..., timeout_seconds: _Optional[float] = ...) -> None: ...
+    progress_id: str
+    def __init__(self, spec: _Optional[_Union[OverlapSpec, _Mapping]] = ..., timeout_seconds: _Optional[float] = ..., progress_id: _Optional[str] = ...) -> None: ...
+
+class ProgressRequest(_message.Message):
+    __slots__ = ("progress_id",)
+    PROGRESS_ID_FIELD_NUMBER: _ClassVar[int]
+    progress_id: str
+    def __init__(self, progress_id: _Optional[str] = ...) -> None: ...
+
+class ProgressResponse(_message.Message):
+    __slots__ = ("found", "phase", "step", "steps", "detail")
+    FOUND_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    found: bool
+    phase: str
+    step: int
+    steps: int
+    detail: str
+    def __init__(self, found: _Optional[bool] = ..., phase: _Optional[str] = ..., step: _Optional[int] = ..., steps: _Optional[int] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class OverlapResponse(_message.Message):
     __slots__ = ("job_id", "ok", "error", "error_rule", "datasets", "patterns", "parties", "nodes", "epsilon", "noise_sd", "ci_half_width", "group_by", "groups", "sum_noise_sd", "sum_ci_half_width")

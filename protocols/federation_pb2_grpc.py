@@ -146,6 +146,11 @@ class AnalystStub:
                 request_serializer=protocols_dot_federation__pb2.ProjectsRequest.SerializeToString,
                 response_deserializer=protocols_dot_federation__pb2.ProjectsResponse.FromString,
                 _registered_method=True)
+        self.Progress = channel.unary_unary(
+                '/federation.v1.Analyst/Progress',
+                request_serializer=protocols_dot_federation__pb2.ProgressRequest.SerializeToString,
+                response_deserializer=protocols_dot_federation__pb2.ProgressResponse.FromString,
+                _registered_method=True)
 
 
 class AnalystServicer:
@@ -199,6 +204,12 @@ class AnalystServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Progress(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AnalystServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -241,6 +252,11 @@ def add_AnalystServicer_to_server(servicer, server):
                     servicer.Projects,
                     request_deserializer=protocols_dot_federation__pb2.ProjectsRequest.FromString,
                     response_serializer=protocols_dot_federation__pb2.ProjectsResponse.SerializeToString,
+            ),
+            'Progress': grpc.unary_unary_rpc_method_handler(
+                    servicer.Progress,
+                    request_deserializer=protocols_dot_federation__pb2.ProgressRequest.FromString,
+                    response_serializer=protocols_dot_federation__pb2.ProgressResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -459,6 +475,33 @@ class Analyst:
             '/federation.v1.Analyst/Projects',
             protocols_dot_federation__pb2.ProjectsRequest.SerializeToString,
             protocols_dot_federation__pb2.ProjectsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Progress(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/federation.v1.Analyst/Progress',
+            protocols_dot_federation__pb2.ProgressRequest.SerializeToString,
+            protocols_dot_federation__pb2.ProgressResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -16,6 +16,7 @@ import pytest
 
 from coordinator.overlap import RECORD_ENV
 from federation.demo_data import GOODS, Scenario, generate, ground_truth_overlap, write_scenario
+from federation.overlap import JobProgress, build_request
 from federation.processes import LocalFederation, free_port
 from protocols import federation_pb2 as pb
 from protocols.errors import FederationError
@@ -185,6 +186,24 @@ def test_nodes_answer_from_their_offline_phase(fed_overlap: RunningFederation) -
         time.sleep(0.5)
     for node, (used, blinded) in shares.items():
         assert blinded > 0 and used == blinded, f"{node}: {used} of {blinded} own tokens pre-blinded"
+
+
+def test_progress_follows_the_ring_to_the_end(fed_overlap: RunningFederation) -> None:
+    seen: list[JobProgress] = []
+    with fed_overlap.client() as fed:
+        result = fed.overlap(on="company", datasets=FOUR, progress=seen.append)
+        assert result.at_least(1) > 0
+        # Another progress id, or a malformed one, gets nothing or a clear refusal.
+        request = build_request("company", FOUR[:2], None, None, "", None)
+        request.progress_id = "not valid!"
+        refused = fed._call("Overlap", request)
+    assert seen, "no progress was reported"
+    last = seen[-1]
+    assert (last.phase, last.step, last.steps) == ("done", len(FOUR) + 2, len(FOUR) + 2)
+    steps = [p.step for p in seen]
+    assert steps == sorted(steps), steps
+    assert not refused.ok and refused.error_rule == "malformed_request"
+    assert "progress_id" in refused.error
 
 
 def test_dp_overlap_is_noisy_and_charges_every_dataset_once(fed_overlap: RunningFederation) -> None:
