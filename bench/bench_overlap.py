@@ -23,12 +23,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench.signals import wait_until_idle
 from federation.client import Client
 from federation.processes import LocalFederation, free_port
 from protocols.psi import run_in_memory
 
 PARTNERS = ["politie", "om", "fiod", "douane", "belastingdienst", "kmar"]
-IDLE_SECONDS = 1.5
 
 
 def partner_ids(n: int) -> dict[str, list[str]]:
@@ -62,25 +62,6 @@ def write_federation(root: Path, ids: dict[str, list[str]], address: str, prebli
             '[[datasets.columns]]\nname = "sector"\nlocal = "sector"\nkind = "category"\ndomain = ["trade"]\n'
         )
     return paths
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def wait_until_idle(procs: LocalFederation, timeout: float) -> float:
-    """Seconds until no node process uses CPU for IDLE_SECONDS (the offline phase is done)."""
-    start = time.monotonic()
-    pids = [p.pid for name, p in procs.procs.items() if name != "coordinator"]
-    last = sum(_cpu_seconds(pid) for pid in pids)
-    while time.monotonic() - start < timeout:
-        time.sleep(IDLE_SECONDS)
-        now = sum(_cpu_seconds(pid) for pid in pids)
-        if now - last < 0.05 * IDLE_SECONDS:
-            return time.monotonic() - start - IDLE_SECONDS
-        last = now
-    raise TimeoutError(f"nodes still busy after {timeout:g}s")
 
 
 def preblinded_share(root: Path, job_id: str) -> float:

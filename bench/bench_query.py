@@ -19,7 +19,7 @@ import duckdb
 import pandas as pd
 
 from bench.signals import QUERIES as SIGNAL_QUERIES
-from bench.signals import percentile, write_signals
+from bench.signals import percentile, wait_until_idle, write_signals
 from federation.client import Client
 from federation.demo_data import NODES
 from federation.processes import LocalFederation, free_port
@@ -61,6 +61,8 @@ def main() -> None:
         log_dir=root / "logs",
     )
     fed_procs.start(timeout=300)
+    # Nodes pre-blind their overlap columns once after start (nodes/preblind.py); measure after.
+    print(f"nodes idle {wait_until_idle(fed_procs, 600):.1f}s after connecting (overlap offline phase done)")
     try:
         with Client(address) as fed:
             results = {name: _measure(fed, pooled, sql, args.repeat) for name, sql in QUERIES.items()}

@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.signals import QUERIES, percentile, write_signals
+from bench.signals import QUERIES, percentile, wait_until_idle, write_signals
 from federation.client import Client
 from federation.demo_data import NODES
 from federation.processes import LocalFederation, free_port
@@ -59,6 +59,8 @@ def main() -> None:
         log_dir=root / "logs",
     )
     procs.start(timeout=300)
+    # Nodes pre-blind their overlap columns once after start (nodes/preblind.py); measure after.
+    print(f"nodes idle {wait_until_idle(procs, 600):.1f}s after connecting (overlap offline phase done)")
     plain_times: list[float] = []
     secure_times: list[float] = []
     try:

@@ -6,10 +6,13 @@ so the plain side measures the query path itself and both sides of each ratio sh
 
 from __future__ import annotations
 
+import os
 import statistics
+import time
 from pathlib import Path
 
 from federation.demo_data import NODES, Scenario, generate, node_configs
+from federation.processes import LocalFederation
 
 QUERIES = {
     "distinct": (
@@ -18,6 +21,28 @@ QUERIES = {
     ),
     "rows": "SELECT region, phenomenon, COUNT(*) AS n FROM signals WHERE year >= 2021 GROUP BY region, phenomenon",
 }
+
+
+IDLE_SECONDS = 1.5
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_until_idle(procs: LocalFederation, timeout: float) -> float:
+    """Seconds until no node process uses CPU for IDLE_SECONDS (the offline phase is done)."""
+    start = time.monotonic()
+    pids = [p.pid for name, p in procs.procs.items() if name != "coordinator"]
+    last = sum(_cpu_seconds(pid) for pid in pids)
+    while time.monotonic() - start < timeout:
+        time.sleep(IDLE_SECONDS)
+        now = sum(_cpu_seconds(pid) for pid in pids)
+        if now - last < 0.05 * IDLE_SECONDS:
+            return time.monotonic() - start - IDLE_SECONDS
+        last = now
+    raise TimeoutError(f"nodes still busy after {timeout:g}s")
 
 
 def percentile(values: list[float], q: float) -> float:
