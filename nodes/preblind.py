@@ -87,7 +87,13 @@ class PreBlinder:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="overlap-offline", daemon=True)
             self._thread.start()
-        for key in self.columns():
+        columns = self.columns()
+        if columns:
+            log.info(
+                "overlap offline phase: pre-blinding %s in the background at low priority",
+                ", ".join(f"{d}.{c}" for d, c in columns),
+            )
+        for key in columns:
             self.schedule(*key)
 
     def schedule(self, dataset: str, column: str) -> None:
