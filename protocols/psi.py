@@ -190,12 +190,17 @@ def _hash_chunk(items: Sequence[str]) -> list[bytes]:
     return _edwards_to_montgomery(points)
 
 
-def hash_to_group(items: Sequence[str], workers: int | None = None) -> list[bytes]:
-    """Hash identifiers into the prime-order group, in input order."""
-    for item in items:
+def _check_identifiers(items: Iterable[str]) -> list[str]:
+    checked = list(items)
+    for item in checked:
         if not isinstance(item, str):
             raise PsiError(f"identifiers must be strings, got {type(item).__name__}", rule="identifier")
-    return _parallel(_hash_chunk, list(items), workers)
+    return checked
+
+
+def hash_to_group(items: Sequence[str], workers: int | None = None) -> list[bytes]:
+    """Hash identifiers into the prime-order group, in input order."""
+    return _parallel(_hash_chunk, _check_identifiers(items), workers)
 
 
 def _check_tokens(tokens: Sequence[bytes]) -> list[bytes]:
@@ -343,10 +348,7 @@ class PsiParty:
     def blind_own(self, items: Iterable[str]) -> list[bytes]:
         """Hash and blind this party's normalised identifiers; duplicates count once."""
         self._start_own()
-        unique = list(dict.fromkeys(items))
-        for item in unique:
-            if not isinstance(item, str):
-                raise PsiError(f"identifiers must be strings, got {type(item).__name__}", rule="identifier")
+        unique = list(dict.fromkeys(_check_identifiers(items)))
         self.own_size = len(unique)
         return shuffled(self._own_tokens(unique))
 
@@ -362,12 +364,9 @@ class PsiParty:
         Identifiers must be unique here: a payload per entity has to be aggregated first.
         """
         self._start_own()
-        ids = [item for item, _ in items]
+        ids = _check_identifiers(item for item, _ in items)
         if len(set(ids)) != len(ids):
             raise PsiError("an identifier occurs twice in a set with values", rule="duplicate identifier")
-        for item in ids:
-            if not isinstance(item, str):
-                raise PsiError(f"identifiers must be strings, got {type(item).__name__}", rule="identifier")
         tokens = self._own_tokens(ids)
         self.own_size = len(ids)
         return shuffled([(token, payload) for token, (_, payload) in zip(tokens, items, strict=True)])
