@@ -21,7 +21,11 @@ from typer.testing import CliRunner
 from federation import pki
 from federation.pki_cli import PARTNERS, pki_app
 
-NOW = dt.datetime.now(dt.UTC)
+
+@pytest.fixture()
+def now() -> dt.datetime:
+    """The time the test runs, not the time the module was collected: a long suite must not matter."""
+    return dt.datetime.now(dt.UTC)
 
 
 @pytest.fixture()
@@ -114,6 +118,7 @@ def test_kit_folder_layout_readme_and_key_modes(root: Path, tmp_path: Path) -> N
 
 
 def test_show_and_index_list_what_was_issued(root: Path) -> None:
+    before = dt.datetime.now(dt.UTC)
     a = pki.issue(root, "politie", "node", org="politie")
     b = pki.issue(root, "po-politie", "privacy_officer", org="politie")
     infos = pki.show(root)
@@ -121,7 +126,7 @@ def test_show_and_index_list_what_was_issued(root: Path) -> None:
         ("politie", "node", a.serial, a.fingerprint, False),
         ("po-politie", "privacy_officer", b.serial, b.fingerprint, False),
     ]
-    assert infos[0].not_before < NOW < infos[0].not_after
+    assert infos[0].not_before <= before < dt.datetime.now(dt.UTC) < infos[0].not_after
     index = json.loads((root / "index.json").read_text())
     assert [c["serial"] for c in index["certificates"]] == [a.serial, b.serial]
     assert (root / "issued" / f"{a.serial}.pem").read_bytes() == a.cert.read_bytes()
@@ -134,22 +139,22 @@ def _rule(excinfo: pytest.ExceptionInfo[pki.PkiError]) -> str:
     return excinfo.value.rule
 
 
-def test_expired_certificate_is_refused(root: Path) -> None:
-    kit = pki.issue(root, "om", "node", org="om", days=30, now=NOW - dt.timedelta(days=400))
+def test_expired_certificate_is_refused(root: Path, now: dt.datetime) -> None:
+    kit = pki.issue(root, "om", "node", org="om", days=30, now=now - dt.timedelta(days=400))
     with pytest.raises(pki.PkiError) as excinfo:
         pki.check_peer(kit.cert.read_bytes(), root / "ca.pem", root / "crl.pem")
     assert _rule(excinfo) == "expired"
     assert "'om'" in excinfo.value.message and "\n" not in str(excinfo.value)
 
 
-def test_not_yet_valid_certificate_is_refused(root: Path) -> None:
-    kit = pki.issue(root, "fiod", "node", org="fiod", now=NOW + dt.timedelta(days=2))
+def test_not_yet_valid_certificate_is_refused(root: Path, now: dt.datetime) -> None:
+    kit = pki.issue(root, "fiod", "node", org="fiod", now=now + dt.timedelta(days=2))
     with pytest.raises(pki.PkiError) as excinfo:
         pki.check_peer(kit.cert.read_bytes(), root / "ca.pem")
     assert _rule(excinfo) == "not_yet_valid"
     assert "'fiod'" in excinfo.value.message
     # The same certificate is fine once its window has started.
-    later = NOW + dt.timedelta(days=3)
+    later = now + dt.timedelta(days=3)
     assert pki.check_peer(kit.cert.read_bytes(), root / "ca.pem", now=later).subject == "fiod"
 
 
