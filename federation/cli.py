@@ -493,7 +493,7 @@ def audit_export(
 
 def _ledger(config: Path):  # noqa: ANN202 - nodes.* is imported lazily
     from nodes.config import load_node_config
-    from nodes.release import open_ledger
+    from nodes.context import open_ledger
 
     cfg = load_node_config(config)
     return cfg, open_ledger(cfg)

@@ -177,7 +177,7 @@ def _overlap_tour(fed: Client, console: Console) -> None:
 def _budget_tour(fed: Client, paths: dict[str, Path], console: Console) -> None:
     from federation.cli import Format, print_frame
     from nodes.config import load_node_config
-    from nodes.release import open_ledger
+    from nodes.context import open_ledger
 
     _panel(
         console,

@@ -30,6 +30,8 @@ from typing import Any
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
+from protocols.errors import FederationError
+
 GENESIS = "0" * 64
 SIGNING_KEY_FILE = "audit_signing.key"
 VERIFY_KEY_FILE = "audit_verify.key"
@@ -44,49 +46,46 @@ _MAX_JOB_ID = 256
 _TAIL_CHUNK = 8192
 
 
-class AuditError(Exception):
-    """An audit-log failure with a machine-readable rule and a one-line reason."""
+class AuditError(FederationError):
+    """An audit-log failure with a machine-readable rule and a one-line reason.
 
-    rule = "audit"
+    Each subclass names its default rule in ``default_rule``.
+    """
 
-    def __init__(self, message: str, rule: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        if rule is not None:
-            self.rule = rule
+    default_rule = "audit"
 
-    def __str__(self) -> str:
-        return f"{self.message} [rule: {self.rule}]"
+    def __init__(self, message: str, rule: str | None = None, node: str = "") -> None:
+        super().__init__(rule or self.default_rule, message, node)
 
 
 class AuditWriteError(AuditError):
     """The entry could not be made durable; the caller must not release anything."""
 
-    rule = "audit_unavailable"
+    default_rule = "audit_unavailable"
 
 
 class AuditCorruptError(AuditWriteError):
     """The log's last entry is unreadable or foreign, so no entry can be chained after it."""
 
-    rule = "audit_corrupt"
+    default_rule = "audit_corrupt"
 
 
 class AuditInputError(AuditError, ValueError):
     """An entry to append is malformed (bad kind, job id or payload)."""
 
-    rule = "audit_entry"
+    default_rule = "audit_entry"
 
 
 class AuditKeyError(AuditError):
     """An audit signing or verify key is missing, malformed, exposed or mismatched."""
 
-    rule = "audit_key"
+    default_rule = "audit_key"
 
 
 class AuditNotFoundError(AuditError):
     """The audit log to verify or export does not exist."""
 
-    rule = "audit_missing"
+    default_rule = "audit_missing"
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,12 +16,14 @@ from typing import Any
 
 import grpc
 
-from nodes.audit import AuditLog, load_or_create_signing_key
+from nodes.budgets import BudgetHandler
 from nodes.config import NodeConfig
-from nodes.overlap import overlap_node
-from nodes.release import ReleasePath, open_ledger
-from nodes.secure_release import SecureRelease, load_or_create_secagg_key
-from nodes.sources import DataSources
+from nodes.context import NodeContext
+from nodes.overlap import OverlapNode
+from nodes.projects import ApprovalHandler, ProjectGate
+from nodes.release import QueryHandler
+from nodes.router import JobRouter
+from nodes.secure_release import SecureRelease
 from protocols import federation_pb2 as pb
 from protocols import federation_pb2_grpc as pb_grpc
 from protocols.channels import channel_options
@@ -68,6 +70,23 @@ def dataset_infos(config: NodeConfig, secagg_verify_key: bytes = b"") -> list[pb
     return infos
 
 
+def node_router(
+    ctx: NodeContext, secure: SecureRelease | None = None, overlap: OverlapNode | None = None
+) -> JobRouter:
+    """The node's one router: the project gate, then one handler per job kind."""
+    return JobRouter(
+        ctx,
+        ProjectGate(ctx),
+        {
+            "query": QueryHandler(ctx),
+            "secure": secure or SecureRelease(ctx),
+            "overlap": overlap or OverlapNode(ctx),
+            "budget": BudgetHandler(ctx),
+            "approval": ApprovalHandler(ctx),
+        },
+    )
+
+
 class NodeDaemon:
     """Keeps the link to the coordinator up and serves jobs until ``stop()``."""
 
@@ -92,18 +111,11 @@ class NodeDaemon:
         self.config = config
         self.credentials = credentials or (config.tls.channel_credentials() if config.tls else None)
         self.max_backoff = max_backoff
-        config.state_dir.mkdir(parents=True, exist_ok=True)
-        self.audit = AuditLog(
-            config.state_dir / "audit.log",
-            config.node_id,
-            signing_key=load_or_create_signing_key(config.state_dir),
-        )
-        self.sources = DataSources(config)
-        self.ledger = open_ledger(config)
-        self.release = ReleasePath(config, self.sources, self.audit, self.ledger)
-        self.release.secure = SecureRelease(self.release, load_or_create_secagg_key(config.state_dir))
+        self.ctx = NodeContext.open(config)
+        self.secure = SecureRelease(self.ctx)
+        self.overlap = OverlapNode(self.ctx)
+        self.router = node_router(self.ctx, self.secure, self.overlap)
         # Pre-blind overlap identifier columns while idle (nodes/preblind.py).
-        self.overlap = overlap_node(self.release)
         self.overlap.preblinder.start()
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"{config.node_id}-job")
         self._stop = threading.Event()
@@ -134,7 +146,7 @@ class NodeDaemon:
             backoff = min(backoff * 2, self.max_backoff)
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.overlap.preblinder.close()
-        self.sources.close()
+        self.ctx.close()
 
     def _session(self) -> str:
         target = self.config.coordinator
@@ -148,7 +160,7 @@ class NodeDaemon:
             pb.NodeMessage(
                 hello=pb.Hello(
                     node_id=self.config.node_id,
-                    datasets=dataset_infos(self.config, self.release.secure.verify_key),
+                    datasets=dataset_infos(self.config, self.secure.verify_key),
                     version=VERSION,
                 )
             )
@@ -170,7 +182,7 @@ class NodeDaemon:
                 outbox.put(pb.NodeMessage(heartbeat=pb.Heartbeat(sent_unix_ms=int(time.time() * 1000))))
 
         def serve(job: pb.JobRequest) -> None:
-            response = self.release.handle(job)
+            response = self.router.handle(job)
             if not done.is_set():
                 outbox.put(pb.NodeMessage(response=response))
 

@@ -21,12 +21,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sqlite3
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,12 +33,12 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.hmac import HMAC
 
 from nodes.config import NodeConfig
-from nodes.sources import DataSources, SourceError
-from nodes.sqlgen import DUCKDB_PREMAPPED, POSTGRES, Dialect, SqlBuilder, bounded_rows
+from nodes.keys import load_or_create_differencing_key
+from nodes.sources import DataSources
+from nodes.sqlgen import Dialect, SqlBuilder, bounded_rows
 from nodes.validate import Plan, Refused
 
 RULE = "differencing"
-KEY_FILE = "differencing.key"
 STORE_FILE = "differencing.sqlite"
 DIGEST_BYTES = 8  # 2^64 slots: a collision among a million units has odds of about 3e-8
 
@@ -73,35 +71,8 @@ def unit_sql(plan: Plan, dialect: Dialect) -> tuple[str, list[Any]]:
 
 def unit_rows(plan: Plan, sources: DataSources) -> list[tuple[Any, ...]]:
     """Run ``unit_sql`` on the plan's source: (g0..gN, unit) rows. Nothing here leaves the node."""
-    dataset = plan.dataset
-    # DataSources owns the engine connections; this reuses them rather than opening a second set.
-    if dataset.source.kind == "postgres":
-        import psycopg
-
-        sql, params = unit_sql(plan, POSTGRES)
-        try:
-            with sources._pg(dataset.source.dsn).cursor() as cur:
-                cur.execute(sql, params)
-                return list(cur.fetchall())
-        except psycopg.Error:
-            raise SourceError(
-                "source_unavailable",
-                f"dataset {dataset.name}: the differencing check could not read PostgreSQL",
-                node=sources.config.node_id,
-            ) from None
-    import duckdb
-
-    sql, params = unit_sql(plan, DUCKDB_PREMAPPED)
-    try:
-        with sources._duck_lock:
-            cursor = sources._duck.cursor()
-        return cursor.execute(sql, params).fetchall()
-    except duckdb.Error:
-        raise SourceError(
-            "source_unavailable",
-            f"dataset {dataset.name}: the differencing check could not read DuckDB",
-            node=sources.config.node_id,
-        ) from None
+    sql, params = unit_sql(plan, sources.dialect(plan.dataset))
+    return sources.fetch(plan.dataset, sql, params)
 
 
 class UnitHasher:
@@ -146,27 +117,6 @@ class Reservation:
     """A checked exact release, on record as pending until ``DifferencingGuard.record``."""
 
     release_id: int
-
-
-def load_or_create_key(state_dir: Path) -> bytes:
-    """The node-local HMAC key (32 random bytes, file mode 0600); it never leaves the node."""
-    path = state_dir / KEY_FILE
-    if path.exists():
-        key = path.read_bytes()
-        if len(key) != 32:
-            raise Refused(RULE, f"{path} does not hold a 32-byte differencing key")
-        return key
-    state_dir.mkdir(parents=True, exist_ok=True)
-    key = os.urandom(32)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, key)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    return key
 
 
 def plan_key(plan: Plan) -> str:
@@ -222,7 +172,7 @@ class DifferencingGuard:
     def _open(self) -> tuple[sqlite3.Connection, UnitHasher]:
         if self._conn is None or self._hasher is None:
             state = self.config.state_dir
-            self._hasher = UnitHasher(load_or_create_key(state))
+            self._hasher = UnitHasher(load_or_create_differencing_key(state))
             conn = sqlite3.connect(state / STORE_FILE, check_same_thread=False, isolation_level=None)
             conn.execute("PRAGMA foreign_keys = ON")
             conn.execute("PRAGMA journal_mode = WAL")
@@ -370,7 +320,6 @@ __all__ = [
     "RULE",
     "UnitHasher",
     "cell_digests",
-    "load_or_create_key",
     "plan_key",
     "symmetric_difference",
     "unit_rows",

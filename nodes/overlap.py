@@ -29,30 +29,26 @@ import hashlib
 import math
 import threading
 import time
-import weakref
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from nacl.exceptions import CryptoError
 from nacl.public import PrivateKey, PublicKey, SealedBox
 
-from nodes.audit import AuditError
 from nodes.config import Column, Dataset
+from nodes.context import NodeContext
 from nodes.preblind import PreBlinder
 from nodes.protect import capped_epsilon
-from nodes.sqlgen import DUCKDB, POSTGRES, Dialect, SqlBuilder, quote_ident
+from nodes.sources import DataSources
+from nodes.sqlgen import Dialect, SqlBuilder, quote_ident
 from nodes.validate import Refused, _Checker
 from privacy.accounting import Cost
 from privacy.dp import plan_noise
 from protocols import federation_pb2 as pb
-from protocols.errors import FederationError
 from protocols.identifiers import normalise, normalise_many
 from protocols.psi import TOKEN_BYTES, PsiError, PsiParty, pack_tokens, unpack_tokens
 from protocols.psi_sum import SumBase, SumLayout, public_key_from_bytes, rerandomiser
 from protocols.values import to_value
-
-if TYPE_CHECKING:
-    from nodes.release import ReleasePath
 
 DEFAULT_PROJECT = "default"
 MAX_PARTIES = 8
@@ -89,9 +85,9 @@ class _Party:
 class OverlapNode:
     """The overlap phases for one node; state lives here between the coordinator's messages."""
 
-    def __init__(self, release: ReleasePath) -> None:
-        self.release = release
-        self.config = release.config
+    def __init__(self, ctx: NodeContext) -> None:
+        self.ctx = ctx
+        self.config = ctx.config
         self._parties: dict[tuple[str, str], _Party] = {}
         self._lock = threading.Lock()
         self._handling = 0
@@ -106,9 +102,11 @@ class OverlapNode:
 
         At most ``overlap_max_set + 1`` values are read: more means the column is not pre-blinded.
         """
-        sql, params = select_ids_sql(dataset, dataset.columns[column], None, 1, _dialect(dataset))
+        sql, params = select_ids_sql(
+            dataset, dataset.columns[column], None, 1, self.ctx.sources.dialect(dataset, premapped=False)
+        )
         limit = int(dataset.policy.overlap_max_set) + 1
-        return [row[0] for row in _execute(self.release.sources, dataset, f"{sql} LIMIT {limit}", params)]
+        return [row[0] for row in self.ctx.sources.fetch(dataset, f"{sql} LIMIT {limit}", params)]
 
     # ------------------------------------------------------------------ dispatch
 
@@ -124,35 +122,30 @@ class OverlapNode:
     def _handle(self, job: pb.JobRequest) -> pb.JobResponse:
         step = job.overlap
         self._expire()
-        try:
-            if step.phase == pb.OVERLAP_PREPARE:
-                reply = self._prepare(job, step)
-            elif step.phase == pb.OVERLAP_BLIND:
-                reply = self._blind(step)
-            elif step.phase == pb.OVERLAP_REBLIND:
-                reply = self._reblind(step)
-            elif step.phase == pb.OVERLAP_FETCH:
-                reply = self._fetch(step)
-            elif step.phase == pb.OVERLAP_DECRYPT:
-                reply = self._decrypt(step)
-            elif step.phase == pb.OVERLAP_FINISH:
-                reply = self._finish(step)
-            else:
-                raise Refused("malformed_request", "an overlap step has no phase", node=self.config.node_id)
-        except AuditError:
-            self._drop(step.job_id, step.party)
-            return self.release.refuse(
-                job,
-                "audit_unavailable",
-                f"node {self.config.node_id}: the audit log cannot be written; nothing is released",
-            )
-        except FederationError as exc:
-            if step.phase != pb.OVERLAP_FETCH:
-                self._drop(step.job_id, step.party)
-            return self.release.refuse(job, exc.rule, exc.message)
+        if step.phase == pb.OVERLAP_PREPARE:
+            reply = self._prepare(job, step)
+        elif step.phase == pb.OVERLAP_BLIND:
+            reply = self._blind(step)
+        elif step.phase == pb.OVERLAP_REBLIND:
+            reply = self._reblind(step)
+        elif step.phase == pb.OVERLAP_FETCH:
+            reply = self._fetch(step)
+        elif step.phase == pb.OVERLAP_DECRYPT:
+            reply = self._decrypt(step)
+        elif step.phase == pb.OVERLAP_FINISH:
+            reply = self._finish(step)
+        else:
+            raise Refused("malformed_request", "an overlap step has no phase", node=self.config.node_id)
         reply.job_id = step.job_id
         reply.party = step.party
         return pb.JobResponse(job_id=job.job_id, overlap=reply)
+
+    def abandon(self, job: pb.JobRequest) -> None:
+        """A failed phase ends the party's part of the job (fail closed); a failed chunk fetch may
+        be asked again."""
+        step = job.overlap
+        if step.phase != pb.OVERLAP_FETCH:
+            self._drop(step.job_id, step.party)
 
     def _state(self, step: pb.OverlapStep) -> _Party:
         with self._lock:
@@ -183,7 +176,7 @@ class OverlapNode:
     def _prepare(self, job: pb.JobRequest, step: pb.OverlapStep) -> pb.OverlapReply:
         node = self.config.node_id
         spec = step.spec
-        self.release.audit.append(
+        self.ctx.audit.append(
             "received",
             job.job_id,
             {"requested_by": job.requested_by, "overlap": step.job_id, "party": step.party, "on": spec.on},
@@ -210,11 +203,11 @@ class OverlapNode:
         if is_base:
             group, measure, max_value = _check_aggregate(check, dataset, spec, node)
             values, categories, malformed = _base_values(
-                self.release.sources, dataset, column, group, measure, flt, max_value
+                self.ctx.sources, dataset, column, group, measure, flt, max_value
             )
             ids = list(values)
         else:
-            raw = _select_ids(self.release.sources, dataset, column, flt, sensitivity)
+            raw = _select_ids(self.ctx.sources, dataset, column, flt, sensitivity)
             normalised, malformed = normalise_many(column.id_type, raw)
             ids = list(dict.fromkeys(normalised))
         if len(ids) < policy.overlap_min_set:
@@ -239,9 +232,9 @@ class OverlapNode:
             cost = _charge_plan(epsilon, sensitivity, spec.HasField("aggregate"), len(spec.datasets))
             # Only checked here: the charge comes at BLIND, once every party has accepted the job,
             # so a job another party refuses costs this one nothing.
-            self.release.ledger.charge(_charge_key(step), dataset.name, project, cost, dry_run=True)
+            self.ctx.ledger.charge(_charge_key(step), dataset.name, project, cost, dry_run=True)
             reply.cost.epsilon = cost.epsilon
-            reply.cost.delta = self.release.ledger.status(dataset.name, project).delta
+            reply.cost.delta = self.ctx.ledger.status(dataset.name, project).delta
         # Without DP the node's report is exact; with DP an exact count of malformed values
         # would be an unprotected aggregate, so it stays in the node's own audit log.
         reply.malformed = malformed if epsilon is None else -1
@@ -280,7 +273,7 @@ class OverlapNode:
         reply.audit_digest = hashlib.sha256(
             f"{step.job_id}|{step.party}|{len(ids)}|{cost.epsilon!r}".encode()
         ).hexdigest()
-        self.release.audit.append(
+        self.ctx.audit.append(
             "released",
             job.job_id,
             {
@@ -327,7 +320,7 @@ class OverlapNode:
         with state.lock:
             if state.cost.epsilon > 0:
                 # Before anything derived from the set leaves; never twice for one overlap job.
-                self.release.ledger.charge(
+                self.ctx.ledger.charge(
                     _charge_key(step), state.dataset.name, state.project, state.cost, note=state.requested_by
                 )
             if state.sum_base is not None and state.layout is not None:
@@ -335,7 +328,7 @@ class OverlapNode:
             else:
                 blob = pack_tokens(state.psi.blind_own(state.ids))
             sealed = _seal(blob, step.next_key)
-            self.release.audit.append(
+            self.ctx.audit.append(
                 "released",
                 state.job_id,
                 {
@@ -398,7 +391,7 @@ class OverlapNode:
             )
         with state.lock:
             value = state.sum_base.decrypt_masked(step.chunk)
-            self.release.audit.append(
+            self.ctx.audit.append(
                 "released",
                 state.job_id,
                 {"overlap": state.job_id, "party": state.party, "decrypted": "masked intersection sum"},
@@ -410,27 +403,9 @@ class OverlapNode:
         return pb.OverlapReply()
 
 
-_nodes: weakref.WeakKeyDictionary[Any, OverlapNode] = weakref.WeakKeyDictionary()
-_nodes_lock = threading.Lock()
-
-
 def _charge_key(step: pb.OverlapStep) -> str:
     """One ledger entry per party and overlap job (the party names node and dataset)."""
     return f"overlap:{step.job_id}:{step.party.partition('.')[2]}"
-
-
-def overlap_node(release: ReleasePath) -> OverlapNode:
-    """The overlap state of the node that ``release`` serves, made on first use."""
-    with _nodes_lock:
-        runner = _nodes.get(release)
-        if runner is None:
-            runner = _nodes[release] = OverlapNode(release)
-    return runner
-
-
-def overlap_step(release: ReleasePath, job: pb.JobRequest) -> pb.JobResponse:
-    """Run one overlap message through the node that ``release`` serves."""
-    return overlap_node(release).handle(job)
 
 
 # ---------------------------------------------------------------------- validation
@@ -534,38 +509,6 @@ def _check_aggregate(
 # ---------------------------------------------------------------------- SQL at the node
 
 
-def _dialect(dataset: Dataset) -> Dialect:
-    return POSTGRES if dataset.source.kind == "postgres" else DUCKDB
-
-
-def _execute(sources: Any, dataset: Dataset, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
-    """Run the node's own SQL on the dataset's engine (the same connections the query path uses)."""
-    node = sources.config.node_id
-    if dataset.source.kind == "postgres":
-        import psycopg
-
-        try:
-            with sources._pg(dataset.source.dsn).cursor() as cur:
-                cur.execute(sql, params)
-                return list(cur.fetchall())
-        except psycopg.Error:
-            raise Refused(
-                "source_unavailable", f"dataset {dataset.name}: PostgreSQL query failed", node=node
-            ) from None
-    import duckdb
-
-    try:
-        with sources._duck_lock:
-            cursor = sources._duck.cursor()
-        return cursor.execute(sql, params).fetchall()
-    except duckdb.Error as exc:
-        raise Refused(
-            "source_unavailable",
-            f"dataset {dataset.name}: query failed in DuckDB ({type(exc).__name__})",
-            node=node,
-        ) from None
-
-
 def select_ids_sql(
     dataset: Dataset, column: Column, flt: pb.Filter | None, sensitivity: int, dialect: Dialect
 ) -> tuple[str, list[Any]]:
@@ -593,10 +536,10 @@ def select_ids_sql(
 
 
 def _select_ids(
-    sources: Any, dataset: Dataset, column: Column, flt: pb.Filter | None, sensitivity: int
+    sources: DataSources, dataset: Dataset, column: Column, flt: pb.Filter | None, sensitivity: int
 ) -> list[Any]:
-    sql, params = select_ids_sql(dataset, column, flt, sensitivity, _dialect(dataset))
-    return [row[0] for row in _execute(sources, dataset, sql, params)]
+    sql, params = select_ids_sql(dataset, column, flt, sensitivity, sources.dialect(dataset, premapped=False))
+    return [row[0] for row in sources.fetch(dataset, sql, params)]
 
 
 def base_rows_sql(
@@ -625,7 +568,7 @@ def base_rows_sql(
 
 
 def _base_values(
-    sources: Any,
+    sources: DataSources,
     dataset: Dataset,
     column: Column,
     group: Column,
@@ -634,12 +577,14 @@ def _base_values(
     max_value: int,
 ) -> tuple[dict[str, int], dict[str, int], int]:
     """Per normalised entity: its value (sum, rounded, capped) and its category index."""
-    sql, params = base_rows_sql(dataset, column, group, measure, flt, _dialect(dataset))
+    sql, params = base_rows_sql(
+        dataset, column, group, measure, flt, sources.dialect(dataset, premapped=False)
+    )
     order = {value: i for i, value in enumerate(group.domain)}
     sums: dict[str, float] = {}
     cats: dict[str, int] = {}
     bad: set[Any] = set()
-    for raw, category, value in _execute(sources, dataset, sql, params):
+    for raw, category, value in sources.fetch(dataset, sql, params):
         entity = normalise(column.id_type, raw)
         if entity is None:
             bad.add(raw)

@@ -10,19 +10,14 @@ privacy officer, bound to the job's canonical hash (``protocols/canonical.py``).
 from __future__ import annotations
 
 import sqlite3
-import threading
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING
 
-from nodes.approvals import ApprovalError, ApprovalStore, answer_approval_query, approvals_path
+from nodes.approvals import ApprovalStore, answer_approval_query
 from nodes.config import Dataset, NodeConfig
+from nodes.context import NodeContext
 from protocols import federation_pb2 as pb
 from protocols.canonical import canonical_job_hash, job_kind, job_spec, template_hash
 from protocols.errors import FederationError
-
-if TYPE_CHECKING:
-    from nodes.release import ReleasePath
 
 DEFAULT_PROJECT = "default"
 
@@ -109,45 +104,49 @@ def check_approval(config: NodeConfig, store: ApprovalStore, scope: JobScope, jo
     )
 
 
-_stores: dict[Path, ApprovalStore] = {}
-_stores_lock = threading.Lock()
+class ProjectGate:
+    """The check before every job that starts here: project, purpose and the officer's approval."""
 
+    def __init__(self, ctx: NodeContext) -> None:
+        self.ctx = ctx
 
-def approval_store(release: ReleasePath) -> ApprovalStore:
-    """The node's approval store, opened once per state dir; changes are audited in its audit log."""
-    path = approvals_path(release.config.state_dir)
-    with _stores_lock:
-        store = _stores.get(path)
-        if store is None:
-            store = _stores[path] = ApprovalStore(path, release.config.node_id, release.audit)
-        return store
-
-
-def project_gate(release: ReleasePath, job: pb.JobRequest) -> pb.JobResponse | None:
-    """Run before every job: a refusal, the answer to an approval query, or ``None`` to go on.
-
-    Never raises: bad input becomes a refusal naming its rule.
-    """
-    config = release.config
-    try:
-        if job.WhichOneof("kind") == "approval":
-            return answer_approval_query(approval_store(release), job)
+    def check(self, job: pb.JobRequest) -> None:
+        """Raise ``ProjectRefused`` for a job its dataset's policy does not allow (yet)."""
+        config = self.ctx.config
         scope = scope_of(config, job)
         if scope is None:
-            return None
+            return
         check_purpose(config, scope)
         if needs_approval(scope):
-            check_approval(config, approval_store(release), scope, job)
-    except (ProjectRefused, ApprovalError) as exc:
-        return release.refuse(job, exc.rule, exc.message)
-    except FederationError as exc:
-        return release.refuse(job, exc.rule, exc.message)
-    except (OSError, ValueError, sqlite3.Error) as exc:
-        # The approval store cannot be read: fail closed rather than run an unchecked job.
-        return release.refuse(
-            job, "approvals_unavailable", f"node {config.node_id}: approvals cannot be read ({exc})"
-        )
-    return None
+            try:
+                check_approval(config, self.ctx.approvals, scope, job)
+            except (OSError, ValueError, sqlite3.Error) as exc:
+                # The approval store cannot be read: fail closed rather than run an unchecked job.
+                raise ProjectRefused(
+                    "approvals_unavailable",
+                    f"node {config.node_id}: approvals cannot be read ({type(exc).__name__})",
+                    config.node_id,
+                ) from None
+
+
+class ApprovalHandler:
+    """The "approval" job: the coordinator's quorum question for one job hash (read-only)."""
+
+    def __init__(self, ctx: NodeContext) -> None:
+        self.ctx = ctx
+
+    def abandon(self, job: pb.JobRequest) -> None:
+        """An approval query holds nothing."""
+
+    def handle(self, job: pb.JobRequest) -> pb.JobResponse:
+        try:
+            return answer_approval_query(self.ctx.approvals, job)
+        except (OSError, sqlite3.Error) as exc:
+            raise ProjectRefused(
+                "approvals_unavailable",
+                f"node {self.ctx.node_id}: approvals cannot be read ({type(exc).__name__})",
+                self.ctx.node_id,
+            ) from None
 
 
 def _norm(text: str) -> str:

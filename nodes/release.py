@@ -3,25 +3,21 @@
     validate -> compute -> protect -> account -> audit -> release
 
 Nothing leaves the node unless every step succeeded; the audit entry is durable before the
-result is handed to the link.
+result is handed to the link. A step that refuses raises; the job router (nodes/router.py) turns
+that into the refusal and its audit entry.
 """
 
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 from typing import Any
 
-from nodes.audit import AuditError, AuditLog
-from nodes.config import NodeConfig
-from nodes.differencing import DifferencingGuard
+from nodes.context import NodeContext
 from nodes.protect import Exact, needs_units, protect, resolve_budget
 from nodes.sources import DataSources
 from nodes.validate import Plan, Refused, validate
 from privacy.accounting import epsilon_at_delta
-from privacy.ledger import Ledger
 from protocols import federation_pb2 as pb
-from protocols.errors import FederationError
 
 
 def compute(plan: Plan, sources: DataSources, exact_release: bool = False, units: bool = True) -> Exact:
@@ -63,150 +59,72 @@ def digest(result: pb.QueryResult) -> str:
 DEFAULT_PROJECT = "default"
 
 
-class ReleasePath:
-    """Runs one job through the whole path; always returns a response, never raises."""
+class QueryHandler:
+    """The release path of a "query" job. Raises on refusal; the router answers (nodes/router.py)."""
 
-    def __init__(self, config: NodeConfig, sources: DataSources, audit: AuditLog, ledger: Ledger) -> None:
-        self.config = config
-        self.sources = sources
-        self.audit = audit
-        self.ledger = ledger
-        self.differencing = DifferencingGuard(config)  # exact releases only: nodes/differencing.py
-        # Set by the daemon: runs "secure" jobs (nodes/secure_release.py).
-        self.secure: Any = None
+    def __init__(self, ctx: NodeContext) -> None:
+        self.ctx = ctx
 
-    def refuse(self, job: pb.JobRequest, rule: str, reason: str) -> pb.JobResponse:
-        try:
-            self.audit.append("refused", job.job_id, {"rule": rule, "reason": reason})
-        except AuditError:
-            pass  # the refusal itself releases nothing; the node still answers with the reason
-        return pb.JobResponse(
-            job_id=job.job_id, refusal=pb.Refusal(node=self.config.node_id, rule=rule, reason=reason)
-        )
+    def abandon(self, job: pb.JobRequest) -> None:
+        """A failed query holds nothing; a differencing reservation stays on record (fail closed)."""
 
     def handle(self, job: pb.JobRequest) -> pb.JobResponse:
-        # Purpose binding and officers' approvals come first for every job kind (docs/projects.md).
-        from nodes.projects import project_gate
-
-        gated = project_gate(self, job)
-        if gated is not None:
-            return gated
-        kind = job.WhichOneof("kind")
-        if kind == "query":
-            return self.query(job)
-        if kind == "budget":
-            return self.budget(job)
-        if kind == "overlap":  # entity overlap phases (docs/overlap.md)
-            from nodes.overlap import overlap_step
-
-            return overlap_step(self, job)
-        if kind == "secure" and self.secure is not None:
-            return self.secure.handle(job)
-        return self.refuse(job, "unsupported_job", f"node {self.config.node_id} does not run '{kind}' jobs")
-
-    def budget(self, job: pb.JobRequest) -> pb.JobResponse:
-        """Read-only budget report for a project, over the exposed datasets."""
-        project = job.budget.project or DEFAULT_PROJECT
-        report = pb.BudgetReport()
-        for name, dataset in sorted(self.config.datasets.items()):
-            if not dataset.exposed:
-                continue
-            try:
-                status = self.ledger.status(name, project)
-            except FederationError:
-                continue  # no budget for this project: nothing to report, nothing can be spent
-            report.lines.add(
-                node=self.config.node_id,
-                dataset=name,
-                project=project,
-                total_epsilon=status.total_epsilon,
-                spent_epsilon=status.spent_epsilon,
-                remaining_epsilon=status.remaining_epsilon,
-                delta=status.delta,
-                releases=status.charges,
-            )
-        return pb.JobResponse(job_id=job.job_id, budget=report)
-
-    def query(self, job: pb.JobRequest) -> pb.JobResponse:
-        node = self.config.node_id
+        ctx = self.ctx
+        node = ctx.node_id
         spec = job.query
-        try:
-            self.audit.append(
-                "received",
-                job.job_id,
-                {"requested_by": job.requested_by, "spec": _spec_summary(spec)},
+        ctx.audit.append(
+            "received", job.job_id, {"requested_by": job.requested_by, "spec": spec_summary(spec)}
+        )
+
+        # validate
+        plan = validate(spec, ctx.config)
+        if plan.dataset.policy.release == "secure":
+            raise Refused(
+                "secure_required",
+                f"dataset {plan.dataset.name} is released only under secure aggregation; ask with secure=True",
+                node=node,
             )
-        except AuditError as exc:
-            return self.refuse(
-                job, exc.rule, f"node {node}: the audit log cannot be written; nothing is released"
-            )
-        try:
-            plan = validate(spec, self.config)
-            if plan.dataset.policy.release == "secure":
-                raise Refused(
-                    "secure_required",
-                    f"dataset {plan.dataset.name} is released only under secure aggregation; ask with secure=True",
-                    node=node,
-                )
-            budget = resolve_budget(spec.privacy, plan.dataset, node)
-            exact = compute(plan, self.sources, exact_release=not budget.dp, units=needs_units(plan, budget))
-            # Differencing defence (exact releases): refuse, or reserve this release on record.
-            reserved = self.differencing.check(
-                job.job_id, plan, spec.project or DEFAULT_PROJECT, budget.dp, self.sources
-            )
-            result, cost = protect(plan, exact, budget)
-            project = spec.project or DEFAULT_PROJECT
-            if budget.dp:
-                # Charged before anything leaves; the same job id is never charged twice.
-                self.ledger.charge(job.job_id, plan.dataset.name, project, cost, note=job.requested_by)
-                delta = self.ledger.status(plan.dataset.name, project).delta
-                result.cost.delta = delta
-                if not cost.pure:
-                    result.cost.epsilon = epsilon_at_delta(cost.rho, delta)
-            result.audit_digest = digest(result)
-            self.audit.append(
-                "released",
-                job.job_id,
-                {
-                    "dataset": plan.dataset.name,
-                    "project": project,
-                    "digest": result.audit_digest,
-                    "groups": len(result.groups),
-                    "suppressed": sum(1 for g in result.groups if g.suppressed),
-                    "epsilon": cost.epsilon,
-                    "rho": cost.rho,
-                },
-            )
-            self.differencing.record(reserved)  # on record as released once the audit entry is durable
-        except AuditError:
-            return self.refuse(
-                job, "audit_unavailable", f"node {node}: the audit log cannot be written; nothing is released"
-            )
-        except Refused as exc:
-            return self.refuse(job, exc.rule, str(exc.message))
-        except FederationError as exc:
-            return self.refuse(job, exc.rule, exc.message)
-        except (sqlite3.Error, OSError) as exc:
-            # A full or failing disk under the ledger: refuse with the reason instead of going silent.
-            return self.refuse(
-                job,
-                "ledger_unavailable",
-                f"node {node}: the budget ledger cannot be written ({type(exc).__name__}); nothing is released",
-            )
+        budget = resolve_budget(spec.privacy, plan.dataset, node)
+        project = spec.project or DEFAULT_PROJECT
+
+        # compute
+        exact = compute(plan, ctx.sources, exact_release=not budget.dp, units=needs_units(plan, budget))
+        # Differencing defence (exact releases): refuse, or reserve this release on record.
+        reserved = ctx.differencing.check(job.job_id, plan, project, budget.dp, ctx.sources)
+
+        # protect
+        result, cost = protect(plan, exact, budget)
+
+        # account: charged before anything leaves; the same job id is never charged twice.
+        if budget.dp:
+            ctx.ledger.charge(job.job_id, plan.dataset.name, project, cost, note=job.requested_by)
+            delta = ctx.ledger.status(plan.dataset.name, project).delta
+            result.cost.delta = delta
+            if not cost.pure:
+                result.cost.epsilon = epsilon_at_delta(cost.rho, delta)
+
+        # audit: durable before the result is handed to the link
+        result.audit_digest = digest(result)
+        ctx.audit.append(
+            "released",
+            job.job_id,
+            {
+                "dataset": plan.dataset.name,
+                "project": project,
+                "digest": result.audit_digest,
+                "groups": len(result.groups),
+                "suppressed": sum(1 for g in result.groups if g.suppressed),
+                "epsilon": cost.epsilon,
+                "rho": cost.rho,
+            },
+        )
+        ctx.differencing.record(reserved)  # on record as released once the audit entry is durable
+
+        # release
         return pb.JobResponse(job_id=job.job_id, result=result)
 
 
-def open_ledger(config: NodeConfig) -> Ledger:
-    """The node's budget ledger; the node-wide policy gives the default budget per (dataset, project)."""
-    return Ledger(
-        config.state_dir / "ledger.sqlite",
-        node_id=config.node_id,
-        default_epsilon=config.policy.budget_epsilon,
-        default_delta=config.policy.budget_delta,
-    )
-
-
-def _spec_summary(spec: pb.QuerySpec) -> dict[str, Any]:
+def spec_summary(spec: pb.QuerySpec) -> dict[str, Any]:
     from google.protobuf.json_format import MessageToDict
 
     return MessageToDict(spec, preserving_proto_field_name=True)

@@ -18,22 +18,19 @@ Per-job protocol state lives in memory only, for at most ``JOB_TTL_SECONDS``, an
 from __future__ import annotations
 
 import hashlib
-import os
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from nodes.audit import AuditError
+from nodes.context import NodeContext
 from nodes.protect import Budget, _exact_columns, resolve_budget
-from nodes.release import DEFAULT_PROJECT, ReleasePath, _spec_summary, compute
+from nodes.release import DEFAULT_PROJECT, compute, spec_summary
 from nodes.validate import Plan, Refused, validate
 from privacy.accounting import Cost, epsilon_at_delta
 from privacy.dp import NoisePlan, integer_noise_share, plan_noise, release_counts
@@ -45,7 +42,6 @@ from protocols.secagg import SecAggClient, SecAggConfig
 from protocols.secagg_errors import SecAggError
 from protocols.values import to_value
 
-SECAGG_KEY_FILE = "secagg_signing.key"
 JOB_TTL_SECONDS = 300.0
 MAX_JOBS = 8
 BITS = 64
@@ -58,36 +54,6 @@ _KIND = {pb.COUNT: "count", pb.COUNT_DISTINCT: "count_distinct", pb.SUM: "sum", 
 
 
 # --------------------------------------------------------------------------- signing key
-
-
-def load_or_create_secagg_key(state_dir: Path) -> Ed25519PrivateKey:
-    """The node's long-term Ed25519 key that signs its SecAgg advertisements (file mode 0600).
-
-    Kept apart from the audit signing key so that one key never signs two kinds of statement.
-    """
-    path = Path(state_dir) / SECAGG_KEY_FILE
-    if path.exists():
-        raw = path.read_bytes()
-        if len(raw) != 32:
-            raise FederationError("secagg_key_invalid", f"{path} does not hold a 32-byte Ed25519 seed")
-        return Ed25519PrivateKey.from_private_bytes(raw)
-    key = Ed25519PrivateKey.generate()
-    seed = key.private_bytes_raw()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, seed)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        os.link(tmp, path)  # never replaces a key another process created meanwhile
-    except FileExistsError:
-        tmp.unlink(missing_ok=True)
-        return load_or_create_secagg_key(state_dir)
-    tmp.unlink(missing_ok=True)
-    return key
 
 
 def verify_key_bytes(key: Ed25519PrivateKey) -> bytes:
@@ -240,18 +206,13 @@ class SecureJob:
 
 
 class SecureRelease:
-    """Runs secure-query steps for one node; like ``ReleasePath`` it answers, never raises."""
+    """Runs secure-query steps for one node; a refused step raises, the router answers."""
 
-    def __init__(
-        self,
-        path: ReleasePath,
-        signing_key: Ed25519PrivateKey,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.path = path
-        self.config = path.config
-        self.signing_key = signing_key
-        self.verify_key = verify_key_bytes(signing_key)
+    def __init__(self, ctx: NodeContext, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ctx = ctx
+        self.config = ctx.config
+        self.signing_key = ctx.secagg_key
+        self.verify_key = verify_key_bytes(ctx.secagg_key)
         self.clock = clock
         self._jobs: dict[str, SecureJob] = {}
         self._lock = threading.Lock()
@@ -262,34 +223,19 @@ class SecureRelease:
             if step.round == 0:
                 return self._start(job, step)
             return self._continue(job, step)
-        except AuditError:
-            self._forget(step)
-            return self.path.refuse(
-                job,
-                "audit_unavailable",
-                f"node {self.config.node_id}: the audit log cannot be written; nothing is released",
-            )
-        except SecAggError as exc:
-            self._forget(step)
-            return self.path.refuse(job, exc.rule, f"node {self.config.node_id}: {exc.message}")
-        except FederationError as exc:
-            self._forget(step)
-            return self.path.refuse(job, exc.rule, exc.message)
-        except (sqlite3.Error, OSError) as exc:
-            # A full or failing disk under the ledger: refuse with the reason instead of going silent.
-            self._forget(step)
-            return self.path.refuse(
-                job,
-                "ledger_unavailable",
-                f"node {self.config.node_id}: the budget ledger cannot be written ({type(exc).__name__}); "
-                "nothing is released",
-            )
         except (ValueError, OverflowError) as exc:
             # Malformed bytes or values from the wire end the job with a reason, not a stack trace.
-            self._forget(step)
-            return self.path.refuse(
-                job, "secure_malformed", f"node {self.config.node_id}: malformed secure step ({exc})"
-            )
+            raise FederationError(
+                "secure_malformed",
+                f"node {self.ctx.node_id}: malformed secure step ({exc})",
+                self.ctx.node_id,
+            ) from None
+
+    def abandon(self, job: pb.JobRequest) -> None:
+        """A failed round ends the job here (fail closed); a refused start registered nothing, and
+        must not end a running job that happens to share its id."""
+        if job.secure.round != 0:
+            self._drop(job.secure.job_id)
 
     # ------------------------------------------------------------------ round 0
 
@@ -334,10 +280,10 @@ class SecureRelease:
         node = self.config.node_id
         spec = step.query
         self._admit(step.job_id)
-        self.path.audit.append(
+        self.ctx.audit.append(
             "received",
             step.job_id,
-            {"requested_by": job.requested_by, "spec": _spec_summary(spec), "secure": True},
+            {"requested_by": job.requested_by, "spec": spec_summary(spec), "secure": True},
         )
         plan = validate(spec, self.config)
         dataset = plan.dataset
@@ -353,7 +299,7 @@ class SecureRelease:
         budget = resolve_budget(spec.privacy, dataset, node)
         reuse = reuses_count(plan, spec.privacy) and budget.dp
         # Without a distinct-unit block the costly distinct scan is skipped.
-        rows, units, numeric = _exact_columns(plan, compute(plan, self.path.sources, units=not reuse))
+        rows, units, numeric = _exact_columns(plan, compute(plan, self.ctx.sources, units=not reuse))
         blocks = exact_blocks(plan, rows, units, numeric, reuse)
         dim = len(blocks) * len(plan.keys)
         config, keys = self._secagg_config(step, dim)
@@ -367,8 +313,8 @@ class SecureRelease:
         if budget.dp:
             # Only checked here: the charge comes with the masked input (round 3), the first thing
             # computed from the data that leaves, so a job that fails before costs nothing.
-            self.path.ledger.charge(step.job_id, dataset.name, project, cost, dry_run=True)
-            reply.cost.delta = self.path.ledger.status(dataset.name, project).delta
+            self.ctx.ledger.charge(step.job_id, dataset.name, project, cost, dry_run=True)
+            reply.cost.delta = self.ctx.ledger.status(dataset.name, project).delta
             reply.cost.epsilon = cost.epsilon if cost.pure else epsilon_at_delta(cost.rho, reply.cost.delta)
             reply.cost.rho = cost.rho
         client = SecAggClient(config, node, self.signing_key, keys)
@@ -411,7 +357,7 @@ class SecureRelease:
                     raise SecAggError("secagg_wrong_round", "the masked input was already sent")
                 if not state.charged:
                     # Charged before the masked input leaves; never twice for one job id.
-                    self.path.ledger.charge(
+                    self.ctx.ledger.charge(
                         step.job_id, state.dataset, state.project, state.cost, note=state.requested_by
                     )
                     state.charged = True
@@ -419,7 +365,7 @@ class SecureRelease:
                 state.vector = None
                 reply.audit_digest = hashlib.sha256(masked).hexdigest()
                 # Durable before the masked input leaves the node.
-                self.path.audit.append(
+                self.ctx.audit.append(
                     "released",
                     step.job_id,
                     {
@@ -440,12 +386,6 @@ class SecureRelease:
                 raise SecAggError("secagg_wrong_round", f"there is no secure step {step.round}")
         return pb.JobResponse(job_id=job.job_id, secure=reply)
 
-    def _forget(self, step: pb.SecureStep) -> None:
-        # A failed round ends the job here (fail closed); a refused start registered nothing, and
-        # must not end a running job that happens to share its id.
-        if step.round != 0:
-            self._drop(step.job_id)
-
     def _drop(self, job_id: str) -> None:
         with self._lock:
             self._jobs.pop(job_id, None)
@@ -460,7 +400,6 @@ __all__ = [
     "JOB_TTL_SECONDS",
     "SecureRelease",
     "grid_scale",
-    "load_or_create_secagg_key",
     "measurements",
     "reuses_count",
     "verify_key_bytes",

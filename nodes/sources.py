@@ -16,6 +16,7 @@ from nodes.sqlgen import (
     DUCKDB,
     DUCKDB_PREMAPPED,
     POSTGRES,
+    Dialect,
     SqlBuilder,
     build_sql,
     premapped_name,
@@ -113,26 +114,38 @@ class DataSources:
             conns[dsn] = conn
         return conn
 
+    def dialect(self, dataset: Dataset, premapped: bool = True) -> Dialect:
+        """The SQL dialect of the dataset's engine; ``premapped`` reads the shared-vocabulary
+        columns that loading a file source added (``_premap``) instead of mapping codes in SQL."""
+        if dataset.source.kind == "postgres":
+            return POSTGRES
+        return DUCKDB_PREMAPPED if premapped else DUCKDB
+
     def run(self, plan: Plan, units: bool = True) -> list[tuple[Any, ...]]:
+        """Exact per-group aggregates of a checked plan, in the SQL of the dataset's engine."""
         dataset = plan.dataset
+        # PostgreSQL tables are not scanned at start-up, so their rows per unit are always bounded.
         truncate = not self._within_bound.get(dataset.name, False)
+        sql, params = build_sql(plan, self.dialect(dataset), truncate=truncate, units=units)
+        return self.fetch(dataset, sql, params)
+
+    def fetch(self, dataset: Dataset, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+        """Run SQL the node wrote itself (never analyst text), every value a bound parameter, on the
+        dataset's engine. A failure names the dataset and the engine, never the SQL or the data."""
         if dataset.source.kind == "postgres":
             import psycopg
 
-            sql, params = build_sql(plan, POSTGRES, truncate=True, units=units)
             try:
                 with self._pg(dataset.source.dsn).cursor() as cur:
                     cur.execute(sql, params)
                     return list(cur.fetchall())
             except psycopg.Error as exc:
                 getattr(self._pg_local, "conns", {}).pop(dataset.source.dsn, None)
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 raise SourceError(
                     "source_unavailable",
-                    f"dataset {dataset.name}: PostgreSQL query failed ({first})",
+                    f"dataset {dataset.name}: PostgreSQL query failed ({type(exc).__name__})",
                     node=self.config.node_id,
                 ) from None
-        sql, params = build_sql(plan, DUCKDB_PREMAPPED, truncate=truncate, units=units)
         try:
             with self._duck_lock:
                 cursor = self._duck.cursor()

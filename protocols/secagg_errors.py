@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from protocols.errors import FederationError
 
-class SecAggError(Exception):
+
+class SecAggError(FederationError):
     """A secure-aggregation rule was broken; ``rule`` names it for refusals and audit logs."""
 
-    def __init__(self, rule: str, message: str) -> None:
-        super().__init__(f"{rule}: {message}")
-        self.rule = rule
-        self.message = message
+    def __init__(self, rule: str, message: str, node: str = "") -> None:
+        super().__init__(rule, message, node)

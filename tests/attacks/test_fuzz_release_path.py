@@ -11,10 +11,10 @@ from google.protobuf.message import DecodeError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nodes.audit import AuditLog
 from nodes.config import load_node_config
-from nodes.release import ReleasePath, open_ledger
-from nodes.sources import DataSources
+from nodes.context import NodeContext
+from nodes.daemon import node_router
+from nodes.router import JobRouter
 from protocols import federation_pb2 as pb
 
 CONFIG = """
@@ -55,7 +55,7 @@ domain = [2022, 2023]
 
 
 @pytest.fixture(scope="module")
-def release(tmp_path_factory: pytest.TempPathFactory) -> ReleasePath:
+def release(tmp_path_factory: pytest.TempPathFactory) -> JobRouter:
     root = tmp_path_factory.mktemp("fuzz")
     rows = [
         {
@@ -69,10 +69,7 @@ def release(tmp_path_factory: pytest.TempPathFactory) -> ReleasePath:
     pd.DataFrame(rows).to_csv(root / "decl.csv", index=False)
     (root / "node.toml").write_text(CONFIG)
     config = load_node_config(root / "node.toml")
-    config.state_dir.mkdir(parents=True, exist_ok=True)
-    return ReleasePath(
-        config, DataSources(config), AuditLog(config.state_dir / "audit.log", "douane"), open_ledger(config)
-    )
+    return node_router(NodeContext.open(config, signed=False))
 
 
 def _check(response: pb.JobResponse) -> None:
@@ -88,7 +85,7 @@ def _check(response: pb.JobResponse) -> None:
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.binary(max_size=400))
-def test_arbitrary_bytes(release: ReleasePath, data: bytes) -> None:
+def test_arbitrary_bytes(release: JobRouter, data: bytes) -> None:
     try:
         job = pb.JobRequest.FromString(data)
     except DecodeError:
@@ -148,7 +145,7 @@ aggregates = st.lists(
     where=st.one_of(st.none(), filters),
     epsilon=st.sampled_from([0.0, 0.5, 1.0, -1.0, 1e9, float("nan")]),
 )
-def test_arbitrary_specs(release: ReleasePath, dataset, group_by, aggs, where, epsilon) -> None:  # noqa: ANN001
+def test_arbitrary_specs(release: JobRouter, dataset, group_by, aggs, where, epsilon) -> None:  # noqa: ANN001
     spec = pb.QuerySpec(dataset=dataset, group_by=group_by, aggregates=aggs)
     if where is not None:
         spec.filter.CopyFrom(where)
@@ -156,7 +153,7 @@ def test_arbitrary_specs(release: ReleasePath, dataset, group_by, aggs, where, e
     _check(release.handle(pb.JobRequest(job_id="fuzz", query=spec)))
 
 
-def test_audit_log_still_verifies(release: ReleasePath) -> None:
+def test_audit_log_still_verifies(release: JobRouter) -> None:
     from nodes.audit import verify
 
-    assert verify(Path(release.audit.path)).ok
+    assert verify(Path(release.ctx.audit.path)).ok

@@ -23,7 +23,7 @@ from federation.query import parse_query
 from nodes.approvals import ApprovalStore, approvals_path
 from nodes.audit import export, verify
 from nodes.config import load_node_config
-from nodes.release import open_ledger
+from nodes.context import open_ledger
 from protocols import federation_pb2 as pb
 from protocols import federation_pb2_grpc as pb_grpc
 from protocols.canonical import canonical_job_hash, template_hash

@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 
 from federation.query import parse_query
-from nodes.audit import AuditLog
 from nodes.config import NodeConfig, load_node_config
+from nodes.context import NodeContext
+from nodes.daemon import node_router
 from nodes.differencing import (
     STORE_FILE,
     DifferencingGuard,
@@ -22,7 +23,6 @@ from nodes.differencing import (
     symmetric_difference,
     unit_rows,
 )
-from nodes.release import ReleasePath, open_ledger
 from nodes.sources import DataSources
 from protocols import federation_pb2 as pb
 from protocols.errors import ConfigError
@@ -161,10 +161,8 @@ def test_symmetric_difference() -> None:
 
 
 def test_release_path_refuses_with_the_rule(small, customs) -> None:
-    config, sources = small
-    audit = AuditLog(config.state_dir / "audit.log", config.node_id)
-    path = ReleasePath(config, sources, audit, open_ledger(config))
-    config.state_dir.mkdir(parents=True, exist_ok=True)
+    config, _ = small
+    path = node_router(NodeContext.open(config))
 
     def ask(sql: str) -> pb.JobResponse:
         spec = parse_query(sql)

@@ -104,9 +104,8 @@ def test_offline_phase_can_be_turned_off_and_respects_the_set_bound(
 
 
 def test_node_reads_at_most_one_value_over_the_bound(tmp_path: Path, customs, declarations) -> None:  # type: ignore[no-untyped-def]
-    from nodes.audit import AuditLog
+    from nodes.context import NodeContext
     from nodes.overlap import OverlapNode
-    from nodes.release import ReleasePath, open_ledger
 
     distinct = declarations["kvk_nummer"].dropna().nunique()
     for bound, expected in ((3, 4), (distinct + 5, distinct)):
@@ -118,13 +117,9 @@ def test_node_reads_at_most_one_value_over_the_bound(tmp_path: Path, customs, de
                 dataset_policy=f'overlap_columns = ["company"]\noverlap_min_set = 1\noverlap_max_set = {bound}',
             )
         )
-        config.state_dir.mkdir(parents=True, exist_ok=True)
-        sources = DataSources(config)
+        ctx = NodeContext.open(config)
         try:
-            release = ReleasePath(
-                config, sources, AuditLog(config.state_dir / "audit.log", config.node_id), open_ledger(config)
-            )
-            node = OverlapNode(release)
+            node = OverlapNode(ctx)
             dataset = config.datasets["declarations"]
             assert len(node._all_ids(dataset, "company")) == expected
             node.preblinder.start()
@@ -132,4 +127,4 @@ def test_node_reads_at_most_one_value_over_the_bound(tmp_path: Path, customs, de
             assert node.preblinder.wait_ready(1.5 if bound == 3 else 30) is (bound != 3)
             node.preblinder.close()
         finally:
-            sources.close()
+            ctx.close()
