@@ -655,6 +655,9 @@ _mount_optional()
 
 
 def main() -> None:
+    """Run the CLI. Every error a user can cause is a ``FederationError`` (transport errors become one
+    at the client boundary): one line naming its rule, exit code 1. Anything else is a bug: one line
+    naming its type, exit code 2, and the stack trace only with FEDERATION_DEBUG=1."""
     try:
         app()
     except FederationError as exc:
@@ -662,14 +665,11 @@ def main() -> None:
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
-    except Exception as exc:  # noqa: BLE001 - the user gets one line, never a stack trace
-        if getattr(exc, "rule", None):
-            err.print(f"error: {exc}", style="red", markup=False, highlight=False)
-            sys.exit(1)
+    except Exception as exc:  # noqa: BLE001 - a bug still gets one line, never a stack trace
         if os.environ.get("FEDERATION_DEBUG"):
             raise
         err.print(
-            f"error: unexpected {type(exc).__name__}: {exc} (set FEDERATION_DEBUG=1 for details)",
+            f"error: internal error ({type(exc).__name__}); set FEDERATION_DEBUG=1 for details",
             style="red",
             markup=False,
         )

@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from protocols.errors import FederationError
+
 __all__ = [
     "DATASETS",
     "NODES",
@@ -47,12 +49,11 @@ __all__ = [
 ]
 
 
-class ScenarioError(ValueError):
+class ScenarioError(FederationError, ValueError):
     """Bad input to the scenario generator; ``rule`` names the rule that was broken."""
 
     def __init__(self, rule: str, message: str) -> None:
-        super().__init__(f"{rule}: {message}")
-        self.rule = rule
+        super().__init__(rule, message)
 
 
 # --- shared vocabulary -------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from federation import pki
+from protocols.errors import FederationError
 
 PARTNERS: tuple[str, ...] = ("politie", "om", "fiod", "douane", "belastingdienst", "kmar")
 DEFAULT_DIR = Path(".federation/pki")
@@ -58,12 +59,15 @@ def _run(action: Callable[[], T]) -> T:
     """Turn refusals into one line on stderr and exit code 1, never a traceback."""
     try:
         return action()
-    except pki.PkiError as exc:
-        _err.print(f"error: {exc}", markup=False, highlight=False)
-        raise typer.Exit(1) from None
     except OSError as exc:
-        _err.print(f"error: {exc.strerror or exc} ({exc.filename or 'file'})", markup=False, highlight=False)
-        raise typer.Exit(1) from None
+        # A PKI folder that cannot be read or written is the user's to fix: name the file.
+        failure: FederationError = FederationError(
+            "pki_files", f"{exc.strerror or exc} ({exc.filename or 'file'})"
+        )
+    except FederationError as exc:
+        failure = exc
+    _err.print(f"error: {failure}", markup=False, highlight=False)
+    raise typer.Exit(1)
 
 
 def _kit_line(kit: pki.Kit) -> str:

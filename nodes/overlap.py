@@ -358,7 +358,7 @@ class OverlapNode:
             try:
                 blob = SealedBox(state.box).decrypt(sealed_in)
             except CryptoError:
-                raise PsiError("a hop does not open with this party's key", rule="hop integrity") from None
+                raise PsiError("a hop does not open with this party's key", rule="hop_integrity") from None
             if step.paillier_key:
                 public_key = public_key_from_bytes(step.paillier_key)
                 width = TOKEN_BYTES + _ciphertext_bytes(public_key.nsquare)
@@ -623,7 +623,7 @@ def _encrypt_and_blind(state: _Party) -> bytes:
 def _unpack_pairs(blob: bytes, width: int) -> list[tuple[bytes, bytes]]:
     if len(blob) % width:
         raise PsiError(
-            "a hop of pairs has a length that is not a whole number of records", rule="token format"
+            "a hop of pairs has a length that is not a whole number of records", rule="token_format"
         )
     return [
         (blob[i : i + TOKEN_BYTES], blob[i + TOKEN_BYTES : i + width]) for i in range(0, len(blob), width)
@@ -634,7 +634,7 @@ def _seal(blob: bytes, recipient: bytes) -> bytes:
     try:
         return SealedBox(PublicKey(recipient)).encrypt(blob)
     except (CryptoError, ValueError, TypeError):
-        raise PsiError("the next party's hop key is not an X25519 public key", rule="hop integrity") from None
+        raise PsiError("the next party's hop key is not an X25519 public key", rule="hop_integrity") from None
 
 
 def _first_chunk(state: _Party, body: bytes, sealed: bool, chunk_bytes: int) -> pb.OverlapReply:

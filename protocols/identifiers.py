@@ -31,7 +31,7 @@ __all__ = ["ID_TYPES", "IdentifierError", "normalise", "normalise_many"]
 class IdentifierError(FederationError):
     """The identifier type is not one the federation knows."""
 
-    def __init__(self, message: str, rule: str = "identifier type") -> None:
+    def __init__(self, message: str, rule: str = "identifier_type") -> None:
         super().__init__(rule, message)
 
 

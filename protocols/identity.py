@@ -18,12 +18,14 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from protocols.errors import FederationError
+
 ROLES: tuple[str, ...] = ("coordinator", "node", "analyst", "privacy_officer", "operator", "admin")
 ROLE_URI_PREFIX = "urn:federation:role:"
 PemSource = bytes | str | Path
 
 
-class PkiError(Exception):
+class PkiError(FederationError):
     """A refused certificate or PKI operation; ``rule`` names the rule that refused it.
 
     Peer checks use: unknown_ca, expired, not_yet_valid, revoked, wrong_role, no_certificate,
@@ -32,12 +34,7 @@ class PkiError(Exception):
     """
 
     def __init__(self, rule: str, message: str) -> None:
-        super().__init__(message)
-        self.rule = rule
-        self.message = message
-
-    def __str__(self) -> str:
-        return f"{self.message} [{self.rule}]"
+        super().__init__(rule, message)
 
 
 @dataclass(frozen=True)

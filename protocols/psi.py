@@ -134,9 +134,9 @@ def _parallel(fn: Callable[[Sequence], list], items: Sequence, workers: int | No
 
 def _check_job_id(job_id: str) -> None:
     if not isinstance(job_id, str) or not job_id:
-        raise PsiError("job id must be a non-empty string", rule="job id")
+        raise PsiError("job id must be a non-empty string", rule="job_id")
     if len(job_id.encode("utf-8")) > 0xFFFF:
-        raise PsiError("job id longer than 65535 bytes", rule="job id")
+        raise PsiError("job id longer than 65535 bytes", rule="job_id")
 
 
 def shuffled(items: Sequence[T]) -> list[T]:
@@ -170,7 +170,7 @@ def _edwards_to_montgomery(points: Sequence[bytes]) -> list[bytes]:
     ys = [int.from_bytes(pt, "little") & _Y_MASK for pt in points]
     dens = [(1 - y) % _P for y in ys]
     if any(d == 0 for d in dens):
-        raise PsiError("hash to group produced the neutral element", rule="hash to group")
+        raise PsiError("hash to group produced the neutral element", rule="hash_to_group")
     prefix = [1] * (len(dens) + 1)
     for i, d in enumerate(dens):
         prefix[i + 1] = prefix[i] * d % _P
@@ -205,11 +205,11 @@ def hash_to_group(items: Sequence[str], workers: int | None = None) -> list[byte
 
 def _check_tokens(tokens: Sequence[bytes]) -> list[bytes]:
     if isinstance(tokens, (bytes, bytearray, str)):
-        raise PsiError("tokens must be a list of 32-byte strings", rule="token format")
+        raise PsiError("tokens must be a list of 32-byte strings", rule="token_format")
     checked = list(tokens)
     for token in checked:
         if not isinstance(token, bytes) or len(token) != TOKEN_BYTES:
-            raise PsiError("every token must be exactly 32 bytes", rule="token format")
+            raise PsiError("every token must be exactly 32 bytes", rule="token_format")
     return checked
 
 
@@ -223,7 +223,7 @@ def _blind_chunk(key: bytes, tokens: Sequence[bytes]) -> list[bytes]:
             raise _not_in_group() from None
     blob = b"".join(tokens)
     if len(blob) != TOKEN_BYTES * len(tokens) or len(key) != 32:
-        raise PsiError("every token must be exactly 32 bytes", rule="token format")
+        raise PsiError("every token must be exactly 32 bytes", rule="token_format")
     # One output buffer and pointer offsets instead of PyNaCl's per-call wrapper: the same
     # libsodium function, about 5% less time per token.
     out = _ffi.new("unsigned char[]", len(blob))
@@ -237,7 +237,7 @@ def _blind_chunk(key: bytes, tokens: Sequence[bytes]) -> list[bytes]:
 
 def _not_in_group() -> PsiError:
     # libsodium refuses points of small order (result all zero): not an honest token.
-    return PsiError("a token is not an element of the prime-order group", rule="token group")
+    return PsiError("a token is not an element of the prime-order group", rule="token_group")
 
 
 @dataclass(eq=False)
@@ -258,7 +258,7 @@ class PreBlinded:
     def claim(self) -> bytes:
         with self._lock:
             if self._claimed:
-                raise PsiError("a pre-blinded set serves one job only", rule="protocol order")
+                raise PsiError("a pre-blinded set serves one job only", rule="protocol_order")
             self._claimed = True
             return self.key
 
@@ -290,7 +290,7 @@ class PsiParty:
         prepared: PreBlinded | None = None,
     ) -> None:
         if not isinstance(party_id, str) or not party_id:
-            raise PsiError("party id must be a non-empty string", rule="party id")
+            raise PsiError("party id must be a non-empty string", rule="party_id")
         _check_job_id(job_id)
         self.party_id = party_id
         self.job_id = job_id
@@ -310,7 +310,7 @@ class PsiParty:
 
     def _require_key(self) -> bytes:
         if self._key is None:
-            raise PsiError(f"party {self.party_id} has finished this job", rule="protocol order")
+            raise PsiError(f"party {self.party_id} has finished this job", rule="protocol_order")
         return self._key
 
     def _exponentiate(self, points: list[bytes]) -> list[bytes]:
@@ -330,7 +330,7 @@ class PsiParty:
     def _start_own(self) -> None:
         self._require_key()
         if self._blinded_own:
-            raise PsiError(f"party {self.party_id} already blinded its own set", rule="protocol order")
+            raise PsiError(f"party {self.party_id} already blinded its own set", rule="protocol_order")
         self._blinded_own = True
 
     def _start_reblind(self, owner: str | None) -> None:
@@ -338,10 +338,10 @@ class PsiParty:
         if owner is None:
             return
         if owner == self.party_id:
-            raise PsiError(f"party {owner} must not re-blind its own set", rule="protocol order")
+            raise PsiError(f"party {owner} must not re-blind its own set", rule="protocol_order")
         if owner in self._reblinded:
             raise PsiError(
-                f"party {self.party_id} already re-blinded the set of {owner}", rule="protocol order"
+                f"party {self.party_id} already re-blinded the set of {owner}", rule="protocol_order"
             )
         self._reblinded.add(owner)
 
@@ -366,7 +366,7 @@ class PsiParty:
         self._start_own()
         ids = _check_identifiers(item for item, _ in items)
         if len(set(ids)) != len(ids):
-            raise PsiError("an identifier occurs twice in a set with values", rule="duplicate identifier")
+            raise PsiError("an identifier occurs twice in a set with values", rule="duplicate_identifier")
         tokens = self._own_tokens(ids)
         self.own_size = len(ids)
         return shuffled([(token, payload) for token, (_, payload) in zip(tokens, items, strict=True)])
@@ -416,7 +416,7 @@ def pattern_counts(final_sets: Mapping[str, Sequence[bytes]]) -> dict[frozenset[
         mark = bit[party]
         checked = _check_tokens(tokens)
         if len(set(checked)) != len(checked):
-            raise PsiError(f"the final set of {party} holds a token twice", rule="duplicate token")
+            raise PsiError(f"the final set of {party} holds a token twice", rule="duplicate_token")
         for token in checked:
             membership[token] = membership.get(token, 0) | mark
     counts = Counter(membership.values())
@@ -461,7 +461,7 @@ class PsiResult:
         wanted = frozenset(parties)
         unknown = wanted - set(self.set_sizes)
         if unknown:
-            raise PsiError(f"unknown parties: {', '.join(sorted(unknown))}", rule="party id")
+            raise PsiError(f"unknown parties: {', '.join(sorted(unknown))}", rule="party_id")
         return sum(count for pattern, count in self.patterns.items() if wanted <= pattern)
 
     def union_size(self) -> int:
@@ -487,7 +487,7 @@ def pack_tokens(tokens: Sequence[bytes]) -> bytes:
 def unpack_tokens(blob: bytes) -> list[bytes]:
     """Split a message body made by :func:`pack_tokens`."""
     if len(blob) % TOKEN_BYTES:
-        raise PsiError("token message length is not a multiple of 32", rule="token format")
+        raise PsiError("token message length is not a multiple of 32", rule="token_format")
     return [blob[i : i + TOKEN_BYTES] for i in range(0, len(blob), TOKEN_BYTES)]
 
 
@@ -505,7 +505,7 @@ def open_tokens(blob: bytes, private_key: PrivateKey) -> list[bytes]:
     try:
         return unpack_tokens(SealedBox(private_key).decrypt(blob))
     except CryptoError:
-        raise PsiError("sealed token message does not open with this key", rule="hop integrity") from None
+        raise PsiError("sealed token message does not open with this key", rule="hop_integrity") from None
 
 
 def run_in_memory(

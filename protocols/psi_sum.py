@@ -57,9 +57,9 @@ class SumLayout:
     @classmethod
     def for_set(cls, max_value: int, categories: int, set_size: int) -> SumLayout:
         if not isinstance(max_value, int) or isinstance(max_value, bool) or max_value < 0:
-            raise PsiError("max_value must be a non-negative integer", rule="value bounds")
+            raise PsiError("max_value must be a non-negative integer", rule="value_bounds")
         if not isinstance(categories, int) or isinstance(categories, bool) or categories < 0:
-            raise PsiError("categories must be a non-negative integer", rule="category domain")
+            raise PsiError("categories must be a non-negative integer", rule="category_domain")
         largest = max(set_size * max_value, set_size, 1)
         return cls(max_value=max_value, categories=categories, slot_bits=largest.bit_length())
 
@@ -69,7 +69,7 @@ class SumLayout:
 
     def encode(self, value: int, category: int | None) -> int:
         if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= self.max_value:
-            raise PsiError(f"value {value!r} outside [0, {self.max_value}]", rule="value bounds")
+            raise PsiError(f"value {value!r} outside [0, {self.max_value}]", rule="value_bounds")
         plain = value
         if self.categories:
             if (
@@ -78,16 +78,16 @@ class SumLayout:
                 or not 0 <= category < self.categories
             ):
                 raise PsiError(
-                    f"category {category!r} outside [0, {self.categories})", rule="category domain"
+                    f"category {category!r} outside [0, {self.categories})", rule="category_domain"
                 )
             plain += 1 << (self.slot_bits * (1 + category))
         elif category is not None:
-            raise PsiError("this sum has no categories", rule="category domain")
+            raise PsiError("this sum has no categories", rule="category_domain")
         return plain
 
     def decode(self, plain: int) -> tuple[int, dict[int, int]]:
         if plain >> self.bits:
-            raise PsiError("decrypted sum does not fit the layout", rule="sum integrity")
+            raise PsiError("decrypted sum does not fit the layout", rule="sum_integrity")
         mask = (1 << self.slot_bits) - 1
         per_category = {c: (plain >> (self.slot_bits * (1 + c))) & mask for c in range(self.categories)}
         return plain & mask, per_category
@@ -119,10 +119,10 @@ def _to_bytes(public_key: paillier.PaillierPublicKey, ciphertext: int) -> bytes:
 
 def _from_bytes(public_key: paillier.PaillierPublicKey, blob: bytes) -> paillier.EncryptedNumber:
     if not isinstance(blob, bytes) or len(blob) != _ciphertext_bytes(public_key):
-        raise PsiError("ciphertext has the wrong length for this key", rule="ciphertext format")
+        raise PsiError("ciphertext has the wrong length for this key", rule="ciphertext_format")
     value = int.from_bytes(blob, "big")
     if not 0 < value < public_key.nsquare:
-        raise PsiError("ciphertext is outside the ciphertext space", rule="ciphertext format")
+        raise PsiError("ciphertext is outside the ciphertext space", rule="ciphertext_format")
     return paillier.EncryptedNumber(public_key, value, exponent=0)
 
 
@@ -130,7 +130,7 @@ def public_key_from_bytes(blob: bytes) -> paillier.PaillierPublicKey:
     """The base party's Paillier public key from its wire form (the modulus ``n``, big-endian)."""
     n = int.from_bytes(blob, "big")
     if n.bit_length() < MIN_KEY_BITS or n % 2 == 0:
-        raise PsiError(f"Paillier modulus must be odd and at least {MIN_KEY_BITS} bits", rule="key size")
+        raise PsiError(f"Paillier modulus must be odd and at least {MIN_KEY_BITS} bits", rule="key_size")
     return paillier.PaillierPublicKey(n)
 
 
@@ -152,7 +152,7 @@ class SumBase:
         self, party: PsiParty, max_value: int, categories: int = 0, key_bits: int = DEFAULT_KEY_BITS
     ) -> None:
         if key_bits < MIN_KEY_BITS:
-            raise PsiError(f"Paillier keys need at least {MIN_KEY_BITS} bits", rule="key size")
+            raise PsiError(f"Paillier keys need at least {MIN_KEY_BITS} bits", rule="key_size")
         self.party = party
         self._max_value = max_value
         self._categories = categories
@@ -173,11 +173,11 @@ class SumBase:
         if layout.bits >= self.public_key.n.bit_length() - 1:
             raise PsiError(
                 f"{layout.bits} plaintext bits needed, key holds {self.public_key.n.bit_length() - 2}",
-                rule="sum capacity",
+                rule="sum_capacity",
             )
         cats = categories or {}
         if self._categories and set(cats) != set(values):
-            raise PsiError("every identifier needs exactly one category", rule="category domain")
+            raise PsiError("every identifier needs exactly one category", rule="category_domain")
         plains = [(item, layout.encode(value, cats.get(item))) for item, value in values.items()]
         self.layout = layout
         records = [
@@ -188,7 +188,7 @@ class SumBase:
     def decrypt_masked(self, ciphertext: bytes) -> int:
         """Decrypt the coordinator's masked sum. Only once per job, so no single item can be opened."""
         if self._decrypted:
-            raise PsiError("the masked sum of this job was already decrypted", rule="protocol order")
+            raise PsiError("the masked sum of this job was already decrypted", rule="protocol_order")
         number = _from_bytes(self.public_key, ciphertext)
         self._decrypted = True
         return self._private_key.raw_decrypt(number.ciphertext(be_secure=False))
@@ -223,10 +223,10 @@ def unmask(
 ) -> SumResult:
     """Coordinator: remove the mask from the base party's decryption and split the slots."""
     if not isinstance(decrypted, int) or not 0 <= decrypted < public_key.n:
-        raise PsiError("decrypted value is outside the plaintext space", rule="sum integrity")
+        raise PsiError("decrypted value is outside the plaintext space", rule="sum_integrity")
     total, per_category = layout.decode((decrypted - masked.mask) % public_key.n)
     if layout.categories and sum(per_category.values()) != masked.matched:
-        raise PsiError("category counts do not add up to the matched items", rule="sum integrity")
+        raise PsiError("category counts do not add up to the matched items", rule="sum_integrity")
     return SumResult(matched=masked.matched, total=total, per_category=per_category)
 
 
@@ -267,7 +267,7 @@ def run_sum_in_memory(
     masked = masked_intersection_sum(pairs, final_sets, public_key)
     decrypted = base.decrypt_masked(masked.ciphertext)
     if base.layout is None:
-        raise PsiError("the base party published no layout", rule="protocol order")
+        raise PsiError("the base party published no layout", rule="protocol_order")
     result = unmask(masked, decrypted, base.layout, public_key)
     overlap = result_from_final_sets(job_id, {base_id: [token for token, _ in pairs], **final_sets})
     return result, overlap

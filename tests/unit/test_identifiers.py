@@ -110,7 +110,7 @@ def test_normalise_many_iban() -> None:
 def test_unknown_type_names_the_rule() -> None:
     with pytest.raises(IdentifierError) as info:
         normalise("bsn", "123")
-    assert info.value.rule == "identifier type"
+    assert info.value.rule == "identifier_type"
     assert "bsn" in str(info.value)
     with pytest.raises(IdentifierError):
         normalise_many("passport", [])

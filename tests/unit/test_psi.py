@@ -194,7 +194,7 @@ def test_sealed_hops_round_trip() -> None:
     assert open_tokens(sealed, receiver) == tokens
     with pytest.raises(PsiError) as info:
         open_tokens(sealed, PrivateKey.generate())
-    assert info.value.rule == "hop integrity"
+    assert info.value.rule == "hop_integrity"
     with pytest.raises(PsiError):
         unpack_tokens(b"x" * 33)
 
@@ -204,7 +204,7 @@ def test_protocol_rules_are_enforced() -> None:
     party.blind_own(["a"])
     with pytest.raises(PsiError, match="already blinded") as info:
         party.blind_own(["b"])
-    assert info.value.rule == "protocol order"
+    assert info.value.rule == "protocol_order"
     token = hash_to_group(["a"])
     with pytest.raises(PsiError, match="own set"):
         party.reblind(token, owner="om")
@@ -219,17 +219,17 @@ def test_protocol_rules_are_enforced() -> None:
 def test_bad_input_gets_a_named_rule() -> None:
     party = PsiParty("om", "job-bad")
     cases = [
-        (lambda: party.reblind([b"short"]), "token format"),
-        (lambda: party.reblind(b"\x01" * 32), "token format"),
+        (lambda: party.reblind([b"short"]), "token_format"),
+        (lambda: party.reblind(b"\x01" * 32), "token_format"),
         # u = 0 has small order; libsodium refuses it.
-        (lambda: party.reblind([bytes(32)]), "token group"),
+        (lambda: party.reblind([bytes(32)]), "token_group"),
         (lambda: party.blind_own([1234]), "identifier"),
-        (lambda: PsiParty("om", ""), "job id"),
-        (lambda: PsiParty("", "job"), "party id"),
+        (lambda: PsiParty("om", ""), "job_id"),
+        (lambda: PsiParty("", "job"), "party_id"),
         (lambda: run_in_memory({"a": ["x"]}, "job"), "parties"),
         (lambda: run_in_memory({"a": ["x"], "b": ["y"]}, "job", order=["a", "a"]), "ring"),
         (lambda: ring_route(["a", "b"], "c"), "ring"),
-        (lambda: pattern_counts({"a": [b"\x09" * 32, b"\x09" * 32]}), "duplicate token"),
+        (lambda: pattern_counts({"a": [b"\x09" * 32, b"\x09" * 32]}), "duplicate_token"),
         (lambda: at_least({}, 0), "threshold"),
     ]
     for call, rule in cases:
@@ -291,7 +291,7 @@ def test_preblinded_key_serves_one_job_and_is_fresh() -> None:
     assert sorted(party.blind_own(["b", "a"])) == sorted(first.tokens.values())
     with pytest.raises(PsiError, match="one job") as info:
         PsiParty("om", "job-b", prepared=first)
-    assert info.value.rule == "protocol order"
+    assert info.value.rule == "protocol_order"
     party.finish()
     with pytest.raises(PsiError, match="finished"):
         party.reblind(list(second.tokens.values()))

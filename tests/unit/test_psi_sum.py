@@ -90,7 +90,7 @@ def test_coordinator_sees_only_fresh_ciphertexts_and_base_only_a_masked_sum() ->
     # One decryption per job: the coordinator cannot have single items opened afterwards.
     with pytest.raises(PsiError) as info:
         base.decrypt_masked(final_pairs[0][1])
-    assert info.value.rule == "protocol order"
+    assert info.value.rule == "protocol_order"
 
 
 def test_masks_differ_between_runs() -> None:
@@ -111,20 +111,20 @@ def test_bad_input_gets_a_named_rule() -> None:
     layout = SumLayout.for_set(max_value=10, categories=2, set_size=5)
     base = SumBase(PsiParty("douane", "job-bad"), max_value=10, categories=2, key_bits=KEY_BITS)
     cases = [
-        (lambda: layout.encode(11, 0), "value bounds"),
-        (lambda: layout.encode(-1, 0), "value bounds"),
-        (lambda: layout.encode(3, 2), "category domain"),
-        (lambda: SumLayout.for_set(10, 0, 5).encode(3, 1), "category domain"),
-        (lambda: base.blind_own({"a": 1}, {}), "category domain"),
-        (lambda: SumBase(PsiParty("om", "job"), 10, key_bits=512), "key size"),
-        (lambda: public_key_from_bytes(b"\x01" * 16), "key size"),
-        (lambda: base.decrypt_masked(b"\x00" * 7), "ciphertext format"),
+        (lambda: layout.encode(11, 0), "value_bounds"),
+        (lambda: layout.encode(-1, 0), "value_bounds"),
+        (lambda: layout.encode(3, 2), "category_domain"),
+        (lambda: SumLayout.for_set(10, 0, 5).encode(3, 1), "category_domain"),
+        (lambda: base.blind_own({"a": 1}, {}), "category_domain"),
+        (lambda: SumBase(PsiParty("om", "job"), 10, key_bits=512), "key_size"),
+        (lambda: public_key_from_bytes(b"\x01" * 16), "key_size"),
+        (lambda: base.decrypt_masked(b"\x00" * 7), "ciphertext_format"),
         (lambda: run_sum_in_memory("a", {"x": 1}, {}, "job", max_value=1, key_bits=KEY_BITS), "parties"),
         (
             lambda: run_sum_in_memory("a", {"x": 1}, {"a": []}, "job", max_value=1, key_bits=KEY_BITS),
             "parties",
         ),
-        (lambda: PsiParty("x", "job").blind_own_pairs([("a", 1), ("a", 2)]), "duplicate identifier"),
+        (lambda: PsiParty("x", "job").blind_own_pairs([("a", 1), ("a", 2)]), "duplicate_identifier"),
     ]
     for call, rule in cases:
         with pytest.raises(PsiError) as info:
@@ -133,4 +133,4 @@ def test_bad_input_gets_a_named_rule() -> None:
     too_big = SumBase(PsiParty("kmar", "job-cap"), max_value=10**40, categories=40, key_bits=KEY_BITS)
     with pytest.raises(PsiError) as info:
         too_big.blind_own({f"{i}": 1 for i in range(3)}, {f"{i}": 0 for i in range(3)})
-    assert info.value.rule == "sum capacity"
+    assert info.value.rule == "sum_capacity"
