@@ -1,22 +1,52 @@
 """Combine per-node protected results into one answer.
 
-Counts and sums add per group; AVG is the total sum over the total count. A group that any
-answering node suppressed is suppressed in the combined answer too: releasing the other nodes'
-part would let an analyst subtract it from a later, larger total. Noise variances add; the 95%
-interval is the node's own when one node contributed, else a normal approximation.
+Counts and sums add per group; AVG is the total sum over the total count. Noise variances add;
+the 95% interval is the node's own when one node contributed, else a normal approximation.
+
+Suppression:
+
+* DP releases carry each node's noisy threshold count per group and the noise it was made with
+  (``QueryResult.threshold``). Suppression is decided once, on the sum of those counts, against
+  a threshold calibrated to the summed noise and the strictest ``min_group_size`` among the
+  answering nodes (privacy/suppression.py): post-processing of released figures, no budget.
+* A group that a node suppressed itself (exact mode, or DP with policy ``suppression = "node"``)
+  is suppressed in the combined answer too: releasing the other nodes' part would let an
+  analyst subtract it from a later, larger total.
 """
 
 from __future__ import annotations
 
 import math
 
+from privacy.suppression import ThresholdNoise, combined_threshold
 from protocols import federation_pb2 as pb
 from protocols.values import from_value
 
 Z95 = 1.959963984540054
 
 
-def combine(spec: pb.QuerySpec, answers: dict[str, pb.QueryResult]) -> list[pb.CombinedRow]:
+def _decision(answers: dict[str, pb.QueryResult], min_group_sizes: dict[str, int]) -> tuple[int, str] | None:
+    """(threshold, what it counts) for the summed threshold counts; ``None`` without DP parts."""
+    parts = [
+        ThresholdNoise(r.threshold.mechanism, r.threshold.scale, max(1, r.threshold.per_unit))
+        for r in answers.values()
+        if r.HasField("threshold")
+    ]
+    if not parts:
+        return None
+    sizes = [int(r.threshold.min_group_size) for r in answers.values() if r.HasField("threshold")]
+    sizes += [size for node, size in min_group_sizes.items() if node in answers]
+    measured = "row" if any(r.threshold.kind == "count" for r in answers.values()) else "unit"
+    return combined_threshold(max(1, *sizes), parts), measured
+
+
+def combine(
+    spec: pb.QuerySpec, answers: dict[str, pb.QueryResult], min_group_sizes: dict[str, int] | None = None
+) -> list[pb.CombinedRow]:
+    """Combined rows; ``min_group_sizes`` (node -> its policy's, from its DatasetInfo) adds the
+    answering exact-mode nodes' minimum sizes to the strictest one the decision uses."""
+    decision = _decision(answers, min_group_sizes or {})
+    counts: dict[tuple, float] = {}
     rows: dict[tuple, pb.CombinedRow] = {}
     totals: dict[tuple, list[list[float]]] = {}
     single: dict[tuple, list[pb.Cell | None]] = {}
@@ -34,6 +64,8 @@ def combine(spec: pb.QuerySpec, answers: dict[str, pb.QueryResult]) -> list[pb.C
                 single[key] = [None] * n_aggs
                 order.append(key)
             row = rows[key]
+            if answers[node].HasField("threshold"):
+                counts[key] = counts.get(key, 0.0) + group.threshold_count
             if group.suppressed:
                 row.suppressed = True
                 row.suppressed_by.append(f"{node}: {group.suppression_rule}")
@@ -49,6 +81,11 @@ def combine(spec: pb.QuerySpec, answers: dict[str, pb.QueryResult]) -> list[pb.C
     out = []
     for key in order:
         row = rows[key]
+        if decision is not None and not row.suppressed and counts.get(key, 0.0) < decision[0]:
+            row.suppressed = True
+            row.suppressed_by.append(
+                f"combined: min_group_size: summed noisy {decision[1]} count below {decision[0]}"
+            )
         for i, agg in enumerate(spec.aggregates):
             cell = row.cells.add()
             if row.suppressed:

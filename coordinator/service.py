@@ -335,7 +335,8 @@ class AnalystService(pb_grpc.AnalystServicer):
             self.jobs.finish(job_id, "failed", "", outcomes)
             return response
         response.ok = True
-        response.rows.extend(combine(spec, answers))
+        sizes = {s.node_id: d.min_group_size for s in targets for d in s.datasets if d.name == spec.dataset}
+        response.rows.extend(combine(spec, answers, sizes))
         self.jobs.finish(
             job_id, "partial" if missing else "complete", _result_digest(list(response.rows)), outcomes
         )

@@ -51,6 +51,9 @@ class Policy:
     budget_epsilon: float = 10.0  # total per (dataset, project) until the privacy officer sets one
     budget_delta: float = 1e-6  # the delta at which officers read epsilon
     release: str = "plain"
+    # DP releases: "combined" lets the coordinator decide suppression once, on the summed noisy
+    # count (docs/privacy.md); "node" suppresses here, on this node's own noisy count.
+    suppression: str = "combined"
     secure_min_nodes: int = 3  # the fewest participants a secure aggregation may have to include this node
     # Entity overlap (docs/overlap.md): identifier columns that may take part (none by default),
     # bounds on a party's set size, whether overlap releases need DP, Paillier key size for sums.
@@ -162,6 +165,8 @@ def _policy(raw: dict[str, Any], base: Policy, where: str) -> Policy:
         raise ConfigError(f"{where}: budget_delta must be in (0, 1)")
     if values["release"] not in ("plain", "secure"):
         raise ConfigError(f"{where}: release must be 'plain' or 'secure'")
+    if values["suppression"] not in ("combined", "node"):
+        raise ConfigError(f"{where}: suppression must be 'combined' or 'node'")
     if _number(values["differencing_history"], "differencing_history", where, integer=True) < 0:
         raise ConfigError(f"{where}: differencing_history must be 0 (off) or more")
     _number(values["secure_min_nodes"], "secure_min_nodes", where, integer=True)

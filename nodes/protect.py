@@ -4,10 +4,13 @@
 * Without DP: a group with fewer distinct privacy units than the minimum group size is suppressed
   as a whole row, so a suppressed value cannot be recovered from the other columns of the row.
 * With DP (OpenDP, see privacy/dp.py): every cell of every group gets noise calibrated to the
-  declared bounds and ``max_rows_per_unit``; suppression is decided on a *noisy* count against a
-  threshold that a group below the minimum size clears with probability <= 1e-3: the noisy
-  distinct-unit count, or, when the query asks for COUNT(*) but not COUNT(DISTINCT unit), its
-  noisy row count against a threshold in rows (privacy/dp.py ``threshold_for``).
+  declared bounds and ``max_rows_per_unit``. Suppression is decided on a *noisy* count: the
+  noisy distinct-unit count, or, when the query asks for COUNT(*) but not COUNT(DISTINCT unit),
+  its noisy row count. By default (policy ``suppression = "combined"``) the node releases every
+  group with that count and its noise, and the coordinator decides once on the sum over the
+  nodes (privacy/suppression.py). With ``suppression = "node"`` the node suppresses a group
+  whose own count is below a threshold that a group below the minimum size clears with
+  probability <= 1e-3 (privacy/dp.py ``threshold_for``).
 """
 
 from __future__ import annotations
@@ -189,6 +192,20 @@ def _protect_exact(plan: Plan, exact: Exact) -> pb.QueryResult:
     return result
 
 
+def _threshold_basis(noise: NoisePlan, dataset: Dataset) -> pb.Threshold:
+    """What the coordinator needs to decide suppression on the sum of the nodes' threshold counts
+    (privacy/suppression.py): the noise on this node's count and what one unit can add to it."""
+    spec = noise.threshold
+    return pb.Threshold(
+        kind=spec.kind,
+        mechanism=spec.mechanism,
+        scale=spec.scale,
+        per_unit=spec.max_rows_per_unit if spec.kind == "count" else 1,
+        min_group_size=dataset.policy.min_group_size,
+        suppression=dataset.policy.suppression,
+    )
+
+
 def _protect_dp(plan: Plan, exact: Exact, budget: Budget) -> tuple[pb.QueryResult, Cost]:
     ds = plan.dataset
     noise = _noise_plan(plan, budget)
@@ -218,12 +235,15 @@ def _protect_dp(plan: Plan, exact: Exact, budget: Budget) -> tuple[pb.QueryResul
         noisy_counts = [float(v) for v in release_counts(units, threshold_component.spec)]
     threshold = threshold_for(ds.policy.min_group_size, noise.threshold)
     measured = "row" if noise.threshold.kind == "count" else "unit"
+    at_node = ds.policy.suppression == "node"
 
     result = pb.QueryResult()
+    result.threshold.CopyFrom(_threshold_basis(noise, ds))
     columns = noise.columns
     for g, key in enumerate(plan.keys):
         group = _new_group(result, key)
-        if noisy_counts[g] < threshold:
+        group.threshold_count = noisy_counts[g]
+        if at_node and noisy_counts[g] < threshold:
             _suppress(
                 group, len(plan.aggregates), f"min_group_size: noisy {measured} count below {threshold}"
             )

@@ -188,16 +188,34 @@ class Cell(_message.Message):
     def __init__(self, sum: _Optional[float] = ..., count: _Optional[float] = ..., noise_sd: _Optional[float] = ..., count_noise_sd: _Optional[float] = ..., ci_low: _Optional[float] = ..., ci_high: _Optional[float] = ...) -> None: ...
 
 class GroupResult(_message.Message):
-    __slots__ = ("key", "cells", "suppressed", "suppression_rule")
+    __slots__ = ("key", "cells", "suppressed", "suppression_rule", "threshold_count")
     KEY_FIELD_NUMBER: _ClassVar[int]
     CELLS_FIELD_NUMBER: _ClassVar[int]
     SUPPRESSED_FIELD_NUMBER: _ClassVar[int]
     SUPPRESSION_RULE_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_COUNT_FIELD_NUMBER: _ClassVar[int]
     key: _containers.RepeatedCompositeFieldContainer[Value]
     cells: _containers.RepeatedCompositeFieldContainer[Cell]
     suppressed: bool
     suppression_rule: str
-    def __init__(self, key: _Optional[_Iterable[_Union[Value, _Mapping]]] = ..., cells: _Optional[_Iterable[_Union[Cell, _Mapping]]] = ..., suppressed: _Optional[bool] = ..., suppression_rule: _Optional[str] = ...) -> None: ...
+    threshold_count: float
+    def __init__(self, key: _Optional[_Iterable[_Union[Value, _Mapping]]] = ..., cells: _Optional[_Iterable[_Union[Cell, _Mapping]]] = ..., suppressed: _Optional[bool] = ..., suppression_rule: _Optional[str] = ..., threshold_count: _Optional[float] = ...) -> None: ...
+
+class Threshold(_message.Message):
+    __slots__ = ("kind", "mechanism", "scale", "per_unit", "min_group_size", "suppression")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    MECHANISM_FIELD_NUMBER: _ClassVar[int]
+    SCALE_FIELD_NUMBER: _ClassVar[int]
+    PER_UNIT_FIELD_NUMBER: _ClassVar[int]
+    MIN_GROUP_SIZE_FIELD_NUMBER: _ClassVar[int]
+    SUPPRESSION_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    mechanism: str
+    scale: float
+    per_unit: int
+    min_group_size: int
+    suppression: str
+    def __init__(self, kind: _Optional[str] = ..., mechanism: _Optional[str] = ..., scale: _Optional[float] = ..., per_unit: _Optional[int] = ..., min_group_size: _Optional[int] = ..., suppression: _Optional[str] = ...) -> None: ...
 
 class NodeCost(_message.Message):
     __slots__ = ("epsilon", "rho", "delta")
@@ -210,14 +228,16 @@ class NodeCost(_message.Message):
     def __init__(self, epsilon: _Optional[float] = ..., rho: _Optional[float] = ..., delta: _Optional[float] = ...) -> None: ...
 
 class QueryResult(_message.Message):
-    __slots__ = ("groups", "cost", "audit_digest")
+    __slots__ = ("groups", "cost", "audit_digest", "threshold")
     GROUPS_FIELD_NUMBER: _ClassVar[int]
     COST_FIELD_NUMBER: _ClassVar[int]
     AUDIT_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     groups: _containers.RepeatedCompositeFieldContainer[GroupResult]
     cost: NodeCost
     audit_digest: str
-    def __init__(self, groups: _Optional[_Iterable[_Union[GroupResult, _Mapping]]] = ..., cost: _Optional[_Union[NodeCost, _Mapping]] = ..., audit_digest: _Optional[str] = ...) -> None: ...
+    threshold: Threshold
+    def __init__(self, groups: _Optional[_Iterable[_Union[GroupResult, _Mapping]]] = ..., cost: _Optional[_Union[NodeCost, _Mapping]] = ..., audit_digest: _Optional[str] = ..., threshold: _Optional[_Union[Threshold, _Mapping]] = ...) -> None: ...
 
 class Refusal(_message.Message):
     __slots__ = ("node", "rule", "reason")

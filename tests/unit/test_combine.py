@@ -8,6 +8,7 @@ import pytest
 
 from coordinator.combine import Z95, combine
 from federation.query import parse_query
+from privacy.suppression import ThresholdNoise, combined_threshold
 from protocols import federation_pb2 as pb
 from protocols.values import from_value, to_value
 
@@ -136,3 +137,75 @@ def test_integer_keys_and_single_node() -> None:
 
 def test_no_answers_gives_no_rows() -> None:
     assert combine(SPEC, {}) == []
+
+
+# --------------------------------------------------------------------------- combined suppression
+
+
+def dp_answer(units: dict[str, float], scale: float = 20.0, min_group_size: int = 10) -> pb.QueryResult:
+    """A DP node's full-domain answer that leaves suppression to the coordinator: every port with
+    its noisy unit count (here the COUNT(DISTINCT company) cell) as threshold count."""
+    out = pb.QueryResult(
+        threshold=pb.Threshold(
+            kind="count_distinct",
+            mechanism="laplace",
+            scale=scale,
+            per_unit=1,
+            min_group_size=min_group_size,
+            suppression="combined",
+        )
+    )
+    for port in PORTS:
+        u = units.get(port, 0.0)
+        g = group([port], [(3 * u, 3 * u), (u, u), (10 * u, u), (10 * u, u)])
+        g.threshold_count = u
+        out.groups.append(g)
+    return out
+
+
+def test_suppression_is_decided_once_on_the_summed_noisy_count() -> None:
+    """Amsterdam has 60 units at each of six nodes, each below a node's own threshold (125 for
+    b = 20) but 360 together: released. Moerdijk has 9 at one node: suppressed, once, by the
+    combined rule with the threshold calibrated to six summed noises."""
+    nodes = ["douane", "fiod", "kmar", "om", "politie", "belastingdienst"]
+    answers = {n: dp_answer({"Rotterdam": 400.0, "Amsterdam": 60.0}) for n in nodes}
+    answers["douane"] = dp_answer({"Rotterdam": 400.0, "Amsterdam": 60.0, "Moerdijk": 9.0})
+    threshold = combined_threshold(10, [ThresholdNoise("laplace", 20.0)] * 6)
+    assert 125 < threshold < 360
+    rows = by_port(combine(SPEC, answers))
+    assert not rows["Amsterdam"].suppressed and values(rows["Amsterdam"])[1] == 360.0
+    assert not rows["Rotterdam"].suppressed
+    assert rows["Moerdijk"].suppressed
+    assert list(rows["Moerdijk"].suppressed_by) == [
+        f"combined: min_group_size: summed noisy unit count below {threshold}"
+    ]
+
+
+def test_the_strictest_minimum_size_among_answering_nodes_decides() -> None:
+    def two(fiod_min: int = 10) -> dict[str, pb.QueryResult]:
+        return {
+            "om": dp_answer({"Amsterdam": 100.0}, scale=5.0),
+            "fiod": dp_answer({"Amsterdam": 100.0}, scale=5.0, min_group_size=fiod_min),
+        }
+
+    parts = [ThresholdNoise("laplace", 5.0)] * 2
+    assert combined_threshold(10, parts) < 200 < combined_threshold(150, parts)
+    assert not by_port(combine(SPEC, two()))["Amsterdam"].suppressed
+    assert by_port(combine(SPEC, two(fiod_min=150)))["Amsterdam"].suppressed
+    # An exact-mode node's minimum size (from its DatasetInfo) counts too, when it answered.
+    assert by_port(combine(SPEC, two(), {"om": 10, "fiod": 200}))["Amsterdam"].suppressed
+    assert not by_port(combine(SPEC, two(), {"om": 10, "kmar": 200}))["Amsterdam"].suppressed
+
+
+def test_a_node_that_suppresses_itself_still_blanks_the_combined_row() -> None:
+    """Policy ``suppression = "node"``: that node's own decision still suppresses the whole row."""
+    rule = "min_group_size: noisy unit count below 134"
+    own = dp_answer({"Amsterdam": 500.0})
+    own.threshold.suppression = "node"
+    amsterdam = own.groups[1]
+    amsterdam.suppressed, amsterdam.suppression_rule = True, rule
+    del amsterdam.cells[:]
+    amsterdam.cells.extend(pb.Cell() for _ in SPEC.aggregates)
+    rows = by_port(combine(SPEC, {"om": dp_answer({"Amsterdam": 500.0}), "kmar": own}))
+    assert rows["Amsterdam"].suppressed
+    assert list(rows["Amsterdam"].suppressed_by) == [f"kmar: {rule}"]

@@ -2,7 +2,8 @@
 
 Every key of the declared domain is reported, empty groups included, so the shape of an answer
 reveals nothing; a group with fewer distinct privacy units than ``min_group_size`` is suppressed
-as a whole row.
+as a whole row. The node here keeps node-level suppression under DP too (policy
+``suppression = "node"``); the default, a decision on the combined figure, is tested at the end.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from protocols import federation_pb2 as pb
 from protocols.values import from_value
 
 MIN_GROUP = 3
+NODE_LEVEL = f'min_group_size = {MIN_GROUP}\nsuppression = "node"'
 
 
 def decl(unit: str, haven: str, value: float, jaar: int = 2022) -> dict[str, Any]:
@@ -61,9 +63,7 @@ ROWS = [
 def config(tmp_path_factory: pytest.TempPathFactory, customs: Any) -> NodeConfig:
     folder = tmp_path_factory.mktemp("protect")
     frame = pd.DataFrame(ROWS, columns=list(customs.LOCAL_TYPES))
-    return load_node_config(
-        customs.write_csv_node(folder, frame, dataset_policy=f"min_group_size = {MIN_GROUP}")
-    )
+    return load_node_config(customs.write_csv_node(folder, frame, dataset_policy=NODE_LEVEL))
 
 
 @pytest.fixture(scope="module")
@@ -311,9 +311,7 @@ def test_row_threshold_decides_suppression(tmp_path: Path, customs: Any) -> None
     ]
     rows += [decl(f"4{i:07d}", "VLI", 1.0) for i in range(MIN_GROUP + 1)]
     frame = pd.DataFrame(rows, columns=list(customs.LOCAL_TYPES))
-    node = load_node_config(
-        customs.write_csv_node(tmp_path, frame, dataset_policy=f"min_group_size = {MIN_GROUP}")
-    )
+    node = load_node_config(customs.write_csv_node(tmp_path, frame, dataset_policy=NODE_LEVEL))
     s = DataSources(node)
     try:
         plan = validate(parse_query("SELECT port, COUNT(*) AS n FROM declarations GROUP BY port"), node)
@@ -330,3 +328,51 @@ def test_row_threshold_decides_suppression(tmp_path: Path, customs: Any) -> None
     for port in ("Amsterdam", "Vlissingen", "Moerdijk"):
         assert groups[(port,)].suppressed
         assert groups[(port,)].suppression_rule == f"min_group_size: noisy row count below {threshold}"
+
+
+# --------------------------------------------------------------------------- combined suppression (default)
+
+
+def test_default_dp_release_leaves_suppression_to_the_combined_figure(tmp_path: Path, customs: Any) -> None:
+    """Policy ``suppression = "combined"`` (the default): no group is suppressed at the node, even
+    Amsterdam with MIN_GROUP - 1 units; each group carries its noisy threshold count and the result
+    the noise it was made with, for the coordinator's one decision."""
+    frame = pd.DataFrame(ROWS, columns=list(customs.LOCAL_TYPES))
+    node = load_node_config(
+        customs.write_csv_node(tmp_path, frame, dataset_policy=f"min_group_size = {MIN_GROUP}")
+    )
+    assert node.datasets["declarations"].policy.suppression == "combined"
+    s = DataSources(node)
+    try:
+        plan = validate(parse_query(SQL), node)
+        result, _ = protect(plan, compute(plan, s), Budget(epsilon=1.0))
+        rows_plan = validate(parse_query("SELECT port, COUNT(*) AS n FROM declarations GROUP BY port"), node)
+        rows_result, _ = protect(rows_plan, compute(rows_plan, s, units=False), Budget(rho=0.5))
+    finally:
+        s.close()
+    assert not any(g.suppressed for g in result.groups)
+    # COUNT(DISTINCT company) is the threshold count, as released.
+    assert all(g.threshold_count == g.cells[1].sum for g in result.groups)
+    noise = plan_noise(
+        [("count", None), ("count_distinct", None), ("sum", (0.0, 1000.0)), ("avg", (0.0, 1000.0))],
+        node.datasets["declarations"].max_rows_per_unit,
+        epsilon=1.0,
+        n_groups=len(plan.keys),
+    ).threshold
+    assert result.threshold == pb.Threshold(
+        kind="count_distinct",
+        mechanism="laplace",
+        scale=noise.scale,
+        per_unit=1,
+        min_group_size=MIN_GROUP,
+        suppression="combined",
+    )
+    # A reused COUNT(*) is a row count: one unit adds up to max_rows_per_unit to it.
+    assert rows_result.threshold.kind == "count" and rows_result.threshold.mechanism == "gaussian"
+    assert rows_result.threshold.per_unit == node.datasets["declarations"].max_rows_per_unit
+    assert all(g.threshold_count == g.cells[0].sum for g in rows_result.groups)
+
+
+def test_exact_release_carries_no_threshold_basis(config: NodeConfig, sources: DataSources) -> None:
+    result = release(SQL, config, sources)
+    assert not result.HasField("threshold")
