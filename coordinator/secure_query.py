@@ -9,7 +9,7 @@
 
 Secure aggregation is SecAgg (Bonawitz et al., CCS 2017) with the sparse graph of SecAgg+ (Bell et
 al., CCS 2020), protocols/secagg.py; the noise is the distributed discrete Gaussian of Kairouz, Liu
-& Steinke (ICML 2021), or a full discrete Laplace per node for pure DP (privacy/dp.py). The
+& Steinke (ICML 2021), whose shares add up to one curator's noise (privacy/distributed.py). The
 coordinator holds masked vectors and the unmasked sum, never one node's contribution.
 
 Debugging and audit aid: with ``FEDERATION_RECORD_DIR`` set, every reply the coordinator receives
@@ -30,7 +30,8 @@ import numpy as np
 
 from coordinator.registry import NodeGone, NodeSession
 from privacy.accounting import PrivacyError
-from privacy.dp import NoiseSpec, interval, threshold_for
+from privacy.dp import NoiseSpec, interval
+from privacy.suppression import THRESHOLD_P, ThresholdNoise, combined_threshold
 from protocols import federation_pb2 as pb
 from protocols.fixed_point import FixedPointCodec
 from protocols.secagg import SecAggConfig, SecAggServer
@@ -39,8 +40,6 @@ from protocols.secagg_errors import SecAggError
 RECORD_ENV = "FEDERATION_RECORD_DIR"
 BITS = 64
 LEVEL = 0.95
-# Probability that a group below the minimum size clears the noisy threshold (as at the nodes).
-THRESHOLD_P = 1e-3
 
 Observer = Callable[[str, int, Mapping[str, pb.SecureReply]], None]
 # Called after each round with (job id, round, replies by node): the recorder below is one; an
@@ -367,7 +366,9 @@ def noisy_threshold(
 
     For a unit count T starts from min_group_size - 1; for COUNT(*) (``component.kind == "count"``)
     from (min_group_size - 1) R, R = ``max_rows_per_unit``, the common bound every node calibrated
-    its noise to: a group of fewer units has at most that many rows.
+    its noise to: a group of fewer units has at most that many rows. The noise is the sum of the
+    survivors' shares (privacy/suppression.py): for discrete Gaussian shares, one discrete
+    Gaussian's tail at the summed variance, the one noise the shares add up to.
     """
     rows = component.kind == "count"
     if rows and (
@@ -379,10 +380,8 @@ def noisy_threshold(
     per_unit = max_rows_per_unit if rows else 1
     if not component.mechanism:
         return (min_group_size - 1) * per_unit + 1
-    if component.mechanism == "gaussian":
-        return threshold_for(min_group_size, _spec(component, survivors, per_unit), THRESHOLD_P)
-    per_node = threshold_for(1, _spec(component, 1, per_unit), THRESHOLD_P / survivors)
-    return (min_group_size - 1) * per_unit + survivors * per_node
+    share = ThresholdNoise(component.mechanism, component.noise_scale, per_unit)
+    return combined_threshold(min_group_size, [share] * survivors, THRESHOLD_P)
 
 
 def assemble(

@@ -5,8 +5,9 @@
 
 Secure aggregation is SecAgg (Bonawitz et al., CCS 2017) with the SecAgg+ graph (Bell et al.,
 CCS 2020), see protocols/secagg.py. Noise is the distributed discrete Gaussian of Kairouz, Liu &
-Steinke 2021 (or a full discrete Laplace per node for pure DP), drawn by OpenDP through
-privacy/dp.py. Suppression is decided by the coordinator on the summed noisy unit count, since
+Steinke 2021, drawn by OpenDP through privacy/dp.py: the shares of the nodes in the sum add up
+to one curator's noise; an epsilon request is served at rho = epsilon^2 / 2
+(privacy/distributed.py). A dataset whose policy requires node-level suppression refuses. Suppression is decided by the coordinator on the summed noisy unit count, since
 no single node's counts are ever seen; when the query names its DP budget and asks for COUNT(*)
 but not COUNT(DISTINCT unit), on the summed noisy COUNT(*) against a threshold in rows, and the
 node skips the distinct-unit scan (``reuses_count``).
@@ -33,6 +34,7 @@ from nodes.protect import Budget, _exact_columns, resolve_budget
 from nodes.release import DEFAULT_PROJECT, compute, spec_summary
 from nodes.validate import Plan, Refused, validate
 from privacy.accounting import Cost, epsilon_at_delta
+from privacy.distributed import secure_rho
 from privacy.dp import NoisePlan, integer_noise_share, plan_noise, release_counts
 from protocols import federation_pb2 as pb
 from protocols import secagg_messages as m
@@ -296,7 +298,16 @@ class SecureRelease:
             )
         if node not in step.config.node_ids:
             raise self._refused("secagg_unknown_node", f"node {node} is not in the roster of this job")
+        if dataset.policy.suppression == "node":
+            raise self._refused(
+                "suppression_node",
+                f'dataset {dataset.name} requires node-level suppression (policy suppression = "node"), '
+                "which a secure sum cannot give; ask without secure=True",
+            )
         budget = resolve_budget(spec.privacy, dataset, node)
+        if budget.dp:
+            # One curator's noise, split in discrete Gaussian shares (privacy/distributed.py).
+            budget = Budget(rho=secure_rho(budget.epsilon, budget.rho))
         reuse = reuses_count(plan, spec.privacy) and budget.dp
         # Without a distinct-unit block the costly distinct scan is skipped.
         rows, units, numeric = _exact_columns(plan, compute(plan, self.ctx.sources, units=not reuse))

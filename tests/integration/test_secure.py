@@ -27,6 +27,7 @@ from federation.client import Client
 from federation.demo_data import Scenario, generate, write_scenario
 from federation.processes import LocalFederation, free_port
 from federation.query import parse_query
+from privacy.accounting import epsilon_at_delta
 from privacy.dp import NoiseShare, integer_noise_share, plan_noise, release_counts
 from protocols import federation_pb2 as pb
 from protocols import secagg_messages as m
@@ -273,7 +274,9 @@ def test_distributed_dp_answer_and_ledger(fed: SecureFederation, privacy: Mappin
     for node, (epsilon, releases) in spent.items():
         assert releases == 1, f"{node} charged {releases} times"
         if "epsilon" in privacy:
-            assert epsilon == pytest.approx(privacy["epsilon"], rel=1e-6)
+            # Served as one discrete Gaussian at rho = epsilon^2 / 2 (privacy/distributed.py),
+            # charged and read as epsilon at the budget's delta.
+            assert epsilon == pytest.approx(epsilon_at_delta(privacy["epsilon"] ** 2 / 2, 1e-6), rel=1e-6)
     for node, outcome in _outcomes(df.reset_index()).items():
         assert outcome["status"] == "answered" and outcome["cost"]["rho"] > 0, node
 
