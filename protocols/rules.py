@@ -67,11 +67,13 @@ _RULES: dict[str, dict[str, str]] = {
         "interval_level": "a confidence level is not in (0, 1)",
         "min_group_size": "the minimum group size is not a whole number >= 1",
         "threshold_p": "the suppression threshold probability is not in (0, 1)",
+        "threshold_parts": "a combined suppression threshold was asked for without any noisy part",
         "units_missing": "the release needs distinct-unit counts that were not computed",
         "max_rows_per_unit": "max_rows_per_unit is not a whole number >= 1",
     },
     "secure aggregation": {
         "secure_min_nodes": "fewer nodes take part than the secure aggregation needs",
+        "suppression_node": "the dataset's policy requires node-level suppression, which a secure sum cannot give",
         "min_nodes": "fewer nodes remained in the sum than required",
         "secure_unsupported": "a node announces no secure-aggregation key",
         "secure_config": "the secure job's ring size or roster is not what this node runs",
