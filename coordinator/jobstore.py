@@ -7,6 +7,7 @@ its purpose and legal basis, the time, the nodes and what each node charged.
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import threading
 import time
@@ -37,7 +38,18 @@ CREATE TABLE IF NOT EXISTS job_nodes (
     PRIMARY KEY (job_id, node)
 );
 CREATE INDEX IF NOT EXISTS jobs_project ON jobs(project, created_ms);
+CREATE TABLE IF NOT EXISTS audit_heads (
+    node TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    hash TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    seen_ms INTEGER NOT NULL,
+    PRIMARY KEY (node, seq, hash)
+);
 """
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_MAX_SEQ = (1 << 63) - 1  # SQLite INTEGER
 
 # Accountability columns, added to job stores made before projects existed.
 _ACCOUNTABILITY = {
@@ -187,6 +199,44 @@ class JobStore:
                     ParseDict(json.loads(cost or "{}"), outcome.cost, ignore_unknown_fields=True)
                 records.append(record)
         return records
+
+    def record_head(self, node: str, head: pb.AuditHead, job_id: str) -> bool:
+        """Keep an audit chain head a node published with an answer (docs/audit.md); False if malformed.
+
+        The first sighting of each (node, entry, hash) is kept, so the table grows by at most one row
+        per entry of a node's log; the same entry number under two hashes is kept twice (a fork).
+        """
+        if not 0 < head.seq <= _MAX_SEQ or not _HEX64.fullmatch(head.hash):
+            return False
+        with self._lock:
+            self._db.execute(
+                "INSERT OR IGNORE INTO audit_heads (node, seq, hash, job_id, seen_ms) VALUES (?, ?, ?, ?, ?)",
+                (node, head.seq, head.hash, job_id[:128], int(time.time() * 1000)),
+            )
+        return True
+
+    def heads(self, node: str = "", every: bool = False) -> pb.AuditHeadsResponse:
+        """The heads seen, latest per node (or ``every`` one), and the nodes whose heads fork."""
+        where, args = ("WHERE node = ?", (node,)) if node else ("", ())
+        if every:
+            query = f"SELECT node, seq, hash, job_id, seen_ms FROM audit_heads {where} ORDER BY node, seq"
+        else:
+            # SQLite takes the bare columns from the row holding the MAX().
+            query = (
+                f"SELECT node, MAX(seq), hash, job_id, seen_ms FROM audit_heads {where} "
+                "GROUP BY node ORDER BY node"
+            )
+        forks = f"SELECT DISTINCT node FROM audit_heads {where} GROUP BY node, seq HAVING COUNT(*) > 1"
+        with self._lock:
+            rows = self._db.execute(query, args).fetchall()
+            forked = [row[0] for row in self._db.execute(forks + " ORDER BY node", args)]
+        return pb.AuditHeadsResponse(
+            heads=[
+                pb.AuditHeadRecord(node=n, seq=seq, hash=h, job_id=j, seen_unix_ms=ms)
+                for n, seq, h, j, ms in rows
+            ],
+            forked=forked,
+        )
 
     def close(self) -> None:
         with self._lock:

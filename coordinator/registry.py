@@ -36,6 +36,11 @@ class NodeSession:
         self.outbox.put(pb.CoordinatorMessage(job=job))
         return future
 
+    def waiting_for(self, job_id: str) -> bool:
+        """A job on this link waits for an answer with this id."""
+        with self.lock:
+            return job_id in self.pending
+
     def resolve(self, response: pb.JobResponse) -> None:
         with self.lock:
             future = self.pending.pop(response.job_id, None)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import sqlite3
 import threading
 import time
 import uuid
@@ -70,10 +71,31 @@ class Gate:
 
 
 class NodeLinkService(pb_grpc.NodeLinkServicer):
-    def __init__(self, registry: Registry, heartbeat_seconds: float, gate: Gate) -> None:
+    def __init__(
+        self, registry: Registry, heartbeat_seconds: float, gate: Gate, jobs: JobStore | None = None
+    ) -> None:
         self.registry = registry
         self.heartbeat_seconds = heartbeat_seconds
         self.gate = gate
+        self.jobs = jobs
+
+    def _keep_head(self, session: NodeSession, response: pb.JobResponse) -> None:
+        """Keep the audit head a node sent with an answer to a job it was asked (docs/audit.md).
+
+        Kept before the answer is handed on, so the head is stored once the job returns; answers to no
+        pending job are ignored, so a node cannot fill the store.
+        """
+        if (
+            self.jobs is None
+            or not response.HasField("audit_head")
+            or not session.waiting_for(response.job_id)
+        ):
+            return
+        try:
+            if not self.jobs.record_head(session.node_id, response.audit_head, response.job_id):
+                log.warning("node %s sent a malformed audit head; not kept", session.node_id)
+        except sqlite3.Error as exc:
+            log.warning("audit head of node %s not kept: %s", session.node_id, exc)
 
     def Connect(self, request_iterator: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         try:
@@ -102,6 +124,7 @@ class NodeLinkService(pb_grpc.NodeLinkServicer):
                 for msg in request_iterator:
                     session.last_seen = time.time()
                     if msg.WhichOneof("kind") == "response":
+                        self._keep_head(session, msg.response)
                         session.resolve(msg.response)
             except grpc.RpcError:
                 pass
@@ -187,6 +210,13 @@ class AnalystService(pb_grpc.AnalystServicer):
     def Jobs(self, request: pb.JobsRequest, context: grpc.ServicerContext) -> pb.JobsResponse:  # noqa: N802
         self.gate.user(context)
         return pb.JobsResponse(jobs=self.jobs.recent(request.limit, request.project))
+
+    def AuditHeads(
+        self, request: pb.AuditHeadsRequest, context: grpc.ServicerContext
+    ) -> pb.AuditHeadsResponse:  # noqa: N802
+        """The audit chain heads nodes published with their answers: entry number and hash only."""
+        self.gate.user(context)
+        return self.jobs.heads(request.node, request.all)
 
     def Progress(self, request: pb.ProgressRequest, context: grpc.ServicerContext) -> pb.ProgressResponse:  # noqa: N802
         """How far the caller's own job with this ``progress_id`` has come."""
@@ -363,7 +393,7 @@ class Coordinator:
         )
         gate = Gate(config.tls)
         pb_grpc.add_NodeLinkServicer_to_server(
-            NodeLinkService(self.registry, config.heartbeat_seconds, gate), self.server
+            NodeLinkService(self.registry, config.heartbeat_seconds, gate, self.jobs), self.server
         )
         pb_grpc.add_AnalystServicer_to_server(
             AnalystService(self.registry, self.jobs, config, gate), self.server

@@ -23,6 +23,7 @@ from protocols.errors import FederationError
 
 if TYPE_CHECKING:
     from federation.overlap import JobProgress
+    from nodes.audit import Head
 
 app = typer.Typer(
     help="Federated analytics: aggregates leave a partner's node, raw rows never do.",
@@ -339,7 +340,7 @@ def _approvals(config: Path):  # noqa: ANN202 - nodes.* is imported lazily
 
     cfg = load_node_config(config)
     audit = AuditLog(
-        cfg.state_dir / "audit.log", cfg.node_id, signing_key=load_or_create_signing_key(cfg.state_dir)
+        cfg.state_dir / "audit.log", cfg.node_id, signing_key=load_or_create_signing_key(cfg.audit_key_path)
     )
     return cfg, ApprovalStore(approvals_path(cfg.state_dir), cfg.node_id, audit)
 
@@ -435,31 +436,110 @@ def audit_verify(
     config: Annotated[Path, typer.Option("--config", help="Node config (TOML).")],
     verify_key: Annotated[
         Path | None,
-        typer.Option(help="The node's public audit key (default: audit_verify.key in its state dir)."),
+        typer.Option(
+            help="The node's public audit key, your own copy (default: the one beside its signing key)."
+        ),
+    ] = None,
+    head: Annotated[
+        list[str] | None,
+        typer.Option(help="A head the node published, INDEX:HASH (from `federation audit heads`)."),
+    ] = None,
+    heads_from: Annotated[
+        Path | None,
+        typer.Option(help="Heads exported with `federation audit heads --format json` (or csv)."),
     ] = None,
 ) -> None:
-    """Check the node's audit log: every entry intact, signed, in order, chained to the one before."""
-    from nodes.audit import read_verify_key, verify
+    """Check the node's audit log: every entry intact, signed, in order, chained to the one before,
+    and holding every head the node published (so no entry was cut from its end)."""
+    from nodes.audit import AuditError, parse_head, read_verify_key, verify, verify_key_file
     from nodes.config import load_node_config
 
     cfg = load_node_config(config)
     path = cfg.state_dir / "audit.log"
     if not path.exists():
-        raise FederationError("audit_missing", f"node {cfg.node_id}: no audit log at {path}")
-    key_source = verify_key or cfg.state_dir
-    key = read_verify_key(key_source) if verify_key or (cfg.state_dir / "audit_verify.key").exists() else None
-    report = verify(path, verify_key=key)
-    if report.ok:
-        signed = (
-            f", {report.signatures_checked} signatures checked" if key else " (no public key: unsigned check)"
+        raise FederationError("audit_missing", f"no audit log at {path}", cfg.node_id)
+    key_path = verify_key or verify_key_file(cfg.audit_key_path)
+    try:
+        # No key, no verification: an unsigned check cannot tell a rewritten log from the real one.
+        key = read_verify_key(key_path)
+        heads = [parse_head(h) for h in head or []]
+        if heads_from is not None:
+            heads.extend(_heads_from(heads_from, cfg.node_id))
+        report = verify(path, verify_key=key, heads=heads)
+    except AuditError as exc:
+        raise FederationError(exc.rule, exc.message, cfg.node_id) from None
+    if not report.ok:
+        for problem in report.problems:
+            err.print(problem.message, style="red", markup=False)
+        raise FederationError(
+            report.rule,
+            f"audit log {path} failed verification: {len(report.problems)} problem(s)",
+            cfg.node_id,
         )
-        out.print(
-            f"[green]audit log of {cfg.node_id} is intact[/green]: {report.entries} entries, chain verified{signed}"
+    out.print(
+        f"[green]audit log of {cfg.node_id} is intact[/green]: {report.entries} entries, "
+        f"{report.signatures_checked} signatures checked, head {report.head_seq}:{report.head_hash[:16]}..."
+        + (f", {report.heads_checked} published head(s) found" if heads else ""),
+        highlight=False,
+    )
+    if not heads:
+        err.print(
+            "warning: no published head given (--head or --heads-from), so entries cut from the end of the "
+            "log cannot be detected",
+            style="yellow",
+            markup=False,
         )
-        return
-    for problem in report.problems:
-        err.print(problem.message, style="red", markup=False)
-    raise typer.Exit(1)
+
+
+def _heads_from(path: Path, node: str) -> list[Head]:
+    """The heads of ``node`` in a file written by `federation audit heads` (JSON or CSV)."""
+    import csv
+    import io
+
+    from nodes.audit import AuditInputError, parse_head
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise FederationError("audit_heads_file", f"cannot read heads file {path}: {exc}", node) from None
+    try:
+        data = json.loads(text)
+        rows = data.get("rows", []) if isinstance(data, dict) else data
+    except json.JSONDecodeError:
+        rows = list(csv.DictReader(io.StringIO(text)))
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise FederationError("audit_heads_file", f"{path} does not hold heads (node, seq, hash)", node)
+    try:
+        heads = [parse_head(f"{r.get('seq')}:{r.get('hash')}") for r in rows if r.get("node") == node]
+    except AuditInputError as exc:
+        raise FederationError(exc.rule, f"{path}: {exc.message}", node) from None
+    if not heads:
+        raise FederationError("audit_head_missing", f"{path} holds no head of node {node}", node)
+    return heads
+
+
+@audit_app.command("heads")
+def audit_heads(
+    coordinator: CoordinatorOption = "127.0.0.1:7100",
+    node: Annotated[str, typer.Option(help="Only this node.")] = "",
+    every: Annotated[bool, typer.Option("--all", help="Every head seen, not only the latest.")] = False,
+    fmt: Annotated[Format, typer.Option("--format", "-f")] = Format.table,
+) -> None:
+    """The audit chain heads nodes published with their answers, as the coordinator kept them.
+
+    Pass one to `federation audit verify --head INDEX:HASH`, or save `--format json` for `--heads-from`.
+    """
+    from federation.client import Client
+
+    with Client(coordinator) as fed:
+        df = fed.audit_heads(node=node, every=every)
+    print_frame(df, fmt)
+    for forked in df.attrs.get("forked", []):
+        err.print(
+            f"warning: node {forked} published two different entries under one number (log rewritten?)",
+            style="yellow",
+            markup=False,
+        )
 
 
 @audit_app.command("export")

@@ -347,6 +347,28 @@ class Client:
         columns = ["job_id", "when", "by", "project", "purpose", "legal_basis", "status", "nodes", "epsilon"]
         return pd.DataFrame(rows, columns=[*columns, "sql", "error", "result_digest"])
 
+    def audit_heads(self, node: str = "", every: bool = False) -> pd.DataFrame:
+        """The audit chain heads nodes published with their answers, latest per node (or ``every`` one).
+
+        Give one to ``federation audit verify --head`` (or export them for ``--heads-from``): a node's log
+        that no longer holds a head it published has lost entries. ``attrs["forked"]`` names nodes
+        that published two different entries under one number.
+        """
+        response = self._call("AuditHeads", pb.AuditHeadsRequest(node=node, all=every))
+        rows = [
+            {
+                "node": h.node,
+                "seq": h.seq,
+                "hash": h.hash,
+                "job_id": h.job_id,
+                "seen": pd.to_datetime(h.seen_unix_ms, unit="ms", utc=True),
+            }
+            for h in response.heads
+        ]
+        df = pd.DataFrame(rows, columns=["node", "seq", "hash", "job_id", "seen"])
+        df.attrs = {"forked": list(response.forked)}
+        return df
+
     def projects(self) -> pd.DataFrame:
         """The projects jobs may run for: purpose, legal basis, members, expiry and approval quorum."""
         response = self._call("Projects", pb.ProjectsRequest())

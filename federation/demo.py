@@ -128,17 +128,27 @@ def _tour(address: str, paths: dict[str, Path], console: Console, kit: Path) -> 
             console.print(f"refused: {exc}", style="yellow", markup=False)
 
     _panel(console, "Privacy officer of Douane verifies the node's hash-chained audit log")
-    from nodes.audit import read_verify_key, verify
+    from nodes.audit import Head, read_verify_key, verify, verify_key_file
     from nodes.config import load_node_config
 
     cfg = load_node_config(paths["douane"])
-    report = verify(cfg.state_dir / "audit.log", verify_key=read_verify_key(cfg.state_dir))
+    # The head douane published with its last answer, as the coordinator kept it, anchors the log's end.
+    with Client(address, tls_dir=kit) as fed:
+        heads = [Head(int(h.seq), str(h.hash)) for h in fed.audit_heads(node="douane").itertuples()]
+    report = verify(
+        cfg.state_dir / "audit.log",
+        verify_key=read_verify_key(verify_key_file(cfg.audit_key_path)),
+        heads=heads,
+    )
     if not report.ok:
         raise FederationError(
-            "audit", f"audit log of douane failed verification: {report.problems[0].message}"
+            report.rule, f"audit log of douane failed verification: {report.problems[0].message}"
         )
     console.print(
-        f"[green]audit log of douane intact[/green]: {report.entries} entries, chain and signatures verified"
+        f"[green]audit log of douane intact[/green]: {report.entries} entries, "
+        f"{report.signatures_checked} signatures checked, head {report.head_seq}:{report.head_hash[:16]}..., "
+        f"{report.heads_checked} head(s) published to the coordinator found",
+        highlight=False,
     )
 
 

@@ -20,7 +20,7 @@ import os
 import re
 import stat
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -131,6 +131,19 @@ class ProblemKind(StrEnum):
     FOREIGN_NODE = "foreign_node"
     BAD_SIGNATURE = "bad_signature"
     UNSIGNED = "unsigned"
+    TAIL_MISSING = "tail_missing"
+    HEAD_MISMATCH = "head_mismatch"
+
+
+# The rule a failed `verify` is reported under, by the kind of its first problem: a log that ends
+# before a head the node published lost its tail; one that holds another entry there was rewritten.
+FAILURE_RULES: dict[ProblemKind, str] = {
+    ProblemKind.TAIL_MISSING: "audit_truncated",
+    ProblemKind.TRUNCATED: "audit_truncated",
+    ProblemKind.HEAD_MISMATCH: "audit_head_mismatch",
+    ProblemKind.BAD_SIGNATURE: "audit_bad_signature",
+    ProblemKind.UNSIGNED: "audit_unsigned",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,15 +157,49 @@ class Problem:
 
 
 @dataclass(frozen=True, slots=True)
+class Head:
+    """A chain head a node published: its last entry's ``seq`` and ``hash`` (nothing else of the log)."""
+
+    seq: int
+    hash: str
+
+    def __str__(self) -> str:
+        return f"{self.seq}:{self.hash}"
+
+
+def parse_head(text: str) -> Head:
+    """Read ``INDEX:HASH`` (entry number, 64 lowercase hex digits) as a `Head`."""
+    seq, sep, digest = text.strip().partition(":")
+    if not sep or not seq.isdigit() or int(seq) < 1 or not _HEX64.fullmatch(digest.lower()):
+        raise AuditInputError(
+            f"head {text!r} is not INDEX:HASH (an entry number and 64 hex digits)", rule="audit_head_invalid"
+        )
+    return Head(int(seq), digest.lower())
+
+
+@dataclass(frozen=True, slots=True)
 class VerifyReport:
-    """Outcome of `verify`; `head_seq`/`head_hash` identify the last entry of the intact chain."""
+    """Outcome of `verify`; `head_seq`/`head_hash` identify the last entry of the intact chain.
+
+    ``signatures_checked`` counts the entries whose Ed25519 signature verified; ``heads_checked`` the
+    published heads found in the log.
+    """
 
     ok: bool
     entries: int
     problems: list[Problem] = field(default_factory=list)
-    signatures_checked: bool = False
+    signatures_checked: int = 0
     head_seq: int = 0
     head_hash: str = GENESIS
+    heads_checked: int = 0
+
+    @property
+    def rule(self) -> str:
+        """The rule a failure is reported under (``audit_tampered`` unless a more specific one applies)."""
+        for problem in self.problems:
+            if problem.kind_of_problem in FAILURE_RULES:
+                return FAILURE_RULES[problem.kind_of_problem]
+        return "audit_tampered"
 
 
 def _canonical(obj: Any) -> bytes:
@@ -504,8 +551,14 @@ def _span(first: int, last: int) -> str:
     return f"entry {first} is" if first == last else f"entries {first}-{last} are"
 
 
-def verify(path: Path, verify_key: bytes | VerifyKey | None = None) -> VerifyReport:
-    """Check every line, hash, chain link, sequence number and (with a key) signature of a log."""
+def verify(
+    path: Path, verify_key: bytes | VerifyKey | None = None, heads: Sequence[Head] = ()
+) -> VerifyReport:
+    """Check every line, hash, chain link, sequence number and (with a key) signature of a log.
+
+    Each of ``heads`` (heads the node published, e.g. as kept by the coordinator) must be an intact entry
+    of the log: the chain alone cannot show entries cut from its end, a published head can.
+    """
     vk = _verify_key(verify_key)
     lines, terminated = _read_lines(path)
     problems: list[Problem] = []
@@ -513,6 +566,7 @@ def verify(path: Path, verify_key: bytes | VerifyKey | None = None) -> VerifyRep
     garbled_lines: list[int] = []
     node: str | None = None
     last_seq = 0
+    signed = 0
 
     for index, raw in enumerate(lines):
         lineno = index + 1
@@ -570,18 +624,62 @@ def verify(path: Path, verify_key: bytes | VerifyKey | None = None) -> VerifyRep
                 )
             )
         if vk is not None:
-            problems.extend(_check_signature(vk, row))
+            found = _check_signature(vk, row)
+            problems.extend(found)
+            signed += not found
 
     head = _check_chain(rows, garbled_lines, problems)
+    anchored = _check_heads(rows, heads, len(lines), problems)
     problems.sort(key=lambda p: (p.line, p.kind_of_problem))
     return VerifyReport(
         ok=not problems,
         entries=len(rows),
         problems=problems,
-        signatures_checked=vk is not None,
+        signatures_checked=signed,
         head_seq=head.record["seq"] if head else 0,
         head_hash=head.record["hash"] if head else GENESIS,
+        heads_checked=anchored,
     )
+
+
+def _check_heads(rows: list[_Row], heads: Sequence[Head], line_count: int, problems: list[Problem]) -> int:
+    """Report each published head the log does not hold as an intact entry; return how many it holds."""
+    intact = {(row.record["seq"], row.record["hash"]): row for row in rows if row.hash_ok}
+    by_seq: dict[int, _Row] = {}
+    for row in rows:
+        by_seq.setdefault(row.record["seq"], row)
+    last_seq = max((row.record["seq"] for row in rows), default=0)
+    found = 0
+    for head in sorted(set(heads), key=lambda h: h.seq):
+        if (head.seq, head.hash) in intact:
+            found += 1
+            continue
+        if head.seq > last_seq:
+            problems.append(
+                Problem(
+                    line_count + 1,
+                    head.seq,
+                    ProblemKind.TAIL_MISSING,
+                    f"the log ends at entry {last_seq}, but the node published entry {head.seq} "
+                    f"({head.hash[:16]}...): entries {last_seq + 1}-{head.seq} or more are missing "
+                    "(deleted from the end?)",
+                )
+            )
+            continue
+        row = by_seq.get(head.seq)
+        line = row.line if row else line_count + 1
+        problems.append(
+            Problem(
+                line,
+                head.seq,
+                ProblemKind.HEAD_MISMATCH,
+                f"entry {head.seq} (line {line}) is not the entry the node published "
+                f"({head.hash[:16]}...) (log cut and re-grown, or rewritten?)"
+                if row
+                else f"entry {head.seq} that the node published ({head.hash[:16]}...) is not in the log",
+            )
+        )
+    return found
 
 
 def _check_signature(vk: VerifyKey, row: _Row) -> list[Problem]:
@@ -773,22 +871,38 @@ def export(path: Path) -> list[dict[str, Any]]:
 # --- keys --------------------------------------------------------------------------------------------
 
 
-def load_or_create_signing_key(state_dir: Path) -> SigningKey:
-    """Load the node's audit signing key from ``state_dir``, creating it (mode 0600) on first use.
+def signing_key_file(location: Path) -> Path:
+    """The signing key file named by ``location``: a directory holds it as ``audit_signing.key``."""
+    location = Path(location)
+    return location / SIGNING_KEY_FILE if location.is_dir() else location
 
-    The public half is kept beside it in ``audit_verify.key`` for privacy officers to verify with.
+
+def verify_key_file(signing_key: Path) -> Path:
+    """Where the public half of a signing key is kept: ``audit_verify.key`` beside the default key file,
+    ``<key file>.pub`` beside any other."""
+    key_file = signing_key_file(signing_key)
+    if key_file.name == SIGNING_KEY_FILE:
+        return key_file.with_name(VERIFY_KEY_FILE)
+    return key_file.with_name(key_file.name + ".pub")
+
+
+def load_or_create_signing_key(location: Path) -> SigningKey:
+    """Load the node's audit signing key, creating it (mode 0600) on first use.
+
+    ``location`` is the key file (the ``audit_signing_key`` config key), or a directory that holds it
+    as ``audit_signing.key``. The public half is written beside it (`verify_key_file`) for privacy
+    officers to verify with; they should keep their own copy.
     """
-    state_dir = Path(state_dir)
-    key_path = state_dir / SIGNING_KEY_FILE
+    key_path = signing_key_file(location)
     try:
-        state_dir.mkdir(parents=True, exist_ok=True)
+        key_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         if not key_path.exists():
             _create_key_file(key_path, SigningKey.generate())
         key = _read_signing_key(key_path)
-        _ensure_verify_key(state_dir / VERIFY_KEY_FILE, key.verify_key)
+        _ensure_verify_key(verify_key_file(key_path), key.verify_key)
     except OSError as exc:
         raise AuditKeyError(
-            f"cannot load or create audit key in {state_dir}: {exc.strerror or exc}", rule="audit_key_io"
+            f"cannot load or create audit key {key_path}: {exc.strerror or exc}", rule="audit_key_io"
         ) from exc
     return key
 
@@ -800,6 +914,8 @@ def read_verify_key(path: Path) -> bytes:
         path = path / VERIFY_KEY_FILE
     try:
         text = path.read_text(encoding="ascii").strip()
+    except FileNotFoundError as exc:
+        raise AuditKeyError(f"no audit verify key at {path}", rule="audit_key_missing") from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise AuditKeyError(f"cannot read audit verify key {path}", rule="audit_key_io") from exc
     if not re.fullmatch(r"[0-9a-fA-F]{64}", text):
@@ -846,7 +962,7 @@ def _ensure_verify_key(path: Path, verify_key: VerifyKey) -> None:
     if path.exists():
         if read_verify_key(path).hex() != expected:
             raise AuditKeyError(
-                f"{path} does not belong to {SIGNING_KEY_FILE} beside it", rule="audit_key_mismatch"
+                f"{path} does not belong to the audit signing key beside it", rule="audit_key_mismatch"
             )
         return
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")

@@ -109,6 +109,12 @@ class NodeConfig:
     path: Path | None = None
     tls: TlsFiles | None = None
     insecure: bool = False  # development only: plaintext gRPC, no peer identities
+    # The audit log's Ed25519 signing key; unset: <state_dir>/audit_signing.key (demo only: docs/audit.md).
+    audit_signing_key: Path | None = None
+
+    @property
+    def audit_key_path(self) -> Path:
+        return self.audit_signing_key or self.state_dir / "audit_signing.key"
 
 
 def _require(table: dict[str, Any], key: str, where: str) -> Any:
@@ -313,6 +319,9 @@ def parse_node_config(raw: dict[str, Any], base: Path, path: Path | None = None)
     if len(by_name) != len(datasets):
         raise ConfigError("config: duplicate dataset names")
     state = Path(str(node.get("state_dir", f"state/{node_id}")))
+    audit_key = node.get("audit_signing_key")
+    if audit_key is not None and (not isinstance(audit_key, str) or not audit_key.strip()):
+        raise ConfigError("[node] audit_signing_key must be a file path")
     return NodeConfig(
         node_id=node_id,
         coordinator=str(node.get("coordinator", "127.0.0.1:7100")),
@@ -323,6 +332,7 @@ def parse_node_config(raw: dict[str, Any], base: Path, path: Path | None = None)
         path=path,
         tls=_tls(node, base),
         insecure=bool(node.get("insecure", False)),
+        audit_signing_key=None if audit_key is None else (base / Path(audit_key).expanduser()).resolve(),
     )
 
 

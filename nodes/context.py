@@ -40,7 +40,7 @@ class NodeContext:
     def open(cls, config: NodeConfig, signed: bool = True) -> NodeContext:
         """Open the state folder, the sources and every store of ``config``'s node.
 
-        ``signed`` signs audit entries with the node's key (``audit_signing.key``); only tests that
+        ``signed`` signs audit entries with the node's key (``audit_signing_key``, docs/audit.md); only tests that
         read an unsigned log turn it off.
         """
         state = config.state_dir
@@ -48,7 +48,7 @@ class NodeContext:
         audit = AuditLog(
             state / "audit.log",
             config.node_id,
-            signing_key=load_or_create_signing_key(state) if signed else None,
+            signing_key=load_or_create_signing_key(config.audit_key_path) if signed else None,
         )
         return cls(
             config=config,

@@ -16,6 +16,7 @@ from typing import Any
 
 import grpc
 
+from nodes.audit import AuditError
 from nodes.budgets import BudgetHandler
 from nodes.config import NodeConfig
 from nodes.context import NodeContext
@@ -115,6 +116,12 @@ class NodeDaemon:
         self.secure = SecureRelease(self.ctx)
         self.overlap = OverlapNode(self.ctx)
         self.router = node_router(self.ctx, self.secure, self.overlap)
+        if config.audit_key_path.parent == config.state_dir:
+            log.warning(
+                "audit signing key %s sits beside the audit log: set audit_signing_key in [node] to a "
+                "separate directory (docs/audit.md)",
+                config.audit_key_path,
+            )
         # Pre-blind overlap identifier columns while idle (nodes/preblind.py).
         self.overlap.preblinder.start()
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"{config.node_id}-job")
@@ -147,6 +154,17 @@ class NodeDaemon:
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.overlap.preblinder.close()
         self.ctx.close()
+
+    def _publish_head(self, response: pb.JobResponse) -> None:
+        """Attach the audit chain head to an answer; the coordinator keeps it, so a log later cut at
+        its end fails `federation audit verify --head` (docs/audit.md)."""
+        try:
+            seq, digest = self.ctx.audit.head()
+        except AuditError as exc:
+            log.error("audit head not published: %s", exc)  # the answer itself already has its entry
+            return
+        if seq:
+            response.audit_head.seq, response.audit_head.hash = seq, digest
 
     def _session(self) -> str:
         target = self.config.coordinator
@@ -183,6 +201,7 @@ class NodeDaemon:
 
         def serve(job: pb.JobRequest) -> None:
             response = self.router.handle(job)
+            self._publish_head(response)
             if not done.is_set():
                 outbox.put(pb.NodeMessage(response=response))
 

@@ -663,8 +663,16 @@ class JobRequest(_message.Message):
     legal_basis: str
     def __init__(self, job_id: _Optional[str] = ..., query: _Optional[_Union[QuerySpec, _Mapping]] = ..., budget: _Optional[_Union[BudgetQuery, _Mapping]] = ..., secure: _Optional[_Union[SecureStep, _Mapping]] = ..., overlap: _Optional[_Union[OverlapStep, _Mapping]] = ..., approval: _Optional[_Union[ApprovalQuery, _Mapping]] = ..., requested_by: _Optional[str] = ..., purpose: _Optional[str] = ..., legal_basis: _Optional[str] = ...) -> None: ...
 
+class AuditHead(_message.Message):
+    __slots__ = ("seq", "hash")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    HASH_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    hash: str
+    def __init__(self, seq: _Optional[int] = ..., hash: _Optional[str] = ...) -> None: ...
+
 class JobResponse(_message.Message):
-    __slots__ = ("job_id", "result", "refusal", "budget", "secure", "overlap", "approval")
+    __slots__ = ("job_id", "result", "refusal", "budget", "secure", "overlap", "approval", "audit_head")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
     REFUSAL_FIELD_NUMBER: _ClassVar[int]
@@ -672,6 +680,7 @@ class JobResponse(_message.Message):
     SECURE_FIELD_NUMBER: _ClassVar[int]
     OVERLAP_FIELD_NUMBER: _ClassVar[int]
     APPROVAL_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_HEAD_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     result: QueryResult
     refusal: Refusal
@@ -679,7 +688,8 @@ class JobResponse(_message.Message):
     secure: SecureReply
     overlap: OverlapReply
     approval: ApprovalStatus
-    def __init__(self, job_id: _Optional[str] = ..., result: _Optional[_Union[QueryResult, _Mapping]] = ..., refusal: _Optional[_Union[Refusal, _Mapping]] = ..., budget: _Optional[_Union[BudgetReport, _Mapping]] = ..., secure: _Optional[_Union[SecureReply, _Mapping]] = ..., overlap: _Optional[_Union[OverlapReply, _Mapping]] = ..., approval: _Optional[_Union[ApprovalStatus, _Mapping]] = ...) -> None: ...
+    audit_head: AuditHead
+    def __init__(self, job_id: _Optional[str] = ..., result: _Optional[_Union[QueryResult, _Mapping]] = ..., refusal: _Optional[_Union[Refusal, _Mapping]] = ..., budget: _Optional[_Union[BudgetReport, _Mapping]] = ..., secure: _Optional[_Union[SecureReply, _Mapping]] = ..., overlap: _Optional[_Union[OverlapReply, _Mapping]] = ..., approval: _Optional[_Union[ApprovalStatus, _Mapping]] = ..., audit_head: _Optional[_Union[AuditHead, _Mapping]] = ...) -> None: ...
 
 class NodeMessage(_message.Message):
     __slots__ = ("hello", "heartbeat", "response")
@@ -870,6 +880,36 @@ class BudgetResponse(_message.Message):
     lines: _containers.RepeatedCompositeFieldContainer[BudgetLine]
     nodes: _containers.RepeatedCompositeFieldContainer[NodeOutcome]
     def __init__(self, lines: _Optional[_Iterable[_Union[BudgetLine, _Mapping]]] = ..., nodes: _Optional[_Iterable[_Union[NodeOutcome, _Mapping]]] = ...) -> None: ...
+
+class AuditHeadsRequest(_message.Message):
+    __slots__ = ("node", "all")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    ALL_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    all: bool
+    def __init__(self, node: _Optional[str] = ..., all: _Optional[bool] = ...) -> None: ...
+
+class AuditHeadRecord(_message.Message):
+    __slots__ = ("node", "seq", "hash", "job_id", "seen_unix_ms")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    HASH_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    SEEN_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    seq: int
+    hash: str
+    job_id: str
+    seen_unix_ms: int
+    def __init__(self, node: _Optional[str] = ..., seq: _Optional[int] = ..., hash: _Optional[str] = ..., job_id: _Optional[str] = ..., seen_unix_ms: _Optional[int] = ...) -> None: ...
+
+class AuditHeadsResponse(_message.Message):
+    __slots__ = ("heads", "forked")
+    HEADS_FIELD_NUMBER: _ClassVar[int]
+    FORKED_FIELD_NUMBER: _ClassVar[int]
+    heads: _containers.RepeatedCompositeFieldContainer[AuditHeadRecord]
+    forked: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, heads: _Optional[_Iterable[_Union[AuditHeadRecord, _Mapping]]] = ..., forked: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ProjectsRequest(_message.Message):
     __slots__ = ()

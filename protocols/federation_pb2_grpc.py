@@ -151,6 +151,11 @@ class AnalystStub:
                 request_serializer=protocols_dot_federation__pb2.ProgressRequest.SerializeToString,
                 response_deserializer=protocols_dot_federation__pb2.ProgressResponse.FromString,
                 _registered_method=True)
+        self.AuditHeads = channel.unary_unary(
+                '/federation.v1.Analyst/AuditHeads',
+                request_serializer=protocols_dot_federation__pb2.AuditHeadsRequest.SerializeToString,
+                response_deserializer=protocols_dot_federation__pb2.AuditHeadsResponse.FromString,
+                _registered_method=True)
 
 
 class AnalystServicer:
@@ -210,6 +215,12 @@ class AnalystServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AuditHeads(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AnalystServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -257,6 +268,11 @@ def add_AnalystServicer_to_server(servicer, server):
                     servicer.Progress,
                     request_deserializer=protocols_dot_federation__pb2.ProgressRequest.FromString,
                     response_serializer=protocols_dot_federation__pb2.ProgressResponse.SerializeToString,
+            ),
+            'AuditHeads': grpc.unary_unary_rpc_method_handler(
+                    servicer.AuditHeads,
+                    request_deserializer=protocols_dot_federation__pb2.AuditHeadsRequest.FromString,
+                    response_serializer=protocols_dot_federation__pb2.AuditHeadsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -502,6 +518,33 @@ class Analyst:
             '/federation.v1.Analyst/Progress',
             protocols_dot_federation__pb2.ProgressRequest.SerializeToString,
             protocols_dot_federation__pb2.ProgressResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AuditHeads(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/federation.v1.Analyst/AuditHeads',
+            protocols_dot_federation__pb2.AuditHeadsRequest.SerializeToString,
+            protocols_dot_federation__pb2.AuditHeadsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -25,11 +25,14 @@ from nodes.audit import (
     AuditLog,
     AuditNotFoundError,
     AuditWriteError,
+    Head,
     ProblemKind,
     export,
     load_or_create_signing_key,
+    parse_head,
     read_verify_key,
     verify,
+    verify_key_file,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -580,12 +583,91 @@ def test_bad_node_id_and_key_are_refused(tmp_path: Path) -> None:
         verify(tmp_path / "a.jsonl", b"short")
 
 
+# --- published heads ------------------------------------------------------------------------------------
+
+
+def test_signatures_are_counted(tmp_path: Path) -> None:
+    key = SigningKey.generate()
+    log = _make_log(tmp_path, n=7, key=key)
+    report = verify(log.path, bytes(key.verify_key))
+    assert report.ok and report.entries == 7 and report.signatures_checked == 7
+    assert verify(log.path).signatures_checked == 0
+
+
+def test_tail_cut_at_a_line_boundary_fails_against_a_published_head(tmp_path: Path) -> None:
+    key = SigningKey.generate()
+    log = _make_log(tmp_path, n=8, key=key)
+    published = Head(*log.head())
+    assert verify(log.path, bytes(key.verify_key), heads=[published]).heads_checked == 1
+    _write_lines(log.path, _lines(log.path)[:6])
+    # The chain alone cannot see it: what is left is a whole, signed chain.
+    assert verify(log.path, bytes(key.verify_key)).ok
+    report = verify(log.path, bytes(key.verify_key), heads=[published])
+    problem = _only(report, ProblemKind.TAIL_MISSING)
+    assert problem.seq == 8 and "ends at entry 6" in problem.message
+    assert report.rule == "audit_truncated" and report.heads_checked == 0
+
+
+def test_log_cut_and_regrown_fails_against_a_published_head(tmp_path: Path) -> None:
+    key = SigningKey.generate()
+    log = _make_log(tmp_path, n=8, key=key)
+    published = Head(*log.head())
+    _write_lines(log.path, _lines(log.path)[:5])
+    # The node chains on after the cut: entries 6-9 exist again, but entry 8 is another one.
+    regrown = AuditLog(log.path, NODE, signing_key=bytes(key))
+    for i in range(4):
+        regrown.append("received", f"job-x{i}", {"i": i})
+    assert verify(log.path, bytes(key.verify_key)).ok
+    report = verify(log.path, bytes(key.verify_key), heads=[published])
+    problem = _only(report, ProblemKind.HEAD_MISMATCH)
+    assert problem.seq == 8 and problem.line == 8
+    assert report.rule == "audit_head_mismatch"
+
+
+def test_earlier_heads_are_checked_too(tmp_path: Path) -> None:
+    log = _make_log(tmp_path, n=4)
+    first = Head(*log.head())
+    for i in range(3):
+        log.append("received", f"job-y{i}", {"i": i})
+    report = verify(log.path, heads=[first, Head(*log.head())])
+    assert report.ok and report.heads_checked == 2
+    forged = Head(first.seq, "f" * 64)
+    assert _only(verify(log.path, heads=[forged]), ProblemKind.HEAD_MISMATCH).seq == first.seq
+
+
+@pytest.mark.parametrize("text", ["", "7", "0:" + "a" * 64, "x:" + "a" * 64, "3:abc", "3:" + "g" * 64])
+def test_malformed_heads_are_refused(text: str) -> None:
+    with pytest.raises(AuditInputError) as info:
+        parse_head(text)
+    assert info.value.rule == "audit_head_invalid"
+
+
+def test_head_text_round_trips() -> None:
+    head = Head(292, "AB" * 32)
+    assert parse_head(str(head)) == Head(292, "ab" * 32)
+
+
 # --- keys -----------------------------------------------------------------------------------------------
+
+
+def test_signing_key_in_its_own_directory(tmp_path: Path) -> None:
+    key_file = tmp_path / "keys" / "douane-audit.key"
+    key = load_or_create_signing_key(key_file)
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    assert verify_key_file(key_file) == tmp_path / "keys" / "douane-audit.key.pub"
+    assert read_verify_key(verify_key_file(key_file)) == bytes(key.verify_key)
+    assert not (tmp_path / "keys" / "audit_verify.key").exists()
+
+
+def test_missing_verify_key_is_named(tmp_path: Path) -> None:
+    with pytest.raises(AuditKeyError) as info:
+        read_verify_key(tmp_path / "audit_verify.key")
+    assert info.value.rule == "audit_key_missing"
 
 
 def test_signing_key_is_created_private_and_reloaded(tmp_path: Path) -> None:
     state = tmp_path / "state" / "douane"
-    key = load_or_create_signing_key(state)
+    key = load_or_create_signing_key(state / "audit_signing.key")
     signing_file, verify_file = state / "audit_signing.key", state / "audit_verify.key"
     assert signing_file.stat().st_mode & 0o777 == 0o600
     assert read_verify_key(verify_file) == bytes(key.verify_key) == read_verify_key(state)

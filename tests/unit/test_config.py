@@ -289,3 +289,13 @@ def test_wrong_types_give_config_error(tmp_path: Path, old: str, new: str, key: 
     assert old in text
     error = config_error(tmp_path, text.replace(old, new, 1))
     assert key in error.message
+
+
+def test_audit_signing_key_path(tmp_path: Path) -> None:
+    default = load_node_config(write(tmp_path, HEAD + DATASET))
+    assert default.audit_key_path == tmp_path.resolve() / "state" / "douane" / "audit_signing.key"
+    moved = HEAD.replace("[node]\n", '[node]\naudit_signing_key = "keys/douane-audit.key"\n', 1)
+    config = load_node_config(write(tmp_path, moved + DATASET))
+    assert config.audit_key_path == tmp_path.resolve() / "keys" / "douane-audit.key"
+    bad = HEAD.replace("[node]\n", "[node]\naudit_signing_key = 7\n", 1)
+    assert "audit_signing_key" in config_error(tmp_path, bad + DATASET).message
