@@ -40,8 +40,8 @@ class NodeContext:
     def open(cls, config: NodeConfig, signed: bool = True) -> NodeContext:
         """Open the state folder, the sources and every store of ``config``'s node.
 
-        ``signed`` signs audit entries with the node's key (``audit_signing_key``, docs/audit.md); only tests that
-        read an unsigned log turn it off.
+        ``signed`` signs audit entries with the node's key (``audit_signing_key``, docs/audit.md); only
+        tests that read an unsigned log turn it off.
         """
         state = config.state_dir
         state.mkdir(parents=True, exist_ok=True)
