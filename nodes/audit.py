@@ -195,11 +195,11 @@ class VerifyReport:
 
     @property
     def rule(self) -> str:
-        """The rule a failure is reported under (``audit_tampered`` unless a more specific one applies)."""
+        """The rule a failure is reported under (``audit`` unless a more specific one applies)."""
         for problem in self.problems:
             if problem.kind_of_problem in FAILURE_RULES:
                 return FAILURE_RULES[problem.kind_of_problem]
-        return "audit_tampered"
+        return "audit"
 
 
 def _canonical(obj: Any) -> bytes:
