@@ -116,9 +116,15 @@ def test_tail_cut_at_a_line_boundary_fails_against_the_published_head(
         assert "Traceback" not in cut.stderr
 
 
-def test_missing_verify_key_fails(fed: RunningFederation, tmp_path: Path) -> None:
-    config = _officer_copy(fed, tmp_path / "copy")
-    (tmp_path / "copy" / "keys" / "douane" / "audit_verify.key").unlink()
+@pytest.mark.parametrize(
+    ("node", "verify_key"),
+    [("kmar", "state/kmar/audit_verify.key"), ("douane", "keys/douane/audit_verify.key")],
+)
+def test_missing_verify_key_fails(fed: RunningFederation, tmp_path: Path, node: str, verify_key: str) -> None:
+    # kmar keeps the default key location (its state folder), douane a separate one.
+    _officer_copy(fed, tmp_path / "copy")
+    config = tmp_path / "copy" / "nodes" / f"{node}.toml"
+    (tmp_path / "copy" / verify_key).unlink()
     done = _cli(fed, "audit", "verify", "--config", str(config))
     assert done.returncode != 0 and "audit_key_missing" in done.stderr, done.stdout + done.stderr
     assert "intact" not in done.stdout and "Traceback" not in done.stderr
