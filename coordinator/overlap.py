@@ -38,6 +38,7 @@ from coordinator.registry import NodeGone, Registry
 from privacy.dp import interval, plan_noise, release_counts, release_sums
 from protocols import federation_pb2 as pb
 from protocols.errors import FederationError
+from protocols.privacy_request import check_wire
 from protocols.psi import TOKEN_BYTES, pattern_counts, unpack_tokens
 from protocols.psi_sum import SumLayout, masked_intersection_sum, public_key_from_bytes
 from protocols.values import from_value
@@ -125,8 +126,10 @@ class OverlapJob:
             )
         if aggregate and not (spec.aggregate.group_by and spec.aggregate.sum):
             raise OverlapFailed("malformed_request", "an intersection sum needs both group_by and sum")
-        if spec.privacy.rho > 0:
-            raise OverlapFailed("privacy_request", "an overlap takes epsilon (pure DP), not rho")
+        try:
+            check_wire(spec.privacy.epsilon, spec.privacy.rho, pure_only=True)
+        except FederationError as exc:
+            raise OverlapFailed(exc.rule, exc.message) from None
         sessions = self.registry.sessions()
         id_types: dict[str, str] = {}
         for item in spec.datasets:

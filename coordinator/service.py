@@ -37,8 +37,9 @@ from coordinator.secure_query import requires_secure, run_secure_query
 from protocols import federation_pb2 as pb
 from protocols import federation_pb2_grpc as pb_grpc
 from protocols.channels import server_options
-from protocols.errors import ConfigError
+from protocols.errors import ConfigError, FederationError
 from protocols.identity import Identity, PkiError, TlsFiles, check_grpc_peer
+from protocols.privacy_request import check_wire
 
 log = logging.getLogger("federation.coordinator")
 
@@ -305,6 +306,12 @@ class AnalystService(pb_grpc.AnalystServicer):
         try:
             self.limits.admit(self.gate.user(context))
         except RateLimited as exc:
+            return pb.QueryResponse(
+                job_id=job_id, ok=False, error=exc.message, error_rule=exc.rule, columns=columns
+            )
+        try:
+            check_wire(spec.privacy.epsilon, spec.privacy.rho)  # the SDK checked; nodes check again
+        except FederationError as exc:
             return pb.QueryResponse(
                 job_id=job_id, ok=False, error=exc.message, error_rule=exc.rule, columns=columns
             )

@@ -28,6 +28,7 @@ from protocols import federation_pb2_grpc as pb_grpc
 from protocols.channels import channel_options
 from protocols.errors import FederationError
 from protocols.identity import grpc_channel_credentials
+from protocols.privacy_request import check_privacy
 from protocols.values import from_value
 
 DEFAULT_COORDINATOR = "127.0.0.1:7100"
@@ -225,16 +226,11 @@ class Client:
         spec.min_nodes = max(0, int(min_nodes))
         spec.project = project
         spec.secure = bool(secure)  # secure aggregation with distributed noise (docs/secure-aggregation.md)
-        if epsilon is not None and rho is not None:
-            raise FederationError("privacy_request", "give either epsilon or rho, not both")
-        if epsilon is not None:
-            if epsilon <= 0:
-                raise FederationError("privacy_request", "epsilon must be positive")
-            spec.privacy.epsilon = float(epsilon)
-        if rho is not None:
-            if rho <= 0:
-                raise FederationError("privacy_request", "rho must be positive")
-            spec.privacy.rho = float(rho)
+        ask = check_privacy(epsilon, rho)  # the coordinator and every node check it again
+        if ask.epsilon is not None:
+            spec.privacy.epsilon = ask.epsilon
+        if ask.rho is not None:
+            spec.privacy.rho = ask.rho
         request = pb.QueryRequest(spec=spec, sql=sql, timeout_seconds=timeout or 0.0)
         call_timeout = (timeout or 30.0) + 30.0
         response: pb.QueryResponse = self._call("Query", request, timeout=call_timeout)

@@ -22,6 +22,7 @@ from google.protobuf.json_format import MessageToDict
 from federation.query import parse_query
 from protocols import federation_pb2 as pb
 from protocols.errors import FederationError, QueryError
+from protocols.privacy_request import check_privacy
 from protocols.values import from_value
 
 __all__ = ["OverlapResult", "aggregate_frame", "build_request", "parse_where", "result_from_response"]
@@ -103,10 +104,9 @@ def build_request(
         item = spec.datasets.add(node=node, dataset=dataset)
         if (node, dataset) in by_key:
             item.filter.CopyFrom(parse_where(by_key[(node, dataset)], name))
-    if epsilon is not None:
-        if isinstance(epsilon, bool) or not isinstance(epsilon, int | float) or not epsilon > 0:
-            raise FederationError("privacy_request", "epsilon must be a positive number")
-        spec.privacy.epsilon = float(epsilon)
+    ask = check_privacy(epsilon, pure_only=True)  # the coordinator and every node check it again
+    if ask.epsilon is not None:
+        spec.privacy.epsilon = ask.epsilon
     if aggregate is not None:
         group_by, total = aggregate
         if not group_by or not total:

@@ -46,6 +46,7 @@ from privacy.accounting import Cost
 from privacy.dp import plan_noise
 from protocols import federation_pb2 as pb
 from protocols.identifiers import normalise, normalise_many
+from protocols.privacy_request import check_wire
 from protocols.psi import TOKEN_BYTES, PsiError, PsiParty, pack_tokens, unpack_tokens
 from protocols.psi_sum import SumBase, SumLayout, public_key_from_bytes, rerandomiser
 from protocols.values import to_value
@@ -437,10 +438,9 @@ def _identifier(dataset: Dataset, name: str, node: str) -> Column:
 def _epsilon(request: pb.PrivacyRequest, dataset: Dataset, node: str) -> float | None:
     """The epsilon this release runs at after the node's policy: requested, default, or none."""
     policy = dataset.policy
-    if request.rho > 0 or request.epsilon < 0 or request.rho < 0:
-        raise Refused("privacy_request", "an overlap takes a positive epsilon (pure DP), not rho", node=node)
-    if request.epsilon > 0:
-        return capped_epsilon(request.epsilon, dataset, node)
+    ask = check_wire(request.epsilon, request.rho, pure_only=True, node=node)
+    if ask.epsilon is not None:
+        return capped_epsilon(ask.epsilon, dataset, node)
     if policy.overlap_dp_required:
         return policy.default_epsilon
     return None

@@ -31,6 +31,7 @@ from privacy.dp import (
     threshold_for,
 )
 from protocols import federation_pb2 as pb
+from protocols.privacy_request import check_wire
 from protocols.values import to_value
 
 _KIND = {pb.COUNT: "count", pb.COUNT_DISTINCT: "count_distinct", pb.SUM: "sum", pb.AVG: "avg"}
@@ -76,19 +77,18 @@ def capped_epsilon(epsilon: float, dataset: Dataset, node: str) -> float:
 def resolve_budget(request: pb.PrivacyRequest, dataset: Dataset, node: str) -> Budget:
     """Apply the dataset's policy to the analyst's request: default, cap, and whether DP is required."""
     policy = dataset.policy
-    if request.epsilon < 0 or request.rho < 0 or (request.epsilon > 0 and request.rho > 0):
-        raise Refused("privacy_request", "give a positive epsilon or a positive rho, not both", node=node)
-    if request.epsilon > 0:
-        return Budget(epsilon=capped_epsilon(request.epsilon, dataset, node))
-    if request.rho > 0:
+    ask = check_wire(request.epsilon, request.rho, node=node)
+    if ask.epsilon is not None:
+        return Budget(epsilon=capped_epsilon(ask.epsilon, dataset, node))
+    if ask.rho is not None:
         cap = policy.max_epsilon**2 / 2  # pure epsilon implies epsilon^2/2-zCDP: the same cap in rho
-        if request.rho > cap:
+        if ask.rho > cap:
             raise Refused(
                 "epsilon_cap",
-                f"rho {request.rho:g} is above the per-query cap {cap:g} for dataset {dataset.name}",
+                f"rho {ask.rho:g} is above the per-query cap {cap:g} for dataset {dataset.name}",
                 node=node,
             )
-        return Budget(rho=request.rho)
+        return Budget(rho=ask.rho)
     if policy.dp_required:
         return Budget(epsilon=policy.default_epsilon)
     return Budget()
