@@ -666,8 +666,8 @@ def _check_heads(rows: list[_Row], heads: Sequence[Head], line_count: int, probl
                 )
             )
             continue
-        row = by_seq.get(head.seq)
-        line = row.line if row else line_count + 1
+        at = by_seq.get(head.seq)
+        line = at.line if at else line_count + 1
         problems.append(
             Problem(
                 line,
@@ -675,7 +675,7 @@ def _check_heads(rows: list[_Row], heads: Sequence[Head], line_count: int, probl
                 ProblemKind.HEAD_MISMATCH,
                 f"entry {head.seq} (line {line}) is not the entry the node published "
                 f"({head.hash[:16]}...) (log cut and re-grown, or rewritten?)"
-                if row
+                if at
                 else f"entry {head.seq} that the node published ({head.hash[:16]}...) is not in the log",
             )
         )
