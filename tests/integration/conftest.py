@@ -47,14 +47,16 @@ def start_federation(
     nodes: list[str] | None = None,
     dp_required: bool = False,
     edit: Callable[[dict[str, Path]], None] | None = None,
+    rows: int = ROWS,
 ) -> tuple[RunningFederation, str]:
-    """``edit`` may change the written configs (by name) before any process starts."""
+    """``edit`` may change the written configs (by name) before any process starts; ``rows`` is
+    the number of rows per dataset."""
     address = f"127.0.0.1:{free_port()}"
     schema = f"it_{uuid.uuid4().hex[:10]}"
     paths = write_scenario(
         root,
         seed=SEED,
-        rows=ROWS,
+        rows=rows,
         coordinator=address,
         postgres_dsn=dsn,
         pg_schema=schema,
@@ -80,7 +82,7 @@ def start_federation(
         tls_dir=root / "pki" / "kits" / "analyst",
     )
     procs.start(timeout=90)
-    return RunningFederation(procs, paths, generate(SEED, ROWS), address, root), schema
+    return RunningFederation(procs, paths, generate(SEED, rows), address, root), schema
 
 
 @pytest.fixture(scope="session")

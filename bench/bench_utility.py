@@ -1,0 +1,416 @@
+"""Utility of federated DP answers against central DP on the pooled rows, in the same run.
+
+    python -m bench.bench_utility [--runs 1000] [--real 20] [--seed 3]
+
+Scenario: six partners, seven countries; at every partner every country has 30-400 accounts
+(drawn from one pool per country, so partners share accounts), 1-3 rows per account at a partner
+(``max_rows_per_unit = 3``), amounts clamped to the declared bounds [0, 10000]. Every query runs
+at epsilon 1.
+
+* Central baseline: OpenDP's Context API on the pooled rows in this process, with the same
+  neighbouring relation as each node's (one account's rows at one partner, at most 3) and the
+  same split of epsilon over the measurements; public group keys, so nothing is suppressed.
+* Federated, in process: each node's real ``protect`` on its exact aggregates (DuckDB), combined
+  by the coordinator's real ``combine`` (plain, local DP), or each node's secure noise share
+  (``add_noise``) summed and assembled as the coordinator does (secure; the SecAgg masks cancel
+  in the sum, so they are left out here). ``--runs`` repetitions.
+* Federated, real processes: a coordinator and six nodes over gRPC, ``--real`` plain queries and a
+  few secure ones, for the share released and the interval coverage.
+
+Figures: share of groups released, median relative error of COUNT and SUM per group (ratio to
+the central baseline's), and 95% interval coverage of COUNT, SUM and AVG.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import opendp.prelude as dp
+import pandas as pd
+
+from coordinator.combine import combine
+from coordinator.secure_query import assemble, secagg_parameters
+from federation.client import Client
+from federation.demo_data import coordinator_config
+from federation.processes import LocalFederation, free_port
+from federation.query import parse_query
+from nodes.config import NodeConfig, load_node_config
+from nodes.protect import Budget, _exact_columns, protect
+from nodes.release import compute
+from nodes.secure_release import add_noise, exact_blocks, reuses_count
+from nodes.sources import DataSources
+from nodes.validate import Plan, validate
+from privacy.distributed import secure_rho
+from protocols import federation_pb2 as pb
+from protocols.values import from_value, to_value
+
+dp.enable_features("contrib")
+
+PARTNERS = ["douane", "belastingdienst", "politie", "om", "fiod", "kmar"]
+COUNTRIES = ["NL", "BE", "DE", "FR", "GB", "ES", "IT"]
+POOL = 600  # accounts per country that partners draw from: most accounts are at several partners
+ROWS_PER_UNIT = 3
+UPPER = 10_000.0
+EPSILON = 1.0
+
+COUNT_SQL = "SELECT country, COUNT(*) AS n FROM accounts GROUP BY country"
+SUM_SQL = "SELECT country, COUNT(*) AS n, SUM(amount) AS total FROM accounts GROUP BY country"
+ALL_SQL = (
+    "SELECT country, COUNT(*) AS n, SUM(amount) AS total, AVG(amount) AS mean FROM accounts GROUP BY country"
+)
+
+
+# --------------------------------------------------------------------------- scenario
+
+
+def scenario(seed: int) -> dict[str, pd.DataFrame]:
+    rng = np.random.default_rng(seed)
+    frames = {}
+    for partner in PARTNERS:
+        parts = []
+        for country in COUNTRIES:
+            n = int(rng.integers(30, 401))
+            accounts = rng.choice(POOL, size=n, replace=False)
+            rows = rng.integers(1, ROWS_PER_UNIT + 1, size=n)
+            ids = np.repeat([f"{country}{a:05d}" for a in accounts], rows)
+            amounts = np.minimum(rng.gamma(2.0, 1500.0, size=len(ids)), UPPER * 1.2)  # some get clamped
+            parts.append(pd.DataFrame({"account": ids, "country": country, "amount": amounts}))
+        frames[partner] = pd.concat(parts, ignore_index=True)
+    return frames
+
+
+def node_toml(partner: str, address: str) -> str:
+    domain = ", ".join(f'"{c}"' for c in COUNTRIES)
+    return f"""[node]
+id = "{partner}"
+coordinator = "{address}"
+state_dir = "../state/{partner}"
+insecure = true
+
+[policy]
+min_group_size = 10
+
+[[datasets]]
+name = "accounts"
+privacy_unit = "account"
+max_rows_per_unit = {ROWS_PER_UNIT}
+
+[datasets.source]
+kind = "parquet"
+path = "../data/{partner}/accounts.parquet"
+
+[[datasets.columns]]
+name = "account"
+local = "account"
+kind = "identifier"
+id_type = "text"
+
+[[datasets.columns]]
+name = "country"
+local = "country"
+kind = "category"
+domain = [{domain}]
+
+[[datasets.columns]]
+name = "amount"
+local = "amount"
+kind = "numeric"
+bounds = [0, {UPPER:g}]
+"""
+
+
+def write(root: Path, frames: dict[str, pd.DataFrame], address: str) -> dict[str, Path]:
+    paths = {}
+    for partner, frame in frames.items():
+        (root / "data" / partner).mkdir(parents=True, exist_ok=True)
+        frame.to_parquet(root / "data" / partner / "accounts.parquet", index=False)
+        (root / "nodes").mkdir(parents=True, exist_ok=True)
+        paths[partner] = root / "nodes" / f"{partner}.toml"
+        paths[partner].write_text(node_toml(partner, address))
+    text = coordinator_config(address).replace("[coordinator]\n", "[coordinator]\ninsecure = true\n", 1)
+    paths["coordinator"] = root / "coordinator.toml"
+    paths["coordinator"].write_text(text)
+    return paths
+
+
+@dataclass
+class Truth:
+    rows: pd.Series
+    total: pd.Series
+    mean: pd.Series
+
+
+def truth(frames: dict[str, pd.DataFrame]) -> Truth:
+    pooled = pd.concat(frames.values(), ignore_index=True)
+    clamped = pooled.assign(amount=pooled["amount"].clip(0, UPPER))
+    g = clamped.groupby("country")["amount"]
+    return Truth(g.size().reindex(COUNTRIES), g.sum().reindex(COUNTRIES), g.mean().reindex(COUNTRIES))
+
+
+# --------------------------------------------------------------------------- central baseline
+
+
+class Central:
+    """COUNT(*) (and SUM) per country on the pooled rows, built with OpenDP's Context API.
+
+    The budget is split over ``measurements`` like the federation's plan; the sums of different
+    countries touch disjoint accounts (an account has one country), so they compose in parallel.
+    Each query is resolved to its OpenDP measurement once and invoked once per run.
+    """
+
+    def __init__(self, frames: dict[str, pd.DataFrame], measurements: int, with_sum: bool) -> None:
+        pooled = pd.concat(frames.values(), ignore_index=True)
+        unit = dp.unit_of(contributions=ROWS_PER_UNIT)
+        ctx = dp.Context.compositor(
+            data=list(pooled["country"]),
+            privacy_unit=unit,
+            privacy_loss=dp.loss_of(epsilon=EPSILON),
+            split_evenly_over=measurements,
+        )
+        self.countries = list(pooled["country"])
+        self.count = (
+            ctx.query().count_by_categories(categories=COUNTRIES, null_category=False).laplace().resolve()
+        )
+        self.sums: list[tuple[dp.Measurement, list[float]]] = []
+        if with_sum:
+            for country in COUNTRIES:
+                values = [float(v) for v in pooled.loc[pooled["country"] == country, "amount"]]
+                c = dp.Context.compositor(
+                    data=values,
+                    privacy_unit=unit,
+                    privacy_loss=dp.loss_of(epsilon=EPSILON / measurements),
+                    split_evenly_over=1,
+                    domain=dp.vector_domain(dp.atom_domain(T=float, nan=False)),
+                )
+                self.sums.append((c.query().clamp((0.0, UPPER)).sum().laplace().resolve(), values))
+
+    def release(self) -> tuple[list[int], list[float]]:
+        counts = [int(v) for v in self.count(self.countries)]
+        return counts, [float(m(values)) for m, values in self.sums]
+
+
+# --------------------------------------------------------------------------- federated, in process
+
+
+@dataclass
+class Node:
+    config: NodeConfig
+    plans: dict[str, Plan]
+    exact: dict[str, Any]
+
+
+def load_nodes(paths: dict[str, Path]) -> list[Node]:
+    nodes = []
+    for partner in PARTNERS:
+        config = load_node_config(paths[partner])
+        sources = DataSources(config)
+        try:
+            plans = {sql: validate(parse_query(sql), config) for sql in (COUNT_SQL, SUM_SQL, ALL_SQL)}
+            exact = {sql: compute(plan, sources) for sql, plan in plans.items()}
+        finally:
+            sources.close()
+        nodes.append(Node(config, plans, exact))
+    return nodes
+
+
+def plain_rows(nodes: list[Node], sql: str) -> list[pb.CombinedRow]:
+    answers = {}
+    for node in nodes:
+        result, _ = protect(node.plans[sql], node.exact[sql], Budget(epsilon=EPSILON))
+        answers[node.config.node_id] = result
+    return combine(parse_query(sql), answers)
+
+
+def secure_rows(nodes: list[Node], sql: str) -> list[pb.CombinedRow]:
+    spec = parse_query(sql)
+    spec.privacy.epsilon = EPSILON
+    n = len(nodes)
+    t, _ = secagg_parameters(n)
+    budget = Budget(rho=secure_rho(EPSILON, None))
+    total = None
+    layout = pb.SecureReply()
+    for node in nodes:
+        plan = node.plans[sql]
+        reuse = reuses_count(plan, spec.privacy)
+        rows, units, numeric = _exact_columns(plan, node.exact[sql])
+        blocks = exact_blocks(plan, rows, units, numeric, reuse)
+        components, _ = add_noise(plan, budget, blocks, n, t, ROWS_PER_UNIT)
+        flat = np.asarray([v for b in blocks for v in b.values], dtype=np.int64)
+        total = flat if total is None else total + flat
+        if not layout.components:
+            for key in plan.keys:
+                layout.keys.add().key.extend(to_value(k) for k in key)
+            layout.components.extend(components)
+    assert total is not None
+    return assemble(spec, layout, total, n, 10, max_rows_per_unit=ROWS_PER_UNIT)
+
+
+def cells(rows: list[pb.CombinedRow], index: int) -> dict[str, pb.CombinedCell | None]:
+    out: dict[str, pb.CombinedCell | None] = {}
+    for row in rows:
+        key = str(from_value(row.key[0]))
+        out[key] = None if row.suppressed else row.cells[index]
+    return out
+
+
+# --------------------------------------------------------------------------- figures
+
+
+@dataclass
+class Tally:
+    released: int = 0
+    groups: int = 0
+    errors: list[float] | None = None
+    covered: int = 0
+    intervals: int = 0
+
+    def __post_init__(self) -> None:
+        self.errors = []
+
+    def add(self, cell: pb.CombinedCell | None, true: float) -> None:
+        self.groups += 1
+        if cell is None:
+            return
+        self.released += 1
+        assert self.errors is not None
+        self.errors.append(abs(cell.value - true) / true)
+        self.intervals += 1
+        self.covered += int(cell.ci_low <= true <= cell.ci_high)
+
+    @property
+    def share(self) -> float:
+        return self.released / max(1, self.groups)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.errors) if self.errors else math.nan
+
+    @property
+    def coverage(self) -> float:
+        return self.covered / max(1, self.intervals)
+
+
+def central_errors(frames: dict[str, pd.DataFrame], t: Truth, runs: int) -> tuple[float, float]:
+    count_only, with_sum = Central(frames, 1, with_sum=False), Central(frames, 2, with_sum=True)
+    count_err: list[float] = []
+    sum_err: list[float] = []
+    for _ in range(runs):
+        counts, _ = count_only.release()
+        count_err += [abs(c - t.rows[k]) / t.rows[k] for c, k in zip(counts, COUNTRIES, strict=True)]
+        _, sums = with_sum.release()
+        sum_err += [abs(s - t.total[k]) / t.total[k] for s, k in zip(sums, COUNTRIES, strict=True)]
+    return statistics.median(count_err), statistics.median(sum_err)
+
+
+def federated(nodes: list[Node], t: Truth, runs: int, secure: bool) -> dict[str, Tally]:
+    run = secure_rows if secure else plain_rows
+    tallies = {name: Tally() for name in ("count", "sum", "cov_count", "cov_sum", "cov_avg")}
+    for _ in range(runs):
+        for key, cell in cells(run(nodes, COUNT_SQL), 0).items():
+            tallies["count"].add(cell, t.rows[key])
+        for key, cell in cells(run(nodes, SUM_SQL), 1).items():
+            tallies["sum"].add(cell, t.total[key])
+        rows = run(nodes, ALL_SQL)
+        for name, index, series in (
+            ("cov_count", 0, t.rows),
+            ("cov_sum", 1, t.total),
+            ("cov_avg", 2, t.mean),
+        ):
+            for key, cell in cells(rows, index).items():
+                tallies[name].add(cell, series[key])
+    return tallies
+
+
+def real_processes(paths: dict[str, Path], address: str, root: Path, t: Truth, runs: int) -> dict[str, Tally]:
+    procs = LocalFederation(
+        coordinator_config=paths["coordinator"],
+        node_configs={p: paths[p] for p in PARTNERS},
+        address=address,
+        log_dir=root / "logs",
+    )
+    tallies = {f"{mode}_{name}": Tally() for mode in ("plain", "secure") for name in ("count", "sum", "avg")}
+    procs.start(timeout=90)
+    try:
+        with Client(address) as fed:
+            for i in range(runs + max(2, runs // 4)):
+                secure = i >= runs
+                mode = "secure" if secure else "plain"
+                df = fed.query(ALL_SQL, epsilon=EPSILON, secure=secure, project=f"utility-{i}")
+                noise = df.attrs["noise"]
+                frame = df.set_index("country")
+                for name, column, series in (
+                    ("count", "n", t.rows),
+                    ("sum", "total", t.total),
+                    ("avg", "mean", t.mean),
+                ):
+                    released = {item["group"]["country"]: item for item in noise.get(column, [])}
+                    for key in COUNTRIES:
+                        item = released.get(key)
+                        cell = None
+                        if item is not None and not pd.isna(frame.loc[key, column]):
+                            lo, hi = item["ci95"]
+                            cell = pb.CombinedCell(value=float(frame.loc[key, column]), ci_low=lo, ci_high=hi)
+                        tallies[f"{mode}_{name}"].add(cell, series[key])
+    finally:
+        procs.stop_all()
+    return tallies
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=1000, help="in-process repetitions")
+    parser.add_argument("--real", type=int, default=20, help="plain queries through real processes")
+    parser.add_argument("--seed", type=int, default=3)
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="bench-utility-"))
+    address = f"127.0.0.1:{free_port()}"
+    frames = scenario(args.seed)
+    paths = write(root, frames, address)
+    t = truth(frames)
+    sizes = pd.DataFrame({p: f.groupby("country")["account"].nunique() for p, f in frames.items()})
+    shared = pd.concat(frames.values()).groupby("account").size()
+    print(
+        f"scenario: {len(PARTNERS)} partners x {len(COUNTRIES)} countries, {int(sizes.min().min())}-"
+        f"{int(sizes.max().max())} accounts per partner and country; {(shared > 1).mean():.0%} of accounts "
+        f"at more than one partner; epsilon {EPSILON:g} per query"
+    )
+    nodes = load_nodes(paths)
+    started = time.perf_counter()
+    c_count, c_sum = central_errors(frames, t, args.runs)
+    print(
+        f"central (OpenDP Context API, pooled rows): median rel. error COUNT {c_count:.4f}, SUM {c_sum:.4f}"
+    )
+    for secure in (False, True):
+        label = "secure (one discrete Gaussian, rho = eps^2/2)" if secure else "plain (local DP per node)"
+        tallies = federated(nodes, t, args.runs, secure)
+        count, total = tallies["count"], tallies["sum"]
+        print(
+            f"{label}: released {count.share:.1%} (COUNT) {total.share:.1%} (SUM); median rel. error "
+            f"COUNT {count.median:.4f} ({count.median / c_count:.2f}x central), "
+            f"SUM {total.median:.4f} ({total.median / c_sum:.2f}x central, declared bounds); 95% coverage "
+            f"COUNT {tallies['cov_count'].coverage:.1%} SUM {tallies['cov_sum'].coverage:.1%} "
+            f"AVG {tallies['cov_avg'].coverage:.1%} over {tallies['cov_count'].intervals} intervals"
+        )
+    print(f"in-process part: {time.perf_counter() - started:.0f}s")
+    if args.real > 0:
+        started = time.perf_counter()
+        real = real_processes(paths, address, root, t, args.real)
+        for mode in ("plain", "secure"):
+            c, s, a = real[f"{mode}_count"], real[f"{mode}_sum"], real[f"{mode}_avg"]
+            print(
+                f"real processes, {mode}: {c.groups // len(COUNTRIES)} queries, released {c.share:.1%}; "
+                f"95% coverage COUNT {c.coverage:.1%} SUM {s.coverage:.1%} AVG {a.coverage:.1%}"
+            )
+        print(f"real-process part: {time.perf_counter() - started:.0f}s")
+
+
+if __name__ == "__main__":
+    main()
