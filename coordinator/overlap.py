@@ -41,6 +41,7 @@ from protocols.errors import FederationError
 from protocols.privacy_request import check_wire
 from protocols.psi import TOKEN_BYTES, pattern_counts, unpack_tokens
 from protocols.psi_sum import SumLayout, masked_intersection_sum, public_key_from_bytes
+from protocols.refusals import NOT_COMPUTED, OVERLAP_NOT_COMPUTED, is_data_dependent
 from protocols.values import from_value
 
 log = logging.getLogger("federation.coordinator.overlap")
@@ -54,7 +55,14 @@ _NODE_LINK_BYTES = 4 * 1024 * 1024
 
 
 class OverlapFailed(FederationError):
-    """The overlap job cannot go on; ``rule`` names why (a node's rule where a node refused)."""
+    """The overlap job cannot go on; ``rule`` names why (a node's rule where a node refused).
+
+    ``charged`` is what a refusing node charged before it decided (a noisy set-size check).
+    """
+
+    def __init__(self, rule: str, message: str, node: str = "") -> None:
+        super().__init__(rule, message, node)
+        self.charged = pb.NodeCost()
 
 
 @dataclass
@@ -208,7 +216,9 @@ class OverlapJob:
         _recorder.write(self.job_id, response)
         if response.WhichOneof("outcome") == "refusal":
             refusal = response.refusal
-            raise OverlapFailed(refusal.rule, refusal.reason, node=party.node)
+            failure = OverlapFailed(refusal.rule, refusal.reason, node=party.node)
+            failure.charged.CopyFrom(refusal.cost)
+            raise failure
         if response.WhichOneof("outcome") != "overlap":
             raise OverlapFailed("protocol", f"node {party.node} answered an overlap step with something else")
         return response.overlap
@@ -261,10 +271,12 @@ class OverlapJob:
                 )
                 party.outcome.reason = exc.message
                 party.outcome.rule = exc.rule
+                party.outcome.cost.CopyFrom(exc.charged)
                 raise
             party.reply = reply
             party.outcome.status = "answered"
             party.outcome.cost.CopyFrom(reply.cost)
+            party.outcome.cost.epsilon += reply.check_cost.epsilon
             party.outcome.audit_digest = reply.audit_digest
             return reply
 
@@ -277,15 +289,45 @@ class OverlapJob:
                 except OverlapFailed as exc:
                     failures.append((party, exc))
         if failures:
-            rules = {exc.rule for _, exc in failures}
-            message = "; ".join(
-                f"{party.name} refused: {exc.message}" + (f" [rule: {exc.rule}]" if len(rules) > 1 else "")
-                for party, exc in failures
-            )
-            raise OverlapFailed(failures[0][1].rule, message)
+            raise self._prepare_failure(failures)
         for party in self.parties:
             if len(party.reply.hop_key) != 32:
                 raise OverlapFailed("protocol", f"party {party.name} sent no hop key")
+
+    def _prepare_failure(self, failures: list[tuple[_Party, OverlapFailed]]) -> OverlapFailed:
+        """The one failure the analyst sees for a job some party refused at PREPARE.
+
+        A refusal decided on a party's data (its set size) must not say which rule fired at which
+        party: every party that is not named by a data-independent refusal gets the same outcome,
+        ``not_computed``, with what it charged. Refusals that depend only on the policy, the
+        request or the budget are named as before, and decide the job's rule when there are any.
+        """
+        named = [(p, exc) for p, exc in failures if not is_data_dependent(exc.rule)]
+        for party in self.parties:
+            if any(p is party for p, _ in named):
+                continue
+            # What the party charged is its size check only: the release is charged at BLIND.
+            check = pb.NodeCost()
+            check.CopyFrom(
+                party.reply.check_cost if party.outcome.status == "answered" else party.outcome.cost
+            )
+            party.outcome.CopyFrom(
+                pb.NodeOutcome(
+                    node=party.name,
+                    status=NOT_COMPUTED,
+                    rule=NOT_COMPUTED,
+                    reason=OVERLAP_NOT_COMPUTED,
+                    cost=check,
+                )
+            )
+        if not named:
+            return OverlapFailed(NOT_COMPUTED, OVERLAP_NOT_COMPUTED)
+        rules = {exc.rule for _, exc in named}
+        message = "; ".join(
+            f"{party.name} refused: {exc.message}" + (f" [rule: {exc.rule}]" if len(rules) > 1 else "")
+            for party, exc in named
+        )
+        return OverlapFailed(named[0][1].rule, message)
 
     def ring(self) -> dict[str, bytes]:
         """Move every set around the ring; return each party's fully blinded set (serialised)."""
@@ -501,17 +543,16 @@ def run_overlap(
         job.report("failed", 0, exc.message)
         return pb.OverlapResponse(job_id=job.job_id, ok=False, error=exc.message, error_rule=exc.rule)
     jobs.start(job.job_id, requested_by, job.spec, _describe(job.spec))  # type: ignore[arg-type]
-    prepared = False
     try:
         job.report("prepare", 0, f"{len(job.parties)} parties check, select and normalise their sets")
         job.prepare()
-        prepared = True
         final = job.ring()
         response = job.intersection_sum(final) if aggregate else job.patterns(final)
     except FederationError as exc:
         log.info("overlap %s failed: %s", job.job_id, exc)
-        if prepared or any(p.outcome.status == "answered" for p in job.parties):
-            job.finish()
+        # Every party is told to finish, whether it accepted or refused: which parties hold state
+        # must not show in how long the failure takes to reach the analyst.
+        job.finish()
         outcomes = [p.outcome for p in job.parties]
         jobs.finish(job.job_id, "failed", "", outcomes)
         job.report("failed", 0, exc.message)

@@ -63,6 +63,8 @@ class Policy:
     overlap_dp_required: bool = True
     overlap_key_bits: int = 2048
     overlap_preblind: bool = True  # pre-blind allowed identifier columns while idle (nodes/preblind.py)
+    # Under DP the set-size bounds are checked on a noisy size, charged at this epsilon first.
+    overlap_check_epsilon: float = 0.1
     # Purpose binding (docs/projects.md): projects and purposes that may use the data (None: any),
     # and the job kinds and projects that need this node's officer's approval per job.
     projects: tuple[str, ...] | None = None
@@ -217,6 +219,8 @@ def _overlap_policy(values: dict[str, Any], where: str) -> None:
         raise ConfigError(f"{where}: overlap_min_set must not exceed overlap_max_set")
     if values["overlap_key_bits"] < 1024:
         raise ConfigError(f"{where}: overlap_key_bits must be at least 1024")
+    if not _number(values["overlap_check_epsilon"], "overlap_check_epsilon", where) > 0:
+        raise ConfigError(f"{where}: overlap_check_epsilon must be a positive number")
     for key in ("overlap_dp_required", "overlap_preblind"):
         if not isinstance(values[key], bool):
             raise ConfigError(f"{where}: {key} must be true or false")

@@ -44,11 +44,13 @@ from nodes.sqlgen import Dialect, SqlBuilder, quote_ident
 from nodes.validate import Refused, _Checker
 from privacy.accounting import Cost
 from privacy.dp import plan_noise
+from privacy.size_check import check_size, hard_limit, size_noise
 from protocols import federation_pb2 as pb
 from protocols.identifiers import normalise, normalise_many
 from protocols.privacy_request import check_wire
 from protocols.psi import TOKEN_BYTES, PsiError, PsiParty, pack_tokens, unpack_tokens
 from protocols.psi_sum import SumBase, SumLayout, public_key_from_bytes, rerandomiser
+from protocols.refusals import ChargedRefusal
 from protocols.values import to_value
 
 DEFAULT_PROJECT = "default"
@@ -196,13 +198,38 @@ class OverlapNode:
         # One privacy unit can hold this many identifiers of the overlap column, after truncation.
         sensitivity = 1 if spec.on == dataset.privacy_unit else dataset.max_rows_per_unit
         flt = item.filter if item.HasField("filter") else None
+        project = spec.project or DEFAULT_PROJECT
+        # Every refusal up to the budget check depends only on the policy, the request and the
+        # ledger, and names its rule. The set-size check below depends on the data.
+        limit = hard_limit(policy.overlap_max_set, epsilon, sensitivity)
+
+        group: Column | None = None
+        measure: Column | None = None
+        max_value = 0
+        layout: SumLayout | None = None
+        if is_base:
+            group, measure, max_value = _check_aggregate(check, dataset, spec, node)
+            # Sized for the largest set the node keeps, not this one: the check is on the policy.
+            layout = SumLayout.for_set(max_value, 2 * len(group.domain), limit)
+            if layout.bits >= policy.overlap_key_bits - 1:
+                raise Refused(
+                    "sum_capacity",
+                    f"{layout.bits} plaintext bits are needed; raise overlap_key_bits",
+                    node=node,
+                )
+        cost = Cost(0.0, 0.0)
+        check_cost = Cost(0.0, 0.0)
+        if epsilon is not None:
+            cost = _charge_plan(epsilon, sensitivity, spec.HasField("aggregate"), len(spec.datasets))
+            _, check_cost = size_noise(policy.overlap_check_epsilon, sensitivity)
+            # Only checked here: the size check is charged below, the release at BLIND, once every
+            # party has accepted the job, so a job another party refuses costs this one the check.
+            both = Cost(cost.epsilon + check_cost.epsilon, cost.rho + check_cost.rho)
+            self.ctx.ledger.charge(_charge_key(step), dataset.name, project, both, dry_run=True)
 
         values: dict[str, int] = {}
         categories: dict[str, int] = {}
-        group: Column | None = None
-        max_value = 0
-        if is_base:
-            group, measure, max_value = _check_aggregate(check, dataset, spec, node)
+        if is_base and group is not None and measure is not None:
             values, categories, malformed = _base_values(
                 self.ctx.sources, dataset, column, group, measure, flt, max_value
             )
@@ -211,31 +238,15 @@ class OverlapNode:
             raw = _select_ids(self.ctx.sources, dataset, column, flt, sensitivity)
             normalised, malformed = normalise_many(column.id_type, raw)
             ids = list(dict.fromkeys(normalised))
-        if len(ids) < policy.overlap_min_set:
-            raise Refused(
-                "set_too_small",
-                f"the set of dataset {dataset.name} has fewer than {policy.overlap_min_set} identifiers "
-                "(overlap_min_set)",
-                node=node,
-            )
-        if len(ids) > policy.overlap_max_set:
-            raise Refused(
-                "set_too_large",
-                f"the set of dataset {dataset.name} has more than {policy.overlap_max_set} identifiers "
-                "(overlap_max_set)",
-                node=node,
-            )
+        self._check_size(job, step, dataset, project, len(ids), epsilon, sensitivity, check_cost)
 
-        project = spec.project or DEFAULT_PROJECT
         reply = pb.OverlapReply(set_size=len(ids), id_type=column.id_type, sensitivity=sensitivity)
-        cost = Cost(0.0, 0.0)
         if epsilon is not None:
-            cost = _charge_plan(epsilon, sensitivity, spec.HasField("aggregate"), len(spec.datasets))
-            # Only checked here: the charge comes at BLIND, once every party has accepted the job,
-            # so a job another party refuses costs this one nothing.
-            self.ctx.ledger.charge(_charge_key(step), dataset.name, project, cost, dry_run=True)
+            delta = self.ctx.ledger.status(dataset.name, project).delta
             reply.cost.epsilon = cost.epsilon
-            reply.cost.delta = self.ctx.ledger.status(dataset.name, project).delta
+            reply.cost.delta = delta
+            reply.check_cost.epsilon = check_cost.epsilon
+            reply.check_cost.delta = delta
         # Without DP the node's report is exact; with DP an exact count of malformed values
         # would be an unprotected aggregate, so it stays in the node's own audit log.
         reply.malformed = malformed if epsilon is None else -1
@@ -256,9 +267,8 @@ class OverlapNode:
             values=values,
             categories=categories,
         )
-        if is_base and group is not None:
+        if is_base and group is not None and layout is not None:
             state.sum_base = SumBase(psi, max_value, 2 * len(group.domain), key_bits=policy.overlap_key_bits)
-            layout = SumLayout.for_set(max_value, 2 * len(group.domain), len(ids))
             if layout.bits >= state.sum_base.public_key.n.bit_length() - 1:
                 raise Refused(
                     "sum_capacity",
@@ -292,6 +302,61 @@ class OverlapNode:
         with self._lock:
             self._parties[(step.job_id, step.party)] = state
         return reply
+
+    def _check_size(
+        self,
+        job: pb.JobRequest,
+        step: pb.OverlapStep,
+        dataset: Dataset,
+        project: str,
+        size: int,
+        epsilon: float | None,
+        sensitivity: int,
+        cost: Cost,
+    ) -> None:
+        """Refuse a set outside ``[overlap_min_set, overlap_max_set]``: a decision on the data.
+
+        Under DP it is decided on a noisy size (``privacy/size_check.py``) whose cost is charged
+        and audited first, whatever the outcome. Without DP it is decided on the exact size, as
+        exact disclosure control decides on exact counts. Either way the coordinator hands the
+        analyst one undifferentiated failure (``protocols/refusals.py``), never this rule.
+        """
+        policy = dataset.policy
+        lower, upper = policy.overlap_min_set, policy.overlap_max_set
+        charged = pb.NodeCost()
+        if epsilon is None:
+            passed, below = lower <= size <= upper, size < lower
+        else:
+            key = _check_key(step)
+            self.ctx.ledger.charge(key, dataset.name, project, cost, note=job.requested_by)
+            charged.epsilon = cost.epsilon
+            charged.delta = self.ctx.ledger.status(dataset.name, project).delta
+            outcome = check_size(size, lower, upper, policy.overlap_check_epsilon, sensitivity)
+            passed, below = outcome.passed, outcome.below
+            # Durable before the outcome leaves the node; the charge above has its entry here.
+            self.ctx.audit.append(
+                "released",
+                key,
+                {
+                    "overlap": step.job_id,
+                    "party": step.party,
+                    "dataset": dataset.name,
+                    "project": project,
+                    "check": "set size",
+                    "epsilon": cost.epsilon,
+                    "passed": passed,
+                },
+            )
+        if passed:
+            return
+        noisy = "" if epsilon is None else "a noisy count of "
+        if below:
+            rule, bound = "set_too_small", f"fewer than {lower} identifiers (overlap_min_set)"
+        else:
+            rule, bound = "set_too_large", f"more than {upper} identifiers (overlap_max_set)"
+        raise ChargedRefusal(
+            rule, f"{noisy}the set of dataset {dataset.name} has {bound}", self.config.node_id, charged
+        )
 
     def _dataset_for(self, step: pb.OverlapStep) -> tuple[Dataset, int]:
         node = self.config.node_id
@@ -407,6 +472,11 @@ class OverlapNode:
 def _charge_key(step: pb.OverlapStep) -> str:
     """One ledger entry per party and overlap job (the party names node and dataset)."""
     return f"overlap:{step.job_id}:{step.party.partition('.')[2]}"
+
+
+def _check_key(step: pb.OverlapStep) -> str:
+    """The ledger entry of a party's set-size check, apart from its release."""
+    return f"overlap-check:{step.job_id}:{step.party.partition('.')[2]}"
 
 
 # ---------------------------------------------------------------------- validation

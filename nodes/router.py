@@ -17,6 +17,7 @@ from nodes.audit import AuditError, AuditInputError
 from nodes.context import NodeContext
 from protocols import federation_pb2 as pb
 from protocols.errors import FederationError
+from protocols.refusals import ChargedRefusal
 
 log = logging.getLogger("federation.node")
 
@@ -92,4 +93,7 @@ class JobRouter:
             rule, reason = explain(self.ctx.node_id, exc)
             if rule == "internal_error":
                 log.exception("job %s (%s) failed", job.job_id, kind)
-            return refusal(self.ctx, job, rule, reason)
+            response = refusal(self.ctx, job, rule, reason)
+            if isinstance(exc, ChargedRefusal):
+                response.refusal.cost.CopyFrom(exc.charged)  # what the decision was charged
+            return response

@@ -135,9 +135,13 @@ def exact_blocks(
             scale = grid_scale(column.bounds)
             cap = max(abs(column.bounds[0]), abs(column.bounds[1])) * ROWS_CAP
             codec = FixedPointCodec(lo=-cap, hi=cap, scale=scale, bits=BITS)
-            # The codec refuses a sum beyond the cap and rounds onto the grid; on 64 bits the
-            # two's-complement word read as int64 is that grid integer.
-            grid = codec.encode(np.asarray(numeric[i][0], dtype=np.float64)).view(np.int64)
+            # A group sum beyond the cap (more than 2^24 rows at the bound) is clamped, never
+            # refused: a refusal decided on an exact sum would be a free answer about the data.
+            # Clamping is 1-Lipschitz, so the sum's sensitivity and its noise stay as planned.
+            # The codec rounds onto the grid; on 64 bits the two's-complement word read as int64
+            # is that grid integer.
+            sums = np.clip(np.asarray(numeric[i][0], dtype=np.float64), -cap, cap)
+            grid = codec.encode(sums).view(np.int64)
             values = [int(v) for v in grid]
         blocks.append(Block(role, i, kind, scale, [int(v) for v in values]))
     return blocks

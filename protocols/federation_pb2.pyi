@@ -240,14 +240,16 @@ class QueryResult(_message.Message):
     def __init__(self, groups: _Optional[_Iterable[_Union[GroupResult, _Mapping]]] = ..., cost: _Optional[_Union[NodeCost, _Mapping]] = ..., audit_digest: _Optional[str] = ..., threshold: _Optional[_Union[Threshold, _Mapping]] = ...) -> None: ...
 
 class Refusal(_message.Message):
-    __slots__ = ("node", "rule", "reason")
+    __slots__ = ("node", "rule", "reason", "cost")
     NODE_FIELD_NUMBER: _ClassVar[int]
     RULE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    COST_FIELD_NUMBER: _ClassVar[int]
     node: str
     rule: str
     reason: str
-    def __init__(self, node: _Optional[str] = ..., rule: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+    cost: NodeCost
+    def __init__(self, node: _Optional[str] = ..., rule: _Optional[str] = ..., reason: _Optional[str] = ..., cost: _Optional[_Union[NodeCost, _Mapping]] = ...) -> None: ...
 
 class ColumnInfo(_message.Message):
     __slots__ = ("name", "kind", "domain", "lower", "upper", "id_type", "description")
@@ -480,7 +482,7 @@ class OverlapStep(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., phase: _Optional[_Union[OverlapPhase, str]] = ..., party: _Optional[str] = ..., spec: _Optional[_Union[OverlapSpec, _Mapping]] = ..., parties: _Optional[int] = ..., next_party: _Optional[str] = ..., next_key: _Optional[bytes] = ..., owner: _Optional[str] = ..., chunk: _Optional[bytes] = ..., chunk_index: _Optional[int] = ..., chunk_count: _Optional[int] = ..., paillier_key: _Optional[bytes] = ..., chunk_bytes: _Optional[int] = ...) -> None: ...
 
 class OverlapReply(_message.Message):
-    __slots__ = ("job_id", "party", "hop_key", "set_size", "malformed", "cost", "audit_digest", "id_type", "sensitivity", "paillier_key", "max_value", "slot_bits", "categories", "chunk", "chunk_index", "chunk_count", "sealed", "decrypted")
+    __slots__ = ("job_id", "party", "hop_key", "set_size", "malformed", "cost", "audit_digest", "id_type", "sensitivity", "paillier_key", "max_value", "slot_bits", "categories", "chunk", "chunk_index", "chunk_count", "sealed", "decrypted", "check_cost")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     PARTY_FIELD_NUMBER: _ClassVar[int]
     HOP_KEY_FIELD_NUMBER: _ClassVar[int]
@@ -499,6 +501,7 @@ class OverlapReply(_message.Message):
     CHUNK_COUNT_FIELD_NUMBER: _ClassVar[int]
     SEALED_FIELD_NUMBER: _ClassVar[int]
     DECRYPTED_FIELD_NUMBER: _ClassVar[int]
+    CHECK_COST_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     party: str
     hop_key: bytes
@@ -517,7 +520,8 @@ class OverlapReply(_message.Message):
     chunk_count: int
     sealed: bool
     decrypted: bytes
-    def __init__(self, job_id: _Optional[str] = ..., party: _Optional[str] = ..., hop_key: _Optional[bytes] = ..., set_size: _Optional[int] = ..., malformed: _Optional[int] = ..., cost: _Optional[_Union[NodeCost, _Mapping]] = ..., audit_digest: _Optional[str] = ..., id_type: _Optional[str] = ..., sensitivity: _Optional[int] = ..., paillier_key: _Optional[bytes] = ..., max_value: _Optional[int] = ..., slot_bits: _Optional[int] = ..., categories: _Optional[_Iterable[_Union[Value, _Mapping]]] = ..., chunk: _Optional[bytes] = ..., chunk_index: _Optional[int] = ..., chunk_count: _Optional[int] = ..., sealed: _Optional[bool] = ..., decrypted: _Optional[bytes] = ...) -> None: ...
+    check_cost: NodeCost
+    def __init__(self, job_id: _Optional[str] = ..., party: _Optional[str] = ..., hop_key: _Optional[bytes] = ..., set_size: _Optional[int] = ..., malformed: _Optional[int] = ..., cost: _Optional[_Union[NodeCost, _Mapping]] = ..., audit_digest: _Optional[str] = ..., id_type: _Optional[str] = ..., sensitivity: _Optional[int] = ..., paillier_key: _Optional[bytes] = ..., max_value: _Optional[int] = ..., slot_bits: _Optional[int] = ..., categories: _Optional[_Iterable[_Union[Value, _Mapping]]] = ..., chunk: _Optional[bytes] = ..., chunk_index: _Optional[int] = ..., chunk_count: _Optional[int] = ..., sealed: _Optional[bool] = ..., decrypted: _Optional[bytes] = ..., check_cost: _Optional[_Union[NodeCost, _Mapping]] = ...) -> None: ...
 
 class OverlapPatternCount(_message.Message):
     __slots__ = ("datasets", "count")
