@@ -64,7 +64,7 @@ class Policy:
     overlap_key_bits: int = 2048
     overlap_preblind: bool = True  # pre-blind allowed identifier columns while idle (nodes/preblind.py)
     # Under DP the set-size bounds are checked on a noisy size, charged at this epsilon first.
-    overlap_check_epsilon: float = 0.1
+    overlap_check_epsilon: float = 0.2
     # Purpose binding (docs/projects.md): projects and purposes that may use the data (None: any),
     # and the job kinds and projects that need this node's officer's approval per job.
     projects: tuple[str, ...] | None = None

@@ -6,9 +6,10 @@ EuroS&P 2020; ``protocols/psi_sum.py``). Every dataset taking part is one party,
 ``node.dataset``. The coordinator drives the job in phases (``OverlapPhase``):
 
 * PREPARE: the release path for the party's set. Validate (dataset exposed, identifier column
-  allowed by ``overlap_columns``, filter valid), select the distinct identifiers with the node's
-  own SQL and bound parameters, normalise them, check the set size bounds, charge the ledger,
-  append an audit entry, and answer a fresh per-job hop key.
+  allowed by ``overlap_columns``, filter valid, budget fits), select the distinct identifiers with
+  the node's own SQL and bound parameters, normalise them, check the set size bounds (under DP on
+  a noisy size charged first: ``privacy/size_check.py``), append an audit entry, and answer a
+  fresh per-job hop key.
 * BLIND: hash and blind the party's own set with a fresh per-job key; seal it to the next party.
 * REBLIND: open a hop sealed to this party, raise every token to its key, shuffle, and seal it to
   the next party, or, on a set's last hop, answer the fully blinded set to the coordinator.

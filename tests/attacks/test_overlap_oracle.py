@@ -37,7 +37,7 @@ PROBED = "douane.declarations"  # the partner whose set size the attacker wants 
 ALWAYS_SMALL = "fiod.investigations"  # given a filter matching a company or two
 TINY = "damage >= 9000000"
 MIN_SET = 100  # the demo's overlap_min_set
-CHECK_EPSILON = 0.1  # the demo's overlap_check_epsilon
+CHECK_EPSILON = 0.2  # the default overlap_check_epsilon
 SEARCH_STEPS = 21  # value bounds are [0, 2,000,000]: 21 halvings find the boundary to one euro
 
 

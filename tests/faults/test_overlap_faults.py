@@ -28,6 +28,7 @@ from federation.demo_data import generate, ground_truth_overlap, write_scenario
 from federation.processes import LocalFederation, free_port
 from protocols import federation_pb2 as pb
 from protocols.errors import FederationError
+from protocols.refusals import NOT_COMPUTED, OVERLAP_NOT_COMPUTED
 from tests.integration.conftest import SEED, RunningFederation
 
 NODES = ["douane", "fiod", "kmar"]
@@ -40,6 +41,7 @@ DROPPED = "fiod"
 CAPPED = "fiod.signals"  # overlap_max_set = 100 for this dataset only
 CAPPED_MAX = 100
 TEXT_TYPED = "kmar.signals"  # its company column is declared with id_type "text" here
+CHECK_EPSILON = 0.2  # the default overlap_check_epsilon: a noisy set-size check under DP
 
 
 def _dataset_block(text: str, dataset: str) -> tuple[int, int]:
@@ -142,10 +144,9 @@ def _recorded(fed: RunningFederation, job_id: str) -> list[pb.JobResponse]:
 # ---------------------------------------------------------------------- refusals
 
 
-def test_set_above_overlap_max_set_is_refused_and_charges_nothing(fed: RunningFederation) -> None:
+def test_set_above_overlap_max_set_is_refused_and_charges_only_the_check(fed: RunningFederation) -> None:
     project = f"max-set-{uuid.uuid4().hex[:6]}"
     node, dataset = CAPPED.split(".")
-    before = len(_charges(fed, node))
     with fed.client() as client:
         with pytest.raises(FederationError) as info:
             client.overlap(
@@ -154,19 +155,25 @@ def test_set_above_overlap_max_set_is_refused_and_charges_nothing(fed: RunningFe
         budget = client.budget(project)
         jobs = client.jobs(limit=5, project=project)
     error = info.value
-    assert error.rule == "set_too_large", str(error)
+    # A refusal decided on the data reaches the analyst as one failure naming no rule and no party.
+    assert error.rule == NOT_COMPUTED, str(error)
     message = str(error)
     assert "\n" not in message and "Traceback" not in message
-    assert node in message and dataset in message and f"{CAPPED} refused" in message
-    assert f"more than {CAPPED_MAX} identifiers" in message
-    # The refusing node charged nothing for the dataset, and released nothing.
+    assert OVERLAP_NOT_COMPUTED in message
+    assert dataset not in message and "overlap_max_set" not in message and str(CAPPED_MAX) not in message
+    # The refusing node charged its noisy size check, before deciding, and no release.
     line = budget[(budget["node"] == node) & (budget["dataset"] == dataset)].iloc[0]
-    assert line["releases"] == 0 and line["spent_epsilon"] == 0.0
-    assert len(_charges(fed, node)) == before
-    assert not any(
-        e["kind"] == "released" and e["payload"].get("dataset") == dataset
-        for e in _overlap_entries(fed, node)
-    )
+    assert line["releases"] == 1 and line["spent_epsilon"] == pytest.approx(CHECK_EPSILON)
+    added = [j for j, _, p in _charges(fed, node) if p == project]
+    assert [j.split(":")[0] for j in added] == ["overlap-check"]
+    entries = _overlap_entries(fed, node)
+    released = [e for e in entries if e["kind"] == "released" and e["payload"].get("dataset") == dataset]
+    assert [e["payload"].get("check") for e in released] == ["set size"]
+    assert released[0]["payload"]["passed"] is False
+    # Its own audit log keeps the rule for its officer.
+    path = _state(fed, node) / "audit.log"
+    refusals = [json.loads(x) for x in path.read_text().splitlines() if '"refused"' in x]
+    assert any(e["payload"].get("rule") == "set_too_large" for e in refusals)
     # The coordinator recorded the job as failed, with no result.
     assert len(jobs) == 1
     job = jobs.iloc[0]
@@ -178,7 +185,7 @@ def test_set_above_overlap_max_set_is_refused_and_charges_nothing(fed: RunningFe
     ]
 
 
-def test_set_too_large_charges_no_other_party(fed: RunningFederation) -> None:
+def test_set_too_large_charges_other_parties_their_check_only(fed: RunningFederation) -> None:
     project = f"max-set-others-{uuid.uuid4().hex[:6]}"
     with fed.client() as client:
         with pytest.raises(FederationError) as info:
@@ -186,8 +193,12 @@ def test_set_too_large_charges_no_other_party(fed: RunningFederation) -> None:
                 on="company", datasets=["douane.declarations", CAPPED], epsilon=1.0, project=project
             )
         budget = client.budget(project)
-    assert info.value.rule == "set_too_large"
-    assert (budget["releases"] == 0).all(), budget[budget["releases"] > 0].to_string()
+    assert info.value.rule == NOT_COMPUTED
+    charged = budget[budget["releases"] > 0]
+    assert sorted(charged["node"] + "." + charged["dataset"]) == sorted(["douane.declarations", CAPPED])
+    # One charge each, the size check: the release (charged at BLIND) was never reached.
+    assert (charged["releases"] == 1).all()
+    assert (charged["spent_epsilon"] - CHECK_EPSILON).abs().max() < 1e-9
 
 
 def test_identifier_type_mismatch_is_refused_before_any_node_works(fed: RunningFederation) -> None:

@@ -1,15 +1,12 @@
-"""The set-size check decided on a noisy size (privacy/size_check.py), and the secure path's
-clamped group sums (nodes/secure_release.py): data-dependent decisions that are DP releases, not
-free answers about the data."""
+"""The overlap set-size check decided on a noisy size (privacy/size_check.py): a decision on the
+data that is a charged DP release, not a free answer about the data."""
 
 from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 
-from nodes.secure_release import ROWS_CAP, exact_blocks
 from privacy.accounting import PrivacyError
 from privacy.size_check import DELTA, check_size, hard_limit, size_noise
 
@@ -55,15 +52,3 @@ def test_bad_sizes_are_refused_with_a_rule(size: object) -> None:
     with pytest.raises(PrivacyError) as info:
         check_size(size, LOWER, UPPER, 0.1, 1)  # type: ignore[arg-type]
     assert info.value.rule == "dp_input"
-
-
-def test_secure_group_sum_beyond_the_grid_cap_is_clamped_not_refused(customs, node_config) -> None:  # type: ignore[no-untyped-def]
-    plan = customs.plan_for("SELECT port, SUM(value) AS s FROM declarations GROUP BY port", node_config)
-    hi = max(abs(b) for b in customs.BOUNDS)
-    cap = hi * ROWS_CAP
-    n = len(plan.keys)
-    sums = [cap * 4] + [10.0] * (n - 1)  # one group more than 2^24 rows at the bound
-    blocks = exact_blocks(plan, [1] * n, [1] * n, {0: (sums, [1] * n)})
-    value = next(b for b in blocks if b.kind == "sum")
-    assert value.values[0] == int(np.int64(round(cap * value.scale)))
-    assert value.values[1] == int(round(10.0 * value.scale))
