@@ -350,13 +350,16 @@ class OverlapNode:
             )
         if passed:
             return
-        noisy = "" if epsilon is None else "a noisy count of "
+        node, what = (
+            self.config.node_id,
+            f"{'' if epsilon is None else 'a noisy count of '}the set of dataset",
+        )
         if below:
-            rule, bound = "set_too_small", f"fewer than {lower} identifiers (overlap_min_set)"
-        else:
-            rule, bound = "set_too_large", f"more than {upper} identifiers (overlap_max_set)"
+            raise ChargedRefusal(
+                "set_too_small", f"{what} {dataset.name} is below {lower} (overlap_min_set)", node, charged
+            )
         raise ChargedRefusal(
-            rule, f"{noisy}the set of dataset {dataset.name} has {bound}", self.config.node_id, charged
+            "set_too_large", f"{what} {dataset.name} is above {upper} (overlap_max_set)", node, charged
         )
 
     def _dataset_for(self, step: pb.OverlapStep) -> tuple[Dataset, int]:

@@ -67,6 +67,7 @@ _RULES: dict[str, dict[str, str]] = {
         "interval_level": "a confidence level is not in (0, 1)",
         "min_group_size": "the minimum group size is not a whole number >= 1",
         "threshold_p": "the suppression threshold probability is not in (0, 1)",
+        "size_bounds": "a set-size check was given bounds that are not 0 <= lower <= upper",
         "threshold_parts": "a combined suppression threshold was asked for without any noisy part",
         "units_missing": "the release needs distinct-unit counts that were not computed",
         "max_rows_per_unit": "max_rows_per_unit is not a whole number >= 1",
@@ -115,6 +116,7 @@ _RULES: dict[str, dict[str, str]] = {
     "entity overlap": {
         "set_too_small": "a party's identifier set is below the policy's minimum size",
         "set_too_large": "a party's identifier set is above the policy's maximum size",
+        "not_computed": "a party refused on its data (its set size); the analyst is not told which party or rule",
         "identifier_not_allowed": "the identifier column may not take part in overlaps of the dataset",
         "not_identifier": "an overlap is on an identifier column only",
         "id_type_mismatch": "the datasets' overlap columns hold different identifier types",
