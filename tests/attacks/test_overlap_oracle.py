@@ -101,6 +101,15 @@ def _old_oracle(response: pb.OverlapResponse) -> bool | None:
     return None
 
 
+def _entries_for(heads: pb.AuditHeadsResponse, job_id: str) -> int:
+    """Audit entries the node wrote while answering ``job_id``, read off the heads it published."""
+    seqs = sorted(h.seq for h in heads.heads)
+    mine = [h.seq for h in heads.heads if h.job_id.startswith(f"{job_id}:")]
+    assert mine, "the node published a head with every answer"
+    before = max(q for q in seqs if q < min(mine))
+    return max(mine) - before
+
+
 def _charges(fed: RunningFederation, node: str, project: str) -> list[tuple[str, float]]:
     with sqlite3.connect(fed.root / "state" / node / "ledger.sqlite") as conn:
         rows = conn.execute("SELECT job_id, cost_epsilon FROM charges WHERE project = ?", (project,))
@@ -133,6 +142,7 @@ def test_binary_search_on_the_refusal_learns_nothing_for_free(fed: RunningFedera
             else:
                 hi = mid
         far = {bound: _probe(stub, bound, project) for bound in (below, above)}
+        heads = stub.AuditHeads(pb.AuditHeadsRequest(node=PROBED.split(".")[0], all=True), timeout=30)
     finally:
         channel.close()
     responses = [r for _, r in transcript] + list(far.values())
@@ -150,6 +160,10 @@ def test_binary_search_on_the_refusal_learns_nothing_for_free(fed: RunningFedera
     assert len({_analyst_view(r) for r in responses}) == 1
     assert {_old_oracle(r) for r in responses} == {None}
     assert lo == 0, "the search moved: the refusal still told the attacker something"
+
+    #    Nor do the audit chain heads the probed node published: it wrote as many entries for
+    #    the set above the minimum as for the one below.
+    assert _entries_for(heads, far[below].job_id) == _entries_for(heads, far[above].job_id)
 
     # 3. Nothing was free: each party charged its noisy size check for every attempt, before it
     #    decided, and nothing else (no release was reached). The analyst is told what it cost.
