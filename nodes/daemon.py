@@ -55,6 +55,9 @@ def dataset_infos(config: NodeConfig, secagg_verify_key: bytes = b"") -> list[pb
             controller=ds.controller,
             release=ds.policy.release,
             secagg_verify_key=secagg_verify_key,
+            default_epsilon=ds.policy.default_epsilon,
+            max_epsilon=ds.policy.max_epsilon,
+            dp_required=ds.policy.dp_required,
         )
         for col in ds.columns.values():
             c = info.columns.add(name=col.name, description=col.description, id_type=col.id_type)

@@ -131,15 +131,25 @@ class Filter(_message.Message):
     negate: Filter
     def __init__(self, compare: _Optional[_Union[Comparison, _Mapping]] = ..., in_list: _Optional[_Union[InList, _Mapping]] = ..., between: _Optional[_Union[Between, _Mapping]] = ..., all_of: _Optional[_Union[FilterList, _Mapping]] = ..., any_of: _Optional[_Union[FilterList, _Mapping]] = ..., negate: _Optional[_Union[Filter, _Mapping]] = ...) -> None: ...
 
+class ClampBounds(_message.Message):
+    __slots__ = ("lower", "upper")
+    LOWER_FIELD_NUMBER: _ClassVar[int]
+    UPPER_FIELD_NUMBER: _ClassVar[int]
+    lower: float
+    upper: float
+    def __init__(self, lower: _Optional[float] = ..., upper: _Optional[float] = ...) -> None: ...
+
 class Aggregate(_message.Message):
-    __slots__ = ("function", "column", "alias")
+    __slots__ = ("function", "column", "alias", "bounds")
     FUNCTION_FIELD_NUMBER: _ClassVar[int]
     COLUMN_FIELD_NUMBER: _ClassVar[int]
     ALIAS_FIELD_NUMBER: _ClassVar[int]
+    BOUNDS_FIELD_NUMBER: _ClassVar[int]
     function: AggregateFunction
     column: str
     alias: str
-    def __init__(self, function: _Optional[_Union[AggregateFunction, str]] = ..., column: _Optional[str] = ..., alias: _Optional[str] = ...) -> None: ...
+    bounds: ClampBounds
+    def __init__(self, function: _Optional[_Union[AggregateFunction, str]] = ..., column: _Optional[str] = ..., alias: _Optional[str] = ..., bounds: _Optional[_Union[ClampBounds, _Mapping]] = ...) -> None: ...
 
 class PrivacyRequest(_message.Message):
     __slots__ = ("epsilon", "rho")
@@ -150,7 +160,7 @@ class PrivacyRequest(_message.Message):
     def __init__(self, epsilon: _Optional[float] = ..., rho: _Optional[float] = ...) -> None: ...
 
 class QuerySpec(_message.Message):
-    __slots__ = ("dataset", "node", "group_by", "aggregates", "filter", "min_nodes", "privacy", "project", "secure")
+    __slots__ = ("dataset", "node", "group_by", "aggregates", "filter", "min_nodes", "privacy", "project", "secure", "max_rows_per_unit", "no_diagnostics")
     DATASET_FIELD_NUMBER: _ClassVar[int]
     NODE_FIELD_NUMBER: _ClassVar[int]
     GROUP_BY_FIELD_NUMBER: _ClassVar[int]
@@ -160,6 +170,8 @@ class QuerySpec(_message.Message):
     PRIVACY_FIELD_NUMBER: _ClassVar[int]
     PROJECT_FIELD_NUMBER: _ClassVar[int]
     SECURE_FIELD_NUMBER: _ClassVar[int]
+    MAX_ROWS_PER_UNIT_FIELD_NUMBER: _ClassVar[int]
+    NO_DIAGNOSTICS_FIELD_NUMBER: _ClassVar[int]
     dataset: str
     node: str
     group_by: _containers.RepeatedScalarFieldContainer[str]
@@ -169,7 +181,9 @@ class QuerySpec(_message.Message):
     privacy: PrivacyRequest
     project: str
     secure: bool
-    def __init__(self, dataset: _Optional[str] = ..., node: _Optional[str] = ..., group_by: _Optional[_Iterable[str]] = ..., aggregates: _Optional[_Iterable[_Union[Aggregate, _Mapping]]] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., min_nodes: _Optional[int] = ..., privacy: _Optional[_Union[PrivacyRequest, _Mapping]] = ..., project: _Optional[str] = ..., secure: _Optional[bool] = ...) -> None: ...
+    max_rows_per_unit: int
+    no_diagnostics: bool
+    def __init__(self, dataset: _Optional[str] = ..., node: _Optional[str] = ..., group_by: _Optional[_Iterable[str]] = ..., aggregates: _Optional[_Iterable[_Union[Aggregate, _Mapping]]] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., min_nodes: _Optional[int] = ..., privacy: _Optional[_Union[PrivacyRequest, _Mapping]] = ..., project: _Optional[str] = ..., secure: _Optional[bool] = ..., max_rows_per_unit: _Optional[int] = ..., no_diagnostics: _Optional[bool] = ...) -> None: ...
 
 class Cell(_message.Message):
     __slots__ = ("sum", "count", "noise_sd", "count_noise_sd", "ci_low", "ci_high")
@@ -227,17 +241,35 @@ class NodeCost(_message.Message):
     delta: float
     def __init__(self, epsilon: _Optional[float] = ..., rho: _Optional[float] = ..., delta: _Optional[float] = ...) -> None: ...
 
+class Diagnostic(_message.Message):
+    __slots__ = ("name", "aggregate", "value", "noise_sd", "ci_low", "ci_high")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATE_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    NOISE_SD_FIELD_NUMBER: _ClassVar[int]
+    CI_LOW_FIELD_NUMBER: _ClassVar[int]
+    CI_HIGH_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    aggregate: str
+    value: float
+    noise_sd: float
+    ci_low: float
+    ci_high: float
+    def __init__(self, name: _Optional[str] = ..., aggregate: _Optional[str] = ..., value: _Optional[float] = ..., noise_sd: _Optional[float] = ..., ci_low: _Optional[float] = ..., ci_high: _Optional[float] = ...) -> None: ...
+
 class QueryResult(_message.Message):
-    __slots__ = ("groups", "cost", "audit_digest", "threshold")
+    __slots__ = ("groups", "cost", "audit_digest", "threshold", "diagnostics")
     GROUPS_FIELD_NUMBER: _ClassVar[int]
     COST_FIELD_NUMBER: _ClassVar[int]
     AUDIT_DIGEST_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    DIAGNOSTICS_FIELD_NUMBER: _ClassVar[int]
     groups: _containers.RepeatedCompositeFieldContainer[GroupResult]
     cost: NodeCost
     audit_digest: str
     threshold: Threshold
-    def __init__(self, groups: _Optional[_Iterable[_Union[GroupResult, _Mapping]]] = ..., cost: _Optional[_Union[NodeCost, _Mapping]] = ..., audit_digest: _Optional[str] = ..., threshold: _Optional[_Union[Threshold, _Mapping]] = ...) -> None: ...
+    diagnostics: _containers.RepeatedCompositeFieldContainer[Diagnostic]
+    def __init__(self, groups: _Optional[_Iterable[_Union[GroupResult, _Mapping]]] = ..., cost: _Optional[_Union[NodeCost, _Mapping]] = ..., audit_digest: _Optional[str] = ..., threshold: _Optional[_Union[Threshold, _Mapping]] = ..., diagnostics: _Optional[_Iterable[_Union[Diagnostic, _Mapping]]] = ...) -> None: ...
 
 class Refusal(_message.Message):
     __slots__ = ("node", "rule", "reason", "cost")
@@ -270,7 +302,7 @@ class ColumnInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[ColumnKind, str]] = ..., domain: _Optional[_Iterable[_Union[Value, _Mapping]]] = ..., lower: _Optional[float] = ..., upper: _Optional[float] = ..., id_type: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
 
 class DatasetInfo(_message.Message):
-    __slots__ = ("node", "name", "description", "columns", "privacy_unit", "max_rows_per_unit", "operations", "min_group_size", "controller", "release", "secagg_verify_key")
+    __slots__ = ("node", "name", "description", "columns", "privacy_unit", "max_rows_per_unit", "operations", "min_group_size", "controller", "release", "secagg_verify_key", "default_epsilon", "max_epsilon", "dp_required")
     NODE_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
@@ -282,6 +314,9 @@ class DatasetInfo(_message.Message):
     CONTROLLER_FIELD_NUMBER: _ClassVar[int]
     RELEASE_FIELD_NUMBER: _ClassVar[int]
     SECAGG_VERIFY_KEY_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_EPSILON_FIELD_NUMBER: _ClassVar[int]
+    MAX_EPSILON_FIELD_NUMBER: _ClassVar[int]
+    DP_REQUIRED_FIELD_NUMBER: _ClassVar[int]
     node: str
     name: str
     description: str
@@ -293,7 +328,10 @@ class DatasetInfo(_message.Message):
     controller: str
     release: str
     secagg_verify_key: bytes
-    def __init__(self, node: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., columns: _Optional[_Iterable[_Union[ColumnInfo, _Mapping]]] = ..., privacy_unit: _Optional[str] = ..., max_rows_per_unit: _Optional[int] = ..., operations: _Optional[_Iterable[str]] = ..., min_group_size: _Optional[int] = ..., controller: _Optional[str] = ..., release: _Optional[str] = ..., secagg_verify_key: _Optional[bytes] = ...) -> None: ...
+    default_epsilon: float
+    max_epsilon: float
+    dp_required: bool
+    def __init__(self, node: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., columns: _Optional[_Iterable[_Union[ColumnInfo, _Mapping]]] = ..., privacy_unit: _Optional[str] = ..., max_rows_per_unit: _Optional[int] = ..., operations: _Optional[_Iterable[str]] = ..., min_group_size: _Optional[int] = ..., controller: _Optional[str] = ..., release: _Optional[str] = ..., secagg_verify_key: _Optional[bytes] = ..., default_epsilon: _Optional[float] = ..., max_epsilon: _Optional[float] = ..., dp_required: _Optional[bool] = ...) -> None: ...
 
 class Hello(_message.Message):
     __slots__ = ("node_id", "datasets", "version")
@@ -768,18 +806,24 @@ class QueryRequest(_message.Message):
     def __init__(self, spec: _Optional[_Union[QuerySpec, _Mapping]] = ..., timeout_seconds: _Optional[float] = ..., sql: _Optional[str] = ...) -> None: ...
 
 class CombinedCell(_message.Message):
-    __slots__ = ("value", "noise_sd", "ci_low", "ci_high", "suppressed")
+    __slots__ = ("value", "noise_sd", "ci_low", "ci_high", "suppressed", "clipped", "feasible_low", "feasible_high")
     VALUE_FIELD_NUMBER: _ClassVar[int]
     NOISE_SD_FIELD_NUMBER: _ClassVar[int]
     CI_LOW_FIELD_NUMBER: _ClassVar[int]
     CI_HIGH_FIELD_NUMBER: _ClassVar[int]
     SUPPRESSED_FIELD_NUMBER: _ClassVar[int]
+    CLIPPED_FIELD_NUMBER: _ClassVar[int]
+    FEASIBLE_LOW_FIELD_NUMBER: _ClassVar[int]
+    FEASIBLE_HIGH_FIELD_NUMBER: _ClassVar[int]
     value: float
     noise_sd: float
     ci_low: float
     ci_high: float
     suppressed: bool
-    def __init__(self, value: _Optional[float] = ..., noise_sd: _Optional[float] = ..., ci_low: _Optional[float] = ..., ci_high: _Optional[float] = ..., suppressed: _Optional[bool] = ...) -> None: ...
+    clipped: bool
+    feasible_low: float
+    feasible_high: float
+    def __init__(self, value: _Optional[float] = ..., noise_sd: _Optional[float] = ..., ci_low: _Optional[float] = ..., ci_high: _Optional[float] = ..., suppressed: _Optional[bool] = ..., clipped: _Optional[bool] = ..., feasible_low: _Optional[float] = ..., feasible_high: _Optional[float] = ...) -> None: ...
 
 class CombinedRow(_message.Message):
     __slots__ = ("key", "cells", "suppressed", "suppressed_by")
@@ -810,7 +854,7 @@ class NodeOutcome(_message.Message):
     def __init__(self, node: _Optional[str] = ..., status: _Optional[str] = ..., reason: _Optional[str] = ..., cost: _Optional[_Union[NodeCost, _Mapping]] = ..., audit_digest: _Optional[str] = ..., rule: _Optional[str] = ...) -> None: ...
 
 class QueryResponse(_message.Message):
-    __slots__ = ("job_id", "columns", "rows", "nodes", "ok", "error", "error_rule")
+    __slots__ = ("job_id", "columns", "rows", "nodes", "ok", "error", "error_rule", "diagnostics")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     COLUMNS_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
@@ -818,6 +862,7 @@ class QueryResponse(_message.Message):
     OK_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     ERROR_RULE_FIELD_NUMBER: _ClassVar[int]
+    DIAGNOSTICS_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     columns: _containers.RepeatedScalarFieldContainer[str]
     rows: _containers.RepeatedCompositeFieldContainer[CombinedRow]
@@ -825,7 +870,8 @@ class QueryResponse(_message.Message):
     ok: bool
     error: str
     error_rule: str
-    def __init__(self, job_id: _Optional[str] = ..., columns: _Optional[_Iterable[str]] = ..., rows: _Optional[_Iterable[_Union[CombinedRow, _Mapping]]] = ..., nodes: _Optional[_Iterable[_Union[NodeOutcome, _Mapping]]] = ..., ok: _Optional[bool] = ..., error: _Optional[str] = ..., error_rule: _Optional[str] = ...) -> None: ...
+    diagnostics: _containers.RepeatedCompositeFieldContainer[Diagnostic]
+    def __init__(self, job_id: _Optional[str] = ..., columns: _Optional[_Iterable[str]] = ..., rows: _Optional[_Iterable[_Union[CombinedRow, _Mapping]]] = ..., nodes: _Optional[_Iterable[_Union[NodeOutcome, _Mapping]]] = ..., ok: _Optional[bool] = ..., error: _Optional[str] = ..., error_rule: _Optional[str] = ..., diagnostics: _Optional[_Iterable[_Union[Diagnostic, _Mapping]]] = ...) -> None: ...
 
 class JobsRequest(_message.Message):
     __slots__ = ("limit", "project")
