@@ -17,6 +17,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from coordinator.bounding import clip_rows, combine_diagnostics
 from coordinator.combine import combine
 from coordinator.config import CoordinatorConfig
 from coordinator.jobstore import JobStore
@@ -150,6 +151,11 @@ def _result_digest(rows: list[pb.CombinedRow]) -> str:
     for row in rows:
         h.update(row.SerializeToString(deterministic=True))
     return h.hexdigest()
+
+
+def _infos(spec: pb.QuerySpec, targets: list[NodeSession], nodes: set[str]) -> list[pb.DatasetInfo]:
+    """The public metadata of ``spec``'s dataset at each of ``nodes``."""
+    return [d for s in targets if s.node_id in nodes for d in s.datasets if d.name == spec.dataset]
 
 
 def fan_out(
@@ -339,6 +345,9 @@ class AnalystService(pb_grpc.AnalystServicer):
         if requires_secure(spec, targets):
             # Secure aggregation with distributed DP: coordinator/secure_query.py.
             secure, status = run_secure_query(bound(targets, project), spec, job_id, requested_by, timeout)
+            if secure.ok:
+                answered = {o.node for o in secure.nodes if o.status == "answered"}
+                clip_rows(spec, list(secure.rows), _infos(spec, targets, answered))
             digest = _result_digest(list(secure.rows)) if secure.ok else ""
             self.jobs.finish(job_id, status, digest, list(secure.nodes))
             return secure
@@ -374,6 +383,8 @@ class AnalystService(pb_grpc.AnalystServicer):
         response.ok = True
         sizes = {s.node_id: d.min_group_size for s in targets for d in s.datasets if d.name == spec.dataset}
         response.rows.extend(combine(spec, answers, sizes))
+        clip_rows(spec, list(response.rows), _infos(spec, targets, set(answers)))
+        response.diagnostics.extend(combine_diagnostics(answers))
         self.jobs.finish(
             job_id, "partial" if missing else "complete", _result_digest(list(response.rows)), outcomes
         )

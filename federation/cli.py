@@ -150,6 +150,21 @@ def _fmt(value: object) -> str:
     return str(value)
 
 
+def _parse_bounds(items: list[str] | None) -> dict[str, tuple[float, float]]:
+    """``column=lo:hi`` options as {column: (lo, hi)}."""
+    out: dict[str, tuple[float, float]] = {}
+    for item in items or []:
+        column, _, pair = item.partition("=")
+        lo, sep, hi = pair.partition(":")
+        try:
+            if not column or not sep:
+                raise ValueError
+            out[column.strip()] = (float(lo), float(hi))
+        except ValueError:
+            raise FederationError("bounds", f"--bounds takes column=lower:upper, not '{item}'") from None
+    return out
+
+
 @app.command()
 def query(
     sql: Annotated[str, typer.Argument(help="SELECT ... FROM dataset [WHERE ...] [GROUP BY ...]")],
@@ -160,15 +175,47 @@ def query(
     epsilon: Annotated[float | None, typer.Option(help="Privacy budget to spend (pure DP).")] = None,
     rho: Annotated[float | None, typer.Option(help="Privacy budget to spend (zCDP).")] = None,
     project: Annotated[str, typer.Option(help="Project the query is run for.")] = "",
+    bounds: Annotated[
+        list[str] | None,
+        typer.Option("--bounds", help="Tighter clamping for a column's SUM/AVG: column=lower:upper."),
+    ] = None,
+    max_rows_per_unit: Annotated[
+        int | None, typer.Option(help="Rows one unit may contribute, below the dataset's maximum.")
+    ] = None,
+    accuracy: Annotated[
+        float | None,
+        typer.Option(
+            help="Wanted 95% half-width of the first aggregate: spend the smallest epsilon that meets it."
+        ),
+    ] = None,
+    explain: Annotated[
+        bool, typer.Option("--explain", help="Show the noise and cost the query would have; spend nothing.")
+    ] = False,
 ) -> None:
     """Run an aggregate query across the federation."""
-    from federation.client import Client
+    from federation.client import Client, with_intervals
 
+    clamp = _parse_bounds(bounds)
     with Client(coordinator) as fed:
+        if explain:
+            plan = fed.explain(
+                sql, epsilon=epsilon, rho=rho, bounds=clamp, max_rows_per_unit=max_rows_per_unit
+            )
+            shown = plan.astype(object).where(plan.notna(), "n/a")
+            print_frame(shown, fmt, title="expected noise (nothing read, nothing spent)")
+            return
         df = fed.query(
-            sql, min_nodes=min_nodes, timeout=timeout or None, epsilon=epsilon, rho=rho, project=project
+            sql,
+            min_nodes=min_nodes,
+            timeout=timeout or None,
+            epsilon=epsilon,
+            rho=rho,
+            project=project,
+            bounds=clamp,
+            max_rows_per_unit=max_rows_per_unit,
+            accuracy=accuracy,
         )
-    print_frame(df, fmt)
+    print_frame(with_intervals(df) if fmt == Format.table else df, fmt)
     if fmt == Format.table:
         _print_meta(df.attrs)
 
@@ -180,6 +227,24 @@ def _print_meta(attrs: dict) -> None:
         err.print(f"not included: {node}: {reason}", style="yellow", markup=False)
     if attrs.get("suppressed"):
         err.print(f"[dim]{len(attrs['suppressed'])} group(s) suppressed (shown as 'suppressed')[/dim]")
+    if "epsilon_for_accuracy" in attrs:
+        err.print(f"[dim]epsilon spent for the requested accuracy: {attrs['epsilon_for_accuracy']:g}[/dim]")
+    clipped = sorted(
+        {c for c, cells in attrs.get("noise", {}).items() if any(x.get("clipped") for x in cells)}
+    )
+    if clipped:
+        err.print(f"[dim]moved into the feasible range (e.g. no negative sums): {', '.join(clipped)}[/dim]")
+    bounding = attrs.get("bounding", {})
+    if bounding:
+        from federation.display import interval_text
+
+        parts = []
+        if "units_truncated" in bounding:
+            t = bounding["units_truncated"]
+            parts.append(f"units cut by truncation {interval_text(t['value'], *t['ci95'])}")
+        for alias, c in bounding.get("values_clamped", {}).items():
+            parts.append(f"values clamped in {alias} {interval_text(c['value'], *c['ci95'])}")
+        err.print(f"[dim]noisy bounding figures: {'; '.join(parts)}[/dim]", markup=True)
 
 
 @app.command()

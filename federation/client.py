@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import math
 import os
 import time
 import uuid
@@ -13,6 +14,8 @@ import grpc
 import pandas as pd
 from google.protobuf.json_format import MessageToDict
 
+from federation.display import ResultFrame
+from federation.explain import accuracy_epsilon, explain_frame
 from federation.mock import mock_frame
 from federation.overlap import (
     JobProgress,
@@ -217,26 +220,96 @@ class Client:
         rho: float | None = None,
         project: str = "",
         secure: bool = False,
+        bounds: dict[str, tuple[float, float]] | None = None,
+        max_rows_per_unit: int | None = None,
+        diagnostics: bool = True,
+        accuracy: float | dict[str, float] | None = None,
     ) -> pd.DataFrame:
         """Run an aggregate query over every node that serves the dataset; return a DataFrame.
 
-        ``df.attrs`` holds the metadata: job id, per-node outcome and cost, suppressed cells, noise.
+        ``bounds`` maps a numeric column to tighter clamping (lo, hi) for its SUM/AVG, and
+        ``max_rows_per_unit`` lowers the rows one unit may contribute: both within what the dataset
+        declares, both shrink the noise (docs/privacy.md). ``accuracy`` asks for a 95% half-width
+        (a number for the first aggregate, or {alias: half-width}); the smallest epsilon that meets
+        it is spent, or the query is refused with ``accuracy_unreachable``. ``diagnostics=False``
+        spends nothing on the truncation and clamping figures.
+
+        ``df.attrs`` holds the metadata: job id, per-node outcome and cost, suppressed cells, noise,
+        the bounding figures and which figures were moved into their feasible range.
         """
-        spec = parse_query(sql)
+        spec = self._spec(sql, epsilon, rho, bounds, max_rows_per_unit, diagnostics)
         spec.min_nodes = max(0, int(min_nodes))
         spec.project = project
         spec.secure = bool(secure)  # secure aggregation with distributed noise (docs/secure-aggregation.md)
-        ask = check_privacy(epsilon, rho)  # the coordinator and every node check it again
-        if ask.epsilon is not None:
-            spec.privacy.epsilon = ask.epsilon
-        if ask.rho is not None:
-            spec.privacy.rho = ask.rho
+        chosen = None
+        if accuracy is not None:
+            if epsilon is not None or rho is not None:
+                raise FederationError("privacy_request", "give accuracy or a budget (epsilon, rho), not both")
+            chosen = accuracy_epsilon(spec, self._infos(spec), accuracy)
+            spec.privacy.epsilon = chosen
         request = pb.QueryRequest(spec=spec, sql=sql, timeout_seconds=timeout or 0.0)
         call_timeout = (timeout or 30.0) + 30.0
         response: pb.QueryResponse = self._call("Query", request, timeout=call_timeout)
         if not response.ok:
             raise FederationError(response.error_rule or "refused", response.error)
-        return to_frame(spec, response)
+        df = to_frame(spec, response)
+        if chosen is not None:
+            df.attrs["epsilon_for_accuracy"] = chosen
+        return df
+
+    def explain(
+        self,
+        sql: str,
+        *,
+        epsilon: float | None = None,
+        rho: float | None = None,
+        bounds: dict[str, tuple[float, float]] | None = None,
+        max_rows_per_unit: int | None = None,
+        diagnostics: bool = True,
+    ) -> pd.DataFrame:
+        """What a query would cost and how noisy it would be, before anything is spent.
+
+        Computed from the nodes' public metadata alone (privacy/explain.py, the same planning the
+        nodes run): no node reads data and no budget is charged. One row per aggregate for the
+        combined figure (node "all"), then one per node and aggregate: noise sd, 95% half-width,
+        the node's suppression threshold and the epsilon it would charge (or why it would refuse).
+        """
+        spec = self._spec(sql, epsilon, rho, bounds, max_rows_per_unit, diagnostics)
+        return explain_frame(spec, self._infos(spec))
+
+    def _infos(self, spec: pb.QuerySpec) -> list[pb.DatasetInfo]:
+        return [
+            d
+            for d in self.dataset_infos()
+            if d.name == spec.dataset and (not spec.node or d.node == spec.node)
+        ]
+
+    @staticmethod
+    def _spec(
+        sql: str,
+        epsilon: float | None,
+        rho: float | None,
+        bounds: dict[str, tuple[float, float]] | None,
+        max_rows_per_unit: int | None,
+        diagnostics: bool,
+    ) -> pb.QuerySpec:
+        spec = parse_query(sql)
+        ask = check_privacy(epsilon, rho)  # the coordinator and every node check it again
+        if ask.epsilon is not None:
+            spec.privacy.epsilon = ask.epsilon
+        if ask.rho is not None:
+            spec.privacy.rho = ask.rho
+        apply_bounds(spec, bounds or {})
+        if max_rows_per_unit is not None:
+            if (
+                isinstance(max_rows_per_unit, bool)
+                or not isinstance(max_rows_per_unit, int)
+                or max_rows_per_unit < 1
+            ):
+                raise FederationError("max_rows_per_unit", "max_rows_per_unit must be a whole number >= 1")
+            spec.max_rows_per_unit = max_rows_per_unit
+        spec.no_diagnostics = not diagnostics
+        return spec
 
     # ------------------------------------------------------------------ entity overlap
 
@@ -387,6 +460,30 @@ class Client:
         return pd.DataFrame(rows, columns=columns)
 
 
+def apply_bounds(spec: pb.QuerySpec, bounds: dict[str, tuple[float, float]]) -> None:
+    """Set clamping ``bounds`` {column: (lo, hi)} on every SUM/AVG of that column that has none in its SQL."""
+    for column, pair in bounds.items():
+        if not isinstance(pair, tuple | list) or len(pair) != 2:
+            raise FederationError("bounds", f"bounds for '{column}' must be a pair (lower, upper)")
+        lo, hi = pair
+        if any(
+            isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) for v in (lo, hi)
+        ):
+            raise FederationError("bounds", f"bounds for '{column}' must be finite numbers")
+        if lo > hi:
+            raise FederationError(
+                "bounds", f"bounds for '{column}': the lower bound is above the upper bound"
+            )
+        targets = [
+            a for a in spec.aggregates if a.function in (pb.SUM, pb.AVG) and a.column == column.lower()
+        ]
+        if not targets:
+            raise FederationError("bounds", f"bounds name '{column}', which no SUM or AVG of the query uses")
+        for agg in targets:
+            if not agg.HasField("bounds"):
+                agg.bounds.lower, agg.bounds.upper = float(lo), float(hi)
+
+
 def _node_cost(outcome: pb.NodeOutcome) -> str:
     cost = f" eps {outcome.cost.epsilon:.4g}" if outcome.cost.epsilon else ""
     return f"{outcome.node}:{outcome.status}{cost}"
@@ -415,6 +512,7 @@ def to_frame(spec: pb.QuerySpec, response: pb.QueryResponse) -> pd.DataFrame:
                         "group": dict(zip(group_cols, key, strict=True)),
                         "sd": cell.noise_sd,
                         "ci95": (cell.ci_low, cell.ci_high),
+                        "clipped": cell.clipped,  # value or interval moved into the feasible range
                     }
                 )
         if row.suppressed:
@@ -422,7 +520,7 @@ def to_frame(spec: pb.QuerySpec, response: pb.QueryResponse) -> pd.DataFrame:
                 {"group": dict(zip(group_cols, key, strict=True)), "by": list(row.suppressed_by)}
             )
         records.append(record)
-    df = pd.DataFrame(records, columns=group_cols + agg_cols)
+    df = ResultFrame(records, columns=group_cols + agg_cols)
     for agg, alias in zip(spec.aggregates, agg_cols, strict=True):
         values = pd.to_numeric(df[alias], errors="coerce")
         if agg.function in (pb.COUNT, pb.COUNT_DISTINCT) and values.dropna().mod(1).eq(0).all():
@@ -436,8 +534,29 @@ def to_frame(spec: pb.QuerySpec, response: pb.QueryResponse) -> pd.DataFrame:
         "missing": {n.node: n.reason for n in response.nodes if n.status != "answered"},
         "suppressed": suppressed,
         "noise": {k: v for k, v in noise.items() if v},
+        "feasible": _feasible(agg_cols, response),
+        "bounding": _bounding(response),
     }
     return df
+
+
+def _feasible(aliases: list[str], response: pb.QueryResponse) -> dict[str, tuple[float, float]]:
+    """The range any exact answer of each aggregate lies in (docs/privacy.md, feasible range)."""
+    for row in response.rows:
+        return {a: (c.feasible_low, c.feasible_high) for a, c in zip(aliases, row.cells, strict=True)}
+    return {}
+
+
+def _bounding(response: pb.QueryResponse) -> dict[str, Any]:
+    """The noisy bounding figures: units cut by truncation, values moved by clamping per aggregate."""
+    out: dict[str, Any] = {}
+    for d in response.diagnostics:
+        figure = {"value": d.value, "sd": d.noise_sd, "ci95": (d.ci_low, d.ci_high)}
+        if d.name == "values_clamped":
+            out.setdefault("values_clamped", {})[d.aggregate] = figure
+        else:
+            out[d.name] = figure
+    return out
 
 
 def with_intervals(df: pd.DataFrame) -> pd.DataFrame:

@@ -1,7 +1,8 @@
 """Parse the analyst's SQL subset into a declarative job spec.
 
 Accepted: ``SELECT <group columns>, COUNT(*), COUNT(DISTINCT unit), SUM(col), AVG(col)
-FROM [node.]dataset [WHERE ...] [GROUP BY <columns>]``. The text is parsed with sqlglot and never
+FROM [node.]dataset [WHERE ...] [GROUP BY <columns>]``. A SUM or AVG may clamp its column tighter
+than the declared bounds: ``SUM(LEAST(GREATEST(amount, 0), 50000))``. The text is parsed with sqlglot and never
 leaves the analyst's machine: only the resulting ``QuerySpec`` message is sent. Whether a column
 exists, may be grouped, or a value is in its domain is decided by each node against its own schema.
 """
@@ -124,6 +125,34 @@ def _filter(node: exp.Expression) -> pb.Filter:
     )
 
 
+def _bound(node: exp.Expression, where: str) -> float:
+    value = literal_value(node, where)
+    if value.WhichOneof("kind") not in ("integer", "real"):
+        raise QueryError("malformed_sql", f"{where}: a clamping bound must be a number, not '{node.sql()}'")
+    return float(getattr(value, value.WhichOneof("kind")))
+
+
+def _clamp(node: exp.Expression, where: str) -> tuple[exp.Expression, pb.ClampBounds]:
+    """Peel ``LEAST(GREATEST(col, lo), hi)`` (either order, either alone) off an aggregate's argument."""
+    bounds = pb.ClampBounds()
+    for _ in range(2):
+        while isinstance(node, exp.Paren):
+            node = node.this
+        if not isinstance(node, exp.Least | exp.Greatest):
+            break
+        side = "upper" if isinstance(node, exp.Least) else "lower"
+        if bounds.HasField(side) or len(node.expressions) != 1:
+            raise QueryError(
+                "unsupported_expression",
+                f"{where}: clamp with LEAST(GREATEST(column, lower), upper), not '{node.sql()}'",
+            )
+        setattr(bounds, side, _bound(node.expressions[0], where))
+        node = node.this
+    if bounds.HasField("lower") and bounds.HasField("upper") and bounds.lower > bounds.upper:
+        raise QueryError("malformed_sql", f"{where}: the clamping lower bound is above the upper bound")
+    return node, bounds
+
+
 def _aggregate(node: exp.Expression, alias: str) -> pb.Aggregate:
     if isinstance(node, exp.Count):
         arg = node.this
@@ -139,9 +168,14 @@ def _aggregate(node: exp.Expression, alias: str) -> pb.Aggregate:
             f"SELECT: only COUNT(*) and COUNT(DISTINCT <privacy unit>) are allowed, not '{node.sql()}'",
         )
     if isinstance(node, exp.Sum | exp.Avg):
-        column = _column_name(node.this, f"SELECT {node.key.upper()}(...)")
+        where = f"SELECT {node.key.upper()}(...)"
+        inner, bounds = _clamp(node.this, where)
+        column = _column_name(inner, where)
         function = pb.SUM if isinstance(node, exp.Sum) else pb.AVG
-        return pb.Aggregate(function=function, column=column, alias=alias or f"{node.key}_{column}")
+        aggregate = pb.Aggregate(function=function, column=column, alias=alias or f"{node.key}_{column}")
+        if bounds.HasField("lower") or bounds.HasField("upper"):
+            aggregate.bounds.CopyFrom(bounds)
+        return aggregate
     raise QueryError(
         "unsupported_aggregate",
         f"SELECT: '{node.sql()}' is not allowed; use group columns, COUNT(*), COUNT(DISTINCT unit), "

@@ -21,15 +21,16 @@ from typing import Any
 from nodes.config import Dataset
 from nodes.validate import Plan, Refused
 from privacy.accounting import Cost, PrivacyError
+from privacy.bounds import clip
 from privacy.dp import (
     NoisePlan,
     avg_interval,
     interval,
-    plan_noise,
     release_counts,
     release_sums,
     threshold_for,
 )
+from privacy.explain import QueryNoise, plan_query
 from protocols import federation_pb2 as pb
 from protocols.privacy_request import check_wire
 from protocols.values import to_value
@@ -49,6 +50,9 @@ class Exact:
 
     rows: dict[tuple[Any, ...], tuple[Any, ...]]
     units: bool = True
+    # Exact bounding figures (``DataSources.diagnostics``): units cut by truncation, then values
+    # moved by clamping per SUM/AVG. ``None``: not computed (exact releases, or not asked for).
+    bounding: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -95,17 +99,31 @@ def resolve_budget(request: pb.PrivacyRequest, dataset: Dataset, node: str) -> B
 
 
 def _aggregate_kinds(plan: Plan) -> list[tuple[str, tuple[float, float] | None]]:
-    return [(_KIND[a.function], a.column.bounds if a.column is not None else None) for a in plan.aggregates]
+    return [(_KIND[a.function], a.bounds) for a in plan.aggregates]
 
 
-def _noise_plan(plan: Plan, budget: Budget) -> NoisePlan:
-    return plan_noise(
+def bounding_summary(plan: Plan) -> dict[str, Any]:
+    """What the audit log records about the bounds a release used (declared or tightened)."""
+    return {
+        "max_rows_per_unit": plan.rows_per_unit,
+        "bounds": {a.alias: list(a.bounds) for a in plan.aggregates if a.bounds is not None},
+    }
+
+
+def query_noise(plan: Plan, budget: Budget) -> QueryNoise:
+    """The query's whole noise (privacy/explain.py), as the SDK's ``explain`` predicts it."""
+    return plan_query(
         _aggregate_kinds(plan),
-        plan.dataset.max_rows_per_unit,
+        plan.rows_per_unit,
         epsilon=budget.epsilon,
         rho=budget.rho,
         n_groups=len(plan.keys),
+        diagnostics=plan.diagnostics,
     )
+
+
+def _noise_plan(plan: Plan, budget: Budget) -> NoisePlan:
+    return query_noise(plan, budget).figures
 
 
 def needs_units(plan: Plan, budget: Budget) -> bool:
@@ -206,9 +224,30 @@ def _threshold_basis(noise: NoisePlan, dataset: Dataset) -> pb.Threshold:
     )
 
 
+def _release_diagnostics(plan: Plan, noise: QueryNoise, exact: Exact, result: pb.QueryResult) -> None:
+    """Noisy bounding figures, moved into their feasible range [0, inf) with their intervals."""
+    if not noise.diagnostics:
+        return
+    if exact.bounding is None or len(exact.bounding) != len(noise.diagnostics):
+        raise PrivacyError("diagnostics_missing", "the bounding figures were not computed")
+    for diagnostic, value in zip(noise.diagnostics, exact.bounding, strict=True):
+        noisy = float(release_counts([int(value)], diagnostic.spec)[0])
+        lo, hi = interval(noisy, diagnostic.spec)
+        noisy, lo, hi, _ = clip(noisy, lo, hi, (0.0, float("inf")))
+        result.diagnostics.add(
+            name=diagnostic.name,
+            aggregate="" if diagnostic.aggregate is None else plan.aggregates[diagnostic.aggregate].alias,
+            value=noisy,
+            noise_sd=diagnostic.spec.sd,
+            ci_low=lo,
+            ci_high=hi,
+        )
+
+
 def _protect_dp(plan: Plan, exact: Exact, budget: Budget) -> tuple[pb.QueryResult, Cost]:
     ds = plan.dataset
-    noise = _noise_plan(plan, budget)
+    whole = query_noise(plan, budget)
+    noise = whole.figures
     if not exact.units and needs_units(plan, budget):
         raise PrivacyError("units_missing", "this release needs distinct-unit counts that were not computed")
     rows, units, numeric = _exact_columns(plan, exact)
@@ -266,6 +305,7 @@ def _protect_dp(plan: Plan, exact: Exact, budget: Budget) -> tuple[pb.QueryResul
                 cell.count = cell.sum
                 lo, hi = interval(cell.sum, spec)
             cell.ci_low, cell.ci_high = lo, hi
-    result.cost.epsilon = noise.cost.epsilon
-    result.cost.rho = noise.cost.rho
-    return result, noise.cost
+    _release_diagnostics(plan, whole, exact, result)
+    result.cost.epsilon = whole.cost.epsilon
+    result.cost.rho = whole.cost.rho
+    return result, whole.cost

@@ -13,7 +13,7 @@ import hashlib
 from typing import Any
 
 from nodes.context import NodeContext
-from nodes.protect import Exact, needs_units, protect, resolve_budget
+from nodes.protect import Exact, bounding_summary, needs_units, protect, resolve_budget
 from nodes.sources import DataSources
 from nodes.validate import Plan, Refused, validate
 from privacy.accounting import epsilon_at_delta
@@ -34,10 +34,13 @@ def compute(plan: Plan, sources: DataSources, exact_release: bool = False, units
     """
     width = len(plan.group_columns)
     ds = plan.dataset
+    # Under DP the release also says how much truncation and clamping changed (nodes/protect.py).
+    bounding = sources.diagnostics(plan) if plan.diagnostics and not exact_release else None
     if not units:
         return Exact(
             rows={tuple(row[:width]): tuple(row[width:]) for row in sources.run(plan, units=False)},
             units=False,
+            bounding=bounding,
         )
     asks_units = any(a.function == pb.COUNT_DISTINCT for a in plan.aggregates)
     if exact_release and not asks_units:
@@ -49,7 +52,9 @@ def compute(plan: Plan, sources: DataSources, exact_release: bool = False, units
                 lower = -(-int(row[width]) // ds.max_rows_per_unit)  # ceil(n_rows / max_rows_per_unit)
                 rows[tuple(row[:width])] = (row[width], lower, *row[width + 2 :])
             return Exact(rows=rows)
-    return Exact(rows={tuple(row[:width]): tuple(row[width:]) for row in sources.run(plan)})
+    return Exact(
+        rows={tuple(row[:width]): tuple(row[width:]) for row in sources.run(plan)}, bounding=bounding
+    )
 
 
 def digest(result: pb.QueryResult) -> str:
@@ -116,6 +121,7 @@ class QueryHandler:
                 "suppressed": sum(1 for g in result.groups if g.suppressed),
                 "epsilon": cost.epsilon,
                 "rho": cost.rho,
+                **bounding_summary(plan),
             },
         )
         ctx.differencing.record(reserved)  # on record as released once the audit entry is durable

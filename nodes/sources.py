@@ -19,11 +19,13 @@ from nodes.sqlgen import (
     Dialect,
     SqlBuilder,
     build_sql,
+    diagnostics_sql,
     premapped_name,
     quote_ident,
     table_name,
 )
 from nodes.validate import Plan
+from protocols import federation_pb2 as pb
 from protocols.errors import FederationError
 
 
@@ -114,6 +116,20 @@ class DataSources:
             conns[dsn] = conn
         return conn
 
+    def _needs_truncation(self, plan: Plan) -> bool:
+        # PostgreSQL tables are not scanned at start-up, so their rows per unit are always bounded.
+        within = self._within_bound.get(plan.dataset.name, False)
+        return not within or plan.rows_per_unit < plan.dataset.max_rows_per_unit
+
+    def diagnostics(self, plan: Plan) -> tuple[int, ...]:
+        """Exact bounding figures (``nodes.sqlgen.diagnostics_sql``): units cut by truncation, then
+        values moved by clamping per SUM/AVG. Nothing here leaves the node unprotected."""
+        numeric = sum(1 for a in plan.aggregates if a.function in (pb.SUM, pb.AVG))
+        if not numeric and not self._needs_truncation(plan):
+            return (0,)  # no unit has more rows than the limit: nothing to count
+        rows = self.fetch(plan.dataset, *diagnostics_sql(plan, self.dialect(plan.dataset)))
+        return tuple(int(v or 0) for v in rows[0]) if rows else (0,) * (1 + numeric)
+
     def dialect(self, dataset: Dataset, premapped: bool = True) -> Dialect:
         """The SQL dialect of the dataset's engine; ``premapped`` reads the shared-vocabulary
         columns that loading a file source added (``_premap``) instead of mapping codes in SQL."""
@@ -124,8 +140,7 @@ class DataSources:
     def run(self, plan: Plan, units: bool = True) -> list[tuple[Any, ...]]:
         """Exact per-group aggregates of a checked plan, in the SQL of the dataset's engine."""
         dataset = plan.dataset
-        # PostgreSQL tables are not scanned at start-up, so their rows per unit are always bounded.
-        truncate = not self._within_bound.get(dataset.name, False)
+        truncate = self._needs_truncation(plan)
         sql, params = build_sql(plan, self.dialect(dataset), truncate=truncate, units=units)
         return self.fetch(dataset, sql, params)
 

@@ -5,8 +5,8 @@ every value is a bound parameter. The query applies the release-path protections
 engine, close to the data:
 
 * local codes are mapped to the shared vocabulary (``CASE``), unmapped codes drop out;
-* numeric values are clamped to their declared bounds;
-* rows per privacy unit are truncated to ``max_rows_per_unit`` after filtering.
+* numeric values are clamped to the query's bounds (the declared ones, or tighter);
+* rows per privacy unit are truncated to ``max_rows_per_unit`` (or the query's lower limit) after filtering.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nodes.config import Column, Dataset
-from nodes.validate import Plan, python_value
+from nodes.validate import AggregatePlan, Plan, python_value
 from protocols import federation_pb2 as pb
 
 _OPS = {pb.EQ: "=", pb.NE: "<>", pb.LT: "<", pb.LE: "<=", pb.GT: ">", pb.GE: ">="}
@@ -128,33 +128,53 @@ class SqlBuilder:
 @dataclass(frozen=True)
 class BoundedRows:
     """The rows a plan aggregates over: filtered, mapped to the shared vocabulary, clamped, and
-    (when asked) truncated to ``max_rows_per_unit`` per unit. Columns: u, g0..gN, v0..vM."""
+    (when asked) truncated to the plan's rows per unit. Columns: u, g0..gN, v0..vM (and, for
+    diagnostics, x0..xM and rn)."""
 
     source: str  # a FROM item
     keep: list[str]  # conditions on it
     groups: list[str]
-    numeric: dict[str, str]  # shared column name -> its clamped alias
+    numeric: dict[tuple[str, tuple[float, float]], str]  # (column, clamping bounds) -> clamped alias
+
+    def value(self, agg: AggregatePlan) -> str | None:
+        """The clamped alias an aggregate sums, if it sums one."""
+        if agg.column is None or agg.column.kind != "numeric":
+            return None
+        return self.numeric.get(_clamp_key(agg))
 
 
-def bounded_rows(plan: Plan, b: SqlBuilder, truncate: bool = True) -> BoundedRows:
-    """The shared inner part of every query a node runs for ``plan`` (aggregates and unit lists)."""
+def _clamp_key(agg: AggregatePlan) -> tuple[str, tuple[float, float]]:
+    assert agg.column is not None
+    return agg.column.name, agg.bounds or agg.column.bounds or (0.0, 0.0)
+
+
+def bounded_rows(plan: Plan, b: SqlBuilder, truncate: bool = True, diagnostics: bool = False) -> BoundedRows:
+    """The shared inner part of every query a node runs for ``plan`` (aggregates and unit lists).
+
+    With ``diagnostics`` each clamped value gets a flag ``x<i>`` (1 when clamping moved it), and
+    rows past the truncation are kept with their rank ``rn`` instead of being dropped.
+    """
     dialect, ds = b.dialect, plan.dataset
     unit = quote_ident(ds.columns[ds.privacy_unit].local)
     select = [f"{unit} AS u"]
     for i, column in enumerate(plan.group_columns):
         select.append(f"{b.shared(column)} AS g{i}")
-    numeric: dict[str, str] = {}
+    numeric: dict[tuple[str, tuple[float, float]], str] = {}
     for agg in plan.aggregates:
-        if agg.column is not None and agg.column.kind == "numeric" and agg.column.name not in numeric:
-            alias = f"v{len(numeric)}"
-            lo, hi = agg.column.bounds or (0.0, 0.0)
-            raw = f"CAST({quote_ident(agg.column.local)} AS {dialect.double})"
-            # A missing value stays missing: LEAST/GREATEST would turn NULL into a bound.
-            select.append(
-                f"CASE WHEN {raw} IS NULL THEN NULL ELSE LEAST(GREATEST({raw}, CAST({b.bind(lo)} AS {dialect.double})), "
-                f"CAST({b.bind(hi)} AS {dialect.double})) END AS {alias}"
-            )
-            numeric[agg.column.name] = alias
+        if agg.column is None or agg.column.kind != "numeric" or _clamp_key(agg) in numeric:
+            continue
+        alias = f"v{len(numeric)}"
+        lo, hi = _clamp_key(agg)[1]
+        raw = f"CAST({quote_ident(agg.column.local)} AS {dialect.double})"
+        low, high = f"CAST({b.bind(lo)} AS {dialect.double})", f"CAST({b.bind(hi)} AS {dialect.double})"
+        # A missing value stays missing: LEAST/GREATEST would turn NULL into a bound.
+        select.append(
+            f"CASE WHEN {raw} IS NULL THEN NULL ELSE LEAST(GREATEST({raw}, {low}), {high}) END AS {alias}"
+        )
+        if diagnostics:
+            low, high = f"CAST({b.bind(lo)} AS {dialect.double})", f"CAST({b.bind(hi)} AS {dialect.double})"
+            select.append(f"CASE WHEN {raw} < {low} OR {raw} > {high} THEN 1 ELSE 0 END AS x{len(numeric)}")
+        numeric[_clamp_key(agg)] = alias
     where = [f"{unit} IS NOT NULL"]
     if plan.filter is not None:
         where.append(b.filter(plan.filter, ds))
@@ -167,8 +187,28 @@ def bounded_rows(plan: Plan, b: SqlBuilder, truncate: bool = True) -> BoundedRow
     # unit's own values, so the same data always gives the same bounded contribution.
     order = ", ".join(["u"] + [c.split(" AS ")[-1] for c in select[1:]])
     bounded = f"SELECT *, ROW_NUMBER() OVER (PARTITION BY u ORDER BY {order}) AS rn FROM ({base}) AS base"
-    keep.insert(0, f"rn <= {b.bind(ds.max_rows_per_unit)}")
+    if not diagnostics:
+        keep.insert(0, f"rn <= {b.bind(plan.rows_per_unit)}")
     return BoundedRows(f"({bounded}) AS bounded", keep, groups, numeric)
+
+
+def diagnostics_sql(plan: Plan, dialect: Dialect) -> tuple[str, list[Any]]:
+    """``(sql, params)`` for the exact bounding figures of ``plan``, one row: the number of units
+    truncation cut (a row past the limit that would otherwise count), then per SUM/AVG aggregate
+    the number of kept values that clamping moved."""
+    b = SqlBuilder(dialect)
+    rows = bounded_rows(plan, b, truncate=True, diagnostics=True)
+    limit = int(plan.rows_per_unit)  # a validated whole number, not analyst text
+    outer = [f"COUNT(DISTINCT CASE WHEN rn > {limit} THEN u END)"]
+    for agg in plan.aggregates:
+        if agg.function in (pb.SUM, pb.AVG):
+            value = rows.value(agg)
+            assert value is not None
+            outer.append(f"COALESCE(SUM(CASE WHEN rn <= {limit} THEN x{value[1:]} ELSE 0 END), 0)")
+    sql = f"SELECT {', '.join(outer)} FROM {rows.source}"
+    if rows.keep:
+        sql += f" WHERE {' AND '.join(rows.keep)}"
+    return sql, b.params
 
 
 def build_sql(
@@ -186,8 +226,8 @@ def build_sql(
         "COUNT(DISTINCT u) AS n_units" if units else "NULL AS n_units",
     ]
     for i, agg in enumerate(plan.aggregates):
-        if agg.column is not None and agg.column.name in rows.numeric:
-            v = rows.numeric[agg.column.name]
+        v = rows.value(agg)
+        if v is not None:
             outer.append(f"SUM({v}) AS s{i}")
             outer.append(f"COUNT({v}) AS c{i}")
     sql = f"SELECT {', '.join(outer)} FROM {rows.source}"

@@ -12,6 +12,7 @@ import itertools
 from dataclasses import dataclass
 
 from nodes.config import CategoryValue, Column, Dataset, NodeConfig
+from privacy.bounds import rows_per_unit, tightened
 from protocols import federation_pb2 as pb
 from protocols.errors import FederationError
 
@@ -31,6 +32,7 @@ class AggregatePlan:
     function: int
     column: Column | None
     alias: str
+    bounds: tuple[float, float] | None = None  # SUM/AVG: the clamping bounds of this query
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,20 @@ class Plan:
     aggregates: tuple[AggregatePlan, ...]
     filter: pb.Filter | None
     keys: tuple[tuple[CategoryValue, ...], ...]
+    max_rows_per_unit: int = 0  # rows per unit this query truncates to; 0: the dataset's maximum
+    diagnostics: bool = True  # under DP, also release how much truncation and clamping changed
+
+    @property
+    def rows_per_unit(self) -> int:
+        return self.max_rows_per_unit or self.dataset.max_rows_per_unit
+
+    @property
+    def tightened(self) -> bool:
+        """Whether the query asks for tighter bounds or fewer rows per unit than declared."""
+        return self.rows_per_unit < self.dataset.max_rows_per_unit or any(
+            a.column is not None and a.bounds is not None and a.bounds != a.column.bounds
+            for a in self.aggregates
+        )
 
 
 def python_value(value: pb.Value) -> CategoryValue | float | bool:
@@ -203,7 +219,12 @@ def validate(spec: pb.QuerySpec, config: NodeConfig) -> Plan:
                     "not_numeric",
                     f"{operation.upper()}({agg.column}) needs a numeric column with declared bounds",
                 )
-        aggregates.append(AggregatePlan(function=agg.function, column=column, alias=agg.alias or operation))
+        bounds = _clamping(check, agg, column) if agg.function in (pb.SUM, pb.AVG) else None
+        if agg.HasField("bounds") and bounds is None:
+            raise check.refuse("malformed_request", f"{operation.upper()} takes no clamping bounds")
+        aggregates.append(
+            AggregatePlan(function=agg.function, column=column, alias=agg.alias or operation, bounds=bounds)
+        )
 
     cells = 1
     for column in groups:
@@ -216,11 +237,39 @@ def validate(spec: pb.QuerySpec, config: NodeConfig) -> Plan:
 
     if spec.HasField("filter"):
         check.filter(spec.filter)
+    try:
+        max_rows = rows_per_unit(dataset.max_rows_per_unit, int(spec.max_rows_per_unit))
+    except FederationError as exc:
+        raise check.refuse(exc.rule, exc.message) from None
     keys = tuple(itertools.product(*(c.domain for c in groups))) if groups else ((),)
-    return Plan(
+    plan = Plan(
         dataset=dataset,
         group_columns=tuple(groups),
         aggregates=tuple(aggregates),
         filter=spec.filter if spec.HasField("filter") else None,
         keys=keys,
+        max_rows_per_unit=max_rows,
+        diagnostics=not spec.no_diagnostics,
     )
+    dp = spec.privacy.epsilon > 0 or spec.privacy.rho > 0 or policy.dp_required
+    if plan.tightened and not dp:
+        # Exact releases of the same group at two clampings (or truncations) differ by the values
+        # of the few rows in between: a way around min_group_size. Under DP the noise covers it.
+        raise check.refuse(
+            "bounds_need_dp",
+            "tighter bounds or fewer rows per unit are only allowed with differential privacy",
+        )
+    return plan
+
+
+def _clamping(check: _Checker, agg: pb.Aggregate, column: Column) -> tuple[float, float]:
+    """The clamping bounds of a SUM/AVG: the declared ones, tightened where the query asks."""
+    declared = column.bounds or (0.0, 0.0)
+    if not agg.HasField("bounds"):
+        return declared
+    lower = agg.bounds.lower if agg.bounds.HasField("lower") else None
+    upper = agg.bounds.upper if agg.bounds.HasField("upper") else None
+    try:
+        return tightened(declared, lower, upper)
+    except FederationError as exc:
+        raise check.refuse(exc.rule, f"{agg.alias or column.name}: {exc.message}") from None

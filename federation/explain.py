@@ -1,0 +1,163 @@
+"""Accuracy before spending: what a query's noise would be, from public metadata alone.
+
+The SDK reads each node's ``DatasetInfo`` (declared bounds, rows per unit, group domains, policy
+defaults and caps) and runs the same planning function the node runs (privacy/explain.py). Nothing
+is sent to a node, no data is read and no budget is spent.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import pandas as pd
+
+from privacy.bounds import rows_per_unit, tightened
+from privacy.explain import Explanation, NodeQuery, epsilon_for_accuracy, explain
+from protocols import federation_pb2 as pb
+from protocols.errors import FederationError
+
+_KIND = {pb.COUNT: "count", pb.COUNT_DISTINCT: "count_distinct", pb.SUM: "sum", pb.AVG: "avg"}
+
+
+def _budget(spec: pb.QuerySpec, info: pb.DatasetInfo) -> tuple[float | None, float | None]:
+    """The budget the node's policy would run ``spec`` with (privacy request, default, cap)."""
+    eps, rho = spec.privacy.epsilon, spec.privacy.rho
+    if eps > 0:
+        if eps > info.max_epsilon:
+            raise FederationError(
+                "epsilon_cap", f"epsilon {eps:g} is above the per-query cap {info.max_epsilon:g}", info.node
+            )
+        return eps, None
+    if rho > 0:
+        cap = info.max_epsilon**2 / 2
+        if rho > cap:
+            raise FederationError("epsilon_cap", f"rho {rho:g} is above the per-query cap {cap:g}", info.node)
+        return None, rho
+    if info.dp_required:
+        return info.default_epsilon, None
+    return None, None
+
+
+def _clamping(agg: pb.Aggregate, info: pb.DatasetInfo) -> tuple[float, float]:
+    column = next((c for c in info.columns if c.name == agg.column), None)
+    if column is None or column.kind != pb.NUMERIC:
+        raise FederationError(
+            "not_numeric", f"{agg.alias}: '{agg.column}' is not a numeric column", info.node
+        )
+    lower = agg.bounds.lower if agg.bounds.HasField("lower") else None
+    upper = agg.bounds.upper if agg.bounds.HasField("upper") else None
+    return tightened((column.lower, column.upper), lower, upper)
+
+
+def node_query(spec: pb.QuerySpec, info: pb.DatasetInfo) -> NodeQuery:
+    """How the node behind ``info`` would run ``spec``, as far as its public metadata says."""
+    aggregates: list[tuple[str, tuple[float, float] | None]] = [
+        (_KIND[a.function], _clamping(a, info) if a.function in (pb.SUM, pb.AVG) else None)
+        for a in spec.aggregates
+    ]
+    domains = {c.name: len(c.domain) for c in info.columns}
+    missing = [g for g in spec.group_by if g not in domains]
+    if missing:
+        raise FederationError("unknown_column", f"column '{missing[0]}' is not declared", info.node)
+    n_groups = math.prod(domains[g] for g in spec.group_by) if spec.group_by else 1
+    epsilon, rho = _budget(spec, info)
+    return NodeQuery(
+        node=info.node,
+        aggregates=tuple(aggregates),
+        max_rows_per_unit=rows_per_unit(info.max_rows_per_unit, int(spec.max_rows_per_unit)),
+        n_groups=max(1, n_groups),
+        min_group_size=info.min_group_size,
+        epsilon=epsilon,
+        rho=rho,
+        diagnostics=not spec.no_diagnostics,
+    )
+
+
+def node_queries(spec: pb.QuerySpec, infos: Sequence[pb.DatasetInfo]) -> list[NodeQuery]:
+    """One ``NodeQuery`` per node; a node whose policy would refuse carries its (rule, reason)."""
+    out = []
+    for info in infos:
+        try:
+            out.append(node_query(spec, info))
+        except FederationError as exc:
+            kinds = tuple((_KIND[a.function], None) for a in spec.aggregates)
+            out.append(NodeQuery(info.node, kinds, 1, 1, 1, refusal=(exc.rule, exc.message)))
+    return out
+
+
+def explanation(spec: pb.QuerySpec, infos: Sequence[pb.DatasetInfo]) -> Explanation:
+    if not infos:
+        raise FederationError("unknown_dataset", f"no connected node serves dataset '{spec.dataset}'")
+    return explain(node_queries(spec, infos))
+
+
+def explain_frame(spec: pb.QuerySpec, infos: Sequence[pb.DatasetInfo]) -> pd.DataFrame:
+    """One row per aggregate for the combined figure ("all"), then one per (node, aggregate)."""
+    result = explanation(spec, infos)
+    rows = []
+    for agg, combined in zip(spec.aggregates, result.aggregates, strict=True):
+        rows.append(
+            {
+                "node": "all",
+                "aggregate": agg.alias,
+                "noise_sd": combined.sd,
+                "ci95_half_width": combined.half_width,
+                "suppression_threshold": "",
+                "epsilon": sum(n.epsilon for n in result.nodes if n.refusal is None),
+                "rho": sum(n.rho for n in result.nodes if n.refusal is None),
+                "refused": "",
+            }
+        )
+    for node in result.nodes:
+        for i, agg in enumerate(spec.aggregates):
+            rows.append(
+                {
+                    "node": node.node,
+                    "aggregate": agg.alias,
+                    "noise_sd": node.sd[i],
+                    "ci95_half_width": node.half_width[i],
+                    "suppression_threshold": f"{node.threshold} {node.threshold_kind}s"
+                    if node.threshold is not None
+                    else "",
+                    "epsilon": node.epsilon,
+                    "rho": node.rho,
+                    "refused": f"{node.refusal[1]} [rule: {node.refusal[0]}]" if node.refusal else "",
+                }
+            )
+    df = pd.DataFrame(rows)
+    df.attrs = {"dataset": spec.dataset, "charged": False}
+    return df
+
+
+def accuracy_epsilon(
+    spec: pb.QuerySpec, infos: Sequence[pb.DatasetInfo], accuracy: float | dict[str, float]
+) -> float:
+    """The smallest epsilon whose combined 95% half-width meets ``accuracy``: a number for the
+    first aggregate, or {alias: half-width} for named ones (the largest epsilon any needs)."""
+    aliases = [a.alias for a in spec.aggregates]
+    wanted = {aliases[0]: accuracy} if not isinstance(accuracy, dict) else dict(accuracy)
+    unknown = [a for a in wanted if a not in aliases]
+    if unknown:
+        raise FederationError(
+            "accuracy", f"accuracy names '{unknown[0]}', which is not an output of the query"
+        )
+    if not infos:
+        raise FederationError("unknown_dataset", f"no connected node serves dataset '{spec.dataset}'")
+    cap = min(info.max_epsilon for info in infos)
+
+    def at(epsilon: float) -> list[NodeQuery]:
+        return node_queries(_with_epsilon(spec, epsilon), infos)
+
+    best = 0.0
+    for alias, target in wanted.items():
+        best = max(best, epsilon_for_accuracy(at, aliases.index(alias), float(target), cap))
+    return best
+
+
+def _with_epsilon(spec: pb.QuerySpec, epsilon: float) -> pb.QuerySpec:
+    copy = pb.QuerySpec()
+    copy.CopyFrom(spec)
+    copy.privacy.epsilon = epsilon
+    copy.privacy.rho = 0.0
+    return copy

@@ -1,0 +1,272 @@
+"""The noise of a query, known before anything is spent: one computation for nodes and analysts.
+
+``plan_query`` is what a node runs to protect a query (nodes/protect.py) and what the SDK runs on
+the public metadata (``DatasetInfo``: bounds, rows per unit, policy) to explain one before it is
+sent. Both call the same function on the same inputs, so the noise the SDK predicts is the noise
+the node adds. The budget of a DP query is split in two:
+
+* the figures asked for get ``1 - DIAGNOSTIC_SHARE`` of it, spread by ``privacy.dp.plan_noise``;
+* the *bounding diagnostics* get ``DIAGNOSTIC_SHARE``, spread equally: the number of units whose
+  rows truncation cut (sensitivity 1: a unit is cut or not) and, per SUM/AVG, the number of values
+  clamping moved (sensitivity k: a unit keeps at most k rows after truncation).
+
+Sequential composition (DR14, Thm. 3.16; BS16, Lemma 2.3) makes the query's cost the sum of the
+two parts. Pure functions, no I/O.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from privacy.accounting import Cost, PrivacyError
+from privacy.dp import Bounds, NoisePlan, NoiseSpec, interval, plan_noise, threshold_for
+from protocols.privacy_request import EPSILON_FLOOR
+
+DIAGNOSTIC_SHARE = 0.05
+Z95 = 1.959963984540054  # the combined interval of several nodes is a normal approximation
+_SEARCH_STEPS = 60
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    """One bounding figure: ``units_truncated`` (aggregate ``None``) or ``values_clamped`` of an aggregate."""
+
+    name: str
+    aggregate: int | None
+    spec: NoiseSpec
+
+
+@dataclass(frozen=True)
+class QueryNoise:
+    """The whole noise of one query at one node: the figures' plan, the diagnostics, the total cost."""
+
+    figures: NoisePlan
+    diagnostics: tuple[Diagnostic, ...]
+    cost: Cost
+
+
+def diagnostics_for(aggregates: Sequence[tuple[str, Bounds | None]]) -> list[tuple[str, int | None]]:
+    """The diagnostics a query measures: truncation always, clamping per SUM/AVG."""
+    wanted: list[tuple[str, int | None]] = [("units_truncated", None)]
+    wanted += [("values_clamped", i) for i, (kind, _) in enumerate(aggregates) if kind in ("sum", "avg")]
+    return wanted
+
+
+def plan_query(
+    aggregates: Sequence[tuple[str, Bounds | None]],
+    max_rows_per_unit: int,
+    epsilon: float | None = None,
+    rho: float | None = None,
+    *,
+    n_groups: int = 1,
+    diagnostics: bool = True,
+) -> QueryNoise:
+    """Plan the noise of a query with ``aggregates`` as (kind, clamping bounds) at k = ``max_rows_per_unit``.
+
+    With ``diagnostics`` the figures get ``1 - DIAGNOSTIC_SHARE`` of the budget and each
+    diagnostic an equal part of the rest; without, the figures get all of it.
+    """
+    if epsilon is None and rho is None:
+        raise PrivacyError("privacy_request", "give exactly one of epsilon (Laplace) or rho (Gaussian)")
+    total = epsilon if epsilon is not None else rho
+    wanted = diagnostics_for(aggregates) if diagnostics else []
+    if (
+        not isinstance(total, int | float)
+        or isinstance(total, bool)
+        or not math.isfinite(total)
+        or total <= 0
+    ):
+        raise PrivacyError("privacy_request", f"the budget must be a finite number > 0, got {total!r}")
+    main = total * (1 - DIAGNOSTIC_SHARE) if wanted else total
+    figures = plan_noise(
+        aggregates,
+        max_rows_per_unit,
+        epsilon=main if epsilon is not None else None,
+        rho=main if rho is not None else None,
+        n_groups=n_groups,
+    )
+    measured: list[Diagnostic] = []
+    costs = [figures.cost]
+    for name, index in wanted:
+        share = total * DIAGNOSTIC_SHARE / len(wanted)
+        # One count over the whole query (n_groups = 1): a unit moves it by 1 (truncated) or by k (clamped).
+        kind, rows = ("count_distinct", 1) if name == "units_truncated" else ("count", max_rows_per_unit)
+        plan = plan_noise(
+            [(kind, None)],
+            rows,
+            epsilon=share if epsilon is not None else None,
+            rho=share if rho is not None else None,
+        )
+        measured.append(Diagnostic(name, index, plan.columns[0]))
+        costs.append(plan.cost)
+    cost = Cost(epsilon=sum(c.epsilon for c in costs), rho=sum(c.rho for c in costs))
+    return QueryNoise(figures=figures, diagnostics=tuple(measured), cost=cost)
+
+
+def half_width(spec: NoiseSpec, level: float = 0.95) -> float:
+    """Half-width of the ``level`` interval of one node's figure with noise ``spec``."""
+    return interval(0.0, spec, level)[1]
+
+
+# --------------------------------------------------------------------------- explain
+
+
+@dataclass(frozen=True)
+class NodeQuery:
+    """What the public metadata says about how one node would run a query.
+
+    ``aggregates`` are (kind, clamping bounds) after the per-query bounds were applied; ``epsilon``
+    and ``rho`` the budget the node would use after its policy (default, cap); both ``None``: an
+    exact release. ``refusal`` is a (rule, reason) pair when the policy refuses the request.
+    """
+
+    node: str
+    aggregates: tuple[tuple[str, Bounds | None], ...]
+    max_rows_per_unit: int
+    n_groups: int
+    min_group_size: int
+    epsilon: float | None = None
+    rho: float | None = None
+    diagnostics: bool = True
+    refusal: tuple[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class NodeExplanation:
+    node: str
+    epsilon: float  # what the node would charge (pure DP); 0 for exact or zCDP
+    rho: float
+    sd: tuple[float, ...]  # per aggregate, that node's noise sd on the released value (AVG: its sum)
+    count_sd: tuple[float, ...]  # per aggregate, AVG: sd of its count; else 0
+    half_width: tuple[float, ...]  # per aggregate, that node's 95% half-width (AVG: of its sum)
+    threshold: int | None  # suppression threshold on the node's noisy count
+    threshold_kind: str  # "unit" or "row"
+    refusal: tuple[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class AggregateExplanation:
+    index: int
+    kind: str
+    sd: float  # the combined figure's noise sd (AVG: of the combined sum)
+    count_sd: float  # AVG: the combined count's noise sd
+    half_width: float | None  # combined 95% half-width; None for AVG (it depends on the count)
+
+
+@dataclass(frozen=True)
+class Explanation:
+    aggregates: tuple[AggregateExplanation, ...]
+    nodes: tuple[NodeExplanation, ...]
+
+
+def explain_node(query: NodeQuery) -> NodeExplanation:
+    """The noise one node would add, from its public metadata alone."""
+    n = len(query.aggregates)
+    if query.refusal is not None:
+        return NodeExplanation(
+            query.node, 0.0, 0.0, (0.0,) * n, (0.0,) * n, (0.0,) * n, None, "", query.refusal
+        )
+    if query.epsilon is None and query.rho is None:
+        return NodeExplanation(
+            query.node, 0.0, 0.0, (0.0,) * n, (0.0,) * n, (0.0,) * n, query.min_group_size, "unit"
+        )
+    noise = plan_query(
+        query.aggregates,
+        query.max_rows_per_unit,
+        epsilon=query.epsilon,
+        rho=query.rho,
+        n_groups=query.n_groups,
+        diagnostics=query.diagnostics,
+    )
+    columns = noise.figures.columns
+    count_sd = tuple((spec.sd if (spec := noise.figures.avg_count(i)) is not None else 0.0) for i in range(n))
+    threshold = noise.figures.threshold
+    return NodeExplanation(
+        node=query.node,
+        epsilon=noise.cost.epsilon,
+        rho=noise.cost.rho if not noise.cost.pure else 0.0,
+        sd=tuple(c.sd for c in columns),
+        count_sd=count_sd,
+        half_width=tuple(half_width(c) for c in columns),
+        threshold=threshold_for(query.min_group_size, threshold),
+        threshold_kind="row" if threshold.kind == "count" else "unit",
+    )
+
+
+def explain(queries: Sequence[NodeQuery]) -> Explanation:
+    """Per aggregate, the noise of the combined figure over the nodes that would answer.
+
+    Noise variances add over nodes. One node: its own exact interval; several: z sigma, the
+    normal approximation the coordinator uses for the combined interval (coordinator/combine.py).
+    """
+    nodes = tuple(explain_node(q) for q in queries)
+    answering = [e for e in nodes if e.refusal is None]
+    if not queries:
+        raise PrivacyError("no_nodes", "no node serves this dataset")
+    kinds = [k for k, _ in queries[0].aggregates]
+    out = []
+    for i, kind in enumerate(kinds):
+        var = sum(e.sd[i] ** 2 for e in answering)
+        count_var = sum(e.count_sd[i] ** 2 for e in answering)
+        sd = math.sqrt(var)
+        if kind == "avg":
+            width = None
+        elif len(answering) == 1:
+            width = answering[0].half_width[i]
+        else:
+            width = Z95 * sd
+        out.append(AggregateExplanation(i, kind, sd, math.sqrt(count_var), width))
+    return Explanation(tuple(out), nodes)
+
+
+# --------------------------------------------------------------------------- accuracy
+
+
+def epsilon_for_accuracy(
+    queries_at: Callable[[float], Sequence[NodeQuery]], aggregate: int, target: float, cap: float
+) -> float:
+    """The smallest epsilon (to 4 significant digits, rounded up) whose combined 95% half-width for
+    ``aggregate`` is at most ``target``; ``queries_at(epsilon)`` gives the node queries at it.
+
+    The half-width falls as epsilon grows, so a bisection finds it. Refused with
+    ``accuracy_unreachable`` when even ``cap`` (the smallest per-query cap among the nodes) does
+    not reach ``target``.
+    """
+    if (
+        not isinstance(target, int | float)
+        or isinstance(target, bool)
+        or not math.isfinite(target)
+        or target <= 0
+    ):
+        raise PrivacyError("accuracy", f"accuracy must be a 95% half-width > 0, got {target!r}")
+
+    def width(eps: float) -> float:
+        result = explain(queries_at(eps)).aggregates[aggregate]
+        if result.half_width is None:
+            raise PrivacyError(
+                "accuracy", "accuracy= needs a COUNT or SUM: an AVG's interval depends on its count"
+            )
+        return result.half_width
+
+    reached = width(cap)
+    if reached > target:
+        raise PrivacyError(
+            "accuracy_unreachable",
+            f"a 95% half-width of {target:g} needs more than the per-query cap epsilon {cap:g} "
+            f"(at the cap: +-{reached:.4g})",
+        )
+    low, high = max(cap * 1e-6, EPSILON_FLOOR), cap
+    for _ in range(_SEARCH_STEPS):
+        if high / low < 1 + 1e-5:
+            break
+        mid = math.sqrt(low * high)
+        if width(mid) <= target:
+            high = mid
+        else:
+            low = mid
+    # Round up to 4 significant digits; rounding up only narrows the interval.
+    digits = 3 - math.floor(math.log10(high))
+    rounded = math.ceil(high * 10**digits) / 10**digits
+    return max(min(rounded, cap), EPSILON_FLOOR)
