@@ -103,7 +103,9 @@ def explain_frame(spec: pb.QuerySpec, infos: Sequence[pb.DatasetInfo]) -> pd.Dat
                 "aggregate": agg.alias,
                 "noise_sd": combined.sd,
                 "ci95_half_width": combined.half_width,
-                "suppression_threshold": "",
+                "suppression_threshold": f"{result.threshold} {result.threshold_kind}s (summed)"
+                if result.threshold is not None
+                else "",
                 "epsilon": sum(n.epsilon for n in result.nodes if n.refusal is None),
                 "rho": sum(n.rho for n in result.nodes if n.refusal is None),
                 "refused": "",
@@ -117,7 +119,7 @@ def explain_frame(spec: pb.QuerySpec, infos: Sequence[pb.DatasetInfo]) -> pd.Dat
                     "aggregate": agg.alias,
                     "noise_sd": node.sd[i],
                     "ci95_half_width": node.half_width[i],
-                    "suppression_threshold": f"{node.threshold} {node.threshold_kind}s"
+                    "suppression_threshold": f"{node.threshold} {node.threshold_kind}s (node-level)"
                     if node.threshold is not None
                     else "",
                     "epsilon": node.epsilon,

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from privacy.accounting import Cost, PrivacyError
 from privacy.dp import Bounds, NoisePlan, NoiseSpec, interval, plan_noise, threshold_for
+from privacy.suppression import ThresholdNoise, combined_threshold
 from protocols.privacy_request import EPSILON_FLOOR
 
 DIAGNOSTIC_SHARE = 0.05
@@ -141,9 +142,10 @@ class NodeExplanation:
     sd: tuple[float, ...]  # per aggregate, that node's noise sd on the released value (AVG: its sum)
     count_sd: tuple[float, ...]  # per aggregate, AVG: sd of its count; else 0
     half_width: tuple[float, ...]  # per aggregate, that node's 95% half-width (AVG: of its sum)
-    threshold: int | None  # suppression threshold on the node's noisy count
+    threshold: int | None  # node-level suppression threshold on the node's noisy count
     threshold_kind: str  # "unit" or "row"
     refusal: tuple[str, str] | None = None
+    threshold_noise: ThresholdNoise | None = None  # the noise on the node's threshold count
 
 
 @dataclass(frozen=True)
@@ -159,6 +161,10 @@ class AggregateExplanation:
 class Explanation:
     aggregates: tuple[AggregateExplanation, ...]
     nodes: tuple[NodeExplanation, ...]
+    # The one suppression decision on the summed noisy count (privacy/suppression.py), over the
+    # nodes that would answer under DP: suppress a group whose sum is below ``threshold``.
+    threshold: int | None = None
+    threshold_kind: str = ""
 
 
 def explain_node(query: NodeQuery) -> NodeExplanation:
@@ -183,6 +189,7 @@ def explain_node(query: NodeQuery) -> NodeExplanation:
     columns = noise.figures.columns
     count_sd = tuple((spec.sd if (spec := noise.figures.avg_count(i)) is not None else 0.0) for i in range(n))
     threshold = noise.figures.threshold
+    per_unit = threshold.max_rows_per_unit if threshold.kind == "count" else 1
     return NodeExplanation(
         node=query.node,
         epsilon=noise.cost.epsilon,
@@ -192,6 +199,7 @@ def explain_node(query: NodeQuery) -> NodeExplanation:
         half_width=tuple(half_width(c) for c in columns),
         threshold=threshold_for(query.min_group_size, threshold),
         threshold_kind="row" if threshold.kind == "count" else "unit",
+        threshold_noise=ThresholdNoise(threshold.mechanism, threshold.scale, per_unit),
     )
 
 
@@ -204,7 +212,7 @@ def explain(queries: Sequence[NodeQuery]) -> Explanation:
     nodes = tuple(explain_node(q) for q in queries)
     answering = [e for e in nodes if e.refusal is None]
     if not queries:
-        raise PrivacyError("no_nodes", "no node serves this dataset")
+        raise PrivacyError("unknown_dataset", "no node serves this dataset")
     kinds = [k for k, _ in queries[0].aggregates]
     out = []
     for i, kind in enumerate(kinds):
@@ -218,7 +226,12 @@ def explain(queries: Sequence[NodeQuery]) -> Explanation:
         else:
             width = Z95 * sd
         out.append(AggregateExplanation(i, kind, sd, math.sqrt(count_var), width))
-    return Explanation(tuple(out), nodes)
+    parts = [e.threshold_noise for e in answering if e.threshold_noise is not None]
+    if not parts:
+        return Explanation(tuple(out), nodes)
+    sizes = [q.min_group_size for q, e in zip(queries, nodes, strict=True) if e.refusal is None]
+    kind = "row" if any(e.threshold_kind == "row" for e in answering if e.threshold_noise) else "unit"
+    return Explanation(tuple(out), nodes, combined_threshold(max(sizes), parts), kind)
 
 
 # --------------------------------------------------------------------------- accuracy

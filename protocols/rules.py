@@ -72,6 +72,14 @@ _RULES: dict[str, dict[str, str]] = {
         "units_missing": "the release needs distinct-unit counts that were not computed",
         "max_rows_per_unit": "max_rows_per_unit is not a whole number >= 1",
     },
+    "contribution bounds and accuracy": {
+        "bounds_outside_declared": "per-query clamping bounds reach outside the column's declared bounds",
+        "max_rows_outside_declared": "the per-query rows per unit is above the dataset's declared maximum",
+        "bounds_need_dp": "tighter bounds or fewer rows per unit were asked for an exact (non-DP) release",
+        "diagnostics_missing": "the truncation and clamping figures of a DP release were not computed",
+        "accuracy": "the requested accuracy is not a positive 95% half-width of a COUNT or SUM output",
+        "accuracy_unreachable": "the requested accuracy needs more epsilon than the per-query cap allows",
+    },
     "secure aggregation": {
         "secure_min_nodes": "fewer nodes take part than the secure aggregation needs",
         "suppression_node": "the dataset's policy requires node-level suppression, which a secure sum cannot give",

@@ -150,8 +150,11 @@ def test_explain_spends_nothing_and_matches_the_real_noise(private: RunningFeder
             charged = node.get("cost", {}).get("epsilon", 0.0)
             explained = per_node[per_node["node"] == node["node"]]["epsilon"].iloc[0]
             assert charged == pytest.approx(explained, rel=1e-9)
-    thresholds = plans[0][plans[0]["node"] != "all"]["suppression_threshold"]
-    assert all(t.endswith("rows") for t in thresholds)
+    thresholds = plans[0].set_index("node")["suppression_threshold"]
+    assert thresholds["all"].endswith("rows (summed)")
+    assert all(t.endswith("rows (node-level)") for t in thresholds.drop("all"))
+    for row in results[0].attrs["suppressed"]:  # the coordinator decided against the same threshold
+        assert any(thresholds["all"].split()[0] in why for why in row["by"])
 
 
 def pd_row(group: dict) -> list:
