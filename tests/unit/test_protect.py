@@ -23,6 +23,7 @@ from nodes.sources import DataSources
 from nodes.validate import validate
 from privacy.accounting import PrivacyError
 from privacy.dp import plan_noise, threshold_for
+from privacy.explain import plan_query
 from protocols import federation_pb2 as pb
 from protocols.values import from_value
 
@@ -353,12 +354,13 @@ def test_default_dp_release_leaves_suppression_to_the_combined_figure(tmp_path: 
     assert not any(g.suppressed for g in result.groups)
     # COUNT(DISTINCT company) is the threshold count, as released.
     assert all(g.threshold_count == g.cells[1].sum for g in result.groups)
-    noise = plan_noise(
+    # The node's plan, bounding figures included (privacy/explain.py).
+    noise = plan_query(
         [("count", None), ("count_distinct", None), ("sum", (0.0, 1000.0)), ("avg", (0.0, 1000.0))],
         node.datasets["declarations"].max_rows_per_unit,
         epsilon=1.0,
         n_groups=len(plan.keys),
-    ).threshold
+    ).figures.threshold
     assert result.threshold == pb.Threshold(
         kind="count_distinct",
         mechanism="laplace",
