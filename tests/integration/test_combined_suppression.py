@@ -16,7 +16,8 @@ import pandas as pd
 import pytest
 
 from federation.demo_data import REGIONS
-from privacy.dp import plan_noise, threshold_for
+from privacy.dp import threshold_for
+from privacy.explain import plan_query
 from privacy.suppression import ThresholdNoise, combined_threshold
 from tests.integration.conftest import RunningFederation, _drop_schema, start_federation
 
@@ -42,9 +43,10 @@ def _per_node_units(fed: RunningFederation, nodes: list[str]) -> pd.DataFrame:
 
 def _drugs_threshold_noise() -> tuple[int, float]:
     """(node-level threshold, scale) of the noisy distinct count of DRUGS at one node, epsilon 1."""
-    spec = plan_noise(
+    # The node's own plan: the figures get their share after the bounding figures' (privacy/explain.py).
+    spec = plan_query(
         [("count_distinct", None), ("count", None)], 10, epsilon=1.0, n_groups=len(REGIONS)
-    ).threshold
+    ).figures.threshold
     return threshold_for(MIN_GROUP, spec), spec.scale
 
 
@@ -137,9 +139,10 @@ def test_node_policy_keeps_node_level_suppression(node_level: RunningFederation)
     """Every region is suppressed by KMar's own decision on its own noisy count, and the reason
     names KMar's node-level rule, not the combined one."""
     units = _per_node_units(node_level, NODE_LEVEL)
-    spec = plan_noise(
+    # The node's own plan: the figures get their share after the bounding figures' (privacy/explain.py).
+    spec = plan_query(
         [("count_distinct", None), ("count", None)], 10, epsilon=1.0, n_groups=len(REGIONS)
-    ).threshold
+    ).figures.threshold
     own = threshold_for(NODE_MIN, spec)
     assert (units["kmar"] < own - 8 * 2**0.5 * spec.scale).all()
     with node_level.client() as fed:
