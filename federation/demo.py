@@ -9,6 +9,7 @@ import time
 import uuid
 from pathlib import Path
 
+import pandas as pd
 from rich.console import Console
 from rich.panel import Panel
 
@@ -115,6 +116,9 @@ def _tour(address: str, paths: dict[str, Path], console: Console, kit: Path) -> 
                     f"; {len(df.attrs['suppressed'])} group(s) suppressed (noisy unit count below threshold)"
                 )
             console.print(f"[dim]{note}[/dim]")
+            if len(df.attrs["answered"]) > 1:
+                console.print(_released_line(df))
+        _secure_tour(fed, console)
         _overlap_tour(fed, console)
         _budget_tour(fed, paths, console)
         title, sql = REFUSED
@@ -150,6 +154,33 @@ def _tour(address: str, paths: dict[str, Path], console: Console, kit: Path) -> 
         f"{report.heads_checked} head(s) published to the coordinator found",
         highlight=False,
     )
+
+
+CROSS_PARTNER = TOUR[1][1]
+
+
+def _released_line(df: pd.DataFrame) -> str:
+    """How many groups of a cross-partner answer came back: suppression is decided once, by the
+    coordinator, on the summed noisy unit count of all answering partners."""
+    released = len(df) - len(df.attrs["suppressed"])
+    return (
+        f"{released} of {len(df)} groups released across {len(df.attrs['answered'])} partners; "
+        "suppression decided once, on the combined noisy count"
+    )
+
+
+def _secure_tour(fed: Client, console: Console) -> None:
+    from federation.cli import Format, print_frame
+
+    _panel(
+        console,
+        "The same cross-partner question under secure aggregation: the coordinator sees only the sum,\n"
+        "and the partners' noise shares add up to the noise of one trusted curator\n"
+        "[dim]fed.query(sql, secure=True, epsilon=1.0)[/dim]",
+    )
+    df = fed.query(CROSS_PARTNER, secure=True, epsilon=1.0)
+    print_frame(with_intervals(df), Format.table)
+    console.print(_released_line(df))
 
 
 OVERLAP = ["douane.declarations", "belastingdienst.vat_returns", "politie.incidents", "fiod.investigations"]
