@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from coordinator.combine import Z95
 from coordinator.registry import NodeGone, NodeSession
 from privacy.accounting import PrivacyError
 from privacy.dp import NoiseSpec, interval
@@ -434,13 +435,13 @@ def assemble(
                 total = value
                 value = total / count if count > 0 else math.nan
                 sd = math.sqrt(sd**2 / count**2 + total**2 * count_sd**2 / count**4) if count > 0 else 0.0
-                hs = _half_width(comp, survivors, inner) / comp.scale
                 hc = _half_width(count_comp, survivors, inner)
                 if count - hc <= 0:
                     lo, hi = (-math.inf, math.inf) if sd > 0 or count <= 0 else (value, value)
                 else:
-                    ratios = [(total + a) / (count + c) for a in (-hs, hs) for c in (-hc, hc)]
-                    lo, hi = min(ratios), max(ratios)
+                    # The delta method, as for plain answers (coordinator/combine.py): the range of
+                    # sum / count over both intervals would cover far more than 95%.
+                    lo, hi = value - Z95 * sd, value + Z95 * sd
             else:
                 h = _half_width(comp, survivors, LEVEL) / comp.scale
                 lo, hi = value - h, value + h

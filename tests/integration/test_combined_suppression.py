@@ -153,3 +153,17 @@ def test_node_policy_keeps_node_level_suppression(node_level: RunningFederation)
     for region in REGIONS:
         assert suppressed[region] == [f"kmar: min_group_size: noisy unit count below {own}"]
     assert df["companies"].isna().all()
+
+
+def test_node_level_policy_refuses_a_secure_sum(node_level: RunningFederation) -> None:
+    """A secure sum cannot suppress one node's part, so KMar refuses with the rule, before it
+    computes or spends anything; the other partners' secure sum goes on without it."""
+    with node_level.client() as fed:
+        df = fed.query(DRUGS, epsilon=1.0, secure=True, project="node-level-secure")
+        budget = fed.budget("node-level-secure")
+    outcomes = {n["node"]: n for n in df.attrs["nodes"]}
+    assert outcomes["kmar"]["status"] == "refused"
+    assert outcomes["kmar"]["rule"] == "suppression_node"
+    assert set(df.attrs["answered"]) == {"politie", "om"}
+    kmar = budget[(budget["node"] == "kmar") & (budget["dataset"] == "signals")]
+    assert kmar.empty or int(kmar["releases"].iloc[0]) == 0
