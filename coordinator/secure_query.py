@@ -223,7 +223,11 @@ class SecureQuery:
             neighbours=k,
             dim=dim,
             bits=BITS,
-            max_rows_per_unit=max(info.max_rows_per_unit for info in self.infos.values()),
+            # The query may lower the rows per unit below every declaration (privacy/bounds.py).
+            max_rows_per_unit=max(
+                min(info.max_rows_per_unit, self.spec.max_rows_per_unit or info.max_rows_per_unit)
+                for info in self.infos.values()
+            ),
         )
         try:
             secagg = SecAggConfig(self.job_id, tuple(ids), t, k, dim, bits=BITS)

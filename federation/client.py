@@ -245,6 +245,10 @@ class Client:
         if accuracy is not None:
             if epsilon is not None or rho is not None:
                 raise FederationError("privacy_request", "give accuracy or a budget (epsilon, rho), not both")
+            if secure:
+                raise FederationError(
+                    "accuracy", "accuracy= plans plain queries; give epsilon with secure=True"
+                )
             chosen = accuracy_epsilon(spec, self._infos(spec), accuracy)
             spec.privacy.epsilon = chosen
         request = pb.QueryRequest(spec=spec, sql=sql, timeout_seconds=timeout or 0.0)

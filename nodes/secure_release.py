@@ -22,7 +22,7 @@ import hashlib
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -130,10 +130,10 @@ def exact_blocks(
         elif kind == "count":
             values = list(numeric[i][1]) if role == "avg_count" else list(exact_rows)
         else:
-            column = plan.aggregates[i].column
-            assert column is not None and column.bounds is not None
-            scale = grid_scale(column.bounds)
-            cap = max(abs(column.bounds[0]), abs(column.bounds[1])) * ROWS_CAP
+            bounds = plan.aggregates[i].bounds  # the query's clamping: declared, or tighter
+            assert bounds is not None
+            scale = grid_scale(bounds)
+            cap = max(abs(bounds[0]), abs(bounds[1])) * ROWS_CAP
             codec = FixedPointCodec(lo=-cap, hi=cap, scale=scale, bits=BITS)
             # A group sum beyond the cap (more than 2^24 rows at the bound) is clamped, never
             # refused: a refusal decided on an exact sum would be a free answer about the data.
@@ -153,9 +153,9 @@ def _noise_plan(plan: Plan, budget: Budget, blocks: list[Block], max_rows: int) 
         kind = _KIND[agg.function]
         bounds = None
         if kind in ("sum", "avg"):
-            assert agg.column is not None and agg.column.bounds is not None
+            assert agg.bounds is not None
             step = 1.0 / next(b.scale for b in blocks if b.aggregate == i)
-            lo, hi = agg.column.bounds
+            lo, hi = agg.bounds
             # The group sum, not each row, is rounded to the grid: one more step of sensitivity.
             bounds = (lo - step, hi + step)
         kinds.append((kind, bounds))
@@ -291,7 +291,8 @@ class SecureRelease:
             step.job_id,
             {"requested_by": job.requested_by, "spec": spec_summary(spec), "secure": True},
         )
-        plan = validate(spec, self.config)
+        # The bounding figures are not released under secure aggregation: nothing computes them.
+        plan = replace(validate(spec, self.config), diagnostics=False)
         dataset = plan.dataset
         n = len(step.config.node_ids)
         if n < dataset.policy.secure_min_nodes:
@@ -319,7 +320,7 @@ class SecureRelease:
         dim = len(blocks) * len(plan.keys)
         config, keys = self._secagg_config(step, dim)
         # Every participant calibrates to the largest contribution bound, so each unit is covered.
-        max_rows = max(dataset.max_rows_per_unit, step.config.max_rows_per_unit)
+        max_rows = max(plan.rows_per_unit, step.config.max_rows_per_unit)
         components, cost = add_noise(plan, budget, blocks, n, config.threshold, max_rows)
         flat = np.asarray([v for b in blocks for v in b.values], dtype=np.int64)
         vector = FixedPointCodec(lo=-(2**62) // n, hi=2**62 // n, bits=BITS, max_parties=n).encode(flat)

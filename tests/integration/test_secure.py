@@ -431,3 +431,22 @@ def test_node_killed_after_masked_input_is_recovered(fed: SecureFederation) -> N
     assert int(df["n"].iloc[0]) == _signals_total(fed, NODES)
     fed.procs.start_node("politie")
     fed.procs.wait_for_nodes(set(NODES), timeout=60)
+
+
+def test_secure_noise_follows_per_query_bounds_and_rows(fed: SecureFederation) -> None:
+    """Tighter clamping and fewer rows per unit shrink the one curator's noise the shares add up to."""
+    sql = "SELECT SUM(value) AS total FROM declarations"
+    project = f"secure-bounds-{uuid.uuid4().hex[:6]}"
+    with fed.client() as client:
+        wide = client.query(sql, secure=True, epsilon=1.0, project=project)
+        tight = client.query(sql, secure=True, epsilon=1.0, project=project, bounds={"value": (0, 50_000)})
+        fewer = client.query(
+            sql, secure=True, epsilon=1.0, project=project, bounds={"value": (0, 50_000)}, max_rows_per_unit=1
+        )
+    sd = [df.attrs["noise"]["total"][0]["sd"] for df in (wide, tight, fewer)]
+    # Sensitivity k M on the fixed-point grid: M from 2 000 000 to 50 000 (one grid step aside).
+    assert sd[0] / sd[1] == pytest.approx(40, rel=1e-3)
+    assert sd[2] < sd[1]
+    for df in (tight, fewer):
+        assert float(df["total"].iloc[0]) >= 0 and df.attrs["noise"]["total"][0]["ci95"][0] >= 0
+        assert set(df.attrs["answered"]) == set(SPLIT)
