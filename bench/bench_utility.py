@@ -1,6 +1,6 @@
 """Utility of federated DP answers against central DP on the pooled rows, in the same run.
 
-    python -m bench.bench_utility [--runs 1000] [--real 20] [--seed 3]
+    python -m bench.bench_utility [--runs 1000] [--error-runs 300] [--real 20] [--seed 3]
 
 Scenario: six partners, seven countries; at every partner every country has 30-400 accounts
 (drawn from one pool per country, so partners share accounts), 1-3 rows per account at a partner
@@ -18,7 +18,8 @@ at epsilon 1.
   few secure ones, for the share released and the interval coverage.
 
 Figures: share of groups released, median relative error of COUNT and SUM per group (ratio to
-the central baseline's), and 95% interval coverage of COUNT, SUM and AVG.
+the central baseline's; SUM also with the clamp tightened per query to [0, 6000], on both sides),
+and 95% interval coverage of COUNT, SUM and AVG.
 """
 
 from __future__ import annotations
@@ -63,6 +64,12 @@ EPSILON = 1.0
 
 COUNT_SQL = "SELECT country, COUNT(*) AS n FROM accounts GROUP BY country"
 SUM_SQL = "SELECT country, COUNT(*) AS n, SUM(amount) AS total FROM accounts GROUP BY country"
+# The analyst tightens the clamp within the declared bounds for this query (per-query bounds).
+TIGHT = 6000.0
+TIGHT_SQL = (
+    f"SELECT country, COUNT(*) AS n, SUM(LEAST(GREATEST(amount, 0), {TIGHT:g})) AS total FROM accounts "
+    "GROUP BY country"
+)
 ALL_SQL = (
     "SELECT country, COUNT(*) AS n, SUM(amount) AS total, AVG(amount) AS mean FROM accounts GROUP BY country"
 )
@@ -146,13 +153,20 @@ class Truth:
     rows: pd.Series
     total: pd.Series
     mean: pd.Series
+    tight: pd.Series  # sums with the clamp tightened to [0, TIGHT]
 
 
 def truth(frames: dict[str, pd.DataFrame]) -> Truth:
     pooled = pd.concat(frames.values(), ignore_index=True)
     clamped = pooled.assign(amount=pooled["amount"].clip(0, UPPER))
     g = clamped.groupby("country")["amount"]
-    return Truth(g.size().reindex(COUNTRIES), g.sum().reindex(COUNTRIES), g.mean().reindex(COUNTRIES))
+    tight = pooled.assign(amount=pooled["amount"].clip(0, TIGHT)).groupby("country")["amount"].sum()
+    return Truth(
+        g.size().reindex(COUNTRIES),
+        g.sum().reindex(COUNTRIES),
+        g.mean().reindex(COUNTRIES),
+        tight.reindex(COUNTRIES),
+    )
 
 
 # --------------------------------------------------------------------------- central baseline
@@ -166,7 +180,9 @@ class Central:
     Each query is resolved to its OpenDP measurement once and invoked once per run.
     """
 
-    def __init__(self, frames: dict[str, pd.DataFrame], measurements: int, with_sum: bool) -> None:
+    def __init__(
+        self, frames: dict[str, pd.DataFrame], measurements: int, with_sum: bool, upper: float = UPPER
+    ) -> None:
         pooled = pd.concat(frames.values(), ignore_index=True)
         unit = dp.unit_of(contributions=ROWS_PER_UNIT)
         ctx = dp.Context.compositor(
@@ -190,7 +206,7 @@ class Central:
                     split_evenly_over=1,
                     domain=dp.vector_domain(dp.atom_domain(T=float, nan=False)),
                 )
-                self.sums.append((c.query().clamp((0.0, UPPER)).sum().laplace().resolve(), values))
+                self.sums.append((c.query().clamp((0.0, upper)).sum().laplace().resolve(), values))
 
     def release(self) -> tuple[list[int], list[float]]:
         counts = [int(v) for v in self.count(self.countries)]
@@ -213,7 +229,9 @@ def load_nodes(paths: dict[str, Path]) -> list[Node]:
         config = load_node_config(paths[partner])
         sources = DataSources(config)
         try:
-            plans = {sql: validate(parse_query(sql), config) for sql in (COUNT_SQL, SUM_SQL, ALL_SQL)}
+            plans = {
+                sql: validate(parse_query(sql), config) for sql in (COUNT_SQL, SUM_SQL, TIGHT_SQL, ALL_SQL)
+            }
             exact = {sql: compute(plan, sources) for sql, plan in plans.items()}
         finally:
             sources.close()
@@ -298,26 +316,34 @@ class Tally:
         return self.covered / max(1, self.intervals)
 
 
-def central_errors(frames: dict[str, pd.DataFrame], t: Truth, runs: int) -> tuple[float, float]:
-    count_only, with_sum = Central(frames, 1, with_sum=False), Central(frames, 2, with_sum=True)
-    count_err: list[float] = []
-    sum_err: list[float] = []
+def central_errors(frames: dict[str, pd.DataFrame], t: Truth, runs: int) -> dict[str, float]:
+    """Median relative error of the central baseline: COUNT alone; SUM beside COUNT, clamped at the
+    declared bound and at the tightened one (each against the exact sum at its own clamp)."""
+    count_only = Central(frames, 1, with_sum=False)
+    sums = {"sum": Central(frames, 2, with_sum=True), "tight": Central(frames, 2, with_sum=True, upper=TIGHT)}
+    errors: dict[str, list[float]] = {"count": [], "sum": [], "tight": []}
     for _ in range(runs):
         counts, _ = count_only.release()
-        count_err += [abs(c - t.rows[k]) / t.rows[k] for c, k in zip(counts, COUNTRIES, strict=True)]
-        _, sums = with_sum.release()
-        sum_err += [abs(s - t.total[k]) / t.total[k] for s, k in zip(sums, COUNTRIES, strict=True)]
-    return statistics.median(count_err), statistics.median(sum_err)
+        errors["count"] += [abs(c - t.rows[k]) / t.rows[k] for c, k in zip(counts, COUNTRIES, strict=True)]
+        for name, central in sums.items():
+            _, values = central.release()
+            exact = t.total if name == "sum" else t.tight
+            errors[name] += [abs(v - exact[k]) / exact[k] for v, k in zip(values, COUNTRIES, strict=True)]
+    return {name: statistics.median(values) for name, values in errors.items()}
 
 
-def federated(nodes: list[Node], t: Truth, runs: int, secure: bool) -> dict[str, Tally]:
+def federated(nodes: list[Node], t: Truth, runs: int, error_runs: int, secure: bool) -> dict[str, Tally]:
     run = secure_rows if secure else plain_rows
-    tallies = {name: Tally() for name in ("count", "sum", "cov_count", "cov_sum", "cov_avg")}
-    for _ in range(runs):
-        for key, cell in cells(run(nodes, COUNT_SQL), 0).items():
-            tallies["count"].add(cell, t.rows[key])
-        for key, cell in cells(run(nodes, SUM_SQL), 1).items():
-            tallies["sum"].add(cell, t.total[key])
+    names = ("count", "sum", "tight", "cov_count", "cov_sum", "cov_avg")
+    tallies = {name: Tally() for name in names}
+    for i in range(runs):
+        if i < error_runs:
+            for key, cell in cells(run(nodes, COUNT_SQL), 0).items():
+                tallies["count"].add(cell, t.rows[key])
+            for key, cell in cells(run(nodes, SUM_SQL), 1).items():
+                tallies["sum"].add(cell, t.total[key])
+            for key, cell in cells(run(nodes, TIGHT_SQL), 1).items():
+                tallies["tight"].add(cell, t.tight[key])
         rows = run(nodes, ALL_SQL)
         for name, index, series in (
             ("cov_count", 0, t.rows),
@@ -366,7 +392,8 @@ def real_processes(paths: dict[str, Path], address: str, root: Path, t: Truth, r
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=1000, help="in-process repetitions")
+    parser.add_argument("--runs", type=int, default=1000, help="in-process repetitions (coverage)")
+    parser.add_argument("--error-runs", type=int, default=300, help="of which also measure errors")
     parser.add_argument("--real", type=int, default=20, help="plain queries through real processes")
     parser.add_argument("--seed", type=int, default=3)
     args = parser.parse_args()
@@ -384,20 +411,23 @@ def main() -> None:
     )
     nodes = load_nodes(paths)
     started = time.perf_counter()
-    c_count, c_sum = central_errors(frames, t, args.runs)
+    central = central_errors(frames, t, args.error_runs)
     print(
-        f"central (OpenDP Context API, pooled rows): median rel. error COUNT {c_count:.4f}, SUM {c_sum:.4f}"
+        f"central (OpenDP Context API, pooled rows): median rel. error COUNT {central['count']:.4f}, "
+        f"SUM {central['sum']:.4f}, SUM clamped at {TIGHT:g} {central['tight']:.4f}"
     )
     for secure in (False, True):
         label = "secure (one discrete Gaussian, rho = eps^2/2)" if secure else "plain (local DP per node)"
-        tallies = federated(nodes, t, args.runs, secure)
-        count, total = tallies["count"], tallies["sum"]
+        tallies = federated(nodes, t, args.runs, args.error_runs, secure)
+        count, total, tight = tallies["count"], tallies["sum"], tallies["tight"]
         print(
-            f"{label}: released {count.share:.1%} (COUNT) {total.share:.1%} (SUM); median rel. error "
-            f"COUNT {count.median:.4f} ({count.median / c_count:.2f}x central), "
-            f"SUM {total.median:.4f} ({total.median / c_sum:.2f}x central, declared bounds); 95% coverage "
-            f"COUNT {tallies['cov_count'].coverage:.1%} SUM {tallies['cov_sum'].coverage:.1%} "
-            f"AVG {tallies['cov_avg'].coverage:.1%} over {tallies['cov_count'].intervals} intervals"
+            f"{label}: released {count.share:.1%} (COUNT) {total.share:.1%} (SUM) "
+            f"{tallies['cov_count'].share:.1%} (COUNT, SUM, AVG); median rel. error "
+            f"COUNT {count.median:.4f} ({count.median / central['count']:.2f}x central), "
+            f"SUM {total.median:.4f} ({total.median / central['sum']:.2f}x), "
+            f"SUM clamped at {TIGHT:g} per query {tight.median:.4f} ({tight.median / central['tight']:.2f}x); "
+            f"95% coverage COUNT {tallies['cov_count'].coverage:.1%} SUM {tallies['cov_sum'].coverage:.1%} "
+            f"AVG {tallies['cov_avg'].coverage:.1%} over {tallies['cov_count'].intervals} intervals each"
         )
     print(f"in-process part: {time.perf_counter() - started:.0f}s")
     if args.real > 0:

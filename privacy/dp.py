@@ -54,8 +54,9 @@ Mechanism = Literal["laplace", "gaussian"]
 Bounds = tuple[float, float]
 
 # Per-node discrete Gaussian shares below this sigma would make the sum measurably less private
-# than one discrete Gaussian (the tau term of KLS21 grows like exp(-pi^2 sigma^2)); at 2 it is ~1e-17.
-MIN_SHARE_SIGMA = 2.0
+# than one discrete Gaussian (the tau term of KLS21 shrinks like exp(-pi^2 sigma^2)); at 1.5 it is
+# ~2e-9 per cell (at 2, ~1e-17). A higher floor adds noise to counts with small sensitivity.
+MIN_SHARE_SIGMA = 1.5
 # Above this sigma the discrete Gaussian's interval comes from the continuous quantile (see _half_width).
 _EXACT_DISCRETE_GAUSSIAN_SCALE = 1e5
 # OpenDP rounds privacy maps upward by a few ulps; a share is "met" within this relative slack.
@@ -421,7 +422,7 @@ def integer_noise_share(
     Gaussian: each node adds a discrete Gaussian with sigma_i = sigma / sqrt(t), t = ``trusted``
     (default ``n_nodes``), floored at ``MIN_SHARE_SIGMA``. The sum of t such shares has variance
     >= sigma^2 and is close to one discrete Gaussian: by KLS21 Prop. 14 its Renyi divergence of
-    order a is at most a rho + tau d over d cells, with ``tau`` as reported (~1e-17 at the floor).
+    order a is at most a rho + tau d over d cells, with ``tau`` as reported (~2e-9 at the floor).
     Laplace: sums of discrete Laplace are not Laplace, so each node adds the full discrete Laplace
     noise: pure DP then holds as long as one node is honest, at n times the variance.
 

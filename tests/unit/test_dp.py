@@ -343,6 +343,8 @@ def test_integer_noise_share_sum_carries_the_target_noise() -> None:
 def test_integer_noise_share_floor_trust_and_laplace() -> None:
     weak = plan_noise([("count", None)], 1, rho=50.0).columns[0]  # sigma = 0.2
     assert integer_noise_share(6, weak).per_node.scale == MIN_SHARE_SIGMA
+    # At the floor the KLS21 distance term stays negligible.
+    assert integer_noise_share(6, weak).tau < 1e-8
     spec = plan_noise([("count", None)], 5, rho=0.02).columns[0]
     assert integer_noise_share(6, spec, trusted=3).per_node.scale == pytest.approx(spec.scale / math.sqrt(3))
     pure = plan_noise([("count", None)], 5, epsilon=0.5).columns[0]
