@@ -1,20 +1,38 @@
-"""Differencing defence for exact releases (no DP): refuse a cell that isolates a few units.
+"""Differencing defence for exact releases (no DP): no combination of releases may single out a few units.
 
-Two exact answers over unit sets that differ by a handful of units give those units' values away
-by subtraction (the "tracker" of Denning, Denning & Schwartz, ACM TODS 1979; Schlörer 1980). As
-in query auditing (Chin & Özsoyoglu, IEEE TSE 1982; Kenthapadi, Mishra & Nissim, PODS 2005), the
-node keeps what it released and refuses a new cell whose privacy units differ from an earlier
-released cell of the same project and dataset by more than zero but fewer than the minimum group
-size.
+Two exact answers over row sets that differ by rows of a handful of units give those rows away by
+subtraction (the "tracker" of Denning, Denning & Schwartz, ACM TODS 1979; Schlörer 1980), and so
+does a total minus the released cells of a grouping (complementary disclosure; Willenborg & de
+Waal, *Elements of Statistical Disclosure Control*, 2001, ch. 6). As in query auditing (Chin &
+Özsoyoglu, IEEE TSE 1982; Kenthapadi, Mishra & Nissim, PODS 2005) the node keeps what it released
+and checks each new exact release against it, for every project of the dataset:
 
-What is kept: per released cell, the sorted 64-bit truncations of HMAC-SHA256 (RFC 2104) of its
-unit ids under a node-local secret key, in ``differencing.sqlite`` in the node's state folder.
-The ids cannot be read back from it without the key, which never leaves the node.
+* **pairwise**: a released cell whose contributing rows differ from an earlier released cell's by
+  rows of more than zero and fewer than ``min_group_size`` units is refused. Rows are compared,
+  not only units, so dropping one row of a unit that stays in the cell is caught;
+* **margins**: a released cell X that contains earlier released cells leaves a residual, X minus
+  the rows those cells cover (an earlier cell X keeps its residual up to date as later cells fall
+  inside it). A residual of more than zero and fewer than ``min_group_size`` units would be
+  recovered exactly, so the new release suppresses cells (secondary suppression: the margin
+  itself, or the smallest new cell inside an earlier margin) until none is left;
+* **secure releases**: a node's contribution to a secure sum is checked the same way, cell by
+  cell; it cannot suppress, so it refuses instead. Whether the coordinator suppresses a summed cell
+  is unknown to the node: a local cell of fewer than ``min_group_size`` units may be suppressed, so
+  a margin that would need it is refused with ``dp_required_for_shape``.
 
-Limits (docs/security.md): the check is pairwise, so a difference spread over three or more
-earlier releases is not caught; only the last ``differencing_history`` releases per project and
-dataset are kept; a repeat of a query already on record is not recomputed (the sources are
-assumed unchanged between the two). With DP the noise and the budget cover differencing instead.
+What is kept, per release: for each contributing row (after filter, vocabulary mapping and
+truncation to ``max_rows_per_unit``) a 64-bit keyed BLAKE2b digest (RFC 7693) of its unit and
+its full contents, the keyed digest of its unit, its cell and whether a later cell covers it, in
+``differencing.sqlite`` in the node's state folder (18 bytes per row per release). The node-local
+key never leaves the node, so ids and values cannot be read back from the store.
+
+A refusal says only that this check refused ("differencing"): no count, no cell, no earlier job.
+What it reveals is a yes/no of the kind small-cell suppression reveals (docs/security.md).
+
+Limits (docs/security.md): the check is pairwise for differences and incremental for margins, so
+a difference spread over three or more overlapping earlier releases can escape it; only the last
+``differencing_history`` releases per dataset are kept. With DP the noise and the budget cover
+differencing instead.
 """
 
 from __future__ import annotations
@@ -24,92 +42,362 @@ import json
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.hmac import HMAC
 
 from nodes.config import NodeConfig
 from nodes.keys import load_or_create_differencing_key
 from nodes.sources import DataSources
 from nodes.sqlgen import Dialect, SqlBuilder, bounded_rows
 from nodes.validate import Plan, Refused
+from protocols import federation_pb2 as pb
 
 RULE = "differencing"
+SHAPE_RULE = "dp_required_for_shape"
 STORE_FILE = "differencing.sqlite"
-DIGEST_BYTES = 8  # 2^64 slots: a collision among a million units has odds of about 3e-8
+DIGEST_BYTES = 8  # 2^64 slots: a collision among a million rows has odds of about 3e-8
+
+REFUSAL = (
+    "exact release refused by the differencing check: together with earlier exact releases of this "
+    "dataset it would single out fewer units than the minimum group size; ask with DP (an epsilon)"
+)
+SHAPE_REFUSAL = (
+    "exact release refused: it would complement a cell of a secure exact release that this node cannot "
+    "tell was suppressed; DP (an epsilon) is required for this query shape"
+)
+SECONDARY = "differencing: suppressed so that no smaller cell can be recovered by subtraction"
+
+# Cell status in a release.
+RELEASED, SUPPRESSED, MAYBE = 0, 1, 2  # MAYBE: a secure cell the coordinator may have suppressed
+# Row state in a recorded release: covered by later released cells, or only by ones that may be.
+OPEN, COVERED, MAYBE_COVERED = 0, 1, 2
 
 Digests = npt.NDArray[np.uint64]
 
 
 class DifferencingRefused(Refused):
-    """An exact release would isolate fewer units than the minimum group size."""
+    """An exact release would let fewer units than the minimum group size be singled out."""
 
-    def __init__(self, message: str, node: str) -> None:
-        super().__init__(RULE, message, node=node)
-
-
-# --------------------------------------------------------------------------- units per cell
+    def __init__(self, node: str, rule: str = RULE, message: str = REFUSAL) -> None:
+        super().__init__(rule, message, node=node)
 
 
-def unit_sql(plan: Plan, dialect: Dialect) -> tuple[str, list[Any]]:
-    """SQL for the distinct (group key, unit) pairs that ``build_sql`` counts for ``plan``.
+# --------------------------------------------------------------------------- contributing rows
 
-    It mirrors ``nodes.sqlgen.build_sql``: the same filter, the same shared-vocabulary mapping and
-    the same truncation to ``max_rows_per_unit`` (same window order), so a unit is listed in a
-    group exactly when it counts towards that group's released unit count.
+
+def contribution_sql(plan: Plan, dialect: Dialect) -> tuple[str, list[Any]]:
+    """SQL for the rows ``build_sql`` aggregates for ``plan``: (g0..gN, unit, w0..wK, t0..tJ).
+
+    The same filter, vocabulary mapping and truncation (to the plan's rows per unit) as
+    ``nodes.sqlgen.build_sql``. w0..wK are every declared column's raw value as text, so a row is
+    identified by its contents wherever it is released. t0..tJ, one per value the query clamps to
+    bounds tighter than the declared ones, hold the clamped value where it differs from clamping to
+    the declared bounds (NULL elsewhere): a row whose contribution tighter bounds change counts as
+    a different row, so two sums of the same rows under different bounds are compared too.
     """
     b = SqlBuilder(dialect)
-    rows = bounded_rows(plan, b, truncate=True)
+    names = sorted(plan.dataset.columns)
+    carry = tuple(plan.dataset.columns[name] for name in names)
+    rows = bounded_rows(plan, b, truncate=True, carry=carry)
     keep = " AND ".join(rows.keep)
-    sql = f"SELECT DISTINCT {', '.join([*rows.groups, 'u'])} FROM {rows.source} WHERE {keep}"
+    extra = [f"w{i}" for i in range(len(carry))]
+    double = dialect.double
+    for (name, (lo, hi)), alias in sorted(rows.numeric.items()):
+        column = plan.dataset.columns[name]
+        if column.bounds is None or (lo, hi) == tuple(column.bounds):
+            continue
+        # Declared bounds come from the operator's config, validated finite: literals, not analyst text.
+        d_lo, d_hi = (float(x) for x in column.bounds)
+        raw = f"CAST(w{names.index(name)} AS {double})"
+        declared = f"LEAST(GREATEST({raw}, CAST({d_lo!r} AS {double})), CAST({d_hi!r} AS {double}))"
+        extra.append(f"CASE WHEN {alias} = {declared} THEN NULL ELSE {alias} END AS t{len(extra)}")
+    sql = f"SELECT {', '.join([*rows.groups, 'u', *extra])} FROM {rows.source} WHERE {keep}"
     return sql, b.params
 
 
-def unit_rows(plan: Plan, sources: DataSources) -> list[tuple[Any, ...]]:
-    """Run ``unit_sql`` on the plan's source: (g0..gN, unit) rows. Nothing here leaves the node."""
-    sql, params = unit_sql(plan, sources.dialect(plan.dataset))
+def contribution_rows(plan: Plan, sources: DataSources) -> list[tuple[Any, ...]]:
+    """Run ``contribution_sql`` on the plan's source. Nothing here leaves the node."""
+    sql, params = contribution_sql(plan, sources.dialect(plan.dataset))
     return sources.fetch(plan.dataset, sql, params)
 
 
-class UnitHasher:
-    """Keyed digests of unit ids: HMAC-SHA256 (RFC 2104) truncated to 64 bits."""
+class RowHasher:
+    """Keyed digests of units and of rows: BLAKE2b in keyed (MAC) mode, RFC 7693, 64-bit output."""
 
     def __init__(self, key: bytes) -> None:
         if len(key) < 32:
             raise ValueError("the differencing key must hold at least 32 bytes")
-        self._keyed = HMAC(key, hashes.SHA256())
+        self._key = key[:64]
 
-    def digests(self, units: list[Any]) -> Digests:
-        out = np.empty(len(units), dtype=np.uint64)
-        for i, unit in enumerate(units):
-            h = self._keyed.copy()  # copying the keyed state skips re-keying per unit
-            h.update(str(unit).encode())
-            out[i] = int.from_bytes(h.finalize()[:DIGEST_BYTES], "big")
-        return np.unique(out)
+    def _digest(self, data: bytes) -> int:
+        return int.from_bytes(hashlib.blake2b(data, key=self._key, digest_size=DIGEST_BYTES).digest(), "big")
+
+    def units(self, units: Iterable[Any]) -> Digests:
+        return np.unique(np.fromiter((self._digest(b"u\x1f" + str(u).encode()) for u in units), np.uint64))
+
+    def release(self, plan: Plan, rows: Sequence[tuple[Any, ...]]) -> Contributions:
+        """Digest every contributing row; equal rows of one unit get their occurrence number."""
+        width = len(plan.group_columns)
+        index = {tuple(k): i for i, k in enumerate(plan.keys)}
+        seen: dict[bytes, int] = {}
+        row_d = np.empty(len(rows), dtype=np.uint64)
+        unit_d = np.empty(len(rows), dtype=np.uint64)
+        cell = np.empty(len(rows), dtype=np.int32)
+        for n, row in enumerate(rows):
+            unit = str(row[width]).encode()
+            content = json.dumps([None if v is None else repr(v) for v in row[width + 1 :]]).encode()
+            body = unit + b"\x1f" + content
+            k = seen.get(body, 0)
+            seen[body] = k + 1
+            row_d[n] = self._digest(b"r\x1f" + body + b"\x1f" + str(k).encode())
+            unit_d[n] = self._digest(b"u\x1f" + unit)
+            cell[n] = index.get(tuple(row[:width]), -1)
+        keep = cell >= 0  # a key outside the public domain is never released
+        return Contributions.build(row_d[keep], unit_d[keep], cell[keep], len(plan.keys))
 
 
-def cell_digests(
-    plan: Plan, rows: list[tuple[Any, ...]], hasher: UnitHasher
-) -> dict[tuple[Any, ...], Digests]:
-    """Group (key, unit) rows into sorted unit digests per cell key."""
-    width = len(plan.group_columns)
-    units: dict[tuple[Any, ...], list[Any]] = {}
-    for row in rows:
-        units.setdefault(tuple(row[:width]), []).append(row[width])
-    return {key: hasher.digests(ids) for key, ids in units.items()}
+@dataclass
+class Contributions:
+    """One release's contributing rows, sorted by row digest."""
+
+    rows: Digests
+    units: Digests
+    cells: npt.NDArray[np.int32]
+    n_cells: int
+    state: npt.NDArray[np.uint8] = field(default_factory=lambda: np.empty(0, dtype=np.uint8))
+
+    @classmethod
+    def build(
+        cls, rows: Digests, units: Digests, cells: npt.NDArray[np.int32], n_cells: int
+    ) -> Contributions:
+        order = np.argsort(rows, kind="stable")
+        return cls(rows[order], units[order], cells[order], n_cells, np.zeros(len(rows), dtype=np.uint8))
+
+    def unit_count(self, mask: npt.NDArray[np.bool_]) -> int:
+        return int(np.unique(self.units[mask]).size)
+
+    def cell_units(self) -> npt.NDArray[np.int64]:
+        pairs = np.unique(np.stack([self.cells.astype(np.uint64), self.units]), axis=1)
+        return np.bincount(pairs[0].astype(np.int64), minlength=self.n_cells)
 
 
-def symmetric_difference(a: Digests, b: Digests) -> int:
-    """|A Δ B| of two sorted, duplicate-free digest arrays."""
-    common = np.intersect1d(a, b, assume_unique=True).size
-    return int(a.size + b.size - 2 * common)
+# --------------------------------------------------------------------------- comparing two releases
 
 
-# --------------------------------------------------------------------------- store and check
+@dataclass
+class Match:
+    """Where the rows of a new release N fall in a recorded release O.
+
+    Per row of N: its cell in O (-1: not in O) and the rows its (N cell, O cell) pair shares; the
+    same per row of O. A pair's shared rows equal to one cell's size and less than the other's
+    make that cell a proper part of the other.
+    """
+
+    in_old: npt.NDArray[np.int32]
+    shared_new: npt.NDArray[np.int64]
+    in_new: npt.NDArray[np.int32]
+    shared_old: npt.NDArray[np.int64]
+    pairs: dict[tuple[int, int], int]  # (cell in N, cell in O) -> rows in both
+    new_size: npt.NDArray[np.int64]
+    old_size: npt.NDArray[np.int64]
+
+    @classmethod
+    def of(cls, new: Contributions, old: Contributions) -> Match:
+        in_old = _locate(new.rows, old.rows, old.cells)
+        in_new = _locate(old.rows, new.rows, new.cells)
+        shared_new, pairs = _shared(new.cells, in_old, old.n_cells)
+        shared_old, _ = _shared(in_new, old.cells, old.n_cells)
+        return cls(
+            in_old,
+            shared_new,
+            in_new,
+            shared_old,
+            pairs,
+            np.bincount(new.cells, minlength=new.n_cells).astype(np.int64),
+            np.bincount(old.cells, minlength=old.n_cells).astype(np.int64),
+        )
+
+
+def _locate(rows: Digests, other: Digests, cells: npt.NDArray[np.int32]) -> npt.NDArray[np.int32]:
+    out = np.full(rows.size, -1, dtype=np.int32)
+    if other.size == 0 or rows.size == 0:
+        return out
+    at = np.minimum(np.searchsorted(other, rows), other.size - 1)
+    hit = other[at] == rows
+    out[hit] = cells[at[hit]]
+    return out
+
+
+def _shared(
+    new_cell: npt.NDArray[np.int32], old_cell: npt.NDArray[np.int32], n_old: int
+) -> tuple[npt.NDArray[np.int64], dict[tuple[int, int], int]]:
+    """Per row: the rows its (new cell, old cell) pair shares (0 where either is -1)."""
+    out = np.zeros(new_cell.size, dtype=np.int64)
+    hit = (new_cell >= 0) & (old_cell >= 0)
+    if not hit.any():
+        return out, {}
+    code = new_cell[hit].astype(np.int64) * max(n_old, 1) + old_cell[hit].astype(np.int64)
+    keys, inverse, counts = np.unique(code, return_inverse=True, return_counts=True)
+    out[hit] = counts[inverse]
+    pairs = {
+        (int(k) // max(n_old, 1), int(k) % max(n_old, 1)): int(c) for k, c in zip(keys, counts, strict=True)
+    }
+    return out, pairs
+
+
+@dataclass
+class Recorded:
+    release_id: int
+    max_rows: int
+    status: npt.NDArray[np.int8]
+    data: Contributions
+
+
+def _pairwise_clash(
+    new: Contributions, status: npt.NDArray[np.int8], old: Recorded, match: Match, minimum: int, max_rows: int
+) -> bool:
+    """A new cell and a recorded cell, both not suppressed, whose rows differ by 0 < units < minimum."""
+    # One unit adds at most max_rows rows to each side, so a larger row difference has enough units.
+    limit = 2 * max(max_rows, old.max_rows) * (minimum - 1)
+    for (i, j), both in match.pairs.items():
+        if status[i] == SUPPRESSED or old.status[j] == SUPPRESSED:
+            continue
+        differ = int(match.new_size[i] + match.old_size[j] - 2 * both)
+        if differ == 0 or differ > limit:
+            continue
+        only_new = (new.cells == i) & (match.in_old != j)
+        only_old = (old.data.cells == j) & (match.in_new != i)
+        units = np.unique(np.concatenate([new.units[only_new], old.data.units[only_old]])).size
+        if 0 < units < minimum:
+            return True
+    return False
+
+
+# --------------------------------------------------------------------------- the decision
+
+
+@dataclass
+class Decision:
+    """What a new release may do: its cell statuses, and how recorded rows become covered."""
+
+    status: npt.NDArray[np.int8]
+    new_state: npt.NDArray[np.uint8]
+    old_states: dict[int, npt.NDArray[np.uint8]]
+
+
+class _Verdict(Exception):
+    def __init__(self, rule: str) -> None:
+        self.rule = rule
+
+
+def decide(
+    new: Contributions,
+    status: npt.NDArray[np.int8],
+    history: list[Recorded],
+    minimum: int,
+    max_rows: int,
+    can_suppress: bool,
+) -> Decision:
+    """The pairwise check, then secondary suppression (when allowed) until no margin leaves a small
+    residual. Raises ``_Verdict`` with the refusing rule."""
+    status = status.copy()
+    matches = [Match.of(new, old.data) for old in history]
+    for old, match in zip(history, matches, strict=True):
+        if _pairwise_clash(new, status, old, match, minimum, max_rows):
+            raise _Verdict(RULE)
+    for _ in range(new.n_cells + 1):
+        new_state, old_states, to_suppress, rule = _margins(new, status, history, matches, minimum)
+        if not to_suppress:
+            break
+        if not can_suppress:
+            raise _Verdict(rule)
+        status[sorted(to_suppress)] = SUPPRESSED
+    else:  # pragma: no cover - every round suppresses at least one of n_cells cells
+        raise _Verdict(RULE)
+    return Decision(status, new_state, old_states)
+
+
+def _residual_small(
+    data: Contributions, rows: npt.NDArray[np.bool_], state: npt.NDArray[np.uint8], minimum: int
+) -> str | None:
+    """The rule a residual (``rows`` of ``data`` with their cover ``state``) breaks, if any."""
+    residual = rows & (state != COVERED)
+    if not residual.any():
+        return None
+    sure = residual & (state == OPEN)
+    if (residual & (state == MAYBE_COVERED)).any() and data.unit_count(sure) < minimum:
+        return SHAPE_RULE  # the residual may be the maybe-suppressed cells alone
+    units = data.unit_count(residual)
+    return RULE if 0 < units < minimum else None
+
+
+def _margins(
+    new: Contributions,
+    status: npt.NDArray[np.int8],
+    history: list[Recorded],
+    matches: list[Match],
+    minimum: int,
+) -> tuple[npt.NDArray[np.uint8], dict[int, npt.NDArray[np.uint8]], set[int], str]:
+    """Cover states after this release, the new cells to suppress so no residual is small, and the
+    rule that asks for it (``dp_required_for_shape`` when a residual may hide suppressed cells).
+
+    A cell covers the rows of a cell it is a proper part of; an equal cell covers nothing (their
+    difference is empty, and it must not hide what the margin still leaves uncovered).
+    """
+    new_state = np.zeros(new.rows.size, dtype=np.uint8)
+    margin = np.zeros(new.n_cells, dtype=bool)  # new cells that properly contain a recorded cell
+    old_states: dict[int, npt.NDArray[np.uint8]] = {}
+    suppress: set[int] = set()
+    rule = RULE
+    live = status != SUPPRESSED
+    for old, match in zip(history, matches, strict=True):
+        # Recorded cells properly inside a new cell cover that cell's rows.
+        j = np.where(match.in_old >= 0, match.in_old, 0)
+        size_j = match.old_size[j]
+        inside = (
+            (match.in_old >= 0)
+            & live[new.cells]
+            & (old.status[j] != SUPPRESSED)
+            & (match.shared_new == size_j)
+            & (size_j < match.new_size[new.cells])
+        )
+        margin[new.cells[inside]] = True
+        cover = np.where(old.status[j] == RELEASED, COVERED, MAYBE_COVERED).astype(np.uint8)
+        new_state = np.where(inside & (new_state != COVERED), cover, new_state).astype(np.uint8)
+        # New cells properly inside a recorded cell cover that cell's rows.
+        i = np.where(match.in_new >= 0, match.in_new, 0)
+        size_i = match.new_size[i]
+        outer = old.data.cells
+        within = (
+            (match.in_new >= 0)
+            & live[i]
+            & (old.status[outer] != SUPPRESSED)
+            & (match.shared_old == size_i)
+            & (size_i < match.old_size[outer])
+        )
+        cover = np.where(status[i] == RELEASED, COVERED, MAYBE_COVERED).astype(np.uint8)
+        state = np.where(within & (old.data.state != COVERED), cover, old.data.state).astype(np.uint8)
+        for jj in np.unique(outer[within]):
+            verdict = _residual_small(old.data, outer == jj, state, minimum)
+            if verdict is not None:
+                rule = SHAPE_RULE if verdict == SHAPE_RULE else rule
+                cells = np.unique(i[within & (outer == jj)])
+                # Suppress the new cell inside this margin with the fewest rows.
+                suppress.add(int(min(cells, key=lambda c: (int(match.new_size[c]), int(c)))))
+        old_states[old.release_id] = state
+    for cell in np.flatnonzero(margin):
+        verdict = _residual_small(new, new.cells == cell, new_state, minimum)
+        if verdict is not None:
+            rule = SHAPE_RULE if verdict == SHAPE_RULE else rule
+            suppress.add(int(cell))
+    return new_state, old_states, suppress, rule
+
+
+# --------------------------------------------------------------------------- store and guard
 
 
 @dataclass(frozen=True)
@@ -117,21 +405,16 @@ class Reservation:
     """A checked exact release, on record as pending until ``DifferencingGuard.record``."""
 
     release_id: int
+    secondary: tuple[int, ...] = ()  # group positions (in ``plan.keys``) to suppress as well
 
 
 def plan_key(plan: Plan) -> str:
-    """What fixes a release's unit sets: dataset, grouping and filter (aggregates do not)."""
+    """What fixes a release's rows: dataset, grouping and filter (aggregates do not)."""
     h = hashlib.sha256(plan.dataset.name.encode())
     h.update(json.dumps([c.name for c in plan.group_columns]).encode())
     if plan.filter is not None:
         h.update(plan.filter.SerializeToString(deterministic=True))
     return h.hexdigest()
-
-
-def describe(plan: Plan, key: tuple[Any, ...]) -> str:
-    if not key:
-        return "the total"
-    return "group " + ", ".join(f"{c.name}={v}" for c, v in zip(plan.group_columns, key, strict=True))
 
 
 _SCHEMA = """
@@ -141,94 +424,186 @@ CREATE TABLE IF NOT EXISTS releases (
     dataset TEXT NOT NULL,
     job_id TEXT NOT NULL,
     plan_key TEXT NOT NULL,
+    kind TEXT NOT NULL,
     status TEXT NOT NULL,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    max_rows INTEGER NOT NULL,
+    n_cells INTEGER NOT NULL,
+    cell_status BLOB NOT NULL,
+    rows BLOB NOT NULL,
+    units BLOB NOT NULL,
+    cells BLOB NOT NULL,
+    state BLOB NOT NULL
 );
-CREATE INDEX IF NOT EXISTS releases_scope ON releases (project, dataset, id);
-CREATE TABLE IF NOT EXISTS cells (
-    release_id INTEGER NOT NULL REFERENCES releases (id) ON DELETE CASCADE,
-    cell TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    units BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS cells_release ON cells (release_id);
+CREATE INDEX IF NOT EXISTS releases_dataset ON releases (dataset, id);
 """
 
 
-class DifferencingGuard:
-    """Checks exact releases against earlier ones of the same project and dataset.
+def _load(row: tuple[Any, ...]) -> Recorded:
+    rid, max_rows, n_cells, cell_status, rows, units, cells, state = row
+    data = Contributions(
+        np.frombuffer(rows, dtype="<u8").astype(np.uint64),
+        np.frombuffer(units, dtype="<u8").astype(np.uint64),
+        np.frombuffer(cells, dtype="<i4").astype(np.int32),
+        int(n_cells),
+        np.frombuffer(state, dtype=np.uint8).copy(),
+    )
+    return Recorded(int(rid), int(max_rows), np.frombuffer(cell_status, dtype=np.int8).copy(), data)
 
-    ``check`` runs after validation and before protection; it refuses with rule ``differencing``
-    or puts the release on record as pending. ``record`` marks it released once the audit entry
-    is durable. A pending release whose audit failed still counts in later checks: fail closed.
+
+class DifferencingGuard:
+    """Checks exact releases against every earlier one of the same dataset, over all projects.
+
+    ``check`` (plain queries, after ``protect``) suppresses further cells of the result or refuses;
+    ``check_secure`` (a node's contribution to a secure sum) refuses. Either puts the release on
+    record as pending; ``record`` marks it released once the audit entry is durable. A pending
+    release whose audit failed still counts in later checks: fail closed.
     """
 
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
-        self._hasher: UnitHasher | None = None
+        self._hasher: RowHasher | None = None
 
-    def _open(self) -> tuple[sqlite3.Connection, UnitHasher]:
+    def _open(self) -> tuple[sqlite3.Connection, RowHasher]:
         if self._conn is None or self._hasher is None:
             state = self.config.state_dir
-            self._hasher = UnitHasher(load_or_create_differencing_key(state))
+            self._hasher = RowHasher(load_or_create_differencing_key(state))
             conn = sqlite3.connect(state / STORE_FILE, check_same_thread=False, isolation_level=None)
-            conn.execute("PRAGMA foreign_keys = ON")
             conn.execute("PRAGMA journal_mode = WAL")
             conn.executescript(_SCHEMA)
             self._conn = conn
         return self._conn, self._hasher
 
     def check(
-        self, job_id: str, plan: Plan, project: str, dp: bool, sources: DataSources
+        self,
+        job_id: str,
+        plan: Plan,
+        project: str,
+        dp: bool,
+        sources: DataSources,
+        result: pb.QueryResult,
     ) -> Reservation | None:
-        """Refuse (``DifferencingRefused``) or reserve; ``None`` when the check does not apply."""
-        history = plan.dataset.policy.differencing_history
-        if dp or history == 0:
+        """Check a protected exact result; suppress cells of it in place, or refuse."""
+        if dp or plan.dataset.policy.differencing_history == 0:
             return None  # with DP the noise and the ledger bound what any combination reveals
+        status = np.array([SUPPRESSED if g.suppressed else RELEASED for g in result.groups], dtype=np.int8)
+        reserved = self._guarded(job_id, plan, project, "plain", sources, status, can_suppress=True)
+        for g in reserved.secondary:
+            suppress_group(result.groups[g], len(plan.aggregates))
+        return reserved
+
+    def check_secure(
+        self, job_id: str, plan: Plan, project: str, dp: bool, sources: DataSources, units: Sequence[int]
+    ) -> Reservation | None:
+        """Check this node's exact contribution to a secure sum (``units``: its distinct units per
+        key of ``plan.keys``); refuse, never suppress."""
+        if dp or plan.dataset.policy.differencing_history == 0:
+            return None
+        minimum = plan.dataset.policy.min_group_size
+        status = np.array(
+            [SUPPRESSED if n == 0 else MAYBE if n < minimum else RELEASED for n in units], dtype=np.int8
+        )
+        return self._guarded(job_id, plan, project, "secure", sources, status, can_suppress=False)
+
+    def _guarded(
+        self,
+        job_id: str,
+        plan: Plan,
+        project: str,
+        kind: str,
+        sources: DataSources,
+        status: npt.NDArray[np.int8],
+        can_suppress: bool,
+    ) -> Reservation:
+        node = self.config.node_id
         try:
-            return self._check(job_id, plan, project, history, sources)
+            with self._lock:
+                _, hasher = self._open()
+            new = hasher.release(plan, contribution_rows(plan, sources))
+            with self._lock:
+                conn, _ = self._open()
+                return self._decide_and_reserve(conn, job_id, plan, project, kind, new, status, can_suppress)
+        except _Verdict as verdict:
+            if verdict.rule == SHAPE_RULE:
+                raise DifferencingRefused(node, SHAPE_RULE, SHAPE_REFUSAL) from None
+            raise DifferencingRefused(node) from None
         except (sqlite3.Error, OSError) as exc:
             # Without its record the check cannot be made: fail closed.
             raise Refused(
                 "differencing_unavailable",
                 f"exact release: the differencing record cannot be read or written ({type(exc).__name__}); "
                 "nothing is released",
-                node=self.config.node_id,
+                node=node,
             ) from None
 
-    def _check(
-        self, job_id: str, plan: Plan, project: str, history: int, sources: DataSources
-    ) -> Reservation | None:
-        node = self.config.node_id
-        dataset = plan.dataset.name
-        key = plan_key(plan)
-        with self._lock:
-            conn, hasher = self._open()
-            if _already_on_record(conn, project, dataset, key):
-                return None
-        minimum = plan.dataset.policy.min_group_size
-        # Only cells that will be released count: exact protection suppresses the smaller ones.
-        cells = {
-            k: d for k, d in cell_digests(plan, unit_rows(plan, sources), hasher).items() if d.size >= minimum
-        }
-        with self._lock:
-            if _already_on_record(conn, project, dataset, key):
-                return None
-            for cell_key, digests in cells.items():
-                clash = _closest_clash(conn, project, dataset, digests, minimum)
-                if clash is not None:
-                    difference, earlier_job = clash
-                    raise DifferencingRefused(
-                        f"exact release: differencing check: {describe(plan, cell_key)} differs by "
-                        f"{difference} privacy unit(s) from a cell released earlier to project "
-                        f"'{project}' (job {earlier_job}), fewer than the minimum group size {minimum} "
-                        f"(dataset {dataset}); a query with DP (an epsilon) is covered by noise and "
-                        "budget instead",
-                        node=node,
-                    )
-            return _reserve(conn, job_id, project, dataset, key, cells, history)
+    def _decide_and_reserve(
+        self,
+        conn: sqlite3.Connection,
+        job_id: str,
+        plan: Plan,
+        project: str,
+        kind: str,
+        new: Contributions,
+        status: npt.NDArray[np.int8],
+        can_suppress: bool,
+    ) -> Reservation:
+        dataset = plan.dataset
+        history_size = dataset.policy.differencing_history
+        history = [
+            _load(row)
+            for row in conn.execute(
+                "SELECT id, max_rows, n_cells, cell_status, rows, units, cells, state FROM releases "
+                "WHERE dataset = ? ORDER BY id DESC LIMIT ?",
+                (dataset.name, history_size),
+            )
+        ]
+        # Cells without rows hold nothing to protect or to recover.
+        sizes = np.bincount(new.cells, minlength=new.n_cells)
+        status = np.where(sizes == 0, SUPPRESSED, status).astype(np.int8)
+        decision = decide(
+            new, status, history, dataset.policy.min_group_size, dataset.max_rows_per_unit, can_suppress
+        )
+        secondary = tuple(
+            int(g) for g in np.flatnonzero((decision.status == SUPPRESSED) & (status != SUPPRESSED))
+        )
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            cursor = conn.execute(
+                "INSERT INTO releases (project, dataset, job_id, plan_key, kind, status, created, max_rows, "
+                "n_cells, cell_status, rows, units, cells, state) "
+                "VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    project,
+                    dataset.name,
+                    job_id,
+                    plan_key(plan),
+                    kind,
+                    time.time(),
+                    dataset.max_rows_per_unit,
+                    new.n_cells,
+                    decision.status.astype(np.int8).tobytes(),
+                    new.rows.astype("<u8").tobytes(),
+                    new.units.astype("<u8").tobytes(),
+                    new.cells.astype("<i4").tobytes(),
+                    decision.new_state.tobytes(),
+                ),
+            )
+            release_id = int(cursor.lastrowid or 0)
+            for rid, state in decision.old_states.items():
+                conn.execute("UPDATE releases SET state = ? WHERE id = ?", (state.tobytes(), rid))
+            # Keep the last ``differencing_history`` releases of this dataset.
+            conn.execute(
+                "DELETE FROM releases WHERE dataset = ? AND id NOT IN "
+                "(SELECT id FROM releases WHERE dataset = ? ORDER BY id DESC LIMIT ?)",
+                (dataset.name, dataset.name, history_size),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return Reservation(release_id, secondary)
 
     def record(self, reservation: Reservation | None) -> None:
         """The release went out with its audit entry: mark it released."""
@@ -250,78 +625,26 @@ class DifferencingGuard:
                 self._conn = None
 
 
-def _already_on_record(conn: sqlite3.Connection, project: str, dataset: str, key: str) -> bool:
-    found = conn.execute(
-        "SELECT 1 FROM releases WHERE project = ? AND dataset = ? AND plan_key = ? LIMIT 1",
-        (project, dataset, key),
-    ).fetchone()
-    return found is not None
-
-
-def _closest_clash(
-    conn: sqlite3.Connection, project: str, dataset: str, digests: Digests, minimum: int
-) -> tuple[int, str] | None:
-    """The first earlier released cell within 0 < |A Δ B| < minimum, as (difference, job id)."""
-    rows = conn.execute(
-        "SELECT c.size, c.units, r.job_id FROM cells c JOIN releases r ON r.id = c.release_id "
-        "WHERE r.project = ? AND r.dataset = ? AND c.size > ? AND c.size < ?",
-        # ||A| - |B|| <= |A Δ B|: sizes that far apart can never clash, so SQLite skips them.
-        (project, dataset, digests.size - minimum, digests.size + minimum),
-    )
-    for _size, blob, earlier_job in rows:
-        earlier = np.frombuffer(blob, dtype="<u8")
-        difference = symmetric_difference(digests, earlier)
-        if 0 < difference < minimum:
-            return difference, str(earlier_job)
-    return None
-
-
-def _reserve(
-    conn: sqlite3.Connection,
-    job_id: str,
-    project: str,
-    dataset: str,
-    key: str,
-    cells: dict[tuple[Any, ...], Digests],
-    history: int,
-) -> Reservation:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        cursor = conn.execute(
-            "INSERT INTO releases (project, dataset, job_id, plan_key, status, created) "
-            "VALUES (?, ?, ?, ?, 'pending', ?)",
-            (project, dataset, job_id, key, time.time()),
-        )
-        release_id = int(cursor.lastrowid or 0)
-        conn.executemany(
-            "INSERT INTO cells (release_id, cell, size, units) VALUES (?, ?, ?, ?)",
-            [
-                (release_id, json.dumps(list(k), default=str), int(d.size), d.astype("<u8").tobytes())
-                for k, d in cells.items()
-            ],
-        )
-        # Keep the last ``history`` releases of this project and dataset.
-        conn.execute(
-            "DELETE FROM releases WHERE project = ? AND dataset = ? AND id NOT IN "
-            "(SELECT id FROM releases WHERE project = ? AND dataset = ? ORDER BY id DESC LIMIT ?)",
-            (project, dataset, project, dataset, history),
-        )
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    return Reservation(release_id)
+def suppress_group(group: pb.GroupResult, n_aggregates: int) -> None:
+    """Suppress a released group as a whole row (secondary suppression)."""
+    group.suppressed = True
+    group.suppression_rule = SECONDARY
+    del group.cells[:]
+    for _ in range(n_aggregates):
+        group.cells.add()
 
 
 __all__ = [
+    "Contributions",
     "DifferencingGuard",
     "DifferencingRefused",
-    "Reservation",
     "RULE",
-    "UnitHasher",
-    "cell_digests",
+    "Reservation",
+    "RowHasher",
+    "SHAPE_RULE",
+    "contribution_rows",
+    "contribution_sql",
+    "decide",
     "plan_key",
-    "symmetric_difference",
-    "unit_rows",
-    "unit_sql",
+    "suppress_group",
 ]

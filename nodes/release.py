@@ -94,11 +94,11 @@ class QueryHandler:
 
         # compute
         exact = compute(plan, ctx.sources, exact_release=not budget.dp, units=needs_units(plan, budget))
-        # Differencing defence (exact releases): refuse, or reserve this release on record.
-        reserved = ctx.differencing.check(job.job_id, plan, project, budget.dp, ctx.sources)
 
         # protect
         result, cost = protect(plan, exact, budget)
+        # Differencing defence (exact releases): suppress further cells or refuse; on record as pending.
+        reserved = ctx.differencing.check(job.job_id, plan, project, budget.dp, ctx.sources, result)
 
         # account: charged before anything leaves; the same job id is never charged twice.
         if budget.dp:

@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from nodes.context import NodeContext
+from nodes.differencing import Reservation
 from nodes.protect import Budget, _exact_columns, resolve_budget
 from nodes.release import DEFAULT_PROJECT, compute, spec_summary
 from nodes.validate import Plan, Refused, validate
@@ -208,6 +209,7 @@ class SecureJob:
     started: float
     charged: bool = False  # exact jobs have nothing to charge
     requested_by: str = ""
+    differencing: Reservation | None = None  # exact contributions on record (nodes/differencing.py)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -316,6 +318,11 @@ class SecureRelease:
         reuse = reuses_count(plan, spec.privacy) and budget.dp
         # Without a distinct-unit block the costly distinct scan is skipped.
         rows, units, numeric = _exact_columns(plan, compute(plan, self.ctx.sources, units=not reuse))
+        project = spec.project or DEFAULT_PROJECT
+        # Differencing defence (exact contributions): refuse, or on record as pending.
+        reserved = self.ctx.differencing.check_secure(
+            step.job_id, plan, project, budget.dp, self.ctx.sources, units
+        )
         blocks = exact_blocks(plan, rows, units, numeric, reuse)
         dim = len(blocks) * len(plan.keys)
         config, keys = self._secagg_config(step, dim)
@@ -324,7 +331,6 @@ class SecureRelease:
         components, cost = add_noise(plan, budget, blocks, n, config.threshold, max_rows)
         flat = np.asarray([v for b in blocks for v in b.values], dtype=np.int64)
         vector = FixedPointCodec(lo=-(2**62) // n, hi=2**62 // n, bits=BITS, max_parties=n).encode(flat)
-        project = spec.project or DEFAULT_PROJECT
         reply = pb.SecureReply(job_id=step.job_id, round=0)
         if budget.dp:
             # Only checked here: the charge comes with the masked input (round 3), the first thing
@@ -351,6 +357,7 @@ class SecureRelease:
                 self.clock(),
                 charged=not budget.dp,
                 requested_by=job.requested_by,
+                differencing=reserved,
             )
         return pb.JobResponse(job_id=job.job_id, secure=reply)
 
@@ -394,6 +401,7 @@ class SecureRelease:
                         "rho": state.cost.rho,
                     },
                 )
+                self.ctx.differencing.record(state.differencing)
                 reply.payload = masked
             elif step.round == m.ROUND_UNMASK:
                 reply.payload = state.client.unmask(bytes(step.payload)).to_bytes()

@@ -148,11 +148,21 @@ def _clamp_key(agg: AggregatePlan) -> tuple[str, tuple[float, float]]:
     return agg.column.name, agg.bounds or agg.column.bounds or (0.0, 0.0)
 
 
-def bounded_rows(plan: Plan, b: SqlBuilder, truncate: bool = True, diagnostics: bool = False) -> BoundedRows:
+def bounded_rows(
+    plan: Plan,
+    b: SqlBuilder,
+    truncate: bool = True,
+    diagnostics: bool = False,
+    carry: tuple[Column, ...] = (),
+) -> BoundedRows:
     """The shared inner part of every query a node runs for ``plan`` (aggregates and unit lists).
 
     With ``diagnostics`` each clamped value gets a flag ``x<i>`` (1 when clamping moved it), and
     rows past the truncation are kept with their rank ``rn`` instead of being dropped.
+
+    ``carry`` adds those columns' raw values as text (``w0``, ``w1``, ...) and breaks ties in the
+    truncation order with them, so that which rows are kept no longer depends on the engine; the
+    kept rows' (unit, group, value) columns, and so every aggregate, are the same either way.
     """
     dialect, ds = b.dialect, plan.dataset
     unit = quote_ident(ds.columns[ds.privacy_unit].local)
@@ -175,6 +185,9 @@ def bounded_rows(plan: Plan, b: SqlBuilder, truncate: bool = True, diagnostics: 
             low, high = f"CAST({b.bind(lo)} AS {dialect.double})", f"CAST({b.bind(hi)} AS {dialect.double})"
             select.append(f"CASE WHEN {raw} < {low} OR {raw} > {high} THEN 1 ELSE 0 END AS x{len(numeric)}")
         numeric[_clamp_key(agg)] = alias
+    text = "VARCHAR" if dialect.name == "duckdb" else "TEXT"
+    for i, column in enumerate(carry):
+        select.append(f"CAST({quote_ident(column.local)} AS {text}) AS w{i}")
     where = [f"{unit} IS NOT NULL"]
     if plan.filter is not None:
         where.append(b.filter(plan.filter, ds))

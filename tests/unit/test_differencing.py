@@ -15,21 +15,27 @@ from nodes.config import NodeConfig, load_node_config
 from nodes.context import NodeContext
 from nodes.daemon import node_router
 from nodes.differencing import (
+    MAYBE,
+    REFUSAL,
+    RELEASED,
+    RULE,
+    SHAPE_RULE,
     STORE_FILE,
-    DifferencingGuard,
-    DifferencingRefused,
-    UnitHasher,
-    cell_digests,
-    symmetric_difference,
-    unit_rows,
+    Contributions,
+    Recorded,
+    RowHasher,
+    _Verdict,
+    contribution_rows,
+    decide,
 )
-from nodes.sources import DataSources
+from nodes.router import JobRouter
 from protocols import federation_pb2 as pb
 from protocols.errors import ConfigError
 
 MIN = 5
 TOTAL = "SELECT COUNT(*) AS n FROM declarations WHERE year >= 2021"
 WITHOUT_MOERDIJK = "SELECT COUNT(*) AS n FROM declarations WHERE year >= 2021 AND port <> 'Moerdijk'"
+BY_PORT = "SELECT port, COUNT(*) AS n FROM declarations WHERE year >= 2021 GROUP BY port"
 
 
 def _frame() -> pd.DataFrame:
@@ -53,130 +59,173 @@ def _frame() -> pd.DataFrame:
 
 
 @pytest.fixture
-def small(tmp_path: Path, customs) -> Iterator[tuple[NodeConfig, DataSources]]:
+def node(tmp_path: Path, customs) -> Iterator[tuple[NodeConfig, JobRouter]]:
     path = customs.write_csv_node(
         tmp_path, _frame(), policy="dp_required = false", dataset_policy=f"min_group_size = {MIN}"
     )
     config = load_node_config(path)
-    sources = DataSources(config)
-    yield config, sources
-    sources.close()
+    ctx = NodeContext.open(config)
+    yield config, node_router(ctx)
+    ctx.differencing.close()
+    ctx.close()
 
 
-def _plan(sql: str, config: NodeConfig, customs):
-    return customs.plan_for(sql, config)
+def _ask(router: JobRouter, sql: str, project: str = "p", epsilon: float = 0.0) -> pb.JobResponse:
+    spec = parse_query(sql)
+    spec.project = project
+    spec.privacy.epsilon = epsilon
+    return router.handle(pb.JobRequest(job_id=uuid.uuid4().hex, query=spec, requested_by="analyst"))
 
 
-def test_unit_sets_match_the_released_unit_counts(
-    node_config: NodeConfig, duck_sources: DataSources, pg_sources: DataSources, customs
+def _released(response: pb.JobResponse) -> pb.QueryResult:
+    assert response.WhichOneof("outcome") == "result", response.refusal.reason
+    return response.result
+
+
+def _refused(response: pb.JobResponse) -> pb.Refusal:
+    assert response.WhichOneof("outcome") == "refusal", "the release went out"
+    return response.refusal
+
+
+def test_contributing_rows_match_the_released_counts(
+    node_config: NodeConfig, duck_sources, pg_sources, customs
 ) -> None:
-    # Codes mapped to the shared vocabulary, units truncated to max_rows_per_unit, rows without
-    # a unit left out: the unit lists must count exactly what the released n_units counts.
+    # Codes mapped to the shared vocabulary, rows truncated to max_rows_per_unit, rows without a
+    # unit left out: the contributing rows must be exactly what the released counts count.
     sql = "SELECT port, year, COUNT(*) AS n, SUM(value) AS total FROM declarations WHERE inspected = 1 GROUP BY port, year"
-    hasher = UnitHasher(b"k" * 32)
+    hasher = RowHasher(b"k" * 32)
     for sources in (duck_sources, pg_sources):
         plan = customs.plan_for(sql, sources.config)
         width = len(plan.group_columns)
-        released = {tuple(r[:width]): int(r[width + 1]) for r in sources.run(plan)}
-        cells = cell_digests(plan, unit_rows(plan, sources), hasher)
-        assert released and {k: int(d.size) for k, d in cells.items()} == released
+        domain = {tuple(k) for k in plan.keys}  # keys outside the public domain are never released
+        released = {
+            tuple(r[:width]): (int(r[width]), int(r[width + 1]))
+            for r in sources.run(plan)
+            if tuple(r[:width]) in domain
+        }
+        data = hasher.release(plan, contribution_rows(plan, sources))
+        counted = {
+            tuple(plan.keys[c]): (int((data.cells == c).sum()), data.unit_count(data.cells == c))
+            for c in np.unique(data.cells)
+        }
+        assert released and counted == released
+        assert np.unique(data.rows).size == data.rows.size  # equal rows of one unit stay apart
 
 
-def test_filter_that_isolates_three_units_is_refused(small, customs) -> None:
-    config, sources = small
-    guard = DifferencingGuard(config)
-    first = guard.check("job-1", _plan(TOTAL, config, customs), "mit", False, sources)
-    assert first is not None
-    guard.record(first)
-    with pytest.raises(DifferencingRefused) as info:
-        guard.check("job-2", _plan(WITHOUT_MOERDIJK, config, customs), "mit", False, sources)
-    assert info.value.rule == "differencing" and info.value.node == "douane"
-    message = info.value.message
-    for needle in ("exact release: differencing check", "differs by 3 privacy unit(s)", "job-1", "mit", "5"):
-        assert needle in message, message
+def test_filter_that_isolates_three_units_is_refused_and_says_only_the_rule(node) -> None:
+    _, router = node
+    _released(_ask(router, TOTAL))
+    refusal = _refused(_ask(router, WITHOUT_MOERDIJK))
+    assert refusal.rule == RULE and refusal.node == "douane"
+    assert refusal.reason == REFUSAL
+    assert not any(ch.isdigit() for ch in refusal.reason), "a refusal carries no count"
 
 
-def test_dp_release_repeat_and_wide_difference_pass(small, customs) -> None:
-    config, sources = small
-    guard = DifferencingGuard(config)
-    guard.record(guard.check("a", _plan(TOTAL, config, customs), "p", False, sources))
+def test_one_row_of_a_unit_that_stays_in_the_cell_is_caught(node) -> None:
+    _, router = node
+    total = "SELECT SUM(value) AS s FROM declarations WHERE year >= 2021"
+    _released(_ask(router, total))
+    # Company 5 keeps its 2021 row: the unit sets are equal, the rows are not.
+    one_row = total + " AND NOT (year = 2022 AND value = 105)"
+    assert _refused(_ask(router, one_row)).rule == RULE
+
+
+def test_history_spans_projects(node) -> None:
+    _, router = node
+    _released(_ask(router, TOTAL, project="one"))
+    assert _refused(_ask(router, WITHOUT_MOERDIJK, project="two")).rule == RULE
+
+
+def test_total_after_a_grouping_with_a_suppressed_cell_is_suppressed(node) -> None:
+    _, router = node
+    grouped = _released(_ask(router, BY_PORT))
+    assert [g.suppressed for g in grouped.groups] == [False, False, False, True]  # Moerdijk: 3 units
+    total = _released(_ask(router, TOTAL))
+    # The total minus the three released ports would be Moerdijk: the total is held back.
+    assert total.groups[0].suppressed and "differencing" in total.groups[0].suppression_rule
+
+
+def test_grouping_after_a_total_gets_a_second_suppression(node) -> None:
+    _, router = node
+    total = _released(_ask(router, TOTAL))
+    n = int(total.groups[0].cells[0].sum)
+    grouped = _released(_ask(router, BY_PORT))
+    hidden = [g for g in grouped.groups if g.suppressed]
+    assert len(hidden) == 2, "Moerdijk and one more port"
+    assert any("differencing" in g.suppression_rule for g in hidden)
+    released = sum(int(g.cells[0].sum) for g in grouped.groups if not g.suppressed)
+    # What the subtraction gives is the two suppressed ports together: at least MIN units.
+    assert n - released >= 2 * MIN
+    # The same grouping again is answered the same way.
+    again = _released(_ask(router, BY_PORT))
+    assert [g.suppressed for g in again.groups] == [g.suppressed for g in grouped.groups]
+
+
+def test_dp_release_repeat_and_wide_difference_pass(node) -> None:
+    _, router = node
+    _released(_ask(router, TOTAL))
     # With DP the noise and the budget cover it: the check does not apply.
-    assert guard.check("b", _plan(WITHOUT_MOERDIJK, config, customs), "p", True, sources) is None
-    # The same query again releases the same cells: nothing new to compare, and no new record.
-    assert guard.check("c", _plan(TOTAL, config, customs), "p", False, sources) is None
+    _released(_ask(router, WITHOUT_MOERDIJK, epsilon=1.0))
+    # The same query again releases the same rows: nothing new.
+    assert not _released(_ask(router, TOTAL)).groups[0].suppressed
     # Dropping Rotterdam removes 13 units, more than the minimum group size.
     wide = "SELECT COUNT(*) AS n FROM declarations WHERE year >= 2021 AND port <> 'Rotterdam'"
-    assert guard.check("d", _plan(wide, config, customs), "p", False, sources) is not None
-    # Another project has its own record.
-    assert guard.check("e", _plan(WITHOUT_MOERDIJK, config, customs), "other", False, sources) is not None
-
-
-def test_grouped_cells_are_compared_with_earlier_totals(small, customs) -> None:
-    config, sources = small
-    guard = DifferencingGuard(config)
-    only = "SELECT COUNT(*) AS n FROM declarations WHERE port IN ('Rotterdam', 'Moerdijk')"
-    guard.record(guard.check("a", _plan(only, config, customs), "p", False, sources))
-    grouped = "SELECT port, COUNT(*) AS n FROM declarations GROUP BY port"
-    with pytest.raises(DifferencingRefused) as info:
-        guard.check("b", _plan(grouped, config, customs), "p", False, sources)
-    assert "group port=Rotterdam differs by 3" in info.value.message
+    assert not _released(_ask(router, wide)).groups[0].suppressed
 
 
 def test_history_is_bounded(tmp_path: Path, customs) -> None:
     path = customs.write_csv_node(
-        tmp_path, _frame(), dataset_policy=f"min_group_size = {MIN}\ndifferencing_history = 1"
+        tmp_path,
+        _frame(),
+        policy="dp_required = false",
+        dataset_policy=f"min_group_size = {MIN}\ndifferencing_history = 1",
     )
-    config = load_node_config(path)
-    sources = DataSources(config)
+    ctx = NodeContext.open(load_node_config(path))
+    router = node_router(ctx)
     try:
-        guard = DifferencingGuard(config)
-        guard.record(guard.check("a", _plan(TOTAL, config, customs), "p", False, sources))
-        other = "SELECT COUNT(*) AS n FROM declarations WHERE port = 'Amsterdam'"
-        guard.record(guard.check("b", _plan(other, config, customs), "p", False, sources))
+        _released(_ask(router, TOTAL))
+        _released(_ask(router, "SELECT COUNT(*) AS n FROM declarations WHERE port = 'Amsterdam'"))
         # Only the last release is kept: the total is forgotten, as docs/security.md says.
-        assert guard.check("c", _plan(WITHOUT_MOERDIJK, config, customs), "p", False, sources) is not None
+        _released(_ask(router, WITHOUT_MOERDIJK))
     finally:
-        sources.close()
+        ctx.close()
 
 
-def test_record_holds_keyed_digests_not_unit_ids(small, customs) -> None:
-    config, sources = small
-    guard = DifferencingGuard(config)
-    guard.record(guard.check("a", _plan(TOTAL, config, customs), "p", False, sources))
-    guard.close()
+def test_record_holds_keyed_digests_not_ids_or_values(node) -> None:
+    config, router = node
+    _released(_ask(router, TOTAL))
     stored = (config.state_dir / STORE_FILE).read_bytes()
-    assert b"10000001" not in stored and "10000001".encode("utf-16-le") not in stored
-    one, two = UnitHasher(b"a" * 32), UnitHasher(b"b" * 32)
+    for needle in ("10000001", "Rotterdam", "RTM", "2021-05-01"):
+        assert needle.encode() not in stored and needle.encode("utf-16-le") not in stored
+    one, two = RowHasher(b"a" * 32), RowHasher(b"b" * 32)
     ids = [f"{10000000 + i:08d}" for i in range(10)]
-    assert not np.intersect1d(one.digests(ids), two.digests(ids)).size
+    assert not np.intersect1d(one.units(ids), two.units(ids)).size
     with pytest.raises(ValueError):
-        UnitHasher(b"short")
+        RowHasher(b"short")
 
 
-def test_symmetric_difference() -> None:
-    a = np.array([1, 2, 3, 5], dtype=np.uint64)
-    b = np.array([2, 3, 4], dtype=np.uint64)
-    assert symmetric_difference(a, b) == 3
-    assert symmetric_difference(a, a) == 0
+def _release(rows: list[int], units: list[int], cells: list[int], n_cells: int) -> Contributions:
+    return Contributions.build(
+        np.asarray(rows, dtype=np.uint64),
+        np.asarray(units, dtype=np.uint64),
+        np.asarray(cells, dtype=np.int32),
+        n_cells,
+    )
 
 
-def test_release_path_refuses_with_the_rule(small, customs) -> None:
-    config, _ = small
-    path = node_router(NodeContext.open(config))
-
-    def ask(sql: str) -> pb.JobResponse:
-        spec = parse_query(sql)
-        return path.handle(pb.JobRequest(job_id=uuid.uuid4().hex, query=spec, requested_by="analyst"))
-
-    assert ask(TOTAL).WhichOneof("outcome") == "result"
-    refused = ask(WITHOUT_MOERDIJK)
-    assert refused.refusal.rule == "differencing"
-    assert "exact release: differencing check" in refused.refusal.reason
-    # An epsilon makes it a DP release: the check gives way to noise and budget.
-    spec = parse_query(WITHOUT_MOERDIJK)
-    spec.privacy.epsilon = 1.0
-    dp = path.handle(pb.JobRequest(job_id=uuid.uuid4().hex, query=spec, requested_by="analyst"))
-    assert dp.WhichOneof("outcome") == "result", dp.refusal.reason
+def test_a_margin_over_a_secure_cell_that_may_be_suppressed_needs_dp() -> None:
+    # A secure contribution: cells 0 and 1 hold 6 units each, cell 2 holds 2, so the coordinator
+    # may have suppressed it.
+    ids = list(range(1, 15))
+    secure = _release(ids, ids, [0] * 6 + [1] * 6 + [2] * 2, 3)
+    recorded = Recorded(1, 1, np.array([RELEASED, RELEASED, MAYBE], dtype=np.int8), secure)
+    total = _release(ids, ids, [0] * 14, 1)
+    with pytest.raises(_Verdict) as info:
+        decide(total, np.array([RELEASED], dtype=np.int8), [recorded], 5, 1, can_suppress=False)
+    assert info.value.rule == SHAPE_RULE
+    # A plain total suppresses itself instead.
+    plain = decide(total, np.array([RELEASED], dtype=np.int8), [recorded], 5, 1, can_suppress=True)
+    assert list(plain.status) == [1]
 
 
 def test_negative_history_is_a_config_error(tmp_path: Path, customs) -> None:
