@@ -289,7 +289,9 @@ class Decision:
     old_states: dict[int, npt.NDArray[np.uint8]]
 
 
-class _Verdict(Exception):
+class Verdict(Exception):
+    """What ``decide`` refuses with: the rule (``differencing`` or ``dp_required_for_shape``)."""
+
     def __init__(self, rule: str) -> None:
         self.rule = rule
 
@@ -303,21 +305,21 @@ def decide(
     can_suppress: bool,
 ) -> Decision:
     """The pairwise check, then secondary suppression (when allowed) until no margin leaves a small
-    residual. Raises ``_Verdict`` with the refusing rule."""
+    residual. Raises ``Verdict`` with the refusing rule."""
     status = status.copy()
     matches = [Match.of(new, old.data) for old in history]
     for old, match in zip(history, matches, strict=True):
         if _pairwise_clash(new, status, old, match, minimum, max_rows):
-            raise _Verdict(RULE)
+            raise Verdict(RULE)
     for _ in range(new.n_cells + 1):
         new_state, old_states, to_suppress, rule = _margins(new, status, history, matches, minimum)
         if not to_suppress:
             break
         if not can_suppress:
-            raise _Verdict(rule)
+            raise Verdict(rule)
         status[sorted(to_suppress)] = SUPPRESSED
     else:  # pragma: no cover - every round suppresses at least one of n_cells cells
-        raise _Verdict(RULE)
+        raise Verdict(RULE)
     return Decision(status, new_state, old_states)
 
 
@@ -525,7 +527,7 @@ class DifferencingGuard:
             with self._lock:
                 conn, _ = self._open()
                 return self._decide_and_reserve(conn, job_id, plan, project, kind, new, status, can_suppress)
-        except _Verdict as verdict:
+        except Verdict as verdict:
             if verdict.rule == SHAPE_RULE:
                 raise DifferencingRefused(node, SHAPE_RULE, SHAPE_REFUSAL) from None
             raise DifferencingRefused(node) from None

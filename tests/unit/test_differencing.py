@@ -24,7 +24,7 @@ from nodes.differencing import (
     Contributions,
     Recorded,
     RowHasher,
-    _Verdict,
+    Verdict,
     contribution_rows,
     decide,
 )
@@ -220,7 +220,7 @@ def test_a_margin_over_a_secure_cell_that_may_be_suppressed_needs_dp() -> None:
     secure = _release(ids, ids, [0] * 6 + [1] * 6 + [2] * 2, 3)
     recorded = Recorded(1, 1, np.array([RELEASED, RELEASED, MAYBE], dtype=np.int8), secure)
     total = _release(ids, ids, [0] * 14, 1)
-    with pytest.raises(_Verdict) as info:
+    with pytest.raises(Verdict) as info:
         decide(total, np.array([RELEASED], dtype=np.int8), [recorded], 5, 1, can_suppress=False)
     assert info.value.rule == SHAPE_RULE
     # A plain total suppresses itself instead.
