@@ -180,9 +180,12 @@ class Contributions:
     def unit_count(self, mask: npt.NDArray[np.bool_]) -> int:
         return int(np.unique(self.units[mask]).size)
 
-    def cell_units(self) -> npt.NDArray[np.int64]:
-        pairs = np.unique(np.stack([self.cells.astype(np.uint64), self.units]), axis=1)
-        return np.bincount(pairs[0].astype(np.int64), minlength=self.n_cells)
+    def unit_sets(self) -> list[Digests]:
+        """Per cell: its sorted, distinct unit digests."""
+        order = np.lexsort((self.units, self.cells))
+        cells, units = self.cells[order], self.units[order]
+        bounds = np.searchsorted(cells, np.arange(self.n_cells + 1))
+        return [np.unique(units[bounds[c] : bounds[c + 1]]) for c in range(self.n_cells)]
 
 
 # --------------------------------------------------------------------------- comparing two releases
@@ -258,9 +261,28 @@ class Recorded:
 
 
 def _pairwise_clash(
-    new: Contributions, status: npt.NDArray[np.int8], old: Recorded, match: Match, minimum: int, max_rows: int
+    new: Contributions,
+    new_units: list[Digests],
+    status: npt.NDArray[np.int8],
+    old: Recorded,
+    match: Match,
+    minimum: int,
+    max_rows: int,
 ) -> bool:
-    """A new cell and a recorded cell, both not suppressed, whose rows differ by 0 < units < minimum."""
+    """A new cell and a recorded cell, both not suppressed, whose unit sets differ by 0 < units <
+    minimum (distinct counts would give those units' number away), or whose rows differ by rows of
+    0 < units < minimum (counts and sums would give those rows' values away)."""
+    old_units = old.data.unit_sets()
+    new_size = np.array([u.size for u in new_units])
+    old_size = np.array([u.size for u in old_units])
+    # ||A| - |B|| <= |A delta B|: only pairs of close sizes can differ by fewer than minimum units.
+    near = np.abs(new_size[:, None] - old_size[None, :]) < minimum
+    near &= (status != SUPPRESSED)[:, None] & (old.status != SUPPRESSED)[None, :]
+    for i, j in zip(*np.nonzero(near), strict=True):
+        a, b = new_units[i], old_units[j]
+        common = np.intersect1d(a, b, assume_unique=True).size
+        if 0 < a.size + b.size - 2 * common < minimum:
+            return True
     # One unit adds at most max_rows rows to each side, so a larger row difference has enough units.
     limit = 2 * max(max_rows, old.max_rows) * (minimum - 1)
     for (i, j), both in match.pairs.items():
@@ -308,8 +330,9 @@ def decide(
     residual. Raises ``Verdict`` with the refusing rule."""
     status = status.copy()
     matches = [Match.of(new, old.data) for old in history]
+    new_units = new.unit_sets()
     for old, match in zip(history, matches, strict=True):
-        if _pairwise_clash(new, status, old, match, minimum, max_rows):
+        if _pairwise_clash(new, new_units, status, old, match, minimum, max_rows):
             raise Verdict(RULE)
     for _ in range(new.n_cells + 1):
         new_state, old_states, to_suppress, rule = _margins(new, status, history, matches, minimum)
