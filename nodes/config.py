@@ -72,7 +72,7 @@ class Policy:
     approval_required: tuple[str, ...] = ()
     approval_projects: tuple[str, ...] = ()
     # Differencing defence for exact releases (nodes/differencing.py): releases kept per
-    # (project, dataset) to check new ones against; 0 turns the check off.
+    # dataset, over all projects, to check new ones against; 0 turns the check off.
     differencing_history: int = 100
 
 

@@ -23,7 +23,7 @@ and checks each new exact release against it, for every project of the dataset:
 What is kept, per release: for each contributing row (after filter, vocabulary mapping and
 truncation to ``max_rows_per_unit``) a 64-bit keyed BLAKE2b digest (RFC 7693) of its unit and
 its full contents, the keyed digest of its unit, its cell and whether a later cell covers it, in
-``differencing.sqlite`` in the node's state folder (18 bytes per row per release). The node-local
+``differencing.sqlite`` in the node's state folder (21 bytes per row per release). The node-local
 key never leaves the node, so ids and values cannot be read back from the store.
 
 A refusal says only that this check refused ("differencing"): no count, no cell, no earlier job.

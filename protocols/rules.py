@@ -21,7 +21,8 @@ _RULES: dict[str, dict[str, str]] = {
         "malformed_request": "a job or protocol message is incomplete or inconsistent",
         "source_unavailable": "the dataset's source (file or database) cannot be read",
         "secure_required": "the dataset is released only under secure aggregation",
-        "differencing": "an exact release would isolate units by differencing with earlier releases",
+        "differencing": "an exact release, with earlier exact releases of the dataset, would single out fewer units than the minimum group size",
+        "dp_required_for_shape": "an exact release of this shape could recover a cell a secure sum may have suppressed; it needs DP",
         "differencing_unavailable": "the differencing record cannot be read or written; exact release refused",
     },
     "query validation": {
