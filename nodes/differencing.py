@@ -90,31 +90,18 @@ class DifferencingRefused(Refused):
 
 
 def contribution_sql(plan: Plan, dialect: Dialect) -> tuple[str, list[Any]]:
-    """SQL for the rows ``build_sql`` aggregates for ``plan``: (g0..gN, unit, w0..wK, t0..tJ).
+    """SQL for the rows ``build_sql`` aggregates for ``plan``: (g0..gN, unit, w0..wK).
 
-    The same filter, vocabulary mapping and truncation (to the plan's rows per unit) as
-    ``nodes.sqlgen.build_sql``. w0..wK are every declared column's raw value as text, so a row is
-    identified by its contents wherever it is released. t0..tJ, one per value the query clamps to
-    bounds tighter than the declared ones, hold the clamped value where it differs from clamping to
-    the declared bounds (NULL elsewhere): a row whose contribution tighter bounds change counts as
-    a different row, so two sums of the same rows under different bounds are compared too.
+    The same filter, vocabulary mapping and truncation as ``nodes.sqlgen.build_sql``; w0..wK are
+    every declared column's raw value as text, so a row is identified by its contents wherever it
+    is released. (Exact releases clamp to the declared bounds and truncate to the declared rows per
+    unit: tighter ones are refused without DP, rule ``bounds_need_dp``.)
     """
     b = SqlBuilder(dialect)
-    names = sorted(plan.dataset.columns)
-    carry = tuple(plan.dataset.columns[name] for name in names)
+    carry = tuple(plan.dataset.columns[name] for name in sorted(plan.dataset.columns))
     rows = bounded_rows(plan, b, truncate=True, carry=carry)
     keep = " AND ".join(rows.keep)
     extra = [f"w{i}" for i in range(len(carry))]
-    double = dialect.double
-    for (name, (lo, hi)), alias in sorted(rows.numeric.items()):
-        column = plan.dataset.columns[name]
-        if column.bounds is None or (lo, hi) == tuple(column.bounds):
-            continue
-        # Declared bounds come from the operator's config, validated finite: literals, not analyst text.
-        d_lo, d_hi = (float(x) for x in column.bounds)
-        raw = f"CAST(w{names.index(name)} AS {double})"
-        declared = f"LEAST(GREATEST({raw}, CAST({d_lo!r} AS {double})), CAST({d_hi!r} AS {double}))"
-        extra.append(f"CASE WHEN {alias} = {declared} THEN NULL ELSE {alias} END AS t{len(extra)}")
     sql = f"SELECT {', '.join([*rows.groups, 'u', *extra])} FROM {rows.source} WHERE {keep}"
     return sql, b.params
 
@@ -149,7 +136,7 @@ class RowHasher:
         cell = np.empty(len(rows), dtype=np.int32)
         for n, row in enumerate(rows):
             unit = str(row[width]).encode()
-            content = json.dumps([None if v is None else repr(v) for v in row[width + 1 :]]).encode()
+            content = json.dumps([None if v is None else str(v) for v in row[width + 1 :]]).encode()
             body = unit + b"\x1f" + content
             k = seen.get(body, 0)
             seen[body] = k + 1
