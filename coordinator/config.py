@@ -5,8 +5,10 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from coordinator.projects import Project, parse_projects
+from protocols.config_tables import Table, check_table, table_model
 from protocols.errors import ConfigError
 from protocols.identity import PkiError, TlsFiles, tls_files
 
@@ -24,15 +26,35 @@ class CoordinatorConfig:
     max_queries_per_minute: int = 60  # per analyst (certificate subject); 0: no limit
 
 
+# Strict shapes of the TOML tables (protocols/config_tables.py): the [coordinator] table follows
+# the dataclass above, so a new setting is declared once.
+CoordinatorTable = table_model(
+    "CoordinatorTable",
+    CoordinatorConfig,
+    skip=("tls", "projects"),
+    extra={key: str for key in ("tls_dir", "tls_cert", "tls_key", "tls_ca", "tls_crl")},
+)
+
+
+class CoordinatorFile(Table):
+    coordinator: dict[str, Any] = {}
+    projects: list[Any] | None = None
+
+
 def load_coordinator_config(path: str | Path) -> CoordinatorConfig:
     p = Path(path).resolve()
     try:
         document = tomllib.loads(p.read_text())
-        raw = document.get("coordinator", {})
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {p}", rule="config_missing") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: not valid TOML ({exc})") from None
+    check_table(document, CoordinatorFile, "config")
+    raw = document.get("coordinator", {})
+    check_table(raw, CoordinatorTable, "[coordinator]")
+    for key in ("node_timeout_seconds", "heartbeat_seconds", "max_message_bytes"):
+        if key in raw and not raw[key] > 0:
+            raise ConfigError(f"[coordinator] {key} must be greater than 0, not {raw[key]!r}")
     state = Path(str(raw.get("state_dir", "state/coordinator")))
     return CoordinatorConfig(
         listen=str(raw.get("listen", "127.0.0.1:7100")),

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from protocols.config_tables import Table, check_table, table_model
 from protocols.errors import ConfigError
 from protocols.identity import PkiError, TlsFiles, tls_files
 
@@ -119,6 +120,56 @@ class NodeConfig:
         return self.audit_signing_key or self.state_dir / "audit_signing.key"
 
 
+# Strict shapes of the TOML tables (protocols/config_tables.py): unknown keys and wrong types are
+# refused, naming the key. [policy] and [node] follow their dataclasses, so a new setting is
+# declared once.
+TLS_KEYS = {key: str for key in ("tls_dir", "tls_cert", "tls_key", "tls_ca", "tls_crl")}
+PolicyTable = table_model("PolicyTable", Policy)
+NodeTable = table_model(
+    "NodeTable",
+    NodeConfig,
+    skip=("datasets", "policy", "path", "tls"),
+    rename={"node_id": "id"},
+    extra=TLS_KEYS,
+)
+
+
+class NodeFile(Table):
+    node: dict[str, Any]
+    policy: dict[str, Any] = {}
+    datasets: list[dict[str, Any]] = []
+
+
+class DatasetTable(Table):
+    name: str
+    source: dict[str, Any]
+    privacy_unit: str
+    max_rows_per_unit: int = 1
+    exposed: bool = True
+    description: str = ""
+    controller: str = ""
+    policy: dict[str, Any] = {}
+    columns: list[dict[str, Any]] = []
+
+
+class SourceTable(Table):
+    kind: str
+    path: str | None = None
+    dsn: str | None = None
+    table: str | None = None
+
+
+class ColumnTable(Table):
+    name: str
+    kind: str
+    local: str | None = None
+    domain: list[str | int] | None = None
+    codes: dict[str, str | int] | None = None
+    bounds: list[float] | None = None
+    id_type: str | None = None
+    description: str = ""
+
+
 def _require(table: dict[str, Any], key: str, where: str) -> Any:
     if key not in table:
         raise ConfigError(f"{where}: missing required key '{key}'")
@@ -141,10 +192,8 @@ def _list(value: Any, key: str, where: str) -> list[Any]:
 
 
 def _policy(raw: dict[str, Any], base: Policy, where: str) -> Policy:
+    check_table(raw, PolicyTable, where)
     known = set(Policy.__dataclass_fields__)
-    unknown = set(raw) - known
-    if unknown:
-        raise ConfigError(f"{where}: unknown policy key(s) {sorted(unknown)}")
     values = {k: raw.get(k, getattr(base, k)) for k in known}
     for key in ("min_group_size", "max_groups"):
         _number(values[key], key, where, integer=True)
@@ -227,6 +276,8 @@ def _overlap_policy(values: dict[str, Any], where: str) -> None:
 
 
 def _column(raw: dict[str, Any], where: str) -> Column:
+    name = raw.get("name") if isinstance(raw, dict) else None
+    check_table(raw, ColumnTable, f"{where} column {name}" if isinstance(name, str) else f"{where} column")
     name = str(_require(raw, "name", where))
     kind = str(_require(raw, "kind", f"{where} column {name}"))
     if kind not in COLUMN_KINDS:
@@ -273,6 +324,7 @@ def _column(raw: dict[str, Any], where: str) -> Column:
 
 
 def _source(raw: dict[str, Any], base: Path, where: str) -> Source:
+    check_table(raw, SourceTable, f"{where} source")
     kind = str(_require(raw, "kind", f"{where} source"))
     if kind not in SOURCE_KINDS:
         raise ConfigError(f"{where} source: kind must be one of {list(SOURCE_KINDS)}")
@@ -287,6 +339,8 @@ def _source(raw: dict[str, Any], base: Path, where: str) -> Source:
 
 
 def _dataset(raw: dict[str, Any], base: Path, policy: Policy) -> Dataset:
+    name = raw.get("name") if isinstance(raw, dict) else None
+    check_table(raw, DatasetTable, f"dataset {name}" if isinstance(name, str) else "[[datasets]]")
     name = str(_require(raw, "name", "dataset"))
     where = f"dataset {name}"
     columns = [_column(c, where) for c in raw.get("columns", [])]
@@ -313,7 +367,9 @@ def _dataset(raw: dict[str, Any], base: Path, policy: Policy) -> Dataset:
 
 
 def parse_node_config(raw: dict[str, Any], base: Path, path: Path | None = None) -> NodeConfig:
+    check_table(raw, NodeFile, "config")
     node = _require(raw, "node", "config")
+    check_table(node, NodeTable, "[node]")
     node_id = str(_require(node, "id", "[node]"))
     if not node_id.replace("_", "").replace("-", "").isalnum():
         raise ConfigError(f"[node] id '{node_id}' may only hold letters, digits, '-' and '_'")
@@ -322,6 +378,10 @@ def parse_node_config(raw: dict[str, Any], base: Path, path: Path | None = None)
     by_name = {d.name: d for d in datasets}
     if len(by_name) != len(datasets):
         raise ConfigError("config: duplicate dataset names")
+    if "heartbeat_seconds" in node and not node["heartbeat_seconds"] > 0:
+        raise ConfigError(
+            f"[node] heartbeat_seconds must be greater than 0, not {node['heartbeat_seconds']!r}"
+        )
     state = Path(str(node.get("state_dir", f"state/{node_id}")))
     audit_key = node.get("audit_signing_key")
     if audit_key is not None and (not isinstance(audit_key, str) or not audit_key.strip()):
