@@ -11,6 +11,7 @@ declaration only.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -31,13 +32,24 @@ class Table(BaseModel):
 
 
 def _describe(error: Any) -> str:
-    key = ".".join(str(part) for part in error["loc"]) or "value"
+    loc = error["loc"]
+    key = str(loc[0]) if loc else "value"
+    if len(loc) > 1 and isinstance(loc[1], int):
+        key += f"[{loc[1]}]"  # the item of a list; further parts name pydantic's union members
     kind = error["type"]
     if kind == "extra_forbidden":
         return f"unknown key '{key}'"
     if kind == "missing":
         return f"missing required key '{key}'"
-    return f"key '{key}': {error['msg'].lower()}, not {error['input']!r}"
+    wanted = re.sub(
+        r"^Input should be (a valid )?",
+        lambda m: "must be " + ("a " if m.group(1) else ""),
+        str(error["msg"]),
+    )
+    wanted = re.sub(r"\ba ([aeiou])", r"an \1", wanted)
+    if kind == "bool_type":
+        wanted = "must be true or false"  # as TOML writes booleans
+    return f"{key} {wanted}, not {error['input']!r}"
 
 
 def check_table(raw: object, model: type[T], where: str) -> T:
