@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,9 @@ class CoordinatorConfig:
     insecure: bool = False  # development only: plaintext gRPC, no peer identities
     projects: dict[str, Project] = field(default_factory=dict)  # [[projects]]: docs/projects.md
     max_queries_per_minute: int = 60  # per analyst (certificate subject); 0: no limit
+    max_timeout_seconds: float = 300.0  # the longest per-node (per-step) timeout a job may ask for
+    max_concurrent_jobs_per_analyst: int = 4  # jobs one analyst may run at once
+    max_concurrent_jobs: int = 32  # jobs running at once in all; the server keeps 16 more threads
 
 
 # Strict shapes of the TOML tables (protocols/config_tables.py): the [coordinator] table follows
@@ -65,6 +69,9 @@ def load_coordinator_config(path: str | Path) -> CoordinatorConfig:
         tls=_tls(raw, p.parent),
         insecure=bool(raw.get("insecure", False)),
         max_queries_per_minute=_per_minute(raw.get("max_queries_per_minute", 60)),
+        max_timeout_seconds=_seconds(raw, "max_timeout_seconds", 300.0),
+        max_concurrent_jobs_per_analyst=_count(raw, "max_concurrent_jobs_per_analyst", 4),
+        max_concurrent_jobs=_count(raw, "max_concurrent_jobs", 32),
         projects=parse_projects(document.get("projects")),
     )
 
@@ -72,6 +79,20 @@ def load_coordinator_config(path: str | Path) -> CoordinatorConfig:
 def _per_minute(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ConfigError(f"[coordinator] max_queries_per_minute must be a whole number >= 0, not {value!r}")
+    return value
+
+
+def _seconds(raw: dict, key: str, default: float) -> float:
+    value = raw.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
+        raise ConfigError(f"[coordinator] {key} must be a number of seconds above 0, not {value!r}")
+    return float(value)
+
+
+def _count(raw: dict, key: str, default: int) -> int:
+    value = raw.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"[coordinator] {key} must be a whole number >= 1, not {value!r}")
     return value
 
 

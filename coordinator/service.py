@@ -21,7 +21,7 @@ from coordinator.bounding import clip_rows, combine_diagnostics
 from coordinator.combine import combine
 from coordinator.config import CoordinatorConfig
 from coordinator.jobstore import JobStore
-from coordinator.limits import RateLimited, RateLimiter
+from coordinator.limits import JobRefused, JobSlots, RateLimited, RateLimiter, job_timeout
 from coordinator.overlap import progress_steps, run_overlap
 from coordinator.progress import ProgressBoard, ProgressIdInvalid
 from coordinator.projects import (
@@ -41,6 +41,8 @@ from protocols.channels import server_options
 from protocols.errors import ConfigError, FederationError
 from protocols.identity import Identity, PkiError, TlsFiles, check_grpc_peer
 from protocols.privacy_request import check_wire
+from protocols.safe_decode import add_analyst_service
+from protocols.spec_limits import SpecTooLarge, check_spec
 
 log = logging.getLogger("federation.coordinator")
 
@@ -197,6 +199,7 @@ class AnalystService(pb_grpc.AnalystServicer):
         self.gate = gate
         self.projects = Projects(dict(config.projects))
         self.limits = RateLimiter(config.max_queries_per_minute)  # per analyst: coordinator/limits.py
+        self.slots = JobSlots(config.max_concurrent_jobs_per_analyst, config.max_concurrent_jobs)
         self.progress = ProgressBoard()  # long jobs' progress, per analyst: coordinator/progress.py
 
     def Projects(self, request: pb.ProjectsRequest, context: grpc.ServicerContext) -> pb.ProjectsResponse:  # noqa: N802
@@ -247,6 +250,21 @@ class AnalystService(pb_grpc.AnalystServicer):
                 job_id=uuid.uuid4().hex, ok=False, error=exc.message, error_rule=exc.rule
             )
         try:
+            check_spec(request.spec)
+            timeout = job_timeout(
+                request.timeout_seconds, self.config.node_timeout_seconds, self.config.max_timeout_seconds
+            )
+            with self.slots.hold(user):
+                return self._run_overlap(request, user, aggregate, timeout)
+        except (SpecTooLarge, JobRefused) as exc:
+            return pb.OverlapResponse(
+                job_id=uuid.uuid4().hex, ok=False, error=exc.message, error_rule=exc.rule
+            )
+
+    def _run_overlap(
+        self, request: pb.OverlapRequest, user: str, aggregate: bool, timeout: float
+    ) -> pb.OverlapResponse:
+        try:
             report = self.progress.start(
                 user, request.progress_id, progress_steps(len(request.spec.datasets))
             )
@@ -257,9 +275,7 @@ class AnalystService(pb_grpc.AnalystServicer):
             project = self.projects.admit(request.spec.project, user)
             request.spec.project = project.name
             resolve_overlap_nodes(request.spec, self.registry.sessions())
-            timeout = (
-                request.timeout_seconds if request.timeout_seconds > 0 else self.config.node_timeout_seconds
-            )
+            request.timeout_seconds = timeout
             nodes = [d.node for d in request.spec.datasets if d.node]
             check_quorum(project, "overlap", request.spec, nodes, self.registry, user, timeout)
         except ProjectRefused as exc:
@@ -276,12 +292,15 @@ class AnalystService(pb_grpc.AnalystServicer):
 
     def Budget(self, request: pb.BudgetRequest, context: grpc.ServicerContext) -> pb.BudgetResponse:  # noqa: N802
         """Read-only view of what remains per node and dataset for a project; nodes answer for themselves."""
+        user = self.gate.user(context)
         job = pb.JobRequest(
-            job_id=uuid.uuid4().hex,
-            budget=pb.BudgetQuery(project=request.project),
-            requested_by=self.gate.user(context),
+            job_id=uuid.uuid4().hex, budget=pb.BudgetQuery(project=request.project), requested_by=user
         )
-        responses, outcomes = fan_out(self.registry.sessions(), job, self.config.node_timeout_seconds)
+        try:
+            with self.slots.hold(user):  # a budget read waits for the nodes like a job does
+                responses, outcomes = fan_out(self.registry.sessions(), job, self.config.node_timeout_seconds)
+        except JobRefused as exc:
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{exc.message} [rule: {exc.rule}]")
         out = pb.BudgetResponse(nodes=outcomes)
         for node in sorted(responses):
             out.lines.extend(responses[node].budget.lines)
@@ -321,12 +340,26 @@ class AnalystService(pb_grpc.AnalystServicer):
             return pb.QueryResponse(
                 job_id=job_id, ok=False, error=exc.message, error_rule=exc.rule, columns=columns
             )
+        requested_by = self.gate.user(context)
+        try:
+            # The same bounds the SDK applies, for callers that bypass it (protocols/spec_limits.py).
+            check_spec(spec)
+            timeout = job_timeout(
+                request.timeout_seconds, self.config.node_timeout_seconds, self.config.max_timeout_seconds
+            )
+            with self.slots.hold(requested_by):
+                return self._run_query(request, job_id, columns, requested_by, timeout)
+        except (SpecTooLarge, JobRefused) as exc:
+            return pb.QueryResponse(job_id=job_id, ok=False, error=exc.message, error_rule=exc.rule)
+
+    def _run_query(
+        self, request: pb.QueryRequest, job_id: str, columns: list[str], requested_by: str, timeout: float
+    ) -> pb.QueryResponse:
+        spec = request.spec
         targets, problem = self._targets(spec)
         if problem:
             rule = "node_unreachable" if "not connected" in problem else "unknown_dataset"
             return pb.QueryResponse(job_id=job_id, ok=False, error=problem, error_rule=rule, columns=columns)
-        requested_by = self.gate.user(context)
-        timeout = request.timeout_seconds if request.timeout_seconds > 0 else self.config.node_timeout_seconds
         # Project rules before any node is asked (docs/projects.md): member, not expired, quorum.
         try:
             project = self.projects.admit(spec.project, requested_by)
@@ -406,16 +439,18 @@ class Coordinator:
         config.state_dir.mkdir(parents=True, exist_ok=True)
         self.jobs = JobStore(config.state_dir / "jobs.sqlite")
         self.server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=64, thread_name_prefix="coordinator"),
+            # Jobs take at most max_concurrent_jobs threads (JobSlots); the rest answer short calls.
+            futures.ThreadPoolExecutor(
+                max_workers=config.max_concurrent_jobs + 16, thread_name_prefix="coordinator"
+            ),
             options=server_options(config.max_message_bytes),
         )
         gate = Gate(config.tls)
         pb_grpc.add_NodeLinkServicer_to_server(
             NodeLinkService(self.registry, config.heartbeat_seconds, gate, self.jobs), self.server
         )
-        pb_grpc.add_AnalystServicer_to_server(
-            AnalystService(self.registry, self.jobs, config, gate), self.server
-        )
+        # Requests that do not decode are refused by rule, not failed as INTERNAL (protocols/safe_decode.py).
+        add_analyst_service(AnalystService(self.registry, self.jobs, config, gate), self.server)
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         if config.tls is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import getpass
 import math
 import os
+import re
 import time
 import uuid
 from pathlib import Path
@@ -42,9 +43,16 @@ class CoordinatorUnavailable(FederationError):
     """The coordinator cannot be reached or answered with a transport error."""
 
 
+_RULE_SUFFIX = re.compile(r"\s*\[rule: ([a-z0-9_]+)\]$")
+
+
 def _rpc_error(exc: grpc.RpcError, address: str) -> FederationError:
     code = exc.code() if hasattr(exc, "code") else None
-    details = exc.details() if hasattr(exc, "details") else str(exc)
+    details = (exc.details() if hasattr(exc, "details") else str(exc)) or ""
+    named = _RULE_SUFFIX.search(details)
+    if named is not None and code == grpc.StatusCode.INVALID_ARGUMENT:
+        # The coordinator refused the request as such (e.g. it does not decode) and named the rule.
+        return FederationError(named.group(1), details[: named.start()])
     if code == grpc.StatusCode.UNAVAILABLE:
         return CoordinatorUnavailable("coordinator_unreachable", f"cannot reach the coordinator at {address}")
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
@@ -60,6 +68,16 @@ def _rpc_error(exc: grpc.RpcError, address: str) -> FederationError:
 
 
 PROGRESS_POLL_SECONDS = 0.5
+
+
+def check_timeout(timeout: float | None) -> None:
+    """A job's timeout must be a finite number of seconds above 0 (the coordinator caps it further)."""
+    if timeout is None:
+        return
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout < math.inf:
+        raise FederationError(
+            "invalid_timeout", f"timeout must be a finite number of seconds above 0, not {timeout!r}"
+        )
 
 
 class Client:
@@ -237,6 +255,7 @@ class Client:
         ``df.attrs`` holds the metadata: job id, per-node outcome and cost, suppressed cells, noise,
         the bounding figures and which figures were moved into their feasible range.
         """
+        check_timeout(timeout)
         spec = self._spec(sql, epsilon, rho, bounds, max_rows_per_unit, diagnostics)
         spec.min_nodes = max(0, int(min_nodes))
         spec.project = project

@@ -10,6 +10,7 @@ analysts ask for: patterns, a pairwise matrix, "at >= k datasets", and an UpSet-
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
@@ -80,6 +81,12 @@ def build_request(
     aggregate: tuple[str, str] | None = None,
 ) -> pb.OverlapRequest:
     """An ``OverlapRequest``; with ``aggregate=(group_by, sum)`` the first dataset is the base."""
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout < math.inf
+    ):
+        raise FederationError(
+            "invalid_timeout", f"timeout must be a finite number of seconds above 0, not {timeout!r}"
+        )
     if not isinstance(on, str) or not on.strip():
         raise QueryError("malformed_request", "name the identifier column to match on, e.g. on='company'")
     if isinstance(datasets, str):

@@ -13,7 +13,14 @@ from sqlglot import exp, parse
 from sqlglot.errors import ParseError, TokenError
 
 from protocols import federation_pb2 as pb
-from protocols.errors import QueryError
+from protocols.errors import FederationError, QueryError
+from protocols.spec_limits import (
+    EXPRESSION_TOO_DEEP,
+    IN_LIST_TOO_LONG,
+    MAX_FILTER_DEPTH,
+    MAX_IN_LIST_VALUES,
+    check_spec,
+)
 
 MAX_SQL_CHARS = 20_000
 
@@ -81,20 +88,26 @@ def literal_value(node: exp.Expression, where: str) -> pb.Value:
     raise QueryError("unsupported_expression", f"{where}: expected a literal value, got '{node.sql()}'")
 
 
-def _filter(node: exp.Expression) -> pb.Filter:
+def _filter(node: exp.Expression, depth: int = 1) -> pb.Filter:
+    # Refused while reading, before any message is built: the protobuf runtime itself fails on
+    # nesting near its decoder limit (protocols/spec_limits.py).
+    if depth > MAX_FILTER_DEPTH:
+        raise QueryError(
+            EXPRESSION_TOO_DEEP, f"WHERE nests NOT, AND and OR more than {MAX_FILTER_DEPTH} levels deep"
+        )
     if isinstance(node, exp.Paren):
-        return _filter(node.this)
+        return _filter(node.this, depth)
     if isinstance(node, exp.And | exp.Or):
-        items = [_filter(part) for part in node.flatten()]
+        items = [_filter(part, depth + 1) for part in node.flatten()]
         group = pb.FilterList(items=items)
         return pb.Filter(all_of=group) if isinstance(node, exp.And) else pb.Filter(any_of=group)
     if isinstance(node, exp.Not):
         inner = node.this.this if isinstance(node.this, exp.Paren) else node.this
         if isinstance(inner, exp.In):
-            f = _filter(inner)
+            f = _filter(inner, depth)
             f.in_list.negated = not f.in_list.negated
             return f
-        return pb.Filter(negate=_filter(node.this))
+        return pb.Filter(negate=_filter(node.this, depth + 1))
     for kind, op in _COMPARE.items():
         if isinstance(node, kind):
             left, right = node.this, node.expression
@@ -106,6 +119,11 @@ def _filter(node: exp.Expression) -> pb.Filter:
         if node.args.get("query") is not None:
             raise QueryError("unsupported_expression", "WHERE: subqueries are not allowed in IN (...)")
         column = _column_name(node.this, "WHERE")
+        if len(node.expressions) > MAX_IN_LIST_VALUES:
+            raise QueryError(
+                IN_LIST_TOO_LONG,
+                f"WHERE: the IN list for '{column}' has more than {MAX_IN_LIST_VALUES} values",
+            )
         values = [literal_value(v, "WHERE") for v in node.expressions]
         if not values:
             raise QueryError("malformed_sql", f"WHERE: IN list for '{column}' is empty")
@@ -197,7 +215,7 @@ def parse_query(sql: str) -> pb.QuerySpec:
         first = str(exc).splitlines()[0] if str(exc) else "syntax error"
         raise QueryError("malformed_sql", f"cannot parse the query: {first}") from None
     except RecursionError:
-        raise QueryError("malformed_sql", "the query is nested too deeply") from None
+        raise QueryError(EXPRESSION_TOO_DEEP, "the query is nested too deeply") from None
     if len(statements) != 1:
         raise QueryError("malformed_sql", "exactly one SELECT statement is allowed")
     tree = statements[0]
@@ -254,5 +272,9 @@ def parse_query(sql: str) -> pb.QuerySpec:
         try:
             spec.filter.CopyFrom(_filter(where.this))
         except RecursionError:
-            raise QueryError("malformed_sql", "WHERE is nested too deeply") from None
+            raise QueryError(EXPRESSION_TOO_DEEP, "WHERE is nested too deeply") from None
+    try:
+        check_spec(spec)
+    except FederationError as exc:
+        raise QueryError(exc.rule, exc.message) from None
     return spec

@@ -23,13 +23,13 @@ from nodes.context import NodeContext
 from nodes.overlap import OverlapNode
 from nodes.projects import ApprovalHandler, ProjectGate
 from nodes.release import QueryHandler
-from nodes.router import JobRouter
+from nodes.router import JobRouter, refusal
 from nodes.secure_release import SecureRelease
 from protocols import federation_pb2 as pb
-from protocols import federation_pb2_grpc as pb_grpc
 from protocols.channels import channel_options
 from protocols.errors import ConfigError
 from protocols.identity import PkiError
+from protocols.safe_decode import Undecodable, node_link_connect
 from protocols.values import to_value
 
 log = logging.getLogger("federation.node")
@@ -209,8 +209,15 @@ class NodeDaemon:
                 outbox.put(pb.NodeMessage(response=response))
 
         try:
-            self._call = pb_grpc.NodeLinkStub(channel).Connect(outgoing())
+            # A job that does not decode is refused by its id; it never drops the link.
+            self._call = node_link_connect(channel)(outgoing())
             for msg in self._call:
+                if isinstance(msg, Undecodable):
+                    log.warning("refused a job that does not decode: %s", msg)
+                    job = pb.JobRequest(job_id=msg.job_id)
+                    reason = f"node {self.config.node_id}: {msg.reason}"
+                    outbox.put(pb.NodeMessage(response=refusal(self.ctx, job, msg.rule, reason)))
+                    continue
                 kind = msg.WhichOneof("kind")
                 if kind == "welcome":
                     self.connected.set()

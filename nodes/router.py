@@ -18,6 +18,7 @@ from nodes.context import NodeContext
 from protocols import federation_pb2 as pb
 from protocols.errors import FederationError
 from protocols.refusals import ChargedRefusal
+from protocols.spec_limits import check_job
 
 log = logging.getLogger("federation.node")
 
@@ -81,6 +82,8 @@ class JobRouter:
         kind = job.WhichOneof("kind") or ""
         handler = self.handlers.get(kind)
         try:
+            # Size and depth bounds first, so a spec past them is never logged as received.
+            check_job(job, self.ctx.node_id)
             self.gate.check(job)
             if handler is None:
                 raise FederationError(

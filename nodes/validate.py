@@ -15,8 +15,8 @@ from nodes.config import CategoryValue, Column, Dataset, NodeConfig
 from privacy.bounds import rows_per_unit, tightened
 from protocols import federation_pb2 as pb
 from protocols.errors import FederationError
+from protocols.spec_limits import MAX_FILTER_TERMS, SpecTooLarge, check_spec
 
-MAX_FILTER_TERMS = 200
 MAX_AGGREGATES = 20
 
 _OPERATION = {pb.COUNT: "count", pb.COUNT_DISTINCT: "count_distinct", pb.SUM: "sum", pb.AVG: "avg"}
@@ -170,6 +170,10 @@ class _Checker:
 
 def validate(spec: pb.QuerySpec, config: NodeConfig) -> Plan:
     """Return a checked plan for ``spec`` or raise ``Refused`` with the rule that fired."""
+    try:
+        check_spec(spec, config.node_id)  # depth, terms, list and name bounds: protocols/spec_limits.py
+    except SpecTooLarge as exc:
+        raise Refused(exc.rule, exc.message, node=config.node_id) from None
     dataset = config.datasets.get(spec.dataset)
     if dataset is None or not dataset.exposed:
         raise Refused(

@@ -761,6 +761,22 @@ class CoordinatorMessage(_message.Message):
     reject: Refusal
     def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., job: _Optional[_Union[JobRequest, _Mapping]] = ..., reject: _Optional[_Union[Refusal, _Mapping]] = ...) -> None: ...
 
+class CoordinatorEnvelope(_message.Message):
+    __slots__ = ("welcome", "job", "reject")
+    WELCOME_FIELD_NUMBER: _ClassVar[int]
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    REJECT_FIELD_NUMBER: _ClassVar[int]
+    welcome: bytes
+    job: JobEnvelope
+    reject: bytes
+    def __init__(self, welcome: _Optional[bytes] = ..., job: _Optional[_Union[JobEnvelope, _Mapping]] = ..., reject: _Optional[bytes] = ...) -> None: ...
+
+class JobEnvelope(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
 class NodesRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
@@ -874,12 +890,14 @@ class QueryResponse(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., columns: _Optional[_Iterable[str]] = ..., rows: _Optional[_Iterable[_Union[CombinedRow, _Mapping]]] = ..., nodes: _Optional[_Iterable[_Union[NodeOutcome, _Mapping]]] = ..., ok: _Optional[bool] = ..., error: _Optional[str] = ..., error_rule: _Optional[str] = ..., diagnostics: _Optional[_Iterable[_Union[Diagnostic, _Mapping]]] = ...) -> None: ...
 
 class JobsRequest(_message.Message):
-    __slots__ = ("limit", "project")
+    __slots__ = ("limit", "project", "page_token")
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     PROJECT_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     limit: int
     project: str
-    def __init__(self, limit: _Optional[int] = ..., project: _Optional[str] = ...) -> None: ...
+    page_token: str
+    def __init__(self, limit: _Optional[int] = ..., project: _Optional[str] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class JobRecord(_message.Message):
     __slots__ = ("job_id", "requested_by", "created_unix_ms", "spec_json", "status", "result_digest", "nodes", "sql", "project", "purpose", "legal_basis", "epsilon", "error")
@@ -912,10 +930,12 @@ class JobRecord(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., requested_by: _Optional[str] = ..., created_unix_ms: _Optional[int] = ..., spec_json: _Optional[str] = ..., status: _Optional[str] = ..., result_digest: _Optional[str] = ..., nodes: _Optional[_Iterable[_Union[NodeOutcome, _Mapping]]] = ..., sql: _Optional[str] = ..., project: _Optional[str] = ..., purpose: _Optional[str] = ..., legal_basis: _Optional[str] = ..., epsilon: _Optional[float] = ..., error: _Optional[str] = ...) -> None: ...
 
 class JobsResponse(_message.Message):
-    __slots__ = ("jobs",)
+    __slots__ = ("jobs", "next_page_token")
     JOBS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     jobs: _containers.RepeatedCompositeFieldContainer[JobRecord]
-    def __init__(self, jobs: _Optional[_Iterable[_Union[JobRecord, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, jobs: _Optional[_Iterable[_Union[JobRecord, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class BudgetRequest(_message.Message):
     __slots__ = ("project",)

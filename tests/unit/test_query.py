@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from federation.query import MAX_SQL_CHARS, parse_query
 from protocols import federation_pb2 as pb
 from protocols.errors import QueryError
+from protocols.spec_limits import MAX_FILTER_DEPTH, MAX_FILTER_TERMS, MAX_IN_LIST_VALUES, MAX_TEXT_CHARS
 
 
 def only_filter(sql: str) -> pb.Filter:
@@ -253,21 +254,45 @@ def test_oversized_query_is_refused_before_parsing() -> None:
 
 
 def test_query_just_under_the_limit_is_parsed() -> None:
-    head = "SELECT COUNT(*) FROM declarations WHERE port = '"
-    sql = head + "x" * (MAX_SQL_CHARS - len(head) - 1) + "'"
+    head = "SELECT COUNT(*) FROM declarations WHERE port = "
+    literal = "'" + "x" * MAX_TEXT_CHARS + "'"
+    sql = head + " " * (MAX_SQL_CHARS - len(head) - len(literal)) + literal
     assert len(sql) == MAX_SQL_CHARS
-    assert parse_query(sql).filter.compare.value.text == "x" * (MAX_SQL_CHARS - len(head) - 1)
+    assert parse_query(sql).filter.compare.value.text == "x" * MAX_TEXT_CHARS
+
+
+@pytest.mark.parametrize(
+    ("where", "rule"),
+    [
+        ("NOT " * (MAX_FILTER_DEPTH + 1) + "port = 'x'", "expression_too_deep"),
+        ("NOT " * 96 + "port = 'x'", "expression_too_deep"),  # where the protobuf decoder gave up
+        ("NOT " * 99 + "port = 'x'", "expression_too_deep"),
+        ("port IN (" + ", ".join(["1"] * (MAX_IN_LIST_VALUES + 1)) + ")", "in_list_too_long"),
+        (" OR ".join(["year = 2020"] * (MAX_FILTER_TERMS + 1)), "expression_too_large"),
+        (
+            " OR ".join(f"port IN ({', '.join(['1'] * 900)})" for _ in range(3)),
+            "expression_too_large",
+        ),
+        ("port = '" + "x" * (MAX_TEXT_CHARS + 1) + "'", "oversized_request"),
+    ],
+)
+def test_filters_past_the_spec_bounds_are_refused_by_rule(where: str, rule: str) -> None:
+    error = refused("SELECT COUNT(*) FROM declarations WHERE " + where)
+    assert error.rule == rule, str(error)
+
+
+def test_filters_at_the_spec_bounds_are_parsed() -> None:
+    deep = "NOT " * (MAX_FILTER_DEPTH - 1) + "port = 'x'"
+    assert parse_query("SELECT COUNT(*) FROM declarations WHERE " + deep).HasField("filter")
+    listed = "port IN (" + ", ".join(["1"] * MAX_IN_LIST_VALUES) + ")"
+    spec = parse_query("SELECT COUNT(*) FROM declarations WHERE " + listed)
+    assert len(spec.filter.in_list.values) == MAX_IN_LIST_VALUES
 
 
 def test_deep_nesting_is_a_query_error() -> None:
     sql = "SELECT COUNT(*) FROM declarations WHERE " + "NOT " * 3000 + "year = 2022"
     assert len(sql) < MAX_SQL_CHARS
-    try:
-        spec = parse_query(sql)
-    except QueryError as error:
-        assert error.rule == "malformed_sql"
-    else:
-        assert spec.filter.WhichOneof("kind") == "negate"
+    assert refused(sql).rule == "expression_too_deep"
 
 
 def test_non_string_input_is_a_query_error() -> None:
@@ -306,6 +331,10 @@ def _parses_or_refuses(sql: str) -> None:
     except QueryError as error:
         assert error.rule in {
             "malformed_sql",
+            "malformed_request",
+            "expression_too_deep",
+            "expression_too_large",
+            "in_list_too_long",
             "oversized_request",
             "raw_rows",
             "unsupported_clause",

@@ -11,6 +11,7 @@ from federation.query import parse_query
 from nodes.config import NodeConfig
 from nodes.validate import MAX_AGGREGATES, MAX_FILTER_TERMS, Plan, Refused, validate
 from protocols import federation_pb2 as pb
+from protocols.spec_limits import MAX_FILTER_DEPTH
 
 PORT_DOMAIN = ("Rotterdam", "Amsterdam", "Vlissingen", "Moerdijk")
 YEAR_DOMAIN = (2021, 2022, 2023)
@@ -233,9 +234,12 @@ def test_exactly_max_groups_is_allowed(config_with: Any, customs: Any) -> None:
 
 
 def test_huge_filter_is_oversized(node_config: NodeConfig) -> None:
-    terms = " OR ".join(["port = 'Rotterdam'"] * (MAX_FILTER_TERMS + 1))
-    error = refusal(f"SELECT COUNT(*) FROM declarations WHERE {terms}", node_config)
-    assert error.rule == "oversized_request"
+    # Built past the SDK, which refuses the same filter before sending it.
+    term = pb.Filter(compare=pb.Comparison(column="port", op=pb.EQ, value=pb.Value(text="Rotterdam")))
+    query = pb.QuerySpec(dataset="declarations", aggregates=[pb.Aggregate(function=pb.COUNT)])
+    query.filter.any_of.items.extend([term] * (MAX_FILTER_TERMS + 1))
+    error = refusal(query, node_config)
+    assert error.rule == "expression_too_large"
     assert str(MAX_FILTER_TERMS) in error.message
 
 
@@ -246,15 +250,23 @@ def test_filter_within_the_term_limit_is_accepted(node_config: NodeConfig) -> No
     assert plan.filter is not None and len(plan.filter.any_of.items) == MAX_FILTER_TERMS - 1
 
 
-def test_nested_negation_is_checked_all_the_way_down(node_config: NodeConfig) -> None:
-    # Protobuf itself stops decoding beyond 100 levels; the checker must reach the innermost term.
+def _negated(times: int) -> pb.QuerySpec:
     f = pb.Filter(compare=pb.Comparison(column="year", op=pb.EQ, value=pb.Value(integer=2019)))
-    for _ in range(90):
+    for _ in range(times):
         f = pb.Filter(negate=f)
-    query = pb.QuerySpec(dataset="declarations", aggregates=[pb.Aggregate(function=pb.COUNT)], filter=f)
-    error = refusal(query, node_config)
+    return pb.QuerySpec(dataset="declarations", aggregates=[pb.Aggregate(function=pb.COUNT)], filter=f)
+
+
+def test_nested_negation_is_checked_all_the_way_down(node_config: NodeConfig) -> None:
+    error = refusal(_negated(MAX_FILTER_DEPTH - 1), node_config)
     assert error.rule == "value_outside_domain"
     assert "2019" in error.message
+
+
+def test_negation_past_the_depth_bound_is_refused(node_config: NodeConfig) -> None:
+    # Protobuf stops decoding at 100 levels; the node refuses far below that, whatever the envelope.
+    for times in (MAX_FILTER_DEPTH, 90):
+        assert refusal(_negated(times), node_config).rule == "expression_too_deep"
 
 
 def test_too_many_aggregates(node_config: NodeConfig) -> None:

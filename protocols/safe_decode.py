@@ -1,0 +1,103 @@
+"""Decoding that turns a message the protobuf decoder refuses into a refusal naming a rule.
+
+gRPC hands every received message to a deserializer, and when that raises the call fails as a
+whole: a server answers INTERNAL "Exception deserializing request!", and a client of a stream
+loses the stream. On the node link that would let one job's content drop a node's link. Here a
+message that does not decode becomes an :class:`Undecodable` value instead, which the receiver
+refuses like any other bad input: the coordinator answers the call with INVALID_ARGUMENT and the
+rule, the node answers the job (identified from the envelope, ``CoordinatorEnvelope``) with a
+refusal and keeps its link.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from google.protobuf.message import DecodeError, Message
+
+from protocols import federation_pb2 as pb
+from protocols.spec_limits import EXPRESSION_TOO_DEEP, MALFORMED_REQUEST
+
+
+@dataclass(frozen=True)
+class Undecodable:
+    """A received message the decoder refused; ``job_id`` is set when its envelope names a job."""
+
+    rule: str
+    reason: str
+    job_id: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.reason} [rule: {self.rule}]"
+
+
+def _undecodable(exc: DecodeError, job_id: str = "") -> Undecodable:
+    if "MaxDepth" in str(exc):
+        return Undecodable(
+            EXPRESSION_TOO_DEEP, "the message is nested deeper than the decoder allows", job_id
+        )
+    return Undecodable(MALFORMED_REQUEST, "the message cannot be decoded", job_id)
+
+
+def decoder(cls: type[Message]) -> Callable[[bytes], Any]:
+    """A gRPC deserializer for ``cls`` that returns :class:`Undecodable` instead of raising."""
+
+    def decode(data: bytes) -> Message | Undecodable:
+        try:
+            return cls.FromString(data)
+        except DecodeError as exc:
+            return _undecodable(exc)
+
+    return decode
+
+
+def decode_coordinator_message(data: bytes) -> pb.CoordinatorMessage | Undecodable:
+    """A ``CoordinatorMessage``, or :class:`Undecodable` carrying the id of the job it held."""
+    try:
+        return pb.CoordinatorMessage.FromString(data)
+    except DecodeError as exc:
+        try:
+            # The envelope keeps the job as unparsed bytes past its id: no depth to exceed.
+            envelope = pb.CoordinatorEnvelope.FromString(data)
+            job_id = envelope.job.job_id if envelope.WhichOneof("kind") == "job" else ""
+        except DecodeError:
+            job_id = ""
+        return _undecodable(exc, job_id)
+
+
+def node_link_connect(channel: grpc.Channel) -> Any:
+    """``NodeLink.Connect`` on ``channel``, decoding what the coordinator sends with the decoder above."""
+    return channel.stream_stream(
+        "/federation.v1.NodeLink/Connect",
+        request_serializer=pb.NodeMessage.SerializeToString,
+        response_deserializer=decode_coordinator_message,
+    )
+
+
+def _refusing(
+    method: Callable[[Any, grpc.ServicerContext], Any],
+) -> Callable[[Any, grpc.ServicerContext], Any]:
+    def handle(request: Any, context: grpc.ServicerContext) -> Any:
+        if isinstance(request, Undecodable):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(request))
+        return method(request, context)
+
+    return handle
+
+
+def add_analyst_service(servicer: Any, server: grpc.Server) -> None:
+    """Register the Analyst service like the generated code does, with refusing decoders."""
+    service = pb.DESCRIPTOR.services_by_name["Analyst"]
+    handlers = {}
+    for method in service.methods:
+        request_cls = getattr(pb, method.input_type.name)
+        response_cls = getattr(pb, method.output_type.name)
+        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+            _refusing(getattr(servicer, method.name)),
+            request_deserializer=decoder(request_cls),
+            response_serializer=response_cls.SerializeToString,
+        )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
