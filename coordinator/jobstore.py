@@ -11,11 +11,61 @@ import re
 import sqlite3
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from google.protobuf.json_format import MessageToDict, ParseDict
 
 from protocols import federation_pb2 as pb
+from protocols.errors import FederationError
+
+MAX_PAGE_JOBS = 500  # jobs per page at most
+DEFAULT_PAGE_JOBS = 50
+PAGE_BYTES = 2 * 1024 * 1024  # a page stops growing here, well under the 4 MiB message limit
+MAX_SQL_CHARS = 20_000  # the SDK's own limit on the query text (federation/query.py)
+MAX_FREE_TEXT_CHARS = 2_000  # a refusal reason or error: cut, never refused
+MAX_LABEL_CHARS = 256  # requester, purpose and legal basis as stored
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029]")
+_TOKEN = re.compile(r"([0-9]{1,19})\.([0-9a-f]{1,64})")
+
+
+def clean_text(text: str, limit: int) -> str:
+    """Free text as stored and shown: control characters replaced, cut to ``limit`` characters."""
+    text = _CONTROL.sub("\ufffd", text)
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """Whose job records a caller may read (docs/security.md, "Who reads what").
+
+    ``everything``: admins. Otherwise the caller's own jobs, the jobs of ``projects`` (the listed
+    projects it is a member of), and for a privacy officer the jobs sent to ``node`` (its own
+    organisation's node).
+    """
+
+    subject: str
+    projects: tuple[str, ...] = ()
+    node: str = ""
+    everything: bool = False
+
+    def where(self) -> tuple[str, list[object]]:
+        if self.everything:
+            return "1 = 1", []
+        clauses = ["requested_by = ?"]
+        args: list[object] = [self.subject]
+        if self.projects:
+            clauses.append(f"project IN ({', '.join('?' for _ in self.projects)})")
+            args.extend(self.projects)
+        if self.node:
+            clauses.append("job_id IN (SELECT job_id FROM job_nodes WHERE node = ?)")
+            args.append(self.node)
+        return "(" + " OR ".join(clauses) + ")", args
+
+
+def _bad_token() -> FederationError:
+    return FederationError("invalid_page_token", "the page token is not one the coordinator handed out")
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -82,6 +132,10 @@ class JobStore:
         legal_basis: str = "",
     ) -> None:
         spec_json = json.dumps(MessageToDict(spec, preserving_proto_field_name=True), sort_keys=True)
+        # The coordinator refuses longer text before a job starts; this keeps the row bounded anyway.
+        sql = clean_text(sql, MAX_SQL_CHARS)
+        requested_by = clean_text(requested_by, MAX_LABEL_CHARS)
+        purpose, legal_basis = clean_text(purpose, MAX_LABEL_CHARS), clean_text(legal_basis, MAX_LABEL_CHARS)
         with self._lock:
             self._db.execute(
                 "INSERT INTO jobs (job_id, requested_by, created_ms, project, spec_json, sql, status, purpose,"
@@ -103,7 +157,12 @@ class JobStore:
         with self._lock:
             self._db.execute(
                 "UPDATE jobs SET project = ?, purpose = ?, legal_basis = ? WHERE job_id = ?",
-                (project, purpose, legal_basis, job_id),
+                (
+                    clean_text(project, MAX_LABEL_CHARS),
+                    clean_text(purpose, MAX_LABEL_CHARS),
+                    clean_text(legal_basis, MAX_LABEL_CHARS),
+                    job_id,
+                ),
             )
 
     def refused(
@@ -126,6 +185,7 @@ class JobStore:
     ) -> None:
         # What the nodes charged, in epsilon at each node's delta; the per-node figures stay in job_nodes.
         epsilon = sum(o.cost.epsilon for o in outcomes)
+        error = clean_text(error, MAX_FREE_TEXT_CHARS)
         with self._lock:
             self._db.execute("BEGIN")
             self._db.execute(
@@ -137,9 +197,9 @@ class JobStore:
                 [
                     (
                         job_id,
-                        o.node,
+                        clean_text(o.node, MAX_LABEL_CHARS),
                         o.status,
-                        o.reason,
+                        clean_text(o.reason, MAX_FREE_TEXT_CHARS),
                         json.dumps(MessageToDict(o.cost, preserving_proto_field_name=True)),
                         o.audit_digest,
                     )
@@ -148,57 +208,74 @@ class JobStore:
             )
             self._db.execute("COMMIT")
 
-    def recent(self, limit: int = 50, project: str = "") -> list[pb.JobRecord]:
+    def recent(self, limit: int = DEFAULT_PAGE_JOBS, project: str = "") -> list[pb.JobRecord]:
+        """The newest jobs, every one (for tools on the coordinator's host; the service pages)."""
+        return self.page(Viewer("", everything=True), limit, project)[0]
+
+    def page(
+        self, viewer: Viewer, limit: int = DEFAULT_PAGE_JOBS, project: str = "", token: str = ""
+    ) -> tuple[list[pb.JobRecord], str]:
+        """One page of the jobs ``viewer`` may read, newest first, and the token of the next page.
+
+        A page holds at most ``limit`` jobs (``MAX_PAGE_JOBS``) and stops growing at ``PAGE_BYTES``,
+        so it always fits one message; the token names the last job on it (keyset paging: jobs
+        added meanwhile neither repeat nor shift the next page).
+        """
+        size = max(1, min(limit or DEFAULT_PAGE_JOBS, MAX_PAGE_JOBS))
+        where, args = viewer.where()
+        clauses = [where]
+        if project:
+            clauses.append("project = ?")
+            args.append(project)
+        if token:
+            match = _TOKEN.fullmatch(token)
+            if match is None:
+                raise _bad_token()
+            clauses.append("(created_ms < ? OR (created_ms = ? AND job_id < ?))")
+            args.extend([int(match.group(1)), int(match.group(1)), match.group(2)])
         query = (
             "SELECT job_id, requested_by, created_ms, spec_json, sql, status, result_digest, project, purpose,"
-            " legal_basis, epsilon, error FROM jobs"
+            f" legal_basis, epsilon, error FROM jobs WHERE {' AND '.join(clauses)}"
+            " ORDER BY created_ms DESC, job_id DESC LIMIT ?"
         )
-        args: tuple = ()
-        if project:
-            query += " WHERE project = ?"
-            args = (project,)
-        query += " ORDER BY created_ms DESC LIMIT ?"
+        records: list[pb.JobRecord] = []
+        used = 0
         with self._lock:
-            rows = self._db.execute(query, (*args, max(1, min(limit or 50, 1000)))).fetchall()
-            records = []
-            for (
-                job_id,
-                by,
-                created,
-                spec_json,
-                sql,
-                status,
-                digest,
-                project,
-                purpose,
-                basis,
-                eps,
-                error,
-            ) in rows:
-                record = pb.JobRecord(
-                    job_id=job_id,
-                    requested_by=by,
-                    created_unix_ms=created,
-                    spec_json=spec_json,
-                    sql=sql,
-                    status=status,
-                    result_digest=digest,
-                    project=project,
-                    purpose=purpose,
-                    legal_basis=basis,
-                    epsilon=eps,
-                    error=error,
-                )
-                for node, nstatus, reason, cost, audit_digest in self._db.execute(
-                    "SELECT node, status, reason, cost_json, audit_digest FROM job_nodes WHERE job_id = ?",
-                    (job_id,),
-                ):
-                    outcome = record.nodes.add(
-                        node=node, status=nstatus, reason=reason, audit_digest=audit_digest
-                    )
-                    ParseDict(json.loads(cost or "{}"), outcome.cost, ignore_unknown_fields=True)
+            rows = self._db.execute(query, (*args, size + 1)).fetchall()
+            for row in rows[:size]:
+                record = self._record(row)
+                used += record.ByteSize()
+                if records and used > PAGE_BYTES:
+                    break
                 records.append(record)
-        return records
+        more = len(records) < len(rows)
+        last = records[-1] if records else None
+        token = f"{last.created_unix_ms}.{last.job_id}" if more and last is not None else ""
+        return records, token
+
+    def _record(self, row: tuple) -> pb.JobRecord:
+        job_id, by, created, spec_json, sql, status, digest, project, purpose, basis, eps, error = row
+        record = pb.JobRecord(
+            job_id=job_id,
+            requested_by=by,
+            created_unix_ms=created,
+            spec_json=spec_json,
+            sql=sql,
+            status=status,
+            result_digest=digest,
+            project=project,
+            purpose=purpose,
+            legal_basis=basis,
+            epsilon=eps,
+            error=error,
+        )
+        for node, nstatus, reason, cost, audit_digest in self._db.execute(
+            "SELECT node, status, reason, cost_json, audit_digest FROM job_nodes WHERE job_id = ?",
+            (job_id,),
+        ):
+            outcome = record.nodes.add(node=node, status=nstatus, reason=reason, audit_digest=audit_digest)
+            ParseDict(json.loads(cost or "{}"), outcome.cost, ignore_unknown_fields=True)
+        return record
 
     def record_head(self, node: str, head: pb.AuditHead, job_id: str) -> bool:
         """Keep an audit chain head a node published with an answer (docs/audit.md); False if malformed.

@@ -143,6 +143,10 @@ class Projects:
             approvers=wildcard.approvers,
         )
 
+    def member_of(self, subject: str) -> tuple[str, ...]:
+        """The listed projects ``subject`` is a member of (the catch-all ``*`` is not one of them)."""
+        return tuple(sorted(n for n, p in self.by_name.items() if n != ANY and p.is_member(subject)))
+
     def admit(self, name: str, subject: str, today: dt.date | None = None) -> Project:
         """The project a job may run for, or ProjectRefused (unknown_project, project_expired, not_a_member)."""
         name = name.strip() or DEFAULT_PROJECT

@@ -12,6 +12,7 @@ import threading
 import time
 import uuid
 from concurrent import futures
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -20,11 +21,12 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from coordinator.bounding import clip_rows, combine_diagnostics
 from coordinator.combine import combine
 from coordinator.config import CoordinatorConfig
-from coordinator.jobstore import JobStore
+from coordinator.jobstore import MAX_SQL_CHARS, JobStore, Viewer
 from coordinator.limits import JobRefused, JobSlots, RateLimited, RateLimiter, job_timeout
 from coordinator.overlap import progress_steps, run_overlap
 from coordinator.progress import ProgressBoard, ProgressIdInvalid
 from coordinator.projects import (
+    DEFAULT_PROJECT,
     ProjectRefused,
     ProjectRegistry,
     Projects,
@@ -42,7 +44,7 @@ from protocols.errors import ConfigError, FederationError
 from protocols.identity import Identity, PkiError, TlsFiles, check_grpc_peer
 from protocols.privacy_request import check_wire
 from protocols.safe_decode import add_analyst_service
-from protocols.spec_limits import SpecTooLarge, check_spec
+from protocols.spec_limits import SpecTooLarge, check_name, check_spec
 
 log = logging.getLogger("federation.coordinator")
 
@@ -67,11 +69,26 @@ class Gate:
             context.abort(grpc.StatusCode.PERMISSION_DENIED, f"{exc.message} [rule: {exc.rule}]")
             raise  # abort raises; this line is never reached
 
-    def user(self, context: grpc.ServicerContext) -> str:
+    def caller(self, context: grpc.ServicerContext) -> Caller:
+        """Who calls the analyst service, with the role and organisation its certificate names.
+
+        A development (plaintext) coordinator has no identities: the caller names itself and counts
+        as an analyst.
+        """
         who = self.identity(context, ANALYST_ROLES)
         if who is not None:
-            return who.subject
-        return dict(context.invocation_metadata()).get("x-federation-user", "analyst")
+            return Caller(who.subject, who.role, who.org or "")
+        return Caller(dict(context.invocation_metadata()).get("x-federation-user", "analyst"), "analyst", "")
+
+    def user(self, context: grpc.ServicerContext) -> str:
+        return self.caller(context).subject
+
+
+@dataclass(frozen=True)
+class Caller:
+    subject: str
+    role: str
+    org: str
 
 
 class NodeLinkService(pb_grpc.NodeLinkServicer):
@@ -218,8 +235,22 @@ class AnalystService(pb_grpc.AnalystServicer):
         return out
 
     def Jobs(self, request: pb.JobsRequest, context: grpc.ServicerContext) -> pb.JobsResponse:  # noqa: N802
-        self.gate.user(context)
-        return pb.JobsResponse(jobs=self.jobs.recent(request.limit, request.project))
+        """One page of the job history, of the jobs the caller may read (docs/security.md)."""
+        viewer = self._viewer(self.gate.caller(context))
+        try:
+            check_name(request.project, "the project name")
+            records, token = self.jobs.page(viewer, request.limit, request.project, request.page_token)
+        except FederationError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{exc.message} [rule: {exc.rule}]")
+        return pb.JobsResponse(jobs=records, next_page_token=token)
+
+    def _viewer(self, caller: Caller) -> Viewer:
+        if caller.role == "admin":
+            return Viewer(caller.subject, everything=True)
+        mine = self.projects.member_of(caller.subject)
+        if caller.role == "privacy_officer":
+            return Viewer(caller.subject, mine, node=caller.org)
+        return Viewer(caller.subject, mine)
 
     def AuditHeads(
         self, request: pb.AuditHeadsRequest, context: grpc.ServicerContext
@@ -292,19 +323,45 @@ class AnalystService(pb_grpc.AnalystServicer):
 
     def Budget(self, request: pb.BudgetRequest, context: grpc.ServicerContext) -> pb.BudgetResponse:  # noqa: N802
         """Read-only view of what remains per node and dataset for a project; nodes answer for themselves."""
-        user = self.gate.user(context)
+        caller = self.gate.caller(context)
+        user = caller.subject
+        try:
+            check_name(request.project, "the project name")
+        except FederationError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{exc.message} [rule: {exc.rule}]")
+        sessions = self._budget_nodes(caller, request.project.strip() or DEFAULT_PROJECT, context)
         job = pb.JobRequest(
             job_id=uuid.uuid4().hex, budget=pb.BudgetQuery(project=request.project), requested_by=user
         )
         try:
             with self.slots.hold(user):  # a budget read waits for the nodes like a job does
-                responses, outcomes = fan_out(self.registry.sessions(), job, self.config.node_timeout_seconds)
+                responses, outcomes = fan_out(sessions, job, self.config.node_timeout_seconds)
         except JobRefused as exc:
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{exc.message} [rule: {exc.rule}]")
         out = pb.BudgetResponse(nodes=outcomes)
         for node in sorted(responses):
             out.lines.extend(responses[node].budget.lines)
         return out
+
+    def _budget_nodes(self, caller: Caller, name: str, context: grpc.ServicerContext) -> list[NodeSession]:
+        """The nodes whose budget lines for project ``name`` the caller may read (docs/security.md).
+
+        Admins and the project's members: every node. A privacy officer of another project: its own
+        organisation's node only. Anyone else is refused.
+        """
+        sessions = self.registry.sessions()
+        project = self.projects.lookup(name)
+        if caller.role == "admin" or (project is not None and project.is_member(caller.subject)):
+            return sessions
+        if caller.role == "privacy_officer" and caller.org:
+            return [s for s in sessions if s.node_id == caller.org]
+        rule = "not_a_member" if project is not None else "unknown_project"
+        context.abort(
+            grpc.StatusCode.PERMISSION_DENIED,
+            f"'{caller.subject}' may not read the budget of project '{name}': "
+            f"only its members, privacy officers (for their own node) and admins may [rule: {rule}]",
+        )
+        raise AssertionError("abort raises")  # pragma: no cover
 
     def _targets(self, spec: pb.QuerySpec) -> tuple[list[NodeSession], str]:
         sessions = self.registry.sessions()
@@ -344,6 +401,10 @@ class AnalystService(pb_grpc.AnalystServicer):
         try:
             # The same bounds the SDK applies, for callers that bypass it (protocols/spec_limits.py).
             check_spec(spec)
+            if len(request.sql) > MAX_SQL_CHARS:
+                raise SpecTooLarge(
+                    "oversized_request", f"the query text is longer than {MAX_SQL_CHARS} characters"
+                )
             timeout = job_timeout(
                 request.timeout_seconds, self.config.node_timeout_seconds, self.config.max_timeout_seconds
             )

@@ -372,15 +372,21 @@ def mock(
 @app.command()
 def jobs(
     coordinator: CoordinatorOption = "127.0.0.1:7100",
-    limit: Annotated[int, typer.Option(help="How many recent jobs.")] = 20,
+    limit: Annotated[int, typer.Option(help="How many recent jobs.", min=1)] = 20,
     project: Annotated[str, typer.Option(help="Only jobs of this project.")] = "",
+    page: Annotated[str, typer.Option(help="Continue from the page token a previous call printed.")] = "",
     fmt: Annotated[Format, typer.Option("--format", "-f")] = Format.table,
 ) -> None:
-    """The coordinator's job history."""
+    """The coordinator's job history (the jobs you may read), newest first, a page at a time."""
     from federation.client import Client
 
     with Client(coordinator) as fed:
-        print_frame(fed.jobs(limit=limit, project=project), fmt)
+        frame = fed.jobs(limit=limit, project=project, page_token=page)
+        print_frame(frame, fmt)
+        token = frame.attrs.get("next_page_token", "")
+        if token:
+            # On stderr, so --format json/csv output stays machine-readable.
+            typer.echo(f"older jobs: federation jobs --limit {limit} --page {token}", err=True)
 
 
 @app.command()

@@ -33,6 +33,7 @@ from protocols.channels import channel_options
 from protocols.errors import FederationError
 from protocols.identity import grpc_channel_credentials
 from protocols.privacy_request import check_privacy
+from protocols.spec_limits import check_name
 from protocols.values import from_value
 
 DEFAULT_COORDINATOR = "127.0.0.1:7100"
@@ -44,14 +45,19 @@ class CoordinatorUnavailable(FederationError):
 
 
 _RULE_SUFFIX = re.compile(r"\s*\[rule: ([a-z0-9_]+)\]$")
+_NAMED = (
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.PERMISSION_DENIED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+)
 
 
 def _rpc_error(exc: grpc.RpcError, address: str) -> FederationError:
     code = exc.code() if hasattr(exc, "code") else None
     details = (exc.details() if hasattr(exc, "details") else str(exc)) or ""
     named = _RULE_SUFFIX.search(details)
-    if named is not None and code == grpc.StatusCode.INVALID_ARGUMENT:
-        # The coordinator refused the request as such (e.g. it does not decode) and named the rule.
+    if named is not None and code in _NAMED:
+        # The coordinator refused the request, or this caller, and named the rule.
         return FederationError(named.group(1), details[: named.start()])
     if code == grpc.StatusCode.UNAVAILABLE:
         return CoordinatorUnavailable("coordinator_unreachable", f"cannot reach the coordinator at {address}")
@@ -68,6 +74,7 @@ def _rpc_error(exc: grpc.RpcError, address: str) -> FederationError:
 
 
 PROGRESS_POLL_SECONDS = 0.5
+JOBS_PAGE = 200  # jobs asked for per page; the coordinator may answer fewer (it caps pages by size)
 
 
 def check_timeout(timeout: float | None) -> None:
@@ -258,6 +265,7 @@ class Client:
         check_timeout(timeout)
         spec = self._spec(sql, epsilon, rho, bounds, max_rows_per_unit, diagnostics)
         spec.min_nodes = max(0, int(min_nodes))
+        check_name(project, "the project name")
         spec.project = project
         spec.secure = bool(secure)  # secure aggregation with distributed noise (docs/secure-aggregation.md)
         chosen = None
@@ -415,10 +423,24 @@ class Client:
         df.attrs = {"missing": {n.node: n.reason for n in response.nodes if n.status != "answered"}}
         return df
 
-    def jobs(self, limit: int = 50, project: str = "") -> pd.DataFrame:
-        """The coordinator's record of recent jobs: who, when, for which project and purpose, which
-        nodes took part and what each charged (``epsilon`` is the total over the nodes)."""
-        response = self._call("Jobs", pb.JobsRequest(limit=limit, project=project))
+    def jobs(self, limit: int = 50, project: str = "", page_token: str = "") -> pd.DataFrame:
+        """The coordinator's record of recent jobs you may read: who, when, for which project and
+        purpose, which nodes took part and what each charged (``epsilon`` is the total over the nodes).
+
+        Up to ``limit`` jobs, newest first, fetched page by page. ``df.attrs["next_page_token"]``
+        continues where this frame ends (pass it as ``page_token``); it is empty at the oldest job.
+        """
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise FederationError("bad_input", f"limit must be a whole number >= 1, not {limit!r}")
+        records: list[pb.JobRecord] = []
+        token = page_token
+        for _ in range(limit):  # every page holds at least one job, so this bounds the loop
+            page = min(limit - len(records), JOBS_PAGE)
+            response = self._call("Jobs", pb.JobsRequest(limit=page, project=project, page_token=token))
+            records.extend(response.jobs)
+            token = response.next_page_token
+            if not token or len(records) >= limit or not response.jobs:
+                break
         rows = [
             {
                 "job_id": j.job_id,
@@ -434,10 +456,12 @@ class Client:
                 "error": j.error,
                 "result_digest": j.result_digest[:16],
             }
-            for j in response.jobs
+            for j in records[:limit]
         ]
         columns = ["job_id", "when", "by", "project", "purpose", "legal_basis", "status", "nodes", "epsilon"]
-        return pd.DataFrame(rows, columns=[*columns, "sql", "error", "result_digest"])
+        df = pd.DataFrame(rows, columns=[*columns, "sql", "error", "result_digest"])
+        df.attrs = {"next_page_token": token}
+        return df
 
     def audit_heads(self, node: str = "", every: bool = False) -> pd.DataFrame:
         """The audit chain heads nodes published with their answers, latest per node (or ``every`` one).

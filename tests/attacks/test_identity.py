@@ -73,7 +73,7 @@ def test_node_certificate_cannot_call_the_analyst_service(fed_tls: RunningFedera
     with pytest.raises(FederationError) as info:
         with fed_tls.client(tls_dir=fed_tls.root / "pki" / "kits" / "douane") as fed:
             fed.query("SELECT COUNT(*) AS n FROM signals")
-    assert info.value.rule == "not_authorised" and "role 'node'" in str(info.value)
+    assert info.value.rule == "wrong_role" and "role 'node'" in str(info.value)
 
 
 def _node_with_kit(
