@@ -245,6 +245,7 @@ class Recorded:
     max_rows: int
     status: npt.NDArray[np.int8]
     data: Contributions
+    plan_key: str = ""
 
 
 def _pairwise_clash(
@@ -430,7 +431,7 @@ def plan_key(plan: Plan) -> str:
 
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS releases (
+CREATE TABLE IF NOT EXISTS exact_releases (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     project TEXT NOT NULL,
     dataset TEXT NOT NULL,
@@ -447,12 +448,12 @@ CREATE TABLE IF NOT EXISTS releases (
     cells BLOB NOT NULL,
     state BLOB NOT NULL
 );
-CREATE INDEX IF NOT EXISTS releases_dataset ON releases (dataset, id);
+CREATE INDEX IF NOT EXISTS exact_releases_dataset ON exact_releases (dataset, id);
 """
 
 
 def _load(row: tuple[Any, ...]) -> Recorded:
-    rid, max_rows, n_cells, cell_status, rows, units, cells, state = row
+    rid, max_rows, n_cells, cell_status, rows, units, cells, state, key = row
     data = Contributions(
         np.frombuffer(rows, dtype="<u8").astype(np.uint64),
         np.frombuffer(units, dtype="<u8").astype(np.uint64),
@@ -460,7 +461,15 @@ def _load(row: tuple[Any, ...]) -> Recorded:
         int(n_cells),
         np.frombuffer(state, dtype=np.uint8).copy(),
     )
-    return Recorded(int(rid), int(max_rows), np.frombuffer(cell_status, dtype=np.int8).copy(), data)
+    return Recorded(int(rid), int(max_rows), np.frombuffer(cell_status, dtype=np.int8).copy(), data, str(key))
+
+
+def _same(old: Recorded, new: Contributions, status: npt.NDArray[np.int8]) -> bool:
+    return (
+        np.array_equal(old.status, status)
+        and np.array_equal(old.data.rows, new.rows)
+        and np.array_equal(old.data.cells, new.cells)
+    )
 
 
 class DifferencingGuard:
@@ -566,7 +575,7 @@ class DifferencingGuard:
         history = [
             _load(row)
             for row in conn.execute(
-                "SELECT id, max_rows, n_cells, cell_status, rows, units, cells, state FROM releases "
+                "SELECT id, max_rows, n_cells, cell_status, rows, units, cells, state, plan_key FROM exact_releases "
                 "WHERE dataset = ? ORDER BY id DESC LIMIT ?",
                 (dataset.name, history_size),
             )
@@ -580,17 +589,23 @@ class DifferencingGuard:
         secondary = tuple(
             int(g) for g in np.flatnonzero((decision.status == SUPPRESSED) & (status != SUPPRESSED))
         )
+        key = plan_key(plan)
+        for old in history:
+            if old.plan_key == key and _same(old, new, decision.status):
+                # A repeat of a release on record adds nothing to compare against: it is not
+                # recorded again, so repeating a query does not push other releases out.
+                return Reservation(old.release_id, secondary)
         conn.execute("BEGIN IMMEDIATE")
         try:
             cursor = conn.execute(
-                "INSERT INTO releases (project, dataset, job_id, plan_key, kind, status, created, max_rows, "
+                "INSERT INTO exact_releases (project, dataset, job_id, plan_key, kind, status, created, max_rows, "
                 "n_cells, cell_status, rows, units, cells, state) "
                 "VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     project,
                     dataset.name,
                     job_id,
-                    plan_key(plan),
+                    key,
                     kind,
                     time.time(),
                     dataset.max_rows_per_unit,
@@ -604,11 +619,11 @@ class DifferencingGuard:
             )
             release_id = int(cursor.lastrowid or 0)
             for rid, state in decision.old_states.items():
-                conn.execute("UPDATE releases SET state = ? WHERE id = ?", (state.tobytes(), rid))
+                conn.execute("UPDATE exact_releases SET state = ? WHERE id = ?", (state.tobytes(), rid))
             # Keep the last ``differencing_history`` releases of this dataset.
             conn.execute(
-                "DELETE FROM releases WHERE dataset = ? AND id NOT IN "
-                "(SELECT id FROM releases WHERE dataset = ? ORDER BY id DESC LIMIT ?)",
+                "DELETE FROM exact_releases WHERE dataset = ? AND id NOT IN "
+                "(SELECT id FROM exact_releases WHERE dataset = ? ORDER BY id DESC LIMIT ?)",
                 (dataset.name, dataset.name, history_size),
             )
             conn.execute("COMMIT")
@@ -625,7 +640,7 @@ class DifferencingGuard:
             with self._lock:
                 conn, _ = self._open()
                 conn.execute(
-                    "UPDATE releases SET status = 'released' WHERE id = ?", (reservation.release_id,)
+                    "UPDATE exact_releases SET status = 'released' WHERE id = ?", (reservation.release_id,)
                 )
         except sqlite3.Error:
             pass  # a release left pending still counts in every later check, so nothing is lost

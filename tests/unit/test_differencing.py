@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -161,13 +162,21 @@ def test_grouping_after_a_total_gets_a_second_suppression(node) -> None:
     assert [g.suppressed for g in again.groups] == [g.suppressed for g in grouped.groups]
 
 
+def _on_record(config: NodeConfig) -> int:
+    with sqlite3.connect(config.state_dir / STORE_FILE) as conn:
+        return int(conn.execute("SELECT COUNT(*) FROM exact_releases").fetchone()[0])
+
+
 def test_dp_release_repeat_and_wide_difference_pass(node) -> None:
-    _, router = node
+    config, router = node
     _released(_ask(router, TOTAL))
     # With DP the noise and the budget cover it: the check does not apply.
     _released(_ask(router, WITHOUT_MOERDIJK, epsilon=1.0))
-    # The same query again releases the same rows: nothing new.
-    assert not _released(_ask(router, TOTAL)).groups[0].suppressed
+    assert _on_record(config) == 1
+    # The same query again releases the same rows: nothing new, and not recorded again, so
+    # repeating a query cannot push other releases out of the record.
+    assert not _released(_ask(router, TOTAL, project="other")).groups[0].suppressed
+    assert _on_record(config) == 1
     # Dropping Rotterdam removes 13 units, more than the minimum group size.
     wide = "SELECT COUNT(*) AS n FROM declarations WHERE year >= 2021 AND port <> 'Rotterdam'"
     assert not _released(_ask(router, wide)).groups[0].suppressed
