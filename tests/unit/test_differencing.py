@@ -182,6 +182,45 @@ def test_dp_release_repeat_and_wide_difference_pass(node) -> None:
     assert not _released(_ask(router, wide)).groups[0].suppressed
 
 
+def test_a_repeat_over_changed_postgres_rows_is_checked_again(
+    tmp_path: Path, postgres_dsn: str, customs
+) -> None:
+    import psycopg
+
+    from tests.unit.conftest import LOCAL_TYPES, toml_text
+
+    schema = f"diff_{uuid.uuid4().hex[:10]}"
+    table = f"{schema}.aangiften"
+    frame = _frame()
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+        try:
+            conn.execute(f"CREATE TABLE {table} ({', '.join(f'{k} {t}' for k, t in LOCAL_TYPES.items())})")
+            with (
+                conn.cursor() as cur,
+                cur.copy(f"COPY {table} ({', '.join(LOCAL_TYPES)}) FROM STDIN") as copy,
+            ):
+                for row in frame[list(LOCAL_TYPES)].itertuples(index=False):
+                    copy.write_row(list(row))
+            path = tmp_path / "node.toml"
+            source = f'kind = "postgres"\ndsn = "{postgres_dsn}"\ntable = "{table}"'
+            path.write_text(
+                toml_text(source, policy="dp_required = false", dataset_policy=f"min_group_size = {MIN}")
+            )
+            ctx = NodeContext.open(load_node_config(path))
+            try:
+                router = node_router(ctx)
+                _released(_ask(router, TOTAL))
+                _released(_ask(router, TOTAL))  # unchanged rows: the repeat is answered
+                # The partner's table changes: one declaration of a company that stays is gone.
+                conn.execute(f"DELETE FROM {table} WHERE kvk_nummer = '10000005' AND jaar = 2022")
+                assert _refused(_ask(router, TOTAL)).rule == RULE
+            finally:
+                ctx.close()
+        finally:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
 def test_history_is_bounded(tmp_path: Path, customs) -> None:
     path = customs.write_csv_node(
         tmp_path,
