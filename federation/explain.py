@@ -93,15 +93,21 @@ def explanation(spec: pb.QuerySpec, infos: Sequence[pb.DatasetInfo]) -> Explanat
 
 
 def explain_frame(spec: pb.QuerySpec, infos: Sequence[pb.DatasetInfo]) -> pd.DataFrame:
-    """One row per aggregate for the combined figure ("all"), then one per (node, aggregate)."""
+    """One row per aggregate for the combined figure ("all"), then one per (node, aggregate).
+
+    The "all" rows' epsilon is the total over the nodes, each charging its own ledger; an AVG's sd
+    and interval depend on its noisy count, so its row notes the noise of its sum and count.
+    """
     result = explanation(spec, infos)
     rows = []
+    avg = [a.function == pb.AVG for a in spec.aggregates]
     for agg, combined in zip(spec.aggregates, result.aggregates, strict=True):
         rows.append(
             {
                 "node": "all",
                 "aggregate": agg.alias,
-                "noise_sd": combined.sd,
+                # An AVG's noise depends on its noisy count: its parts' noise is in the note.
+                "noise_sd": math.nan if agg.function == pb.AVG else combined.sd,
                 "ci95_half_width": combined.half_width,
                 "suppression_threshold": f"{result.threshold} {result.threshold_kind}s (summed)"
                 if result.threshold is not None
@@ -109,6 +115,7 @@ def explain_frame(spec: pb.QuerySpec, infos: Sequence[pb.DatasetInfo]) -> pd.Dat
                 "epsilon": sum(n.epsilon for n in result.nodes if n.refusal is None),
                 "rho": sum(n.rho for n in result.nodes if n.refusal is None),
                 "refused": "",
+                "note": _avg_note(combined.sd, combined.count_sd) if agg.function == pb.AVG else "",
             }
         )
     for node in result.nodes:
@@ -117,19 +124,24 @@ def explain_frame(spec: pb.QuerySpec, infos: Sequence[pb.DatasetInfo]) -> pd.Dat
                 {
                     "node": node.node,
                     "aggregate": agg.alias,
-                    "noise_sd": node.sd[i],
-                    "ci95_half_width": node.half_width[i],
+                    "noise_sd": math.nan if avg[i] else node.sd[i],
+                    "ci95_half_width": math.nan if avg[i] else node.half_width[i],
                     "suppression_threshold": f"{node.threshold} {node.threshold_kind}s (node-level)"
                     if node.threshold is not None
                     else "",
                     "epsilon": node.epsilon,
                     "rho": node.rho,
                     "refused": f"{node.refusal[1]} [rule: {node.refusal[0]}]" if node.refusal else "",
+                    "note": _avg_note(node.sd[i], node.count_sd[i]) if avg[i] and not node.refusal else "",
                 }
             )
     df = pd.DataFrame(rows)
     df.attrs = {"dataset": spec.dataset, "charged": False}
     return df
+
+
+def _avg_note(sum_sd: float, count_sd: float) -> str:
+    return f"sum sd {sum_sd:.4g} over count sd {count_sd:.4g}; the interval depends on the count"
 
 
 def accuracy_epsilon(
