@@ -201,6 +201,9 @@ def query(
             plan = fed.explain(
                 sql, epsilon=epsilon, rho=rho, bounds=clamp, max_rows_per_unit=max_rows_per_unit
             )
+            # Columns with nothing to say (no refusal, no AVG, no zCDP) are left out of the table.
+            empty = [c for c in ("refused", "note", "rho") if not plan[c].astype(bool).any()]
+            plan = plan.drop(columns=empty) if fmt == Format.table else plan
             shown = plan.astype(object).where(plan.notna(), "n/a")
             print_frame(shown, fmt, title="expected noise (nothing read, nothing spent)")
             return
