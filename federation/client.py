@@ -17,6 +17,7 @@ from google.protobuf.json_format import MessageToDict
 
 from federation.display import ResultFrame
 from federation.explain import accuracy_epsilon, explain_frame
+from federation.kit import check_kit, explain_handshake
 from federation.mock import mock_frame
 from federation.overlap import (
     JobProgress,
@@ -111,11 +112,11 @@ class Client:
         self.timeout = timeout
         self.user = user or os.environ.get("FEDERATION_USER") or getpass.getuser()
         kit = tls_dir or os.environ.get("FEDERATION_TLS_DIR")
+        self._kit: Path | None = None
         if credentials is None and kit:
             folder = Path(kit)
-            missing = [n for n in ("cert.pem", "key.pem", "ca.pem") if not (folder / n).exists()]
-            if missing:
-                raise FederationError("tls_config", f"certificate kit {folder} lacks {', '.join(missing)}")
+            check_kit(folder)  # expired, not yet valid or foreign: said before dialing (federation/kit.py)
+            self._kit = folder
             credentials = grpc_channel_credentials(folder / "cert.pem", folder / "key.pem", folder / "ca.pem")
         if credentials is not None:
             self._channel = grpc.secure_channel(self.address, credentials, options=channel_options())
@@ -168,7 +169,16 @@ class Client:
             poll()  # the final state: done, or where it failed
             return response
         except grpc.RpcError as exc:
-            raise _rpc_error(exc, self.address) from None
+            raise self._error(exc) from None
+
+    def _error(self, exc: grpc.RpcError) -> FederationError:
+        code = exc.code() if hasattr(exc, "code") else None
+        if code == grpc.StatusCode.UNAVAILABLE and self._kit is not None:
+            # "Socket closed" may be a refused handshake: say which certificate rule failed.
+            refused = explain_handshake(self.address, self._kit)
+            if refused is not None:
+                return refused
+        return _rpc_error(exc, self.address)
 
     def _call(self, method: str, request: Any, timeout: float | None = None) -> Any:
         try:
@@ -176,7 +186,7 @@ class Client:
                 request, timeout=timeout or self.timeout, metadata=(("x-federation-user", self.user),)
             )
         except grpc.RpcError as exc:
-            raise _rpc_error(exc, self.address) from None
+            raise self._error(exc) from None
 
     # ------------------------------------------------------------------ discovery
 

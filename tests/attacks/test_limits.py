@@ -4,9 +4,13 @@ hostile coordinator; none may drop a node's link, each is refused by a rule."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
+import os
 import queue
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -19,6 +23,7 @@ import pytest
 from google.protobuf.internal.encoder import _VarintBytes
 
 from federation import pki
+from federation.client import Client
 from federation.demo_data import write_scenario
 from federation.processes import LocalFederation, free_port
 from federation.query import parse_query
@@ -437,3 +442,68 @@ def test_node_refuses_jobs_it_cannot_decode_or_that_cross_the_bounds_and_keeps_i
         assert refused.get(job_id) == rule, refused
     received = {e["job_id"] for e in _audit(root, "douane") if e["kind"] == "received"}
     assert not received & set(cases), "a job past the bounds is refused before it is logged as received"
+
+
+# --------------------------------------------------------------------------- certificate kits
+
+
+def _kit_copy(source: Path, dest: Path, ca: Path | None = None) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("cert.pem", "key.pem", "ca.pem"):
+        (dest / name).write_bytes((source / name).read_bytes())
+    if ca is not None:
+        (dest / "ca.pem").write_bytes(ca.read_bytes())
+    return dest
+
+
+def _cli_nodes(fed: RunningFederation, kit: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "FEDERATION_TLS_DIR": str(kit)}
+    return subprocess.run(
+        [sys.executable, "-m", "federation.cli", "nodes", "--coordinator", fed.address],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+
+
+def test_bad_certificate_kits_fail_with_the_rule_not_socket_closed(
+    fed: RunningFederation, tmp_path: Path
+) -> None:
+    pki_dir = fed.root / "pki"
+    now = dt.datetime.now(dt.UTC)
+    out = tmp_path / "kits"
+    expired = pki.issue(pki_dir, "ex-analyst", "analyst", days=30, now=now - dt.timedelta(days=400), out=out)
+    early = pki.issue(pki_dir, "new-analyst", "analyst", now=now + dt.timedelta(days=2), out=out)
+    other = tmp_path / "other-root"
+    pki.init_root(other, name="Another Federation Root")
+    foreign = pki.issue(other, "stranger", "analyst", out=tmp_path / "foreign")
+    # A foreign kit with this federation's ca.pem put in: its certificate does not chain to it.
+    mixed = _kit_copy(foreign.folder, tmp_path / "mixed", ca=pki_dir / "ca.pem")
+    # A foreign kit trusting both roots: the kit checks out, the coordinator refuses it.
+    both = _kit_copy(foreign.folder, tmp_path / "both")
+    (both / "ca.pem").write_bytes((pki_dir / "ca.pem").read_bytes() + (other / "ca.pem").read_bytes())
+
+    cases = {
+        expired.folder: "certificate_expired",
+        early.folder: "certificate_not_yet_valid",
+        mixed: "certificate_untrusted",
+        foreign.folder: "certificate_untrusted",  # the coordinator's certificate is foreign to this kit
+        both: "certificate_untrusted",  # the coordinator does not trust this kit's certificate
+    }
+    for kit, rule in cases.items():
+        with pytest.raises(FederationError) as info:
+            with Client(fed.address, tls_dir=kit, timeout=10) as client:
+                client.nodes()
+        assert info.value.rule == rule, (kit, str(info.value))
+        assert "Socket closed" not in str(info.value)
+        done = _cli_nodes(fed, kit)
+        assert done.returncode != 0 and f"[rule: {rule}]" in done.stderr, (kit, done.stderr)
+        assert "Traceback" not in done.stderr and "Socket closed" not in done.stderr
+    # A coordinator that is down is still reported as unreachable, not as a certificate problem.
+    with pytest.raises(FederationError) as info:
+        with Client(
+            f"127.0.0.1:{free_port()}", tls_dir=fed.root / "pki" / "kits" / "analyst", timeout=5
+        ) as c:
+            c.nodes()
+    assert info.value.rule == "coordinator_unreachable"
