@@ -10,7 +10,7 @@ over real gRPC, interleaved so both see the same machine load:
   distributed noise, charges its ledger, and takes part in four SecAgg rounds relayed by the
   coordinator, which unmasks only the sum.
 
-Query shapes (``--query``): ``distinct`` asks for COUNT(*) and COUNT(DISTINCT company), so the
+Query shapes (``--query``): ``distinct`` asks for COUNT(*) and COUNT_DISTINCT_PER_NODE(company), so the
 distinct-unit count is computed and reused as the threshold count; ``rows`` asks for COUNT(*)
 only, whose noisy value then decides suppression against a threshold in rows, and the nodes skip
 the distinct-unit scan.

@@ -16,7 +16,7 @@ from federation.processes import LocalFederation
 
 QUERIES = {
     "distinct": (
-        "SELECT region, phenomenon, COUNT(*) AS n, COUNT(DISTINCT company) AS companies FROM signals "
+        "SELECT region, phenomenon, COUNT(*) AS n, COUNT_DISTINCT_PER_NODE(company) AS companies FROM signals "
         "WHERE year >= 2021 GROUP BY region, phenomenon"
     ),
     "rows": "SELECT region, phenomenon, COUNT(*) AS n FROM signals WHERE year >= 2021 GROUP BY region, phenomenon",

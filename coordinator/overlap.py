@@ -223,8 +223,11 @@ class OverlapJob:
             raise OverlapFailed("protocol", f"node {party.node} answered an overlap step with something else")
         return response.overlap
 
-    def _exchange(self, party: _Party, step: pb.OverlapStep, body: bytes | None = None) -> tuple[bytes, bool]:
-        """Send ``step`` (with ``body`` in chunks), then collect the party's whole output."""
+    def _exchange(
+        self, party: _Party, step: pb.OverlapStep, body: bytes | None = None, output: bool = True
+    ) -> tuple[bytes, bool]:
+        """Send ``step`` (with ``body`` in chunks), then collect the party's whole output (none when
+        ``output`` is false: the party only keeps the input)."""
         step.chunk_bytes = self.chunk_bytes
         if body is None:
             reply = self._send(party, step)
@@ -235,6 +238,8 @@ class OverlapJob:
                 message.CopyFrom(step)
                 message.chunk, message.chunk_index, message.chunk_count = piece, index, len(pieces)
                 reply = self._send(party, message)
+        if not output:
+            return b"", False
         if reply.chunk_count == 0:
             raise OverlapFailed("protocol", f"party {party.name} answered no output", node=party.node)
         out = [reply.chunk]

@@ -6,6 +6,7 @@ fan out -> collect (per-node timeout, dropouts) -> combine -> return result plus
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import sqlite3
 import threading
@@ -21,9 +22,10 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from coordinator.bounding import clip_rows, combine_diagnostics
 from coordinator.combine import combine
 from coordinator.config import CoordinatorConfig
+from coordinator.distinct import UnionAnswer, run_union, union_aggregates
 from coordinator.jobstore import MAX_SQL_CHARS, JobStore, Viewer
 from coordinator.limits import JobRefused, JobSlots, RateLimited, RateLimiter, job_timeout
-from coordinator.overlap import progress_steps, run_overlap
+from coordinator.overlap import OverlapFailed, progress_steps, run_overlap
 from coordinator.progress import ProgressBoard, ProgressIdInvalid
 from coordinator.projects import (
     DEFAULT_PROJECT,
@@ -45,6 +47,7 @@ from protocols.identity import Identity, PkiError, TlsFiles, check_grpc_peer
 from protocols.privacy_request import check_wire
 from protocols.safe_decode import add_analyst_service
 from protocols.spec_limits import SpecTooLarge, check_name, check_spec
+from protocols.values import from_value, to_value
 
 log = logging.getLogger("federation.coordinator")
 
@@ -435,6 +438,32 @@ class AnalystService(pb_grpc.AnalystServicer):
                 job_id=job_id, ok=False, error=exc.message, error_rule=exc.rule, columns=columns
             )
         self.jobs.start(job_id, requested_by, spec, request.sql, project.purpose, project.legal_basis)
+        union = union_aggregates(spec, len(targets))
+        if union:
+            response, status = self._with_union(spec, union, job_id, requested_by, targets, project, timeout)
+        else:
+            response, status = self._answer(spec, job_id, requested_by, targets, project, timeout)
+        response.job_id = job_id
+        del response.columns[:]
+        response.columns.extend(columns)
+        for i, agg in enumerate(spec.aggregates):
+            if agg.function == pb.COUNT_DISTINCT:
+                response.distinct[agg.alias] = "union" if i in union or len(targets) == 1 else "per_node_sum"
+        digest = _result_digest(list(response.rows)) if response.ok else ""
+        self.jobs.finish(job_id, status, digest, list(response.nodes))
+        return response
+
+    def _answer(
+        self,
+        spec: pb.QuerySpec,
+        job_id: str,
+        requested_by: str,
+        targets: list[NodeSession],
+        project: Any,
+        timeout: float,
+    ) -> tuple[pb.QueryResponse, str]:
+        """Fan the query out (plain or secure), combine, and say how the job ended."""
+        columns = list(spec.group_by) + [a.alias for a in spec.aggregates]
         job = stamp(pb.JobRequest(job_id=job_id, query=spec, requested_by=requested_by), project)
         if requires_secure(spec, targets):
             # Secure aggregation with distributed DP: coordinator/secure_query.py.
@@ -442,9 +471,7 @@ class AnalystService(pb_grpc.AnalystServicer):
             if secure.ok:
                 answered = {o.node for o in secure.nodes if o.status == "answered"}
                 clip_rows(spec, list(secure.rows), _infos(spec, targets, answered))
-            digest = _result_digest(list(secure.rows)) if secure.ok else ""
-            self.jobs.finish(job_id, status, digest, list(secure.nodes))
-            return secure
+            return secure, status
         responses, outcomes = fan_out(targets, job, timeout)
         answers: dict[str, pb.QueryResult] = {}
         for outcome in outcomes:
@@ -472,17 +499,123 @@ class AnalystService(pb_grpc.AnalystServicer):
                     f"only {len(answers)} of the required {needed} node(s) answered; "
                     + "; ".join(f"{o.node}: {o.status} ({o.reason})" for o in missing)
                 )
-            self.jobs.finish(job_id, "failed", "", outcomes)
-            return response
+            return response, "failed"
         response.ok = True
         sizes = {s.node_id: d.min_group_size for s in targets for d in s.datasets if d.name == spec.dataset}
         response.rows.extend(combine(spec, answers, sizes))
         clip_rows(spec, list(response.rows), _infos(spec, targets, set(answers)))
         response.diagnostics.extend(combine_diagnostics(answers))
-        self.jobs.finish(
-            job_id, "partial" if missing else "complete", _result_digest(list(response.rows)), outcomes
-        )
-        return response
+        return response, "partial" if missing else "complete"
+
+    def _with_union(
+        self,
+        spec: pb.QuerySpec,
+        union: list[int],
+        job_id: str,
+        requested_by: str,
+        targets: list[NodeSession],
+        project: Any,
+        timeout: float,
+    ) -> tuple[pb.QueryResponse, str]:
+        """COUNT(DISTINCT unit) across nodes as the union (coordinator/distinct.py), the other
+        aggregates as usual; the union runs first, so a node refusing it costs no node anything."""
+        infos = [d for s in targets for d in s.datasets if d.name == spec.dataset]
+        keys = _domain_keys(spec, infos)
+        column = spec.aggregates[union[0]].column
+        try:
+            answer = run_union(
+                ProjectRegistry(self.registry, project),
+                self.jobs,
+                self.config,
+                spec,
+                column,
+                [s.node_id for s in targets],
+                keys,
+                max([1, *(d.min_group_size for d in infos)]),
+                requested_by,
+                timeout,
+            )
+        except OverlapFailed as exc:
+            outcomes = [_node_outcome(o) for o in getattr(exc, "outcomes", [])]
+            failed = pb.QueryResponse(ok=False, error=exc.message, error_rule=exc.rule, nodes=outcomes)
+            return failed, "failed"
+        rest = pb.QuerySpec()
+        rest.CopyFrom(spec)
+        del rest.aggregates[:]
+        rest.aggregates.extend(a for i, a in enumerate(spec.aggregates) if i not in union)
+        if not rest.aggregates:
+            return _union_only(spec, union, answer), "complete"
+        response, status = self._answer(rest, job_id, requested_by, targets, project, timeout)
+        if not response.ok:
+            return response, status
+        return _merge_union(spec, union, response, answer), status
+
+
+def _domain_keys(spec: pb.QuerySpec, infos: list[pb.DatasetInfo]) -> list[tuple]:
+    """Every group key of the public domain, over the nodes' declared domains, in domain order."""
+    keys: dict[tuple, None] = {}
+    for info in infos:
+        domains = []
+        for name in spec.group_by:
+            column = next((c for c in info.columns if c.name == name), None)
+            domains.append([from_value(v) for v in column.domain] if column is not None else [])
+        for key in itertools.product(*domains):
+            keys.setdefault(tuple(key), None)
+    return list(keys)
+
+
+def _node_outcome(outcome: pb.NodeOutcome) -> pb.NodeOutcome:
+    """A union party's outcome ("node.dataset") under the node's name, as query outcomes are."""
+    out = pb.NodeOutcome()
+    out.CopyFrom(outcome)
+    out.node = outcome.node.partition(".")[0]
+    return out
+
+
+def _union_only(spec: pb.QuerySpec, union: list[int], answer: UnionAnswer) -> pb.QueryResponse:
+    response = pb.QueryResponse(ok=True, nodes=[_node_outcome(o) for o in answer.outcomes])
+    for index, key in enumerate(answer.keys):
+        row = response.rows.add(key=[to_value(v) for v in key])
+        if answer.suppressed[index]:
+            row.suppressed = True
+            row.suppressed_by.append(f"combined: min_group_size: noisy union count below {answer.threshold}")
+        for _ in union:
+            row.cells.append(answer.cell(index))
+    return response
+
+
+def _merge_union(
+    spec: pb.QuerySpec, union: list[int], rest: pb.QueryResponse, answer: UnionAnswer
+) -> pb.QueryResponse:
+    """The other aggregates' rows with the union cells put in their columns; a group either part
+    suppresses is suppressed whole, and each node's cost is the sum of both releases."""
+    position = {key: i for i, key in enumerate(answer.keys)}
+    out = pb.QueryResponse(ok=True, diagnostics=rest.diagnostics)
+    for row in rest.rows:
+        key = tuple(from_value(v) for v in row.key)
+        index = position.get(key)
+        merged = out.rows.add(key=row.key, suppressed=row.suppressed, suppressed_by=row.suppressed_by)
+        if index is not None and answer.suppressed[index] and not row.suppressed:
+            merged.suppressed = True
+            merged.suppressed_by.append(
+                f"combined: min_group_size: noisy union count below {answer.threshold}"
+            )
+        others = list(row.cells)
+        for i in range(len(spec.aggregates)):
+            if i in union:
+                cell = answer.cell(index) if index is not None else pb.CombinedCell(suppressed=True)
+            else:
+                cell = others.pop(0)
+            merged.cells.append(pb.CombinedCell(suppressed=True) if merged.suppressed else cell)
+    union_cost = {o.node.partition(".")[0]: o.cost for o in answer.outcomes}
+    for outcome in rest.nodes:
+        node = pb.NodeOutcome()
+        node.CopyFrom(outcome)
+        extra = union_cost.get(outcome.node)
+        if extra is not None:
+            node.cost.epsilon += extra.epsilon
+        out.nodes.append(node)
+    return out
 
 
 class Coordinator:

@@ -594,6 +594,11 @@ def to_frame(spec: pb.QuerySpec, response: pb.QueryResponse) -> pd.DataFrame:
         "feasible": _feasible(agg_cols, response),
         "bounding": _bounding(response),
     }
+    # Which COUNT(DISTINCT) was computed: "union" (each entity once across nodes) or "per_node_sum".
+    kinds = dict(response.distinct)
+    if kinds:
+        df.attrs["distinct"] = next(iter(kinds.values())) if len(set(kinds.values())) == 1 else "mixed"
+        df.attrs["distinct_by_column"] = kinds
     return df
 
 

@@ -2,7 +2,9 @@
 
 Accepted: ``SELECT <group columns>, COUNT(*), COUNT(DISTINCT unit), SUM(col), AVG(col)
 FROM [node.]dataset [WHERE ...] [GROUP BY <columns>]``. A SUM or AVG may clamp its column tighter
-than the declared bounds: ``SUM(LEAST(GREATEST(amount, 0), 50000))``. The text is parsed with sqlglot and never
+than the declared bounds: ``SUM(LEAST(GREATEST(amount, 0), 50000))``. Across nodes COUNT(DISTINCT
+unit) counts each entity once (the union, docs/distinct.md); ``COUNT_DISTINCT_PER_NODE(unit)`` asks
+for the sum of each node's own distinct count instead. The text is parsed with sqlglot and never
 leaves the analyst's machine: only the resulting ``QuerySpec`` message is sent. Whether a column
 exists, may be grouped, or a value is in its domain is decided by each node against its own schema.
 """
@@ -23,6 +25,8 @@ from protocols.spec_limits import (
 )
 
 MAX_SQL_CHARS = 20_000
+# The sum of each node's own COUNT(DISTINCT unit): a unit at k nodes counts k times.
+PER_NODE = "COUNT_DISTINCT_PER_NODE"
 
 _COMPARE = {
     exp.EQ: pb.EQ,
@@ -185,6 +189,15 @@ def _aggregate(node: exp.Expression, alias: str) -> pb.Aggregate:
             "unsupported_aggregate",
             f"SELECT: only COUNT(*) and COUNT(DISTINCT <privacy unit>) are allowed, not '{node.sql()}'",
         )
+    if isinstance(node, exp.Anonymous) and str(node.this).upper() == PER_NODE:
+        if len(node.expressions) != 1:
+            raise QueryError(
+                "unsupported_aggregate", f"SELECT: {PER_NODE} takes one column, the privacy unit"
+            )
+        column = _column_name(node.expressions[0], f"{PER_NODE}(...)")
+        return pb.Aggregate(
+            function=pb.COUNT_DISTINCT, column=column, alias=alias or f"distinct_{column}", per_node=True
+        )
     if isinstance(node, exp.Sum | exp.Avg):
         where = f"SELECT {node.key.upper()}(...)"
         inner, bounds = _clamp(node.this, where)
@@ -197,7 +210,7 @@ def _aggregate(node: exp.Expression, alias: str) -> pb.Aggregate:
     raise QueryError(
         "unsupported_aggregate",
         f"SELECT: '{node.sql()}' is not allowed; use group columns, COUNT(*), COUNT(DISTINCT unit), "
-        "SUM(col) or AVG(col)",
+        f"{PER_NODE}(unit), SUM(col) or AVG(col)",
     )
 
 

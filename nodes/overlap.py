@@ -15,6 +15,8 @@ EuroS&P 2020; ``protocols/psi_sum.py``). Every dataset taking part is one party,
   the next party, or, on a set's last hop, answer the fully blinded set to the coordinator.
 * FETCH: further chunks of a large output (each gRPC message stays below the link's limit).
 * DECRYPT: the base party of an intersection-sum decrypts the coordinator's masked sum, once.
+* MIX: for a union COUNT(DISTINCT) (``OverlapSpec.distinct``, ``protocols/psi_union.py``), the
+  mixing party opens every set's last hop, merges and shuffles them, and answers one list.
 * FINISH: drop the keys and everything else the job held.
 
 Intersection-sum carries a count and a sum per category in one Paillier plaintext: slot
@@ -38,6 +40,7 @@ from nacl.public import PrivateKey, PublicKey, SealedBox
 
 from nodes.config import Column, Dataset
 from nodes.context import NodeContext
+from nodes.distinct import union_set
 from nodes.preblind import PreBlinder
 from nodes.protect import capped_epsilon
 from nodes.sources import DataSources
@@ -49,8 +52,17 @@ from privacy.size_check import check_size, hard_limit, size_noise
 from protocols import federation_pb2 as pb
 from protocols.identifiers import normalise, normalise_many
 from protocols.privacy_request import check_wire
-from protocols.psi import TOKEN_BYTES, PsiError, PsiParty, pack_tokens, unpack_tokens
+from protocols.psi import TOKEN_BYTES, PsiError, PsiParty, pack_tokens, shuffled, unpack_tokens
 from protocols.psi_sum import SumBase, SumLayout, public_key_from_bytes, rerandomiser
+from protocols.psi_union import (
+    ITEM_BYTES,
+    WRAPPED_BYTES,
+    pack_fixed,
+    seal_label,
+    split_item,
+    unpack_fixed,
+    wrap_items,
+)
 from protocols.refusals import ChargedRefusal
 from protocols.values import to_value
 
@@ -80,6 +92,10 @@ class _Party:
     sum_base: SumBase | None = None
     layout: SumLayout | None = None
     inbox: dict[str, list[bytes | None]] = field(default_factory=dict)
+    # Union COUNT(DISTINCT): the group label of each item in ``ids``; the mixing party's inputs.
+    distinct: bool = False
+    labels: list[bytes] = field(default_factory=list)
+    mixed: dict[str, bytes] = field(default_factory=dict)
     output: list[bytes] = field(default_factory=list)
     sealed: bool = True
     created: float = field(default_factory=time.monotonic)
@@ -138,6 +154,8 @@ class OverlapNode:
             reply = self._decrypt(step)
         elif step.phase == pb.OVERLAP_FINISH:
             reply = self._finish(step)
+        elif step.phase == pb.OVERLAP_MIX:
+            reply = self._mix(step)
         else:
             raise Refused("malformed_request", "an overlap step has no phase", node=self.config.node_id)
         reply.job_id = step.job_id
@@ -190,6 +208,8 @@ class OverlapNode:
             raise Refused("malformed_request", f"an overlap takes 2 to {MAX_PARTIES} datasets", node=node)
         policy = dataset.policy
         column = _identifier(dataset, spec.on, node)
+        if spec.HasField("distinct"):
+            return self._prepare_distinct(job, step, dataset)
         check = _Checker(self.config, dataset)
         item = spec.datasets[index]
         if item.HasField("filter"):
@@ -362,6 +382,84 @@ class OverlapNode:
             "set_too_large", f"{what} {dataset.name} is above {upper} (overlap_max_set)", node, charged
         )
 
+    def _prepare_distinct(
+        self, job: pb.JobRequest, step: pb.OverlapStep, dataset: Dataset
+    ) -> pb.OverlapReply:
+        """PREPARE of a union COUNT(DISTINCT): the node's own checks of the query, its (group, unit)
+        items, and its charge (checked now, taken at BLIND like any overlap)."""
+        node = self.config.node_id
+        spec = step.spec
+        union = union_set(self.config, self.ctx.sources, dataset, spec)
+        project = spec.project or DEFAULT_PROJECT
+        if len(union.items) > dataset.policy.overlap_max_set:
+            # A refusal that depends on the data is a release: under DP the union's cost is charged
+            # first, and the coordinator shows the analyst one undifferentiated failure.
+            charged = pb.NodeCost()
+            if union.cost.epsilon > 0:
+                key = _charge_key(step)
+                self.ctx.ledger.charge(key, dataset.name, project, union.cost, note=job.requested_by)
+                charged.epsilon = union.cost.epsilon
+                self.ctx.audit.append(
+                    "released",
+                    key,
+                    {
+                        "overlap": step.job_id,
+                        "party": step.party,
+                        "check": "union size",
+                        "epsilon": union.cost.epsilon,
+                    },
+                )
+            raise ChargedRefusal(
+                "set_too_large",
+                f"the union items of dataset {dataset.name} exceed overlap_max_set",
+                node,
+                charged,
+            )
+        reply = pb.OverlapReply(set_size=len(union.items), id_type="", sensitivity=union.sensitivity)
+        reply.id_type = dataset.columns[dataset.privacy_unit].id_type
+        if union.cost.epsilon > 0:
+            self.ctx.ledger.charge(_charge_key(step), dataset.name, project, union.cost, dry_run=True)
+            reply.cost.epsilon = union.cost.epsilon
+            reply.cost.delta = self.ctx.ledger.status(dataset.name, project).delta
+        reply.malformed = union.malformed if union.cost.epsilon == 0 else -1
+        state = _Party(
+            job_id=step.job_id,
+            party=step.party,
+            dataset=dataset,
+            project=project,
+            cost=union.cost,
+            requested_by=job.requested_by,
+            psi=PsiParty(step.party, step.job_id),
+            box=PrivateKey.generate(),
+            ids=[item for item, _ in union.items],
+            sensitivity=union.sensitivity,
+            distinct=True,
+            labels=[label for _, label in union.items],
+        )
+        reply.hop_key = bytes(state.box.public_key)
+        reply.audit_digest = hashlib.sha256(
+            f"{step.job_id}|{step.party}|distinct|{len(union.items)}|{union.cost.epsilon!r}".encode()
+        ).hexdigest()
+        self.ctx.audit.append(
+            "released",
+            job.job_id,
+            {
+                "overlap": step.job_id,
+                "party": step.party,
+                "dataset": dataset.name,
+                "project": project,
+                "distinct": spec.on,
+                "group_by": list(spec.distinct.group_by),
+                "items": len(union.items),
+                "malformed": union.malformed,
+                "epsilon": union.cost.epsilon,
+                "digest": reply.audit_digest,
+            },
+        )
+        with self._lock:
+            self._parties[(step.job_id, step.party)] = state
+        return reply
+
     def _dataset_for(self, step: pb.OverlapStep) -> tuple[Dataset, int]:
         node = self.config.node_id
         owner, _, name = step.party.partition(".")
@@ -393,7 +491,21 @@ class OverlapNode:
                 self.ctx.ledger.charge(
                     _charge_key(step), state.dataset.name, state.project, state.cost, note=state.requested_by
                 )
-            if state.sum_base is not None and state.layout is not None:
+            if state.distinct:
+                if not step.wrap_key:
+                    raise Refused(
+                        "malformed_request",
+                        "a union needs the coordinator's job key",
+                        node=self.config.node_id,
+                    )
+                records = [
+                    (item, seal_label(label, step.wrap_key))
+                    for item, label in zip(state.ids, state.labels, strict=True)
+                ]
+                blob = pack_fixed(
+                    [token + box for token, box in state.psi.blind_own_pairs(records)], ITEM_BYTES
+                )
+            elif state.sum_base is not None and state.layout is not None:
                 blob = _encrypt_and_blind(state)
             else:
                 blob = pack_tokens(state.psi.blind_own(state.ids))
@@ -429,7 +541,15 @@ class OverlapNode:
                 blob = SealedBox(state.box).decrypt(sealed_in)
             except CryptoError:
                 raise PsiError("a hop does not open with this party's key", rule="hop_integrity") from None
-            if step.paillier_key:
+            if state.distinct:
+                pairs = [split_item(item) for item in unpack_fixed(blob, ITEM_BYTES)]
+                out = state.psi.reblind_pairs(pairs, owner=step.owner)
+                if step.wrap_key:
+                    # Last hop: items sealed to the coordinator, the list sealed to the mixing party.
+                    result = pack_fixed(wrap_items(out, step.wrap_key), WRAPPED_BYTES)
+                    return _first_chunk(state, _seal(result, step.next_key), True, step.chunk_bytes)
+                result = pack_fixed([token + box for token, box in out], ITEM_BYTES)
+            elif step.paillier_key:
                 public_key = public_key_from_bytes(step.paillier_key)
                 width = TOKEN_BYTES + _ciphertext_bytes(public_key.nsquare)
                 pairs = _unpack_pairs(blob, width)
@@ -440,6 +560,45 @@ class OverlapNode:
             final = not step.next_party
             body = result if final else _seal(result, step.next_key)
             return _first_chunk(state, body, not final, step.chunk_bytes)
+
+    def _mix(self, step: pb.OverlapStep) -> pb.OverlapReply:
+        """Mixing party of a union: collect every set's last hop, then answer them merged and shuffled,
+        so the list the coordinator can read carries no owner."""
+        state = self._state(step)
+        node = self.config.node_id
+        if not state.distinct or not 2 <= step.parties <= MAX_PARTIES:
+            raise Refused("protocol_order", "only a union's mixing party mixes", node=node)
+        with state.lock:
+            if step.owner in state.mixed:
+                raise Refused("protocol_order", f"the set of {step.owner} was mixed already", node=node)
+            pieces = state.inbox.setdefault("mix:" + step.owner, [None] * max(1, step.chunk_count))
+            if step.chunk_count != len(pieces) or step.chunk_index >= len(pieces):
+                raise Refused("malformed_request", "hop chunks do not line up", node=node)
+            pieces[step.chunk_index] = step.chunk
+            if any(p is None for p in pieces):
+                return pb.OverlapReply(chunk_count=0)
+            del state.inbox["mix:" + step.owner]
+            try:
+                blob = SealedBox(state.box).decrypt(b"".join(p for p in pieces if p is not None))
+            except CryptoError:
+                raise PsiError("a hop does not open with this party's key", rule="hop_integrity") from None
+            unpack_fixed(blob, WRAPPED_BYTES)  # checks the length before anything is kept
+            state.mixed[step.owner] = blob
+            if len(state.mixed) < step.parties:
+                return pb.OverlapReply(chunk_count=0)
+            items = [item for body in state.mixed.values() for item in unpack_fixed(body, WRAPPED_BYTES)]
+            merged = pack_fixed(shuffled(items), WRAPPED_BYTES)
+            self.ctx.audit.append(
+                "released",
+                state.job_id,
+                {
+                    "overlap": state.job_id,
+                    "party": state.party,
+                    "mixed": len(items),
+                    "digest": hashlib.sha256(merged).hexdigest(),
+                },
+            )
+            return _first_chunk(state, merged, False, step.chunk_bytes)
 
     def _fetch(self, step: pb.OverlapStep) -> pb.OverlapReply:
         state = self._state(step)

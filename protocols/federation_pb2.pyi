@@ -42,6 +42,7 @@ class OverlapPhase(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     OVERLAP_FETCH: _ClassVar[OverlapPhase]
     OVERLAP_DECRYPT: _ClassVar[OverlapPhase]
     OVERLAP_FINISH: _ClassVar[OverlapPhase]
+    OVERLAP_MIX: _ClassVar[OverlapPhase]
 COMPARE_UNSPECIFIED: CompareOp
 EQ: CompareOp
 NE: CompareOp
@@ -66,6 +67,7 @@ OVERLAP_REBLIND: OverlapPhase
 OVERLAP_FETCH: OverlapPhase
 OVERLAP_DECRYPT: OverlapPhase
 OVERLAP_FINISH: OverlapPhase
+OVERLAP_MIX: OverlapPhase
 
 class Value(_message.Message):
     __slots__ = ("text", "integer", "real", "boolean")
@@ -140,16 +142,18 @@ class ClampBounds(_message.Message):
     def __init__(self, lower: _Optional[float] = ..., upper: _Optional[float] = ...) -> None: ...
 
 class Aggregate(_message.Message):
-    __slots__ = ("function", "column", "alias", "bounds")
+    __slots__ = ("function", "column", "alias", "bounds", "per_node")
     FUNCTION_FIELD_NUMBER: _ClassVar[int]
     COLUMN_FIELD_NUMBER: _ClassVar[int]
     ALIAS_FIELD_NUMBER: _ClassVar[int]
     BOUNDS_FIELD_NUMBER: _ClassVar[int]
+    PER_NODE_FIELD_NUMBER: _ClassVar[int]
     function: AggregateFunction
     column: str
     alias: str
     bounds: ClampBounds
-    def __init__(self, function: _Optional[_Union[AggregateFunction, str]] = ..., column: _Optional[str] = ..., alias: _Optional[str] = ..., bounds: _Optional[_Union[ClampBounds, _Mapping]] = ...) -> None: ...
+    per_node: bool
+    def __init__(self, function: _Optional[_Union[AggregateFunction, str]] = ..., column: _Optional[str] = ..., alias: _Optional[str] = ..., bounds: _Optional[_Union[ClampBounds, _Mapping]] = ..., per_node: _Optional[bool] = ...) -> None: ...
 
 class PrivacyRequest(_message.Message):
     __slots__ = ("epsilon", "rho")
@@ -476,21 +480,23 @@ class OverlapAggregate(_message.Message):
     def __init__(self, group_by: _Optional[str] = ..., sum: _Optional[str] = ...) -> None: ...
 
 class OverlapSpec(_message.Message):
-    __slots__ = ("on", "datasets", "privacy", "project", "aggregate")
+    __slots__ = ("on", "datasets", "privacy", "project", "aggregate", "distinct")
     ON_FIELD_NUMBER: _ClassVar[int]
     DATASETS_FIELD_NUMBER: _ClassVar[int]
     PRIVACY_FIELD_NUMBER: _ClassVar[int]
     PROJECT_FIELD_NUMBER: _ClassVar[int]
     AGGREGATE_FIELD_NUMBER: _ClassVar[int]
+    DISTINCT_FIELD_NUMBER: _ClassVar[int]
     on: str
     datasets: _containers.RepeatedCompositeFieldContainer[OverlapDataset]
     privacy: PrivacyRequest
     project: str
     aggregate: OverlapAggregate
-    def __init__(self, on: _Optional[str] = ..., datasets: _Optional[_Iterable[_Union[OverlapDataset, _Mapping]]] = ..., privacy: _Optional[_Union[PrivacyRequest, _Mapping]] = ..., project: _Optional[str] = ..., aggregate: _Optional[_Union[OverlapAggregate, _Mapping]] = ...) -> None: ...
+    distinct: QuerySpec
+    def __init__(self, on: _Optional[str] = ..., datasets: _Optional[_Iterable[_Union[OverlapDataset, _Mapping]]] = ..., privacy: _Optional[_Union[PrivacyRequest, _Mapping]] = ..., project: _Optional[str] = ..., aggregate: _Optional[_Union[OverlapAggregate, _Mapping]] = ..., distinct: _Optional[_Union[QuerySpec, _Mapping]] = ...) -> None: ...
 
 class OverlapStep(_message.Message):
-    __slots__ = ("job_id", "phase", "party", "spec", "parties", "next_party", "next_key", "owner", "chunk", "chunk_index", "chunk_count", "paillier_key", "chunk_bytes")
+    __slots__ = ("job_id", "phase", "party", "spec", "parties", "next_party", "next_key", "owner", "chunk", "chunk_index", "chunk_count", "paillier_key", "chunk_bytes", "wrap_key")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     PHASE_FIELD_NUMBER: _ClassVar[int]
     PARTY_FIELD_NUMBER: _ClassVar[int]
@@ -504,6 +510,7 @@ class OverlapStep(_message.Message):
     CHUNK_COUNT_FIELD_NUMBER: _ClassVar[int]
     PAILLIER_KEY_FIELD_NUMBER: _ClassVar[int]
     CHUNK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    WRAP_KEY_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     phase: OverlapPhase
     party: str
@@ -517,7 +524,8 @@ class OverlapStep(_message.Message):
     chunk_count: int
     paillier_key: bytes
     chunk_bytes: int
-    def __init__(self, job_id: _Optional[str] = ..., phase: _Optional[_Union[OverlapPhase, str]] = ..., party: _Optional[str] = ..., spec: _Optional[_Union[OverlapSpec, _Mapping]] = ..., parties: _Optional[int] = ..., next_party: _Optional[str] = ..., next_key: _Optional[bytes] = ..., owner: _Optional[str] = ..., chunk: _Optional[bytes] = ..., chunk_index: _Optional[int] = ..., chunk_count: _Optional[int] = ..., paillier_key: _Optional[bytes] = ..., chunk_bytes: _Optional[int] = ...) -> None: ...
+    wrap_key: bytes
+    def __init__(self, job_id: _Optional[str] = ..., phase: _Optional[_Union[OverlapPhase, str]] = ..., party: _Optional[str] = ..., spec: _Optional[_Union[OverlapSpec, _Mapping]] = ..., parties: _Optional[int] = ..., next_party: _Optional[str] = ..., next_key: _Optional[bytes] = ..., owner: _Optional[str] = ..., chunk: _Optional[bytes] = ..., chunk_index: _Optional[int] = ..., chunk_count: _Optional[int] = ..., paillier_key: _Optional[bytes] = ..., chunk_bytes: _Optional[int] = ..., wrap_key: _Optional[bytes] = ...) -> None: ...
 
 class OverlapReply(_message.Message):
     __slots__ = ("job_id", "party", "hop_key", "set_size", "malformed", "cost", "audit_digest", "id_type", "sensitivity", "paillier_key", "max_value", "slot_bits", "categories", "chunk", "chunk_index", "chunk_count", "sealed", "decrypted", "check_cost")
@@ -870,7 +878,14 @@ class NodeOutcome(_message.Message):
     def __init__(self, node: _Optional[str] = ..., status: _Optional[str] = ..., reason: _Optional[str] = ..., cost: _Optional[_Union[NodeCost, _Mapping]] = ..., audit_digest: _Optional[str] = ..., rule: _Optional[str] = ...) -> None: ...
 
 class QueryResponse(_message.Message):
-    __slots__ = ("job_id", "columns", "rows", "nodes", "ok", "error", "error_rule", "diagnostics")
+    __slots__ = ("job_id", "columns", "rows", "nodes", "ok", "error", "error_rule", "diagnostics", "distinct")
+    class DistinctEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     COLUMNS_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
@@ -879,6 +894,7 @@ class QueryResponse(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     ERROR_RULE_FIELD_NUMBER: _ClassVar[int]
     DIAGNOSTICS_FIELD_NUMBER: _ClassVar[int]
+    DISTINCT_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     columns: _containers.RepeatedScalarFieldContainer[str]
     rows: _containers.RepeatedCompositeFieldContainer[CombinedRow]
@@ -887,7 +903,8 @@ class QueryResponse(_message.Message):
     error: str
     error_rule: str
     diagnostics: _containers.RepeatedCompositeFieldContainer[Diagnostic]
-    def __init__(self, job_id: _Optional[str] = ..., columns: _Optional[_Iterable[str]] = ..., rows: _Optional[_Iterable[_Union[CombinedRow, _Mapping]]] = ..., nodes: _Optional[_Iterable[_Union[NodeOutcome, _Mapping]]] = ..., ok: _Optional[bool] = ..., error: _Optional[str] = ..., error_rule: _Optional[str] = ..., diagnostics: _Optional[_Iterable[_Union[Diagnostic, _Mapping]]] = ...) -> None: ...
+    distinct: _containers.ScalarMap[str, str]
+    def __init__(self, job_id: _Optional[str] = ..., columns: _Optional[_Iterable[str]] = ..., rows: _Optional[_Iterable[_Union[CombinedRow, _Mapping]]] = ..., nodes: _Optional[_Iterable[_Union[NodeOutcome, _Mapping]]] = ..., ok: _Optional[bool] = ..., error: _Optional[str] = ..., error_rule: _Optional[str] = ..., diagnostics: _Optional[_Iterable[_Union[Diagnostic, _Mapping]]] = ..., distinct: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class JobsRequest(_message.Message):
     __slots__ = ("limit", "project", "page_token")

@@ -144,6 +144,8 @@ _RULES: dict[str, dict[str, str]] = {
         "token_group": "a token is not a valid group element",
         "hash_to_group": "an identifier could not be hashed to the group",
         "duplicate_identifier": "a party's set lists an identifier twice",
+        "group_label": "a union item's group label is too long or does not decode",
+        "label_integrity": "one union token carries two group labels",
         "duplicate_token": "a blinded set lists a token twice",
         "identifier": "an identifier is not a string",
         "job_id": "a PSI job id is empty",

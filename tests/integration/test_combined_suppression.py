@@ -24,7 +24,7 @@ from tests.integration.conftest import RunningFederation, _drop_schema, start_fe
 ROWS = 14_000
 MIN_GROUP = 10
 DRUGS = (
-    "SELECT region, COUNT(DISTINCT company) AS companies, COUNT(*) AS signals FROM signals "
+    "SELECT region, COUNT_DISTINCT_PER_NODE(company) AS companies, COUNT(*) AS signals FROM signals "
     "WHERE phenomenon = 'drugs' GROUP BY region"
 )
 NODE_LEVEL = ["politie", "om", "kmar"]
@@ -125,7 +125,7 @@ def test_small_groups_below_the_combined_threshold_stay_suppressed(combined: Run
     """A grouping with groups far below the minimum size: those are suppressed by the one
     combined rule, and the reason says so."""
     sql = (
-        "SELECT region, phenomenon, year, COUNT(DISTINCT company) AS companies FROM signals "
+        "SELECT region, phenomenon, year, COUNT_DISTINCT_PER_NODE(company) AS companies FROM signals "
         "WHERE region = 'Limburg' AND phenomenon = 'corruption' GROUP BY region, phenomenon, year"
     )
     with combined.client() as fed:

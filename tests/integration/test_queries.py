@@ -85,7 +85,7 @@ def test_parquet_source_between_and_or(fed, federation) -> None:
 
 
 def test_shared_dataset_across_all_six_partners(fed, federation) -> None:
-    sql = "SELECT region, COUNT(*) AS signals, COUNT(DISTINCT company) AS companies FROM signals GROUP BY region"
+    sql = "SELECT region, COUNT(*) AS signals, COUNT_DISTINCT_PER_NODE(company) AS companies FROM signals GROUP BY region"
     df = fed.query(sql)
     expected = pooled(
         federation.scenario,

@@ -144,7 +144,7 @@ def _outcomes(df: pd.DataFrame) -> dict[str, dict]:
 
 def test_secure_counts_equal_the_plain_answer(fed: SecureFederation) -> None:
     sql = (
-        "SELECT region, COUNT(*) AS n, COUNT(DISTINCT company) AS companies FROM signals "
+        "SELECT region, COUNT(*) AS n, COUNT_DISTINCT_PER_NODE(company) AS companies FROM signals "
         "WHERE year >= 2021 GROUP BY region"
     )
     with fed.client() as client:
