@@ -27,7 +27,8 @@ TOUR: list[tuple[str, str]] = [
         "WHERE year = 2023 GROUP BY port",
     ),
     (
-        "Companies with drugs signals per region, across all six partners",
+        "Companies with drugs signals per region, across all six partners: a company signalled by several\n"
+        "partners is counted once (the union, by private set intersection; docs/distinct.md)",
         "SELECT region, COUNT(DISTINCT company) AS companies, COUNT(*) AS signals FROM signals "
         "WHERE phenomenon = 'drugs' GROUP BY region",
     ),
@@ -118,6 +119,8 @@ def _tour(address: str, paths: dict[str, Path], console: Console, kit: Path) -> 
             console.print(f"[dim]{note}[/dim]")
             if len(df.attrs["answered"]) > 1:
                 console.print(_released_line(df))
+            if df.attrs.get("distinct") == "union" and len(df.attrs["answered"]) > 1:
+                console.print("[dim]COUNT(DISTINCT company): each company once across partners (union)[/dim]")
         _secure_tour(fed, console)
         _overlap_tour(fed, console)
         _budget_tour(fed, paths, console)
@@ -174,8 +177,9 @@ def _secure_tour(fed: Client, console: Console) -> None:
 
     _panel(
         console,
-        "The same cross-partner question under secure aggregation: the coordinator sees only the sum,\n"
-        "and the partners' noise shares add up to the noise of one trusted curator\n"
+        "The same cross-partner question under secure aggregation: for the signal counts the coordinator\n"
+        "sees only the sum, and the partners' noise shares add up to the noise of one trusted curator;\n"
+        "companies are again counted once, by private set intersection\n"
         "[dim]fed.query(sql, secure=True, epsilon=1.0)[/dim]",
     )
     df = fed.query(CROSS_PARTNER, secure=True, epsilon=1.0)
