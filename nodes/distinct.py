@@ -10,17 +10,29 @@ normalises each unit, and turns the pairs into the items of :mod:`protocols.psi_
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from nodes.config import Dataset, NodeConfig
-from nodes.differencing import unit_rows
 from nodes.protect import resolve_budget
 from nodes.sources import DataSources
-from nodes.validate import Refused, validate
+from nodes.sqlgen import SqlBuilder, bounded_rows
+from nodes.validate import Plan, Refused, validate
 from privacy.accounting import Cost
 from privacy.distinct import groups_per_unit, union_cost
 from protocols import federation_pb2 as pb
 from protocols.identifiers import normalise
 from protocols.psi_union import group_item, group_label
+
+
+def unit_rows(plan: Plan, sources: DataSources) -> list[tuple[Any, ...]]:
+    """Distinct (g0..gN, unit) rows the node's own COUNT(DISTINCT unit) counts for ``plan``: the same
+    filter, vocabulary mapping and truncation as ``nodes.sqlgen.build_sql``. Nothing here leaves."""
+    b = SqlBuilder(sources.dialect(plan.dataset))
+    rows = bounded_rows(plan, b, truncate=True)
+    sql = (
+        f"SELECT DISTINCT {', '.join([*rows.groups, 'u'])} FROM {rows.source} WHERE {' AND '.join(rows.keep)}"
+    )
+    return sources.fetch(plan.dataset, sql, b.params)
 
 
 @dataclass(frozen=True)
@@ -69,10 +81,10 @@ def union_set(config: NodeConfig, sources: DataSources, dataset: Dataset, spec: 
             node=node,
         )
     n_groups = len(plan.keys)
-    sensitivity = groups_per_unit(dataset.max_rows_per_unit, n_groups)
+    sensitivity = groups_per_unit(plan.rows_per_unit, n_groups)
     cost = Cost(0.0, 0.0)
     if budget.epsilon is not None:
-        cost = union_cost(budget.epsilon, dataset.max_rows_per_unit, n_groups)
+        cost = union_cost(budget.epsilon, plan.rows_per_unit, n_groups)
     labels = {key: group_label(key) for key in plan.keys}
     items: list[tuple[str, bytes]] = []
     seen: set[str] = set()
