@@ -20,21 +20,24 @@ there, so tests can inspect exactly what the coordinator saw.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import logging
 import os
 import threading
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from coordinator.config import CoordinatorConfig
 from coordinator.jobstore import JobStore
 from coordinator.progress import Report
-from coordinator.registry import NodeGone, Registry
+from coordinator.registry import NodeGone, Sessions
 from privacy.dp import interval, plan_noise, release_counts, release_sums
 from protocols import federation_pb2 as pb
 from protocols.errors import FederationError
@@ -45,6 +48,7 @@ from protocols.refusals import NOT_COMPUTED, OVERLAP_NOT_COMPUTED, is_data_depen
 from protocols.values import from_value
 
 log = logging.getLogger("federation.coordinator.overlap")
+T = TypeVar("T")
 
 MAX_PARTIES = 8
 RECORD_ENV = "FEDERATION_RECORD_DIR"
@@ -100,7 +104,7 @@ class OverlapJob:
 
     def __init__(
         self,
-        registry: Registry,
+        registry: Sessions,
         config: CoordinatorConfig,
         request: pb.OverlapRequest,
         requested_by: str,
@@ -248,11 +252,11 @@ class OverlapJob:
             out.append(more.chunk)
         return b"".join(out), reply.sealed
 
-    def _each(self, work: dict[str, object]) -> dict[str, object]:
+    def _each(self, work: dict[str, Callable[[], T]]) -> dict[str, T]:
         """Run one callable per party in parallel; the first failure wins."""
         with ThreadPoolExecutor(max_workers=len(work), thread_name_prefix="overlap") as pool:
-            futures = {name: pool.submit(fn) for name, fn in work.items()}  # type: ignore[arg-type]
-            results: dict[str, object] = {}
+            futures = {name: pool.submit(fn) for name, fn in work.items()}
+            results: dict[str, T] = {}
             failure: Exception | None = None
             for name, future in futures.items():
                 try:
@@ -346,8 +350,8 @@ class OverlapJob:
             return self._exchange(self.parties[i], step)
 
         self.report("blind", 1, f"each of the {n} parties blinds its own set")
-        outputs = self._each({p.name: (lambda i=i: blind(i)) for i, p in enumerate(self.parties)})
-        for name, (body, _sealed) in outputs.items():  # type: ignore[misc]
+        outputs = self._each({p.name: functools.partial(blind, i) for i, p in enumerate(self.parties)})
+        for name, (body, _sealed) in outputs.items():
             in_flight[name] = body
         for hop in range(1, n):
             self.report("re-blind", 1 + hop, f"round {hop} of {n - 1}: every set moves one party on")
@@ -369,8 +373,8 @@ class OverlapJob:
                     raise OverlapFailed("protocol", f"party {holder.name} sealed the wrong hop")
                 return body, sealed
 
-            outputs = self._each({p.name: (lambda i=i: reblind(i)) for i, p in enumerate(self.parties)})
-            for name, (body, _sealed) in outputs.items():  # type: ignore[misc]
+            outputs = self._each({p.name: functools.partial(reblind, i) for i, p in enumerate(self.parties)})
+            for name, (body, _sealed) in outputs.items():
                 in_flight[name] = body
         self.report("count", n + 1, "matching the fully blinded sets; noise")
         return in_flight
@@ -529,7 +533,7 @@ def _describe(spec: pb.OverlapSpec) -> str:
 
 
 def run_overlap(
-    registry: Registry,
+    registry: Sessions,
     jobs: JobStore,
     config: CoordinatorConfig,
     request: pb.OverlapRequest,

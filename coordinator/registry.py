@@ -7,6 +7,7 @@ import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from protocols import federation_pb2 as pb
 
@@ -59,6 +60,15 @@ class NodeSession:
             if not future.done():
                 future.set_exception(NodeGone(self.node_id))
         self.outbox.put(None)
+
+
+class Sessions(Protocol):
+    """What a job run needs of the registry: the connected sessions (``Registry``, or a view of it
+    that stamps a project on every job, ``coordinator.projects.ProjectRegistry``)."""
+
+    def sessions(self) -> list[NodeSession]: ...
+
+    def get(self, node_id: str) -> NodeSession | None: ...
 
 
 class Registry:

@@ -132,8 +132,8 @@ def print_frame(df: object, fmt: Format, title: str | None = None) -> None:
         return
     table = Table(title=title, show_lines=False)
     for column in df.columns:
-        justify = "right" if pd.api.types.is_numeric_dtype(df[column]) else "left"
-        table.add_column(str(column), justify=justify)
+        numeric = pd.api.types.is_numeric_dtype(df[column])
+        table.add_column(str(column), justify="right" if numeric else "left")
     for row in df.itertuples(index=False):
         table.add_row(*[_fmt(v) for v in row])
     out.print(table)

@@ -930,7 +930,7 @@ def _shared_frame(key: str, rng: np.random.Generator, u: _Universe, rows: int) -
         frame = _GENERATORS[key](rng, u, rows)
     frame = frame[[c.name for c in spec.columns]].copy()
     for col in spec.columns:
-        if col.kind == "category" and isinstance(col.domain[0], int):
+        if col.kind == "category" and col.domain and isinstance(col.domain[0], int):
             frame[col.name] = frame[col.name].astype(np.int64)
         elif col.kind == "numeric":
             frame[col.name] = frame[col.name].astype(np.float64)
@@ -1295,7 +1295,7 @@ def write_scenario(
     kinds = dict(DEFAULT_FORMATS)
     kinds.update(overrides)
     wants_pg = [node for node, fmt in kinds.items() if fmt == "postgres"]
-    pg_ok = bool(wants_pg) and bool(postgres_dsn) and postgres_available(postgres_dsn)
+    pg_ok = bool(wants_pg) and postgres_dsn is not None and postgres_available(postgres_dsn)
     for node in wants_pg:
         if pg_ok:
             continue
@@ -1344,7 +1344,10 @@ def _issue_kits(out: Path, nodes: list[str], coordinator: str) -> Path:
     if not (pki_dir / pki.CA_CERT).exists():
         pki.init_root(pki_dir, name="MIT Federation Demo Root")
     host = coordinator.rsplit(":", 1)[0]
-    wanted = [("coordinator", "coordinator", None), ("analyst", "analyst", "mdc")]
+    wanted: list[tuple[str, pki.Role, str | None]] = [
+        ("coordinator", "coordinator", None),
+        ("analyst", "analyst", "mdc"),
+    ]
     wanted += [(node, "node", node) for node in nodes]
     for subject, role, org in wanted:
         if not (kits / subject / "cert.pem").exists():

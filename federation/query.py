@@ -11,6 +11,8 @@ exists, may be grouped, or a value is in its domain is decided by each node agai
 
 from __future__ import annotations
 
+from typing import cast
+
 from sqlglot import exp, parse
 from sqlglot.errors import ParseError, TokenError
 
@@ -102,7 +104,7 @@ def _filter(node: exp.Expression, depth: int = 1) -> pb.Filter:
     if isinstance(node, exp.Paren):
         return _filter(node.this, depth)
     if isinstance(node, exp.And | exp.Or):
-        items = [_filter(part, depth + 1) for part in node.flatten()]
+        items = [_filter(cast(exp.Expression, part), depth + 1) for part in node.flatten()]
         group = pb.FilterList(items=items)
         return pb.Filter(all_of=group) if isinstance(node, exp.And) else pb.Filter(any_of=group)
     if isinstance(node, exp.Not):

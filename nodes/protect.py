@@ -35,7 +35,7 @@ from protocols import federation_pb2 as pb
 from protocols.privacy_request import check_wire
 from protocols.values import to_value
 
-_KIND = {pb.COUNT: "count", pb.COUNT_DISTINCT: "count_distinct", pb.SUM: "sum", pb.AVG: "avg"}
+_KIND: dict[int, str] = {pb.COUNT: "count", pb.COUNT_DISTINCT: "count_distinct", pb.SUM: "sum", pb.AVG: "avg"}
 
 
 @dataclass

@@ -53,7 +53,7 @@ BITS = 64
 ROWS_CAP = 1 << 24
 _FLOAT_EXACT = 1 << 53
 
-_KIND = {pb.COUNT: "count", pb.COUNT_DISTINCT: "count_distinct", pb.SUM: "sum", pb.AVG: "avg"}
+_KIND: dict[int, str] = {pb.COUNT: "count", pb.COUNT_DISTINCT: "count_distinct", pb.SUM: "sum", pb.AVG: "avg"}
 
 
 # --------------------------------------------------------------------------- signing key

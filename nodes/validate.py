@@ -188,13 +188,13 @@ def validate(spec: pb.QuerySpec, config: NodeConfig) -> Plan:
 
     groups: list[Column] = []
     for name in spec.group_by:
-        column = check.column(name, "group")
-        if column.kind != "category":
+        grouped = check.column(name, "group")
+        if grouped.kind != "category":
             raise check.refuse(
                 "not_groupable",
-                f"column '{name}' is {column.kind}; only category columns with a public domain can be grouped",
+                f"column '{name}' is {grouped.kind}; only category columns with a public domain can be grouped",
             )
-        groups.append(column)
+        groups.append(grouped)
     if len({c.name for c in groups}) != len(groups):
         raise check.refuse("malformed_request", "GROUP BY names a column twice")
 
@@ -223,7 +223,9 @@ def validate(spec: pb.QuerySpec, config: NodeConfig) -> Plan:
                     "not_numeric",
                     f"{operation.upper()}({agg.column}) needs a numeric column with declared bounds",
                 )
-        bounds = _clamping(check, agg, column) if agg.function in (pb.SUM, pb.AVG) else None
+        bounds = (
+            _clamping(check, agg, column) if column is not None and agg.function in (pb.SUM, pb.AVG) else None
+        )
         if agg.HasField("bounds") and bounds is None:
             raise check.refuse("malformed_request", f"{operation.upper()} takes no clamping bounds")
         aggregates.append(

@@ -320,8 +320,8 @@ def plan_noise(
             parts.append(("avg_count", i, "count", None))
         elif kind == "sum":
             parts.append(("value", i, "sum", _check_bounds(bounds)))
-        elif kind in ("count", "count_distinct"):
-            parts.append(("value", i, kind, None))
+        elif kind == "count" or kind == "count_distinct":
+            parts.append(("value", i, "count" if kind == "count" else "count_distinct", None))
         else:
             sensitivity(kind, max_rows_per_unit, bounds, n_groups=n_groups)  # raises the clear error
     reused = _reused_threshold(parts, reuse_count)
