@@ -18,6 +18,7 @@ The coordinator never holds a final list tagged with its owner next to a readabl
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from nacl.bindings import crypto_box_keypair
 from coordinator.config import CoordinatorConfig
 from coordinator.jobstore import JobStore
 from coordinator.overlap import OverlapFailed, OverlapJob
-from coordinator.registry import Registry
+from coordinator.registry import Sessions
 from privacy.distinct import union_noise
 from privacy.dp import NoiseSpec, interval, release_counts
 from privacy.suppression import ThresholdNoise, combined_threshold
@@ -90,8 +91,8 @@ class UnionJob(OverlapJob):
             return self._exchange(self.parties[i], step)
 
         self.report("blind", 1, f"each of the {n} parties blinds its own (group, unit) items")
-        for name, (body, _sealed) in self._each(  # type: ignore[misc]
-            {p.name: (lambda i=i: blind(i)) for i, p in enumerate(self.parties)}
+        for name, (body, _sealed) in self._each(
+            {p.name: functools.partial(blind, i) for i, p in enumerate(self.parties)}
         ).items():
             in_flight[name] = body
         for hop in range(1, n):
@@ -114,8 +115,8 @@ class UnionJob(OverlapJob):
                     raise OverlapFailed("protocol", f"party {holder.name} answered a hop unsealed")
                 return body, sealed
 
-            for name, (body, _sealed) in self._each(  # type: ignore[misc]
-                {p.name: (lambda i=i: reblind(i)) for i, p in enumerate(self.parties)}
+            for name, (body, _sealed) in self._each(
+                {p.name: functools.partial(reblind, i) for i, p in enumerate(self.parties)}
             ).items():
                 in_flight[name] = body
         self.report("count", n + 1, "mixing the final sets; counting per group; noise")
@@ -138,7 +139,7 @@ class UnionJob(OverlapJob):
 
 
 def run_union(
-    registry: Registry,
+    registry: Sessions,
     jobs: JobStore,
     config: CoordinatorConfig,
     spec: pb.QuerySpec,

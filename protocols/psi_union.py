@@ -160,7 +160,7 @@ def run_union_in_memory(
     parties = {pid: PsiParty(pid, job_id) for pid in ring}
     merged: list[bytes] = []
     for owner in ring:
-        items = []
+        items: list[tuple[str, bytes]] = []
         for key, identifiers in sets[owner].items():
             label = group_label(key)
             items.extend(
