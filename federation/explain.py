@@ -9,11 +9,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 
 import pandas as pd
 
 from privacy.bounds import rows_per_unit, tightened
-from privacy.explain import Explanation, NodeQuery, epsilon_for_accuracy, explain
+from privacy.explain import (
+    AggregateExplanation,
+    Explanation,
+    NodeExplanation,
+    NodeQuery,
+    UnionParty,
+    epsilon_for_accuracy,
+    explain,
+    explain_union,
+)
 from protocols import federation_pb2 as pb
 from protocols.errors import FederationError
 
@@ -86,10 +96,88 @@ def node_queries(spec: pb.QuerySpec, infos: Sequence[pb.DatasetInfo]) -> list[No
     return out
 
 
+def union_indexes(spec: pb.QuerySpec, n_nodes: int) -> list[int]:
+    """Aggregates answered as a union across nodes: plain COUNT(DISTINCT) over 2+ nodes
+    (coordinator/distinct.py ``union_aggregates``)."""
+    if n_nodes < 2:
+        return []
+    return [i for i, a in enumerate(spec.aggregates) if a.function == pb.COUNT_DISTINCT and not a.per_node]
+
+
+def _union_party(spec: pb.QuerySpec, info: pb.DatasetInfo) -> UnionParty:
+    try:
+        query = node_query(spec, info)
+        if query.rho is not None:
+            raise FederationError(
+                "privacy_request",
+                "COUNT(DISTINCT) across nodes is released with pure DP: ask for epsilon",
+                info.node,
+            )
+    except FederationError as exc:
+        return UnionParty(info.node, None, 1, 1, 1, refusal=(exc.rule, exc.message))
+    return UnionParty(info.node, query.epsilon, query.max_rows_per_unit, query.n_groups, query.min_group_size)
+
+
 def explanation(spec: pb.QuerySpec, infos: Sequence[pb.DatasetInfo]) -> Explanation:
+    """Per aggregate, the noise of the combined figure; a union COUNT(DISTINCT) is its own release,
+    noised once at the coordinator, charged at every node on top of the other aggregates."""
     if not infos:
         raise FederationError("unknown_dataset", f"no connected node serves dataset '{spec.dataset}'")
-    return explain(node_queries(spec, infos))
+    union = union_indexes(spec, len(infos))
+    if not union:
+        return explain(node_queries(spec, infos))
+    n = len(spec.aggregates)
+    rest = pb.QuerySpec()
+    rest.CopyFrom(spec)
+    del rest.aggregates[:]
+    rest.aggregates.extend(a for i, a in enumerate(spec.aggregates) if i not in union)
+    part = explain(node_queries(rest, infos)) if rest.aggregates else None
+    distinct = pb.QuerySpec()
+    distinct.CopyFrom(spec)
+    del distinct.aggregates[:]
+    distinct.aggregates.append(spec.aggregates[union[0]])
+    parties = [_union_party(distinct, info) for info in infos]
+    u = explain_union(parties)
+    others = [i for i in range(n) if i not in union]
+    aggregates = []
+    for i in range(n):
+        if i in union:
+            aggregates.append(AggregateExplanation(i, "count_distinct", u.sd, 0.0, u.half_width))
+        else:
+            assert part is not None
+            aggregates.append(replace(part.aggregates[others.index(i)], index=i))
+    nodes = []
+    for k, info in enumerate(infos):
+        own = part.nodes[k] if part is not None else None
+
+        def spread(values: tuple[float, ...] | None, fill: float) -> tuple[float, ...]:
+            return tuple(
+                fill if i in union else (values[others.index(i)] if values else fill) for i in range(n)
+            )
+
+        refusal = own.refusal if own is not None and own.refusal is not None else parties[k].refusal
+        nodes.append(
+            NodeExplanation(
+                node=info.node,
+                epsilon=(own.epsilon if own else 0.0) + u.costs.get(info.node, 0.0),
+                rho=own.rho if own else 0.0,
+                sd=spread(own.sd if own else None, 0.0),
+                count_sd=spread(own.count_sd if own else None, 0.0),
+                half_width=spread(own.half_width if own else None, math.nan),
+                threshold=own.threshold if own else None,
+                threshold_kind=own.threshold_kind if own else "",
+                refusal=refusal,
+                threshold_noise=own.threshold_noise if own else None,
+            )
+        )
+    return Explanation(
+        tuple(aggregates),
+        tuple(nodes),
+        union=tuple(union),
+        union_threshold=u.threshold,
+        threshold=part.threshold if part is not None else None,
+        threshold_kind=part.threshold_kind if part is not None else "",
+    )
 
 
 def explain_frame(spec: pb.QuerySpec, infos: Sequence[pb.DatasetInfo]) -> pd.DataFrame:
@@ -101,7 +189,14 @@ def explain_frame(spec: pb.QuerySpec, infos: Sequence[pb.DatasetInfo]) -> pd.Dat
     result = explanation(spec, infos)
     rows = []
     avg = [a.function == pb.AVG for a in spec.aggregates]
-    for agg, combined in zip(spec.aggregates, result.aggregates, strict=True):
+    for i, (agg, combined) in enumerate(zip(spec.aggregates, result.aggregates, strict=True)):
+        threshold = (
+            f"{result.union_threshold} units (union)"
+            if i in result.union
+            else f"{result.threshold} {result.threshold_kind}s (summed)"
+            if result.threshold is not None
+            else ""
+        )
         rows.append(
             {
                 "node": "all",
@@ -109,13 +204,15 @@ def explain_frame(spec: pb.QuerySpec, infos: Sequence[pb.DatasetInfo]) -> pd.Dat
                 # An AVG's noise depends on its noisy count: its parts' noise is in the note.
                 "noise_sd": math.nan if agg.function == pb.AVG else combined.sd,
                 "ci95_half_width": combined.half_width,
-                "suppression_threshold": f"{result.threshold} {result.threshold_kind}s (summed)"
-                if result.threshold is not None
-                else "",
+                "suppression_threshold": threshold,
                 "epsilon": sum(n.epsilon for n in result.nodes if n.refusal is None),
                 "rho": sum(n.rho for n in result.nodes if n.refusal is None),
                 "refused": "",
-                "note": _avg_note(combined.sd, combined.count_sd) if agg.function == pb.AVG else "",
+                "note": _avg_note(combined.sd, combined.count_sd)
+                if agg.function == pb.AVG
+                else "union across nodes: noised once at the coordinator"
+                if i in result.union
+                else "",
             }
         )
     for node in result.nodes:
@@ -124,8 +221,8 @@ def explain_frame(spec: pb.QuerySpec, infos: Sequence[pb.DatasetInfo]) -> pd.Dat
                 {
                     "node": node.node,
                     "aggregate": agg.alias,
-                    "noise_sd": math.nan if avg[i] else node.sd[i],
-                    "ci95_half_width": math.nan if avg[i] else node.half_width[i],
+                    "noise_sd": math.nan if avg[i] or i in result.union else node.sd[i],
+                    "ci95_half_width": math.nan if avg[i] or i in result.union else node.half_width[i],
                     "suppression_threshold": f"{node.threshold} {node.threshold_kind}s (node-level)"
                     if node.threshold is not None
                     else "",
@@ -160,12 +257,14 @@ def accuracy_epsilon(
         raise FederationError("unknown_dataset", f"no connected node serves dataset '{spec.dataset}'")
     cap = min(info.max_epsilon for info in infos)
 
-    def at(epsilon: float) -> list[NodeQuery]:
-        return node_queries(_with_epsilon(spec, epsilon), infos)
-
     best = 0.0
     for alias, target in wanted.items():
-        best = max(best, epsilon_for_accuracy(at, aliases.index(alias), float(target), cap))
+        index = aliases.index(alias)
+
+        def width_at(epsilon: float, index: int = index) -> float | None:
+            return explanation(_with_epsilon(spec, epsilon), infos).aggregates[index].half_width
+
+        best = max(best, epsilon_for_accuracy(width_at, float(target), cap))
     return best
 
 

@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from privacy.accounting import Cost, PrivacyError
+from privacy.distinct import groups_per_unit, union_cost, union_noise
 from privacy.dp import Bounds, NoisePlan, NoiseSpec, interval, plan_noise, threshold_for
 from privacy.suppression import ThresholdNoise, combined_threshold
 from protocols.privacy_request import EPSILON_FLOOR
@@ -161,6 +162,10 @@ class AggregateExplanation:
 class Explanation:
     aggregates: tuple[AggregateExplanation, ...]
     nodes: tuple[NodeExplanation, ...]
+    # Aggregates that are a union COUNT(DISTINCT) across nodes, noised once at the coordinator, and
+    # the threshold on the noisy union count (privacy/distinct.py).
+    union: tuple[int, ...] = ()
+    union_threshold: int | None = None
     # The one suppression decision on the summed noisy count (privacy/suppression.py), over the
     # nodes that would answer under DP: suppress a group whose sum is below ``threshold``.
     threshold: int | None = None
@@ -231,21 +236,21 @@ def explain(queries: Sequence[NodeQuery]) -> Explanation:
         return Explanation(tuple(out), nodes)
     sizes = [q.min_group_size for q, e in zip(queries, nodes, strict=True) if e.refusal is None]
     kind = "row" if any(e.threshold_kind == "row" for e in answering if e.threshold_noise) else "unit"
-    return Explanation(tuple(out), nodes, combined_threshold(max(sizes), parts), kind)
+    return Explanation(
+        tuple(out), nodes, threshold=combined_threshold(max(sizes), parts), threshold_kind=kind
+    )
 
 
 # --------------------------------------------------------------------------- accuracy
 
 
-def epsilon_for_accuracy(
-    queries_at: Callable[[float], Sequence[NodeQuery]], aggregate: int, target: float, cap: float
-) -> float:
-    """The smallest epsilon (to 4 significant digits, rounded up) whose combined 95% half-width for
-    ``aggregate`` is at most ``target``; ``queries_at(epsilon)`` gives the node queries at it.
+def epsilon_for_accuracy(width_at: Callable[[float], float | None], target: float, cap: float) -> float:
+    """The smallest epsilon (to 4 significant digits, rounded up) whose combined 95% half-width,
+    ``width_at(epsilon)``, is at most ``target``.
 
     The half-width falls as epsilon grows, so a bisection finds it. Refused with
     ``accuracy_unreachable`` when even ``cap`` (the smallest per-query cap among the nodes) does
-    not reach ``target``.
+    not reach ``target``, and with ``accuracy`` when the figure has no fixed half-width (an AVG).
     """
     if (
         not isinstance(target, int | float)
@@ -256,12 +261,12 @@ def epsilon_for_accuracy(
         raise PrivacyError("accuracy", f"accuracy must be a 95% half-width > 0, got {target!r}")
 
     def width(eps: float) -> float:
-        result = explain(queries_at(eps)).aggregates[aggregate]
-        if result.half_width is None:
+        result = width_at(eps)
+        if result is None:
             raise PrivacyError(
                 "accuracy", "accuracy= needs a COUNT or SUM: an AVG's interval depends on its count"
             )
-        return result.half_width
+        return result
 
     reached = width(cap)
     if reached > target:
@@ -283,3 +288,46 @@ def epsilon_for_accuracy(
     digits = 3 - math.floor(math.log10(high))
     rounded = math.ceil(high * 10**digits) / 10**digits
     return max(min(rounded, cap), EPSILON_FLOOR)
+
+
+# --------------------------------------------------------------------------- union COUNT(DISTINCT)
+
+
+@dataclass(frozen=True)
+class UnionParty:
+    """One node's part in a union COUNT(DISTINCT unit) across nodes (privacy/distinct.py)."""
+
+    node: str
+    epsilon: float | None  # None: an exact release
+    max_rows_per_unit: int
+    n_groups: int
+    min_group_size: int
+    refusal: tuple[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class UnionExplanation:
+    sd: float
+    half_width: float
+    threshold: int  # on the noisy union count itself
+    costs: dict[str, float]  # epsilon each party charges for its part
+
+
+def explain_union(parties: Sequence[UnionParty]) -> UnionExplanation:
+    """The one noise the coordinator adds to union counts: discrete Laplace at the smallest epsilon any
+    party charges, for the largest number of groups one unit moves (coordinator/distinct.py)."""
+    answering = [p for p in parties if p.refusal is None]
+    if not answering:
+        raise PrivacyError("unknown_dataset", "no node would take part in the union")
+    costs = {
+        p.node: union_cost(p.epsilon, p.max_rows_per_unit, p.n_groups).epsilon if p.epsilon else 0.0
+        for p in answering
+    }
+    size = max(p.min_group_size for p in answering)
+    charged = [c for c in costs.values() if c > 0]
+    if not charged:
+        return UnionExplanation(0.0, 0.0, size, costs)
+    moved = max(groups_per_unit(p.max_rows_per_unit, p.n_groups) for p in answering)
+    noise = union_noise(min(charged), moved)
+    threshold = combined_threshold(size, [ThresholdNoise("laplace", noise.scale, 1)])
+    return UnionExplanation(noise.sd, half_width(noise), threshold, costs)

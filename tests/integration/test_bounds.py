@@ -157,6 +157,26 @@ def test_explain_spends_nothing_and_matches_the_real_noise(private: RunningFeder
         assert any(thresholds["all"].split()[0] in why for why in row["by"])
 
 
+def test_explain_matches_a_union_count_across_nodes(private: RunningFederation) -> None:
+    sql = "SELECT region, COUNT(DISTINCT company) AS c, COUNT(*) AS n FROM signals GROUP BY region"
+    with private.client() as fed:
+        plan = fed.explain(sql, epsilon=1.0)
+        df = fed.query(sql, epsilon=1.0, project="bounds-union")
+    assert df.attrs["distinct"] == "union"
+    combined = plan[plan["node"] == "all"].set_index("aggregate")
+    assert combined.loc["c", "suppression_threshold"].endswith("units (union)")
+    for column in ("c", "n"):
+        for cell in df.attrs["noise"][column]:
+            assert cell["sd"] == pytest.approx(combined.loc[column, "noise_sd"], rel=1e-9)
+            if not cell["clipped"]:
+                assert (cell["ci95"][1] - cell["ci95"][0]) / 2 == pytest.approx(
+                    combined.loc[column, "ci95_half_width"], rel=1e-9
+                )
+    per_node = plan[(plan["node"] != "all") & (plan["aggregate"] == "n")].set_index("node")["epsilon"]
+    for node in df.attrs["nodes"]:
+        assert node["cost"]["epsilon"] == pytest.approx(per_node[node["node"]], rel=1e-9)
+
+
 def pd_row(group: dict) -> list:
     return list(group.values())
 

@@ -334,15 +334,18 @@ def test_accuracy_inversion_finds_the_smallest_epsilon() -> None:
     def at(eps: float) -> list[NodeQuery]:
         return [_node("a", eps), _node("b", eps)]
 
+    def width(eps: float) -> float | None:
+        return explain(at(eps)).aggregates[0].half_width
+
     target = 40.0
-    eps = epsilon_for_accuracy(at, 0, target, cap=5.0)
+    eps = epsilon_for_accuracy(width, target, cap=5.0)
     assert explain(at(eps)).aggregates[0].half_width <= target
     assert explain(at(eps * 0.999)).aggregates[0].half_width > target
     with pytest.raises(PrivacyError) as info:
-        epsilon_for_accuracy(at, 0, 0.5, cap=5.0)
+        epsilon_for_accuracy(width, 0.5, cap=5.0)
     assert info.value.rule == "accuracy_unreachable"
     with pytest.raises(PrivacyError) as bad:
-        epsilon_for_accuracy(at, 0, -1.0, cap=5.0)
+        epsilon_for_accuracy(width, -1.0, cap=5.0)
     assert bad.value.rule == "accuracy"
 
 
@@ -365,3 +368,20 @@ def test_notebook_view_shows_each_figure_with_its_interval() -> None:
     assert "1,234 ± 56" in html and "95% interval" in html
     assert isinstance(df[df["port"] == "A"], ResultFrame)
     assert df["n"].iloc[0] == 1234  # the data stays numeric
+
+
+def test_explain_union_is_the_coordinators_one_noise() -> None:
+    from privacy.distinct import union_cost, union_noise
+    from privacy.explain import UnionParty, explain_union
+    from privacy.suppression import ThresholdNoise, combined_threshold
+
+    parties = [
+        UnionParty("a", 1.0, 3, 10, 10),
+        UnionParty("b", 0.5, 8, 10, 12),
+        UnionParty("c", None, 1, 1, 1, ("x", "y")),
+    ]
+    u = explain_union(parties)
+    noise = union_noise(union_cost(0.5, 8, 10).epsilon, 8)
+    assert u.sd == noise.sd and u.half_width == half_width(noise)
+    assert u.threshold == combined_threshold(12, [ThresholdNoise("laplace", noise.scale, 1)])
+    assert set(u.costs) == {"a", "b"} and u.costs["a"] == pytest.approx(1.0)
