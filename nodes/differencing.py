@@ -90,31 +90,36 @@ class DifferencingRefused(Refused):
 
 
 def contribution_sql(plan: Plan, dialect: Dialect) -> tuple[str, list[Any]]:
-    """SQL for the rows ``build_sql`` aggregates for ``plan``: (g0..gN, unit, w0..wK).
+    """SQL for the rows ``build_sql`` aggregates for ``plan``: (g0..gN, unit, content).
 
-    The same filter, vocabulary mapping and truncation as ``nodes.sqlgen.build_sql``; w0..wK are
-    every declared column's raw value as text, so a row is identified by its contents wherever it
-    is released. (Exact releases clamp to the declared bounds and truncate to the declared rows per
-    unit: tighter ones are refused without DP, rule ``bounds_need_dp``.)
+    The same filter, vocabulary mapping and truncation as ``nodes.sqlgen.build_sql``. ``content``
+    is the MD5 (hex) of the unit and every declared column's raw value as text, so a row is
+    identified by its contents wherever it is released; the engine computes it so that rows do
+    not cross into Python column by column, and the node keys it before keeping anything (exact
+    releases clamp to the declared bounds and truncate to the declared rows per unit: tighter
+    ones are refused without DP, rule ``bounds_need_dp``).
     """
     b = SqlBuilder(dialect)
     carry = tuple(plan.dataset.columns[name] for name in sorted(plan.dataset.columns))
     rows = bounded_rows(plan, b, truncate=True, carry=carry)
-    keep = " AND ".join(rows.keep)
-    extra = [f"w{i}" for i in range(len(carry))]
-    sql = f"SELECT {', '.join([*rows.groups, 'u', *extra])} FROM {rows.source} WHERE {keep}"
+    text = "VARCHAR" if dialect.name == "duckdb" else "TEXT"
+    # chr(31) separates fields; chr(30) stands for a missing value, which text never holds here.
+    fields = [f"CAST(u AS {text})", *(f"COALESCE(w{i}, chr(30))" for i in range(len(carry)))]
+    content = f"md5(concat_ws(chr(31), {', '.join(fields)}))"
+    sql = (
+        f"SELECT {', '.join([*rows.groups, 'u', content])} FROM {rows.source} WHERE {' AND '.join(rows.keep)}"
+    )
     return sql, b.params
 
 
 def fingerprint_sql(plan: Plan, dialect: Dialect) -> tuple[str, list[Any]]:
-    """SQL for a cheap fingerprint of the same rows, computed in the engine: their number and the
-    sum of a hash of each. It only tells a repeat of a recorded release on unchanged data from
-    anything else; engine hashes are not keyed and not stable across engine versions, so a
-    mismatch only means the full check runs."""
+    """SQL for a cheap fingerprint of what the plan aggregates, computed in the engine: the number
+    of kept rows and the sum of a hash of each row's (group, unit, clamped values). Equal
+    fingerprints for the same query mean equal released figures; engine hashes are neither keyed
+    nor stable across engine versions, so a mismatch only means the full check runs."""
     b = SqlBuilder(dialect)
-    carry = tuple(plan.dataset.columns[name] for name in sorted(plan.dataset.columns))
-    rows = bounded_rows(plan, b, truncate=True, carry=carry)
-    fields = ", ".join([*rows.groups, "u", *(f"w{i}" for i in range(len(carry)))])
+    rows = bounded_rows(plan, b, truncate=True)
+    fields = ", ".join([*rows.groups, "u", *sorted(set(rows.numeric.values()))])
     if dialect.name == "postgres":
         hashed = f"hashtextextended(ROW({fields})::text, 0)"
     else:
@@ -150,21 +155,24 @@ class RowHasher:
         return np.unique(np.fromiter((self._digest(b"u\x1f" + str(u).encode()) for u in units), np.uint64))
 
     def release(self, plan: Plan, rows: Sequence[tuple[Any, ...]]) -> Contributions:
-        """Digest every contributing row; equal rows of one unit get their occurrence number."""
+        """Digest every contributing row (g0..gN, unit, content); equal rows of one unit get their
+        occurrence number, so the rows form a set."""
         width = len(plan.group_columns)
         index = {tuple(k): i for i, k in enumerate(plan.keys)}
-        seen: dict[bytes, int] = {}
+        seen: dict[str, int] = {}
+        unit_of: dict[Any, int] = {}
         row_d = np.empty(len(rows), dtype=np.uint64)
         unit_d = np.empty(len(rows), dtype=np.uint64)
         cell = np.empty(len(rows), dtype=np.int32)
         for n, row in enumerate(rows):
-            unit = str(row[width]).encode()
-            content = json.dumps([None if v is None else str(v) for v in row[width + 1 :]]).encode()
-            body = unit + b"\x1f" + content
-            k = seen.get(body, 0)
-            seen[body] = k + 1
-            row_d[n] = self._digest(b"r\x1f" + body + b"\x1f" + str(k).encode())
-            unit_d[n] = self._digest(b"u\x1f" + unit)
+            unit, content = row[width], row[width + 1]
+            k = seen.get(content, 0)
+            seen[content] = k + 1
+            row_d[n] = self._digest(f"r\x1f{content}\x1f{k}".encode())
+            digest = unit_of.get(unit)
+            if digest is None:
+                digest = unit_of[unit] = self._digest(b"u\x1f" + str(unit).encode())
+            unit_d[n] = digest
             cell[n] = index.get(tuple(row[:width]), -1)
         keep = cell >= 0  # a key outside the public domain is never released
         return Contributions.build(row_d[keep], unit_d[keep], cell[keep], len(plan.keys))
