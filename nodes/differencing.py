@@ -21,10 +21,12 @@ and checks each new exact release against it, for every project of the dataset:
   a margin that would need it is refused with ``dp_required_for_shape``.
 
 What is kept, per release: for each contributing row (after filter, vocabulary mapping and
-truncation to ``max_rows_per_unit``) a 64-bit keyed BLAKE2b digest (RFC 7693) of its unit and
-its full contents, the keyed digest of its unit, its cell and whether a later cell covers it, in
-``differencing.sqlite`` in the node's state folder (21 bytes per row per release). The node-local
-key never leaves the node, so ids and values cannot be read back from the store.
+truncation to ``max_rows_per_unit``) a 64-bit keyed digest of its unit and full contents (the
+engine's MD5 of them, enciphered with AES-256 under a key derived from the node-local key), the
+keyed digest of its unit, its cell and whether a later cell covers it, in ``differencing.sqlite``
+in the node's state folder (21 bytes per row per release). The key never leaves the node, so ids
+and values cannot be read back from the store. A repeat of a recorded query over unchanged rows is
+recognised by a fingerprint the engine computes, and answered as recorded.
 
 A refusal says only that this check refused ("differencing"): no count, no cell, no earlier job.
 What it reveals is a yes/no of the kind small-cell suppression reveals (docs/security.md).
@@ -48,6 +50,9 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from nodes.config import NodeConfig
 from nodes.keys import load_or_create_differencing_key
@@ -89,93 +94,116 @@ class DifferencingRefused(Refused):
 # --------------------------------------------------------------------------- contributing rows
 
 
-def contribution_sql(plan: Plan, dialect: Dialect) -> tuple[str, list[Any]]:
-    """SQL for the rows ``build_sql`` aggregates for ``plan``: (g0..gN, unit, content).
+def contribution_sql(plan: Plan, dialect: Dialect, truncate: bool = True) -> tuple[str, list[Any]]:
+    """SQL for the rows ``build_sql`` aggregates for ``plan``: (g0..gN, unit MD5, content MD5).
 
-    The same filter, vocabulary mapping and truncation as ``nodes.sqlgen.build_sql``. ``content``
-    is the MD5 (hex) of the unit and every declared column's raw value as text, so a row is
-    identified by its contents wherever it is released; the engine computes it so that rows do
-    not cross into Python column by column, and the node keys it before keeping anything (exact
-    releases clamp to the declared bounds and truncate to the declared rows per unit: tighter
-    ones are refused without DP, rule ``bounds_need_dp``).
+    The same filter, vocabulary mapping and truncation as ``nodes.sqlgen.build_sql``. The content
+    is the unit and every declared column's raw value as text, so a row is identified by its
+    contents wherever it is released. The engine computes both MD5s (raw 16 bytes) so rows do not
+    cross into Python column by column; the node keys them before keeping anything (exact releases
+    clamp to the declared bounds and truncate to the declared rows per unit: tighter ones are
+    refused without DP, rule ``bounds_need_dp``).
     """
     b = SqlBuilder(dialect)
     carry = tuple(plan.dataset.columns[name] for name in sorted(plan.dataset.columns))
-    rows = bounded_rows(plan, b, truncate=True, carry=carry)
+    rows = bounded_rows(plan, b, truncate=truncate, carry=carry)
     text = "VARCHAR" if dialect.name == "duckdb" else "TEXT"
     # chr(31) separates fields; chr(30) stands for a missing value, which text never holds here.
     fields = [f"CAST(u AS {text})", *(f"COALESCE(w{i}, chr(30))" for i in range(len(carry)))]
-    content = f"md5(concat_ws(chr(31), {', '.join(fields)}))"
+
+    def raw_md5(expr: str) -> str:
+        return f"unhex(md5({expr}))" if dialect.name == "duckdb" else f"decode(md5({expr}), 'hex')"
+
+    unit = raw_md5(f"CAST(u AS {text})")
+    content = raw_md5(f"concat_ws(chr(31), {', '.join(fields)})")
     sql = (
-        f"SELECT {', '.join([*rows.groups, 'u', content])} FROM {rows.source} WHERE {' AND '.join(rows.keep)}"
+        f"SELECT {', '.join([*rows.groups, unit, content])} FROM {rows.source} "
+        f"WHERE {' AND '.join(rows.keep) or 'TRUE'}"
     )
     return sql, b.params
 
 
-def fingerprint_sql(plan: Plan, dialect: Dialect) -> tuple[str, list[Any]]:
+def fingerprint_sql(plan: Plan, dialect: Dialect, truncate: bool = True) -> tuple[str, list[Any]]:
     """SQL for a cheap fingerprint of what the plan aggregates, computed in the engine: the number
     of kept rows and the sum of a hash of each row's (group, unit, clamped values). Equal
     fingerprints for the same query mean equal released figures; engine hashes are neither keyed
     nor stable across engine versions, so a mismatch only means the full check runs."""
     b = SqlBuilder(dialect)
-    rows = bounded_rows(plan, b, truncate=True)
+    rows = bounded_rows(plan, b, truncate=truncate)
     fields = ", ".join([*rows.groups, "u", *sorted(set(rows.numeric.values()))])
     if dialect.name == "postgres":
         hashed = f"hashtextextended(ROW({fields})::text, 0)"
     else:
         hashed = f"hash({fields})"
-    sql = f"SELECT COUNT(*), SUM({hashed}) FROM {rows.source} WHERE {' AND '.join(rows.keep)}"
+    sql = f"SELECT COUNT(*), SUM({hashed}) FROM {rows.source} WHERE {' AND '.join(rows.keep) or 'TRUE'}"
     return sql, b.params
 
 
 def fingerprint(plan: Plan, sources: DataSources) -> str:
-    sql, params = fingerprint_sql(plan, sources.dialect(plan.dataset))
+    sql, params = fingerprint_sql(plan, sources.dialect(plan.dataset), sources.needs_truncation(plan))
     (row,) = sources.fetch(plan.dataset, sql, params)
     return f"{row[0]}:{row[1]}"
 
 
 def contribution_rows(plan: Plan, sources: DataSources) -> list[tuple[Any, ...]]:
     """Run ``contribution_sql`` on the plan's source. Nothing here leaves the node."""
-    sql, params = contribution_sql(plan, sources.dialect(plan.dataset))
+    sql, params = contribution_sql(plan, sources.dialect(plan.dataset), sources.needs_truncation(plan))
     return sources.fetch(plan.dataset, sql, params)
 
 
 class RowHasher:
-    """Keyed digests of units and of rows: BLAKE2b in keyed (MAC) mode, RFC 7693, 64-bit output."""
+    """Keyed 64-bit digests of units and rows: AES-256 (FIPS 197) as a keyed pseudorandom
+    permutation over each 16-byte MD5 from the engine, truncated to 64 bits. One key per kind,
+    derived from the node's key with HKDF-SHA256 (RFC 5869). Each block is enciphered on its own
+    (ECB), as a deterministic keyed digest must be; equal inputs give equal digests by design."""
 
     def __init__(self, key: bytes) -> None:
         if len(key) < 32:
             raise ValueError("the differencing key must hold at least 32 bytes")
-        self._key = key[:64]
+        self._rows = _subkey(key, b"differencing rows")
+        self._units = _subkey(key, b"differencing units")
 
-    def _digest(self, data: bytes) -> int:
-        return int.from_bytes(hashlib.blake2b(data, key=self._key, digest_size=DIGEST_BYTES).digest(), "big")
+    @staticmethod
+    def _encipher(key: bytes, blocks: bytes) -> Digests:
+        encryptor = Cipher(algorithms.AES(key), modes.ECB()).encryptor()
+        out = encryptor.update(blocks) + encryptor.finalize()
+        return np.frombuffer(out, dtype=">u8")[::2].astype(np.uint64)
 
     def units(self, units: Iterable[Any]) -> Digests:
-        return np.unique(np.fromiter((self._digest(b"u\x1f" + str(u).encode()) for u in units), np.uint64))
+        blocks = b"".join(hashlib.md5(str(u).encode(), usedforsecurity=False).digest() for u in units)
+        return np.unique(self._encipher(self._units, blocks))
 
     def release(self, plan: Plan, rows: Sequence[tuple[Any, ...]]) -> Contributions:
-        """Digest every contributing row (g0..gN, unit, content); equal rows of one unit get their
-        occurrence number, so the rows form a set."""
+        """Digest every contributing row (g0..gN, unit MD5, content MD5). Equal rows of one unit
+        get their occurrence number folded in, so the rows of a release form a set."""
         width = len(plan.group_columns)
         index = {tuple(k): i for i, k in enumerate(plan.keys)}
-        seen: dict[str, int] = {}
-        unit_of: dict[Any, int] = {}
-        row_d = np.empty(len(rows), dtype=np.uint64)
-        unit_d = np.empty(len(rows), dtype=np.uint64)
-        cell = np.empty(len(rows), dtype=np.int32)
-        for n, row in enumerate(rows):
-            unit, content = row[width], row[width + 1]
-            k = seen.get(content, 0)
-            seen[content] = k + 1
-            row_d[n] = self._digest(f"r\x1f{content}\x1f{k}".encode())
-            digest = unit_of.get(unit)
-            if digest is None:
-                digest = unit_of[unit] = self._digest(b"u\x1f" + str(unit).encode())
-            unit_d[n] = digest
-            cell[n] = index.get(tuple(row[:width]), -1)
+        n = len(rows)
+        if n == 0:
+            empty = np.empty(0, dtype=np.uint64)
+            return Contributions.build(empty, empty, np.empty(0, dtype=np.int32), len(plan.keys))
+        cell = np.fromiter((index.get(tuple(r[:width]), -1) for r in rows), dtype=np.int32, count=n)
+        unit_md5 = b"".join(r[width] for r in rows)
+        content = np.frombuffer(b"".join(r[width + 1] for r in rows), dtype=">u8").reshape(n, 2)
+        # Occurrence number of each content among equal ones, added to its low word. Equal
+        # contents are found on one 64-bit word of the two (a false match has odds of 2^-64 and
+        # would only renumber two rows).
+        word = content[:, 0] ^ content[:, 1]
+        order = np.argsort(word, kind="stable")
+        sorted_word = word[order]
+        starts = np.r_[0, np.flatnonzero(sorted_word[1:] != sorted_word[:-1]) + 1]
+        rank = np.empty(n, dtype=np.uint64)
+        rank[order] = np.arange(n) - np.repeat(starts, np.diff(np.r_[starts, n]))
+        blocks = content.astype(np.uint64)
+        blocks[:, 1] += rank
+        row_d = self._encipher(self._rows, blocks.astype(">u8").tobytes())
+        unit_d = self._encipher(self._units, unit_md5)
         keep = cell >= 0  # a key outside the public domain is never released
         return Contributions.build(row_d[keep], unit_d[keep], cell[keep], len(plan.keys))
+
+
+def _subkey(key: bytes, info: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(key)
 
 
 @dataclass
@@ -202,8 +230,10 @@ class Contributions:
         """Per cell: its sorted, distinct unit digests."""
         order = np.lexsort((self.units, self.cells))
         cells, units = self.cells[order], self.units[order]
+        first = np.r_[True, (cells[1:] != cells[:-1]) | (units[1:] != units[:-1])]
+        cells, units = cells[first], units[first]
         bounds = np.searchsorted(cells, np.arange(self.n_cells + 1))
-        return [np.unique(units[bounds[c] : bounds[c + 1]]) for c in range(self.n_cells)]
+        return [units[bounds[c] : bounds[c + 1]] for c in range(self.n_cells)]
 
 
 # --------------------------------------------------------------------------- comparing two releases

@@ -121,6 +121,11 @@ class DataSources:
         within = self._within_bound.get(plan.dataset.name, False)
         return not within or plan.rows_per_unit < plan.dataset.max_rows_per_unit
 
+    def needs_truncation(self, plan: Plan) -> bool:
+        """Whether the plan's rows must be truncated per unit (not when every unit of a file source
+        is within the bound already); ``run`` and the differencing check decide alike."""
+        return self._needs_truncation(plan)
+
     def diagnostics(self, plan: Plan) -> tuple[int, ...]:
         """Exact bounding figures (``nodes.sqlgen.diagnostics_sql``): units cut by truncation, then
         values moved by clamping per SUM/AVG. Nothing here leaves the node unprotected."""
