@@ -77,9 +77,13 @@ def test_node_certificate_cannot_call_the_analyst_service(fed_tls: RunningFedera
 
 
 def _node_with_kit(
-    fed_tls: RunningFederation, node: str, kit: str, tmp_path: Path
+    fed_tls: RunningFederation, node: str, kit: str, tmp_path: Path, expect: tuple[str, ...]
 ) -> subprocess.CompletedProcess[str]:
-    """Start ``node``'s config with another party's kit; it must not get in."""
+    """Start ``node``'s config with another party's kit; it must not get in.
+
+    The node's output is read until one of ``expect`` shows (at most 60 s: a loaded machine starts
+    a node slowly), then the node is stopped.
+    """
     config = fed_tls.paths[node].read_text()
     real_kit = fed_tls.root / "pki" / "kits"
     lines = [
@@ -92,20 +96,26 @@ def _node_with_kit(
     ]
     path = fed_tls.paths[node].parent / f"{node}-as-{kit}.toml"
     path.write_text("\n".join(lines) + "\n")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "federation.cli", "node", "start", "--config", str(path)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    time.sleep(4)
-    proc.terminate()
-    out, _ = proc.communicate(timeout=10)
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, "")
+    log = tmp_path / f"{node}-as-{kit}.log"
+    with log.open("w") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "federation.cli", "node", "start", "--config", str(path)],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            if any(marker in log.read_text() for marker in expect):
+                break
+            time.sleep(0.2)
+        proc.terminate()
+        proc.wait(timeout=10)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, log.read_text(), "")
 
 
 def test_analyst_certificate_used_as_a_node_is_refused(fed_tls: RunningFederation, tmp_path: Path) -> None:
-    result = _node_with_kit(fed_tls, "kmar", "analyst", tmp_path)
+    result = _node_with_kit(fed_tls, "kmar", "analyst", tmp_path, ("PERMISSION_DENIED", "wrong_role"))
     assert "PERMISSION_DENIED" in result.stdout or "wrong_role" in result.stdout, result.stdout
     with fed_tls.client() as fed:
         nodes = fed.nodes()
@@ -114,7 +124,7 @@ def test_analyst_certificate_used_as_a_node_is_refused(fed_tls: RunningFederatio
 
 def test_node_cannot_impersonate_another_node(fed_tls: RunningFederation, tmp_path: Path) -> None:
     # kmar's config (node id kmar) presenting douane's certificate: the ids disagree.
-    result = _node_with_kit(fed_tls, "kmar", "douane", tmp_path)
+    result = _node_with_kit(fed_tls, "kmar", "douane", tmp_path, ("cannot connect as node 'kmar'",))
     assert "cannot connect as node 'kmar'" in result.stdout, result.stdout
 
 
