@@ -44,7 +44,7 @@ from federation.demo_data import coordinator_config
 from federation.processes import LocalFederation, free_port
 from federation.query import parse_query
 from nodes.config import NodeConfig, load_node_config
-from nodes.protect import Budget, _exact_columns, protect
+from nodes.protect import Budget, exact_columns, protect
 from nodes.release import compute
 from nodes.secure_release import add_noise, exact_blocks, reuses_count
 from nodes.sources import DataSources
@@ -258,7 +258,7 @@ def secure_rows(nodes: list[Node], sql: str) -> list[pb.CombinedRow]:
     for node in nodes:
         plan = node.plans[sql]
         reuse = reuses_count(plan, spec.privacy)
-        rows, units, numeric = _exact_columns(plan, node.exact[sql])
+        rows, units, numeric = exact_columns(plan, node.exact[sql])
         blocks = exact_blocks(plan, rows, units, numeric, reuse)
         components, _ = add_noise(plan, budget, blocks, n, t, ROWS_PER_UNIT)
         flat = np.asarray([v for b in blocks for v in b.values], dtype=np.int64)

@@ -176,7 +176,7 @@ def run_union(
         job.prepare()
         prepared = True
         counts, _ = job.count(job.ring()["merged"])
-        epsilon, sensitivity = job._privacy()
+        epsilon, sensitivity = job.privacy()
         exact = [int(counts.get(key, 0)) for key in keys]
         unknown = set(counts) - set(keys)
         if unknown:

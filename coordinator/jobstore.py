@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from pathlib import Path
 
 from google.protobuf.json_format import MessageToDict, ParseDict
 
+from privacy import store
 from protocols import federation_pb2 as pb
 from protocols.errors import FederationError
 
@@ -112,10 +112,8 @@ _ACCOUNTABILITY = {
 
 class JobStore:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
+        store.create(path, _SCHEMA)
+        self._db = store.connect(path, shared=True)  # one connection, behind self._lock
         present = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
         for column, kind in _ACCOUNTABILITY.items():
             if column not in present:

@@ -398,7 +398,7 @@ class OverlapJob:
 
     # ------------------------------------------------------------------ results
 
-    def _privacy(self) -> tuple[float | None, int]:
+    def privacy(self) -> tuple[float | None, int]:
         """The epsilon the release runs at (the smallest any party charged) and the sensitivity."""
         charged = [p.reply.cost.epsilon for p in self.parties if p.reply.cost.epsilon > 0]
         sensitivity = max(max(p.reply.sensitivity for p in self.parties), 1)
@@ -410,7 +410,7 @@ class OverlapJob:
         masks = list(range(1, 2 ** len(names)))
         members = [[names[b] for b in range(len(names)) if mask >> b & 1] for mask in masks]
         exact = [counts.get(frozenset(m), 0) for m in members]
-        epsilon, sensitivity = self._privacy()
+        epsilon, sensitivity = self.privacy()
         response = pb.OverlapResponse(job_id=self.job_id, ok=True, datasets=names)
         values: list[float] = [float(v) for v in exact]
         if epsilon is not None:
@@ -457,7 +457,7 @@ class OverlapJob:
         sums = [slots[2 * c + 1] for c in range(len(categories))]
         if sum(counts) != masked.matched:
             raise OverlapFailed("sum_integrity", "group counts do not add up to the matched entities")
-        epsilon, sensitivity = self._privacy()
+        epsilon, sensitivity = self.privacy()
         response = pb.OverlapResponse(
             job_id=self.job_id,
             ok=True,

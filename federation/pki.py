@@ -41,25 +41,25 @@ from protocols.identity import (  # noqa: F401 - the PKI's public API includes t
     Identity,
     PemSource,
     PkiError,
-    _aware,
-    _check_crl,
-    _check_validity,
-    _fingerprint,
-    _identity,
-    _is_ca,
-    _issuer_of,
-    _load_ca_bundle,
-    _load_cert,
-    _name_attr,
-    _pem_bytes,
-    _serial_hex,
-    _subject_label,
-    _utcnow,
+    aware,
+    cert_fingerprint,
+    cert_identity,
+    check_crl,
     check_grpc_peer,
     check_peer,
+    check_validity,
     grpc_channel_credentials,
     grpc_server_credentials,
+    is_ca,
+    issuer_of,
+    load_ca_bundle,
+    load_cert,
     load_identity,
+    name_attr,
+    pem_bytes,
+    serial_hex,
+    subject_label,
+    utcnow,
 )
 
 Role = Literal["coordinator", "node", "analyst", "privacy_officer", "operator", "admin"]
@@ -197,7 +197,7 @@ def _root_paths(pki_dir: Path) -> tuple[Path, Path]:
 
 def _load_root(pki_dir: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     cert_path, key_path = _root_paths(pki_dir)
-    cert = _load_cert(cert_path.read_bytes(), f"root certificate {cert_path}")
+    cert = load_cert(cert_path.read_bytes(), f"root certificate {cert_path}")
     key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         raise PkiError("bad_certificate", f"root key {key_path} is not an EC key")
@@ -278,7 +278,7 @@ def init_root(
         os.chmod(pki_dir, 0o700)
     (pki_dir / ISSUED_DIR).mkdir(exist_ok=True)
 
-    start = _aware(now)
+    start = aware(now)
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     cert = (
@@ -315,7 +315,11 @@ def init_root(
     )
     _write_atomic(pki_dir / CA_CERT, cert.public_bytes(serialization.Encoding.PEM))
     index: dict[str, Any] = {
-        "root": {"name": name, "serial": _serial_hex(cert.serial_number), "fingerprint": _fingerprint(cert)},
+        "root": {
+            "name": name,
+            "serial": serial_hex(cert.serial_number),
+            "fingerprint": cert_fingerprint(cert),
+        },
         "crl_number": 1,
         "certificates": [],
     }
@@ -419,7 +423,7 @@ def issue(
             "revoke it first or replace it",
         )
 
-    start = _aware(now)
+    start = aware(now)
     key = ec.generate_private_key(ec.SECP256R1())
     attrs = [x509.NameAttribute(NameOID.COMMON_NAME, subject)]
     attrs.append(x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, role))
@@ -436,7 +440,7 @@ def issue(
     )
     builder = _leaf_extensions(builder, role, list(hosts), key.public_key(), root_key)
     cert = builder.sign(root_key, hashes.SHA256())
-    serial = _serial_hex(cert.serial_number)
+    serial = serial_hex(cert.serial_number)
     cert_pem = cert.public_bytes(serialization.Encoding.PEM)
 
     folder = (Path(out) if out is not None else pki_dir / "kits") / subject
@@ -460,17 +464,17 @@ def issue(
             "subject": subject,
             "role": role,
             "org": org,
-            "fingerprint": _fingerprint(cert),
+            "fingerprint": cert_fingerprint(cert),
             "not_before": cert.not_valid_before_utc.isoformat(),
             "not_after": cert.not_valid_after_utc.isoformat(),
             "revoked": None,
         }
     )
     if active:
-        _mark_revoked(active, "superseded", _utcnow())
+        _mark_revoked(active, "superseded", utcnow())
         index["crl_number"] = int(index.get("crl_number", 0)) + 1
         _write_index(pki_dir, index)
-        _write_crl(pki_dir, root_cert, root_key, index, _utcnow())
+        _write_crl(pki_dir, root_cert, root_key, index, utcnow())
     else:
         _write_index(pki_dir, index)
     return Kit(
@@ -478,7 +482,7 @@ def issue(
         role=role,
         org=org,
         serial=serial,
-        fingerprint=_fingerprint(cert),
+        fingerprint=cert_fingerprint(cert),
         folder=folder,
         cert=folder / "cert.pem",
         key=folder / "key.pem",
@@ -512,7 +516,7 @@ def revoke(dir: Path | str, serial_or_subject: str, reason: str = "unspecified")
         targets = by_serial
     if not targets:
         raise PkiError("not_found", f"no active certificate with subject or serial {serial_or_subject!r}")
-    now = _utcnow()
+    now = utcnow()
     _mark_revoked(targets, reason, now)
     index["crl_number"] = int(index.get("crl_number", 0)) + 1
     _write_index(pki_dir, index)

@@ -16,7 +16,7 @@ import json
 import re
 import sqlite3
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +24,7 @@ from pathlib import Path
 from google.protobuf.json_format import MessageToDict
 
 from nodes.audit import AuditError, AuditLog
+from privacy import store
 from protocols import federation_pb2 as pb
 from protocols.canonical import canonical_job_hash, job_spec, template_hash
 from protocols.errors import FederationError
@@ -123,21 +124,10 @@ class ApprovalStore:
         self.path = Path(path)
         self.node_id = node_id
         self.audit = audit
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as conn:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.executescript(_SCHEMA)
+        store.create(self.path, _SCHEMA)
 
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        # isolation_level=None: transactions are opened explicitly, so BEGIN IMMEDIATE is ours.
-        conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-        try:
-            conn.execute("PRAGMA busy_timeout=30000")
-            conn.execute("PRAGMA synchronous=FULL")
-            yield conn
-        finally:
-            conn.close()
+    def _connect(self) -> AbstractContextManager[sqlite3.Connection]:
+        return store.session(self.path)
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:

@@ -30,6 +30,7 @@ from typing import Any
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
+from nodes.keys import write_secret
 from protocols.errors import FederationError
 
 GENESIS = "0" * 64
@@ -926,22 +927,8 @@ def read_verify_key(path: Path) -> bytes:
 
 
 def _create_key_file(key_path: Path, key: SigningKey) -> None:
-    # Write under a unique name and hard-link into place: never a half-written key, and a concurrent
-    # creator loses the race instead of overwriting the key that won.
-    tmp = key_path.with_name(f".{key_path.name}.{os.getpid()}.{threading.get_ident()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    try:
-        _write_all(fd, bytes(key).hex().encode("ascii") + b"\n")
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        os.link(tmp, key_path)
-    except FileExistsError:
-        pass
-    finally:
-        tmp.unlink()
-    _fsync_dir(key_path.parent)
+    # The seed as hex text, so officers can read and copy it; written as every node key is.
+    write_secret(key_path, bytes(key).hex().encode("ascii") + b"\n")
 
 
 def _read_signing_key(key_path: Path) -> SigningKey:

@@ -59,6 +59,7 @@ from nodes.keys import load_or_create_differencing_key
 from nodes.sources import DataSources
 from nodes.sqlgen import Dialect, SqlBuilder, bounded_rows
 from nodes.validate import Plan, Refused
+from privacy import store
 from protocols import federation_pb2 as pb
 
 RULE = "differencing"
@@ -573,10 +574,8 @@ class DifferencingGuard:
         if self._conn is None or self._hasher is None:
             state = self.config.state_dir
             self._hasher = RowHasher(load_or_create_differencing_key(state))
-            conn = sqlite3.connect(state / STORE_FILE, check_same_thread=False, isolation_level=None)
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.executescript(_SCHEMA)
-            self._conn = conn
+            store.create(state / STORE_FILE, _SCHEMA)
+            self._conn = store.connect(state / STORE_FILE, shared=True)  # used behind self._lock
         return self._conn, self._hasher
 
     def check(

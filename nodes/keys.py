@@ -32,7 +32,7 @@ def load_or_create_seed(path: Path, rule: str) -> bytes:
     try:
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
-            _create(path, os.urandom(SEED_BYTES))
+            write_secret(path, os.urandom(SEED_BYTES))
         mode = stat.S_IMODE(path.stat().st_mode)
         if mode & 0o077:
             raise FederationError(rule, f"key file {path.name} is readable by others (mode {mode:04o})")
@@ -46,11 +46,14 @@ def load_or_create_seed(path: Path, rule: str) -> bytes:
     return seed
 
 
-def _create(path: Path, seed: bytes) -> None:
+def write_secret(path: Path, data: bytes) -> None:
+    """Create ``path`` (mode 0600) holding ``data``, durably; if it already exists, leave it be."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
-        os.write(fd, seed)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -60,6 +63,11 @@ def _create(path: Path, seed: bytes) -> None:
         pass  # another process created it first: its key wins
     finally:
         tmp.unlink()
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # the new name survives a crash too
+    finally:
+        os.close(dir_fd)
 
 
 def load_or_create_secagg_key(state_dir: Path) -> Ed25519PrivateKey:

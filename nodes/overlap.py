@@ -45,7 +45,7 @@ from nodes.preblind import PreBlinder
 from nodes.protect import capped_epsilon
 from nodes.sources import DataSources
 from nodes.sqlgen import Dialect, SqlBuilder, quote_ident
-from nodes.validate import Refused, _Checker
+from nodes.validate import Checker, Refused
 from privacy.accounting import Cost
 from privacy.dp import plan_noise
 from privacy.size_check import check_size, hard_limit, size_noise
@@ -210,7 +210,7 @@ class OverlapNode:
         column = _identifier(dataset, spec.on, node)
         if spec.HasField("distinct"):
             return self._prepare_distinct(job, step, dataset)
-        check = _Checker(self.config, dataset)
+        check = Checker(self.config, dataset)
         item = spec.datasets[index]
         if item.HasField("filter"):
             check.filter(item.filter)
@@ -709,7 +709,7 @@ def _charge_plan(epsilon: float, sensitivity: int, aggregate: bool, parties: int
 
 
 def _check_aggregate(
-    check: _Checker, dataset: Dataset, spec: pb.OverlapSpec, node: str
+    check: Checker, dataset: Dataset, spec: pb.OverlapSpec, node: str
 ) -> tuple[Column, Column, int]:
     if spec.on != dataset.privacy_unit:
         raise Refused(

@@ -150,7 +150,7 @@ def _numeric_slots(plan: Plan) -> dict[int, int]:
     return slots
 
 
-def _exact_columns(
+def exact_columns(
     plan: Plan, exact: Exact
 ) -> tuple[list[int], list[int], dict[int, tuple[list[float], list[int]]]]:
     """Per group key in domain order: row counts, unit counts, and (sums, counts) per numeric aggregate."""
@@ -192,7 +192,7 @@ def _suppress(group: pb.GroupResult, n_aggregates: int, rule: str) -> None:
 
 def _protect_exact(plan: Plan, exact: Exact) -> pb.QueryResult:
     min_size = plan.dataset.policy.min_group_size
-    rows, units, numeric = _exact_columns(plan, exact)
+    rows, units, numeric = exact_columns(plan, exact)
     result = pb.QueryResult()
     for g, key in enumerate(plan.keys):
         group = _new_group(result, key)
@@ -250,7 +250,7 @@ def _protect_dp(plan: Plan, exact: Exact, budget: Budget) -> tuple[pb.QueryResul
     noise = whole.figures
     if not exact.units and needs_units(plan, budget):
         raise PrivacyError("units_missing", "this release needs distinct-unit counts that were not computed")
-    rows, units, numeric = _exact_columns(plan, exact)
+    rows, units, numeric = exact_columns(plan, exact)
 
     values: dict[int, list[float]] = {}
     counts: dict[int, list[float]] = {}

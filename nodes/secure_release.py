@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from nodes.context import NodeContext
 from nodes.differencing import Reservation
-from nodes.protect import Budget, _exact_columns, resolve_budget
+from nodes.protect import Budget, exact_columns, resolve_budget
 from nodes.release import DEFAULT_PROJECT, compute, spec_summary
 from nodes.validate import Plan, Refused, validate
 from privacy.accounting import Cost, epsilon_at_delta
@@ -317,7 +317,7 @@ class SecureRelease:
             budget = Budget(rho=secure_rho(budget.epsilon, budget.rho))
         reuse = reuses_count(plan, spec.privacy) and budget.dp
         # Without a distinct-unit block the costly distinct scan is skipped.
-        rows, units, numeric = _exact_columns(plan, compute(plan, self.ctx.sources, units=not reuse))
+        rows, units, numeric = exact_columns(plan, compute(plan, self.ctx.sources, units=not reuse))
         project = spec.project or DEFAULT_PROJECT
         # Differencing defence (exact contributions): refuse, or on record as pending.
         reserved = self.ctx.differencing.check_secure(

@@ -65,7 +65,7 @@ def python_value(value: pb.Value) -> CategoryValue | float | bool:
     return getattr(value, kind)
 
 
-class _Checker:
+class Checker:
     def __init__(self, config: NodeConfig, dataset: Dataset) -> None:
         self.node = config.node_id
         self.dataset = dataset
@@ -179,7 +179,7 @@ def validate(spec: pb.QuerySpec, config: NodeConfig) -> Plan:
         raise Refused(
             "dataset_not_exposed", f"dataset '{spec.dataset}' is not served here", node=config.node_id
         )
-    check = _Checker(config, dataset)
+    check = Checker(config, dataset)
     policy = dataset.policy
     if not spec.aggregates:
         raise check.refuse("raw_rows", "a query needs at least one aggregate")
@@ -268,7 +268,7 @@ def validate(spec: pb.QuerySpec, config: NodeConfig) -> Plan:
     return plan
 
 
-def _clamping(check: _Checker, agg: pb.Aggregate, column: Column) -> tuple[float, float]:
+def _clamping(check: Checker, agg: pb.Aggregate, column: Column) -> tuple[float, float]:
     """The clamping bounds of a SUM/AVG: the declared ones, tightened where the query asks."""
     declared = column.bounds or (0.0, 0.0)
     if not agg.HasField("bounds"):

@@ -16,11 +16,12 @@ import math
 import sqlite3
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from privacy import store
 from privacy.accounting import Cost, PrivacyError, epsilon_at_delta, spent_epsilon
 
 __all__ = [
@@ -194,21 +195,10 @@ class Ledger:
         self.default_delta = float(default_delta)
         self.require_budget = require_budget
         self.busy_timeout_s = busy_timeout_s
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as conn:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.executescript(_SCHEMA)
+        store.create(self.path, _SCHEMA, self.busy_timeout_s)
 
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        # isolation_level=None: transactions are opened explicitly, so BEGIN IMMEDIATE is ours.
-        conn = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None)
-        try:
-            conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_s * 1000)}")
-            conn.execute("PRAGMA synchronous=FULL")
-            yield conn
-        finally:
-            conn.close()
+    def _connect(self) -> AbstractContextManager[sqlite3.Connection]:
+        return store.session(self.path, self.busy_timeout_s)
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:

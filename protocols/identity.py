@@ -48,25 +48,25 @@ class Identity:
     serial: str
 
 
-def _utcnow() -> dt.datetime:
+def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def _aware(when: dt.datetime | None) -> dt.datetime:
+def aware(when: dt.datetime | None) -> dt.datetime:
     if when is None:
-        return _utcnow()
+        return utcnow()
     return when if when.tzinfo is not None else when.replace(tzinfo=dt.UTC)
 
 
-def _serial_hex(serial: int) -> str:
+def serial_hex(serial: int) -> str:
     return format(serial, "x")
 
 
-def _fingerprint(cert: x509.Certificate) -> str:
+def cert_fingerprint(cert: x509.Certificate) -> str:
     return cert.fingerprint(hashes.SHA256()).hex()
 
 
-def _pem_bytes(source: PemSource, what: str) -> bytes:
+def pem_bytes(source: PemSource, what: str) -> bytes:
     """Accept PEM/DER content as bytes or str, or a path to a file holding it."""
     if isinstance(source, bytes):
         return source
@@ -79,7 +79,7 @@ def _pem_bytes(source: PemSource, what: str) -> bytes:
         raise PkiError("not_found", f"cannot read {what} file {path}: {exc.strerror}") from None
 
 
-def _load_cert(data: bytes, what: str) -> x509.Certificate:
+def load_cert(data: bytes, what: str) -> x509.Certificate:
     try:
         if data.lstrip().startswith(b"-----BEGIN"):
             return x509.load_pem_x509_certificate(data)
@@ -88,8 +88,8 @@ def _load_cert(data: bytes, what: str) -> x509.Certificate:
         raise PkiError("bad_certificate", f"{what} is not a valid X.509 certificate") from None
 
 
-def _load_ca_bundle(ca: PemSource) -> list[x509.Certificate]:
-    data = _pem_bytes(ca, "CA")
+def load_ca_bundle(ca: PemSource) -> list[x509.Certificate]:
+    data = pem_bytes(ca, "CA")
     try:
         certs = x509.load_pem_x509_certificates(data)
     except ValueError:
@@ -97,7 +97,7 @@ def _load_ca_bundle(ca: PemSource) -> list[x509.Certificate]:
     return certs
 
 
-def _name_attr(name: x509.Name, oid: x509.ObjectIdentifier) -> str | None:
+def name_attr(name: x509.Name, oid: x509.ObjectIdentifier) -> str | None:
     attrs = name.get_attributes_for_oid(oid)
     if not attrs:
         return None
@@ -105,12 +105,12 @@ def _name_attr(name: x509.Name, oid: x509.ObjectIdentifier) -> str | None:
     return value if isinstance(value, str) else value.decode()
 
 
-def _subject_label(cert: x509.Certificate) -> str:
-    return _name_attr(cert.subject, NameOID.COMMON_NAME) or cert.subject.rfc4514_string() or "<no subject>"
+def subject_label(cert: x509.Certificate) -> str:
+    return name_attr(cert.subject, NameOID.COMMON_NAME) or cert.subject.rfc4514_string() or "<no subject>"
 
 
-def _identity(cert: x509.Certificate) -> Identity:
-    subject = _name_attr(cert.subject, NameOID.COMMON_NAME)
+def cert_identity(cert: x509.Certificate) -> Identity:
+    subject = name_attr(cert.subject, NameOID.COMMON_NAME)
     label = subject or cert.subject.rfc4514_string()
     if not subject:
         raise PkiError("bad_certificate", f"certificate {label!r} has no common name")
@@ -123,24 +123,24 @@ def _identity(cert: x509.Certificate) -> Identity:
     if len(roles) != 1 or roles[0] not in ROLES:
         raise PkiError("wrong_role", f"certificate of {subject!r} carries no single valid federation role")
     role = roles[0]
-    ou = _name_attr(cert.subject, NameOID.ORGANIZATIONAL_UNIT_NAME)
+    ou = name_attr(cert.subject, NameOID.ORGANIZATIONAL_UNIT_NAME)
     if ou is not None and ou != role:
         raise PkiError("wrong_role", f"certificate of {subject!r} has OU {ou!r} but role URI {role!r}")
     return Identity(
         subject=subject,
         role=role,
-        org=_name_attr(cert.subject, NameOID.ORGANIZATION_NAME),
-        fingerprint=_fingerprint(cert),
-        serial=_serial_hex(cert.serial_number),
+        org=name_attr(cert.subject, NameOID.ORGANIZATION_NAME),
+        fingerprint=cert_fingerprint(cert),
+        serial=serial_hex(cert.serial_number),
     )
 
 
 def load_identity(cert_pem: PemSource) -> Identity:
     """Read subject, role and org from a certificate without verifying it (see ``check_peer``)."""
-    return _identity(_load_cert(_pem_bytes(cert_pem, "certificate"), "certificate"))
+    return cert_identity(load_cert(pem_bytes(cert_pem, "certificate"), "certificate"))
 
 
-def _issuer_of(cert: x509.Certificate, cas: list[x509.Certificate]) -> x509.Certificate | None:
+def issuer_of(cert: x509.Certificate, cas: list[x509.Certificate]) -> x509.Certificate | None:
     for ca in cas:
         try:
             cert.verify_directly_issued_by(ca)
@@ -150,7 +150,7 @@ def _issuer_of(cert: x509.Certificate, cas: list[x509.Certificate]) -> x509.Cert
     return None
 
 
-def _check_validity(cert: x509.Certificate, label: str, now: dt.datetime) -> None:
+def check_validity(cert: x509.Certificate, label: str, now: dt.datetime) -> None:
     if now < cert.not_valid_before_utc:
         raise PkiError(
             "not_yet_valid",
@@ -162,8 +162,8 @@ def _check_validity(cert: x509.Certificate, label: str, now: dt.datetime) -> Non
         )
 
 
-def _check_crl(cert: x509.Certificate, ca: x509.Certificate, crl_pem: PemSource, label: str) -> None:
-    data = _pem_bytes(crl_pem, "CRL")
+def check_crl(cert: x509.Certificate, ca: x509.Certificate, crl_pem: PemSource, label: str) -> None:
+    data = pem_bytes(crl_pem, "CRL")
     try:
         crl = x509.load_pem_x509_crl(data) if b"-----BEGIN" in data else x509.load_der_x509_crl(data)
     except ValueError:
@@ -180,12 +180,12 @@ def _check_crl(cert: x509.Certificate, ca: x509.Certificate, crl_pem: PemSource,
     if entry is not None:
         raise PkiError(
             "revoked",
-            f"certificate of {label!r} (serial {_serial_hex(cert.serial_number)}) was revoked on "
+            f"certificate of {label!r} (serial {serial_hex(cert.serial_number)}) was revoked on "
             f"{entry.revocation_date_utc.date().isoformat()}",
         )
 
 
-def _is_ca(cert: x509.Certificate) -> bool:
+def is_ca(cert: x509.Certificate) -> bool:
     try:
         return cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
     except x509.ExtensionNotFound:
@@ -204,19 +204,19 @@ def check_peer(
     Raises ``PkiError`` with rule unknown_ca, expired, not_yet_valid, revoked or wrong_role (and
     bad_certificate / bad_crl for unreadable input). ``ca_pem`` may be a bundle of roots.
     """
-    cert = _load_cert(_pem_bytes(cert_pem_or_der, "peer certificate"), "peer certificate")
-    label = _subject_label(cert)
-    ca = _issuer_of(cert, _load_ca_bundle(ca_pem))
+    cert = load_cert(pem_bytes(cert_pem_or_der, "peer certificate"), "peer certificate")
+    label = subject_label(cert)
+    ca = issuer_of(cert, load_ca_bundle(ca_pem))
     if ca is None:
         raise PkiError("unknown_ca", f"certificate of {label!r} is not signed by the federation root")
-    when = _aware(now)
-    _check_validity(cert, label, when)
-    _check_validity(ca, _subject_label(ca), when)
-    if _is_ca(cert):
+    when = aware(now)
+    check_validity(cert, label, when)
+    check_validity(ca, subject_label(ca), when)
+    if is_ca(cert):
         raise PkiError("wrong_role", f"certificate of {label!r} is a CA certificate, not a party's")
     if crl_pem is not None:
-        _check_crl(cert, ca, crl_pem, label)
-    identity = _identity(cert)
+        check_crl(cert, ca, crl_pem, label)
+    identity = cert_identity(cert)
     if expected_roles is not None and identity.role not in expected_roles:
         needed = ", ".join(sorted(expected_roles))
         raise PkiError(
@@ -242,8 +242,8 @@ def check_grpc_peer(
 def grpc_server_credentials(cert: PemSource, key: PemSource, ca: PemSource) -> grpc.ServerCredentials:
     """TLS server credentials that require and verify a client certificate from ``ca``."""
     return grpc.ssl_server_credentials(
-        [(_pem_bytes(key, "key"), _pem_bytes(cert, "certificate"))],
-        root_certificates=_pem_bytes(ca, "CA"),
+        [(pem_bytes(key, "key"), pem_bytes(cert, "certificate"))],
+        root_certificates=pem_bytes(ca, "CA"),
         require_client_auth=True,
     )
 
@@ -251,9 +251,9 @@ def grpc_server_credentials(cert: PemSource, key: PemSource, ca: PemSource) -> g
 def grpc_channel_credentials(cert: PemSource, key: PemSource, ca: PemSource) -> grpc.ChannelCredentials:
     """TLS channel credentials presenting ``cert`` and trusting only servers signed by ``ca``."""
     return grpc.ssl_channel_credentials(
-        root_certificates=_pem_bytes(ca, "CA"),
-        private_key=_pem_bytes(key, "key"),
-        certificate_chain=_pem_bytes(cert, "certificate"),
+        root_certificates=pem_bytes(ca, "CA"),
+        private_key=pem_bytes(key, "key"),
+        certificate_chain=pem_bytes(cert, "certificate"),
     )
 
 
