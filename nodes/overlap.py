@@ -58,7 +58,7 @@ from protocols.psi_union import (
     ITEM_BYTES,
     WRAPPED_BYTES,
     pack_fixed,
-    seal_label,
+    seal_labels,
     split_item,
     unpack_fixed,
     wrap_items,
@@ -498,10 +498,7 @@ class OverlapNode:
                         "a union needs the coordinator's job key",
                         node=self.config.node_id,
                     )
-                records = [
-                    (item, seal_label(label, step.wrap_key))
-                    for item, label in zip(state.ids, state.labels, strict=True)
-                ]
+                records = list(zip(state.ids, seal_labels(state.labels, step.wrap_key), strict=True))
                 blob = pack_fixed(
                     [token + box for token, box in state.psi.blind_own_pairs(records)], ITEM_BYTES
                 )

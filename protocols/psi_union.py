@@ -34,7 +34,7 @@ from nacl.bindings import crypto_box_keypair, crypto_box_seal, crypto_box_seal_o
 from nacl.bindings.crypto_box import crypto_box_SEALBYTES
 from nacl.exceptions import CryptoError
 
-from protocols.psi import TOKEN_BYTES, PsiError, PsiParty, ring_route, shuffled
+from protocols.psi import TOKEN_BYTES, PsiError, PsiParty, _parallel, ring_route, shuffled
 
 __all__ = [
     "ITEM_BYTES",
@@ -46,6 +46,7 @@ __all__ = [
     "parse_label",
     "run_union_in_memory",
     "seal_label",
+    "seal_labels",
     "union_counts",
     "unpack_fixed",
     "wrap_items",
@@ -87,6 +88,12 @@ def seal_label(label: bytes, coordinator_key: bytes) -> bytes:
     return _seal(label, coordinator_key)
 
 
+def seal_labels(labels: Sequence[bytes], coordinator_key: bytes) -> list[bytes]:
+    """One sealed box per label (a fresh ephemeral key each, so no two items share anything);
+    libsodium releases the GIL, so chunks run on every core."""
+    return _parallel(lambda chunk: [_seal(label, coordinator_key) for label in chunk], labels)
+
+
 def _seal(message: bytes, key: bytes) -> bytes:
     try:
         return crypto_box_seal(message, key)
@@ -105,12 +112,10 @@ def _open(blob: bytes, public: bytes, private: bytes) -> bytes:
 
 def wrap_items(pairs: Sequence[tuple[bytes, bytes]], coordinator_key: bytes) -> list[bytes]:
     """Last hop: seal each (token, sealed label) to the coordinator, so no party recognises it later."""
-    out = []
     for token, sealed_label in pairs:
         if len(token) != TOKEN_BYTES or len(sealed_label) != SEALED_LABEL_BYTES:
             raise PsiError("an item has the wrong length", rule="token_format")
-        out.append(_seal(token + sealed_label, coordinator_key))
-    return out
+    return _parallel(lambda chunk: [_seal(token + box, coordinator_key) for token, box in chunk], list(pairs))
 
 
 def pack_fixed(items: Sequence[bytes], width: int) -> bytes:
@@ -133,10 +138,20 @@ def split_item(item: bytes) -> tuple[bytes, bytes]:
 
 def union_counts(wrapped: Sequence[bytes], public: bytes, private: bytes) -> tuple[dict[tuple, int], int]:
     """Coordinator: (distinct tokens per group key, items in the merged list)."""
+
+    def open_chunk(chunk: Sequence[bytes]) -> list[tuple[bytes, bytes]]:
+        out = []
+        for blob in chunk:
+            token, sealed_label = split_item(_open(blob, public, private))
+            out.append((token, _open(sealed_label, public, private)))
+        return out
+
+    labels: dict[bytes, tuple] = {}
     seen: dict[bytes, tuple] = {}
-    for blob in wrapped:
-        token, sealed_label = split_item(_open(blob, public, private))
-        key = parse_label(_open(sealed_label, public, private))
+    for token, label in _parallel(open_chunk, list(wrapped)):
+        key = labels.get(label)
+        if key is None:
+            key = labels[label] = parse_label(label)
         if seen.setdefault(token, key) != key:
             # Tokens are keyed by group: one token under two labels means a party lied about a label.
             raise PsiError("one token carries two group labels", rule="label_integrity")
