@@ -181,20 +181,31 @@ class Central:
     """
 
     def __init__(
-        self, frames: dict[str, pd.DataFrame], measurements: int, with_sum: bool, upper: float = UPPER
+        self,
+        frames: dict[str, pd.DataFrame],
+        measurements: int,
+        with_sum: bool,
+        upper: float = UPPER,
+        rho: float | None = None,
     ) -> None:
         pooled = pd.concat(frames.values(), ignore_index=True)
         unit = dp.unit_of(contributions=ROWS_PER_UNIT)
         ctx = dp.Context.compositor(
             data=list(pooled["country"]),
             privacy_unit=unit,
-            privacy_loss=dp.loss_of(epsilon=EPSILON),
+            privacy_loss=dp.loss_of(rho=rho) if rho else dp.loss_of(epsilon=EPSILON),
             split_evenly_over=measurements,
         )
         self.countries = list(pooled["country"])
-        self.count = (
-            ctx.query().count_by_categories(categories=COUNTRIES, null_category=False).laplace().resolve()
-        )
+        query = ctx.query()
+        if rho:  # the zCDP baseline: discrete Gaussian, as the secure sum's one noise
+            query = query.count_by_categories(
+                categories=COUNTRIES, null_category=False, MO=dp.L2Distance[int]
+            )
+            self.count = query.gaussian().resolve()
+        else:
+            query = query.count_by_categories(categories=COUNTRIES, null_category=False)
+            self.count = query.laplace().resolve()
         self.sums: list[tuple[dp.Measurement, list[float]]] = []
         if with_sum:
             for country in COUNTRIES:
@@ -320,11 +331,13 @@ def central_errors(frames: dict[str, pd.DataFrame], t: Truth, runs: int) -> dict
     """Median relative error of the central baseline: COUNT alone; SUM beside COUNT, clamped at the
     declared bound and at the tightened one (each against the exact sum at its own clamp)."""
     count_only = Central(frames, 1, with_sum=False)
+    count_rho = Central(frames, 1, with_sum=False, rho=EPSILON**2 / 2)
     sums = {"sum": Central(frames, 2, with_sum=True), "tight": Central(frames, 2, with_sum=True, upper=TIGHT)}
-    errors: dict[str, list[float]] = {"count": [], "sum": [], "tight": []}
+    errors: dict[str, list[float]] = {"count": [], "count_rho": [], "sum": [], "tight": []}
     for _ in range(runs):
-        counts, _ = count_only.release()
-        errors["count"] += [abs(c - t.rows[k]) / t.rows[k] for c, k in zip(counts, COUNTRIES, strict=True)]
+        for name, central in (("count", count_only), ("count_rho", count_rho)):
+            counts, _ = central.release()
+            errors[name] += [abs(c - t.rows[k]) / t.rows[k] for c, k in zip(counts, COUNTRIES, strict=True)]
         for name, central in sums.items():
             _, values = central.release()
             exact = t.total if name == "sum" else t.tight
@@ -414,7 +427,8 @@ def main() -> None:
     central = central_errors(frames, t, args.error_runs)
     print(
         f"central (OpenDP Context API, pooled rows): median rel. error COUNT {central['count']:.4f}, "
-        f"SUM {central['sum']:.4f}, SUM clamped at {TIGHT:g} {central['tight']:.4f}"
+        f"SUM {central['sum']:.4f}, SUM clamped at {TIGHT:g} {central['tight']:.4f}; "
+        f"COUNT at rho {EPSILON**2 / 2:g} (discrete Gaussian) {central['count_rho']:.4f}"
     )
     for secure in (False, True):
         label = "secure (one discrete Gaussian, rho = eps^2/2)" if secure else "plain (local DP per node)"
@@ -423,7 +437,8 @@ def main() -> None:
         print(
             f"{label}: released {count.share:.1%} (COUNT) {total.share:.1%} (SUM) "
             f"{tallies['cov_count'].share:.1%} (COUNT, SUM, AVG); median rel. error "
-            f"COUNT {count.median:.4f} ({count.median / central['count']:.2f}x central), "
+            f"COUNT {count.median:.4f} ({count.median / central['count']:.2f}x central, "
+            f"{count.median / central['count_rho']:.2f}x central at rho {EPSILON**2 / 2:g}), "
             f"SUM {total.median:.4f} ({total.median / central['sum']:.2f}x), "
             f"SUM clamped at {TIGHT:g} per query {tight.median:.4f} ({tight.median / central['tight']:.2f}x); "
             f"95% coverage COUNT {tallies['cov_count'].coverage:.1%} SUM {tallies['cov_sum'].coverage:.1%} "
