@@ -2,6 +2,8 @@
 
 Counts and sums add per group; AVG is the total sum over the total count. Noise variances add;
 the 95% interval is the node's own when one node contributed, else a normal approximation.
+VARIANCE / STDDEV add the nodes' counts, centred sums and centred sums of squares, PERCENTILE adds
+their bin counts; the statistic and its interval are read off the totals (privacy/statistics.py).
 
 Suppression:
 
@@ -18,9 +20,13 @@ from __future__ import annotations
 
 import math
 
+from privacy.statistics import Estimate, Moments, add_moments, percentile, stddev, variance
 from privacy.suppression import ThresholdNoise, combined_threshold
 from protocols import federation_pb2 as pb
+from protocols.errors import FederationError
 from protocols.values import from_value
+
+_STATISTICS = (pb.VARIANCE, pb.STDDEV, pb.PERCENTILE)
 
 Z95 = 1.959963984540054
 
@@ -40,6 +46,37 @@ def _decision(answers: dict[str, pb.QueryResult], min_group_sizes: dict[str, int
     return combined_threshold(max(1, *sizes), parts), measured
 
 
+def _statistic(agg: pb.Aggregate, cells: list[pb.Cell]) -> Estimate:
+    """VARIANCE / STDDEV / PERCENTILE over the union of the nodes' rows, from their cells."""
+    if agg.function == pb.PERCENTILE:
+        shapes = {(c.low, c.high, len(c.bins)) for c in cells}
+        if len(shapes) != 1:
+            raise FederationError(
+                "statistic_bounds_differ",
+                f"the nodes bin '{agg.column}' over different declared bounds; PERCENTILE_CONT needs the same",
+            )
+        low, high, width = shapes.pop()
+        totals = [sum(c.bins[j] for c in cells) for j in range(width)]
+        sd = math.sqrt(sum(c.bins_noise_sd**2 for c in cells))
+        return percentile(totals, low, high, agg.quantile, sd)
+    parts = [
+        Moments(
+            c.count,
+            c.sum,
+            c.sum_squares,
+            c.shift,
+            c.low,
+            c.high,
+            c.count_noise_sd**2,
+            c.noise_sd**2,
+            c.sum_squares_noise_sd**2,
+        )
+        for c in cells
+    ]
+    total = add_moments(parts)
+    return variance(total) if agg.function == pb.VARIANCE else stddev(total)
+
+
 def combine(
     spec: pb.QuerySpec, answers: dict[str, pb.QueryResult], min_group_sizes: dict[str, int] | None = None
 ) -> list[pb.CombinedRow]:
@@ -50,6 +87,7 @@ def combine(
     rows: dict[tuple, pb.CombinedRow] = {}
     totals: dict[tuple, list[list[float]]] = {}
     single: dict[tuple, list[pb.Cell | None]] = {}
+    parts: dict[tuple, list[list[pb.Cell]]] = {}
     order: list[tuple] = []
     n_aggs = len(spec.aggregates)
     for node in sorted(answers):
@@ -62,6 +100,7 @@ def combine(
                 # per aggregate: sum, count, sum-noise variance, count-noise variance, contributors
                 totals[key] = [[0.0, 0.0, 0.0, 0.0, 0.0] for _ in range(n_aggs)]
                 single[key] = [None] * n_aggs
+                parts[key] = [[] for _ in range(n_aggs)]
                 order.append(key)
             row = rows[key]
             if answers[node].HasField("threshold"):
@@ -78,6 +117,7 @@ def combine(
                 t[3] += cell.count_noise_sd**2
                 t[4] += 1
                 single[key][i] = cell
+                parts[key][i].append(cell)
     out = []
     for key in order:
         row = rows[key]
@@ -92,6 +132,11 @@ def combine(
                 cell.suppressed = True
                 continue
             s, c, var_s, var_c, contributors = totals[key][i]
+            if agg.function in _STATISTICS:
+                estimate = _statistic(agg, parts[key][i])
+                cell.value, cell.noise_sd = estimate.value, estimate.sd
+                cell.ci_low, cell.ci_high = estimate.ci_low, estimate.ci_high
+                continue
             if agg.function == pb.AVG:
                 value = s / c if c > 0 else math.nan
                 # Delta method for a ratio of independent noisy sum and count.

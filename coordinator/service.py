@@ -500,9 +500,14 @@ class AnalystService(pb_grpc.AnalystServicer):
                     + "; ".join(f"{o.node}: {o.status} ({o.reason})" for o in missing)
                 )
             return response, "failed"
-        response.ok = True
         sizes = {s.node_id: d.min_group_size for s in targets for d in s.datasets if d.name == spec.dataset}
-        response.rows.extend(combine(spec, answers, sizes))
+        try:
+            rows = combine(spec, answers, sizes)
+        except FederationError as exc:  # the answers cannot be combined (e.g. different histogram bins)
+            response.ok, response.error, response.error_rule = False, exc.message, exc.rule
+            return response, "failed"
+        response.ok = True
+        response.rows.extend(rows)
         clip_rows(spec, list(response.rows), _infos(spec, targets, set(answers)))
         response.diagnostics.extend(combine_diagnostics(answers))
         return response, "partial" if missing else "complete"

@@ -129,7 +129,7 @@ DEFAULT_FORMATS = {
     "fiod": "parquet",
     "belastingdienst": "postgres",
 }
-OPERATIONS = ("count", "count_distinct", "sum", "avg")
+OPERATIONS = ("count", "count_distinct", "sum", "avg", "variance", "percentile")
 MIN_GROUP_SIZE = 10
 
 # --- local codes (local code -> shared value) ----------------------------------------------------

@@ -41,6 +41,18 @@ _COMPARE = {
 # Flip the operator when the literal stands on the left: 2023 < year  ==  year > 2023.
 _FLIP = {pb.EQ: pb.EQ, pb.NE: pb.NE, pb.LT: pb.GT, pb.LE: pb.GE, pb.GT: pb.LT, pb.GE: pb.LE}
 
+SUPPORTED_SELECT = (
+    "supported: group columns or keys (FLOOR(col / w) * w, WIDTH_BUCKET(col, lo, hi, n), "
+    "DATE_TRUNC('year'|'quarter'|'month', date), EXTRACT(YEAR|QUARTER|MONTH FROM date)), COUNT(*), "
+    f"COUNT(DISTINCT unit), {PER_NODE}(unit), SUM, AVG, VARIANCE, STDDEV, MEDIAN and PERCENTILE_CONT(q) WITHIN GROUP "
+    "(ORDER BY col) of a numeric column"
+)
+_STATISTICS: dict[type[exp.Expression], tuple[pb.AggregateFunction, str]] = {
+    exp.Variance: (pb.VARIANCE, "VARIANCE"),  # VARIANCE and VAR_SAMP
+    exp.Stddev: (pb.STDDEV, "STDDEV"),
+    exp.StddevSamp: (pb.STDDEV, "STDDEV"),
+}
+
 _UNSUPPORTED_CLAUSES = {
     "joins": "JOIN",
     "having": "HAVING",
@@ -209,11 +221,48 @@ def _aggregate(node: exp.Expression, alias: str) -> pb.Aggregate:
         if bounds.HasField("lower") or bounds.HasField("upper"):
             aggregate.bounds.CopyFrom(bounds)
         return aggregate
-    raise QueryError(
-        "unsupported_aggregate",
-        f"SELECT: '{node.sql()}' is not allowed; use group columns, COUNT(*), COUNT(DISTINCT unit), "
-        f"{PER_NODE}(unit), SUM(col) or AVG(col)",
-    )
+    for kind, (statistic, name) in _STATISTICS.items():
+        if isinstance(node, kind):
+            return _with_bounds(node.this, f"SELECT {name}(...)", statistic, alias, name.lower())
+    if isinstance(node, exp.Median):
+        aggregate = _with_bounds(node.this, "SELECT MEDIAN(...)", pb.PERCENTILE, alias, "median")
+        aggregate.quantile = 0.5
+        return aggregate
+    if isinstance(node, exp.WithinGroup) and isinstance(node.this, exp.PercentileCont):
+        return _percentile(node, alias)
+    raise QueryError("unsupported_aggregate", f"SELECT: '{node.sql()}' is not allowed; {SUPPORTED_SELECT}")
+
+
+def _with_bounds(
+    argument: exp.Expression, where: str, function: pb.AggregateFunction, alias: str, prefix: str
+) -> pb.Aggregate:
+    """An aggregate of one numeric column, optionally clamped tighter: ``LEAST(GREATEST(col, lo), hi)``."""
+    inner, bounds = _clamp(argument, where)
+    column = _column_name(inner, where)
+    aggregate = pb.Aggregate(function=function, column=column, alias=alias or f"{prefix}_{column}")
+    if bounds.HasField("lower") or bounds.HasField("upper"):
+        aggregate.bounds.CopyFrom(bounds)
+    return aggregate
+
+
+def _percentile(node: exp.WithinGroup, alias: str) -> pb.Aggregate:
+    """``PERCENTILE_CONT(q) WITHIN GROUP (ORDER BY col)``, q a number in [0, 1]."""
+    value = literal_value(node.this.this, "PERCENTILE_CONT(...)")
+    q = value.integer if value.WhichOneof("kind") == "integer" else value.real
+    if value.WhichOneof("kind") not in ("integer", "real") or not 0 <= q <= 1:
+        raise QueryError("malformed_sql", "PERCENTILE_CONT(q): q must be a number between 0 and 1")
+    order = node.expression
+    items = order.expressions if isinstance(order, exp.Order) else []
+    if len(items) != 1 or items[0].args.get("desc"):
+        raise QueryError(
+            "unsupported_expression",
+            "PERCENTILE_CONT(q) needs WITHIN GROUP (ORDER BY <numeric column>), ascending",
+        )
+    label = f"p{round(q * 100, 4):g}".replace(".", "_")
+    where = "PERCENTILE_CONT(...) WITHIN GROUP (ORDER BY ...)"
+    aggregate = _with_bounds(items[0].this, where, pb.PERCENTILE, alias, label)
+    aggregate.quantile = float(q)
+    return aggregate
 
 
 def parse_query(sql: str) -> pb.QuerySpec:

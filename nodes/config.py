@@ -15,7 +15,7 @@ from protocols.config_tables import Table, check_table, table_model
 from protocols.errors import ConfigError
 from protocols.identity import PkiError, TlsFiles, tls_files
 
-OPERATIONS = ("count", "count_distinct", "sum", "avg")
+OPERATIONS = ("count", "count_distinct", "sum", "avg", "variance", "percentile")
 COLUMN_KINDS = ("category", "numeric", "date", "identifier")
 SOURCE_KINDS = ("csv", "parquet", "postgres")
 ID_TYPES = ("kvk", "person", "iban", "postcode", "text")

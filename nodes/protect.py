@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nodes.config import Dataset
-from nodes.validate import Plan, Refused
+from nodes.validate import NUMERIC_FUNCTIONS, AggregatePlan, Plan, Refused
 from privacy.accounting import Cost, PrivacyError
 from privacy.bounds import clip
 from privacy.dp import (
@@ -29,21 +29,32 @@ from privacy.dp import (
     release_counts,
     release_sums,
     threshold_for,
+    variance_parts,
 )
 from privacy.explain import QueryNoise, plan_query
+from privacy.statistics import PERCENTILE_BINS, Estimate, Moments, percentile, stddev, variance
 from protocols import federation_pb2 as pb
 from protocols.privacy_request import check_wire
 from protocols.values import to_value
 
-_KIND: dict[int, str] = {pb.COUNT: "count", pb.COUNT_DISTINCT: "count_distinct", pb.SUM: "sum", pb.AVG: "avg"}
+_KIND: dict[int, str] = {
+    pb.COUNT: "count",
+    pb.COUNT_DISTINCT: "count_distinct",
+    pb.SUM: "sum",
+    pb.AVG: "avg",
+    pb.VARIANCE: "variance",
+    pb.STDDEV: "variance",
+    pb.PERCENTILE: "percentile",
+}
 
 
 @dataclass
 class Exact:
     """Exact per-group aggregates as computed inside the engine (never released as such).
 
-    ``rows`` maps a group key to (n_rows, n_units, sum_0, count_0, sum_1, count_1, ...), one
-    (sum, count) pair per SUM/AVG aggregate in request order. Without ``units`` the distinct-unit
+    ``rows`` maps a group key to (n_rows, n_units, ...) followed, per numeric aggregate in request
+    order, by its figures (``slot_width``): SUM/AVG (sum, count), VARIANCE/STDDEV (sum, count,
+    centred sum of squares), PERCENTILE the bin counts. Without ``units`` the distinct-unit
     counts were not computed (``n_units`` is ``None``): only a release that never reads them may
     use such aggregates (see ``needs_units``).
     """
@@ -141,31 +152,45 @@ def needs_units(plan: Plan, budget: Budget) -> bool:
     return noise.threshold.kind != "count"
 
 
+def slot_width(agg: AggregatePlan) -> int:
+    """How many figures an aggregate has in ``Exact.rows`` (and in ``build_sql``'s output)."""
+    if agg.function not in NUMERIC_FUNCTIONS:
+        return 0
+    if agg.function == pb.PERCENTILE:
+        return PERCENTILE_BINS
+    return 3 if agg.function in (pb.VARIANCE, pb.STDDEV) else 2
+
+
 def _numeric_slots(plan: Plan) -> dict[int, int]:
-    """Map aggregate position -> position of its (sum, count) pair in ``Exact.rows``."""
+    """Map aggregate position -> offset of its first figure after (n_rows, n_units) in ``Exact.rows``."""
     slots: dict[int, int] = {}
+    offset = 0
     for i, agg in enumerate(plan.aggregates):
-        if agg.function in (pb.SUM, pb.AVG):
-            slots[i] = len(slots)
+        if slot_width(agg):
+            slots[i] = offset
+            offset += slot_width(agg)
     return slots
 
 
-def exact_columns(
-    plan: Plan, exact: Exact
-) -> tuple[list[int], list[int], dict[int, tuple[list[float], list[int]]]]:
-    """Per group key in domain order: row counts, unit counts, and (sums, counts) per numeric aggregate."""
+def exact_columns(plan: Plan, exact: Exact) -> tuple[list[int], list[int], dict[int, list[list[float]]]]:
+    """Per group key in domain order: row counts, unit counts, and per numeric aggregate its figures
+    as columns: SUM/AVG [sums, counts], VARIANCE/STDDEV [sums, counts, centred squares],
+    PERCENTILE one column per bin. Counts are whole numbers."""
     slots = _numeric_slots(plan)
     rows, units = [], []
-    numeric: dict[int, tuple[list[float], list[int]]] = {i: ([], []) for i in slots}
+    numeric: dict[int, list[list[float]]] = {
+        i: [[] for _ in range(slot_width(plan.aggregates[i]))] for i in slots
+    }
     for key in plan.keys:
         found = exact.rows.get(tuple(key))
         rows.append(int(found[0]) if found else 0)
         units.append(int(found[1]) if found and found[1] is not None else 0)
-        for i, slot in slots.items():
-            total = found[2 + 2 * slot] if found else 0.0
-            count = found[3 + 2 * slot] if found else 0
-            numeric[i][0].append(float(total or 0.0))
-            numeric[i][1].append(int(count or 0))
+        for i, offset in slots.items():
+            agg = plan.aggregates[i]
+            for j, column in enumerate(numeric[i]):
+                figure = found[2 + offset + j] if found else None
+                whole = agg.function == pb.PERCENTILE or j == 1
+                column.append(int(figure or 0) if whole else float(figure or 0.0))
     return rows, units, numeric
 
 
@@ -173,6 +198,12 @@ def protect(plan: Plan, exact: Exact, budget: Budget) -> tuple[pb.QueryResult, C
     """Return the protected result and the privacy cost it must be charged before release."""
     if budget.dp:
         return _protect_dp(plan, exact, budget)
+    if any(a.function == pb.PERCENTILE for a in plan.aggregates):
+        # Exact bin counts of 1/64 of the range would come close to releasing single values.
+        raise Refused(
+            "percentile_needs_dp",
+            f"MEDIAN and PERCENTILE_CONT are released only with DP; ask with an epsilon (dataset {plan.dataset.name})",
+        )
     return _protect_exact(plan, exact), Cost(epsilon=0.0, rho=0.0)
 
 
@@ -194,6 +225,9 @@ def _protect_exact(plan: Plan, exact: Exact) -> pb.QueryResult:
     min_size = plan.dataset.policy.min_group_size
     rows, units, numeric = exact_columns(plan, exact)
     result = pb.QueryResult()
+    for i, agg in enumerate(plan.aggregates):
+        if agg.function in (pb.VARIANCE, pb.STDDEV):
+            numeric[i] = _centred(numeric[i], agg.bounds)
     for g, key in enumerate(plan.keys):
         group = _new_group(result, key)
         if units[g] < min_size:
@@ -205,9 +239,49 @@ def _protect_exact(plan: Plan, exact: Exact) -> pb.QueryResult:
                 cell.sum = cell.count = float(rows[g])
             elif agg.function == pb.COUNT_DISTINCT:
                 cell.sum = cell.count = float(units[g])
+            elif agg.function in (pb.VARIANCE, pb.STDDEV, pb.PERCENTILE):
+                _statistic_cell(cell, agg, [column[g] for column in numeric[i]])
             else:
                 cell.sum, cell.count = numeric[i][0][g], float(numeric[i][1][g])
     return result
+
+
+def _statistic_cell(
+    cell: pb.Cell,
+    agg: AggregatePlan,
+    figures: list[float],
+    sd: float = 0.0,
+    count_sd: float = 0.0,
+    squares_sd: float = 0.0,
+) -> None:
+    """Fill a VARIANCE / STDDEV / PERCENTILE cell from its figures (exact, or already noisy) and
+    this node's own estimate with its interval. VARIANCE figures are (centred sum, count, centred
+    sum of squares); PERCENTILE figures are the bin counts."""
+    assert agg.bounds is not None  # validate sets the clamping bounds of every numeric aggregate
+    lo, hi = agg.bounds
+    cell.low, cell.high = lo, hi
+    estimate: Estimate
+    if agg.function == pb.PERCENTILE:
+        cell.bins.extend(float(f) for f in figures)
+        cell.bins_noise_sd = sd
+        estimate = percentile(figures, lo, hi, agg.quantile, sd)
+        cell.count = float(sum(figures))
+    else:
+        s1, n, s2 = (float(f) for f in figures)
+        cell.sum, cell.count, cell.sum_squares = s1, n, s2
+        cell.noise_sd, cell.count_noise_sd, cell.sum_squares_noise_sd = sd, count_sd, squares_sd
+        cell.shift = variance_parts((lo, hi))[0]
+        moments = Moments(n, s1, s2, cell.shift, lo, hi, count_sd**2, sd**2, squares_sd**2)
+        estimate = (variance if agg.function == pb.VARIANCE else stddev)(moments)
+    if sd > 0:
+        cell.ci_low, cell.ci_high = estimate.ci_low, estimate.ci_high
+
+
+def _centred(numeric: list[list[float]], bounds: tuple[float, float] | None) -> list[list[float]]:
+    """VARIANCE figures with the sum taken about the middle of the bounds: sum(x - c) = sum(x) - c n."""
+    c = variance_parts(bounds)[0]
+    sums, counts, squares = numeric
+    return [[s - c * n for s, n in zip(sums, counts, strict=True)], counts, squares]
 
 
 def _threshold_basis(noise: NoisePlan, dataset: Dataset) -> pb.Threshold:
@@ -252,8 +326,13 @@ def _protect_dp(plan: Plan, exact: Exact, budget: Budget) -> tuple[pb.QueryResul
         raise PrivacyError("units_missing", "this release needs distinct-unit counts that were not computed")
     rows, units, numeric = exact_columns(plan, exact)
 
+    for n, statistic in enumerate(plan.aggregates):
+        if statistic.function in (pb.VARIANCE, pb.STDDEV):
+            numeric[n] = _centred(numeric[n], statistic.bounds)
     values: dict[int, list[float]] = {}
     counts: dict[int, list[float]] = {}
+    squares: dict[int, list[float]] = {}
+    bins: dict[int, list[list[float]]] = {}
     for component in noise.components:
         spec, i = component.spec, component.aggregate
         if component.role == "value" and i is not None:
@@ -262,10 +341,19 @@ def _protect_dp(plan: Plan, exact: Exact, budget: Budget) -> tuple[pb.QueryResul
                 values[i] = [float(v) for v in release_counts(rows, spec)]
             elif agg.function == pb.COUNT_DISTINCT:
                 values[i] = [float(v) for v in release_counts(units, spec)]
+            elif agg.function == pb.PERCENTILE:
+                # One vector over every (group, bin) cell: a unit's rows fall in at most k of them.
+                flat = [int(column[g]) for g in range(len(plan.keys)) for column in numeric[i]]
+                noisy = [float(v) for v in release_counts(flat, spec)]
+                width = len(numeric[i])
+                bins[i] = [noisy[g * width : (g + 1) * width] for g in range(len(plan.keys))]
+                values[i] = [0.0] * len(plan.keys)
             else:
                 values[i] = release_sums(numeric[i][0], spec)
         elif component.role == "avg_count" and i is not None:
-            counts[i] = [float(v) for v in release_counts(numeric[i][1], spec)]
+            counts[i] = [float(v) for v in release_counts([int(n) for n in numeric[i][1]], spec)]
+        elif component.role == "sum_squares" and i is not None:
+            squares[i] = release_sums(numeric[i][2], spec)
     threshold_component = next(c for c in noise.components if c.role == "threshold")
     if threshold_component.aggregate is not None:
         # Reuse the released COUNT(DISTINCT unit), or COUNT(*) against a threshold in rows.
@@ -290,6 +378,15 @@ def _protect_dp(plan: Plan, exact: Exact, budget: Budget) -> tuple[pb.QueryResul
         for i, agg in enumerate(plan.aggregates):
             cell = group.cells.add()
             spec = columns[i]
+            if agg.function == pb.PERCENTILE:
+                _statistic_cell(cell, agg, bins[i][g], sd=spec.sd)
+                continue
+            if agg.function in (pb.VARIANCE, pb.STDDEV):
+                count_spec, squares_spec = noise.avg_count(i), noise.part("sum_squares", i)
+                assert count_spec is not None and squares_spec is not None
+                figures = [values[i][g], counts[i][g], squares[i][g]]
+                _statistic_cell(cell, agg, figures, spec.sd, count_spec.sd, squares_spec.sd)
+                continue
             cell.sum = values[i][g]
             cell.noise_sd = spec.sd
             if agg.function == pb.AVG:

@@ -296,6 +296,12 @@ class SecureRelease:
         # The bounding figures are not released under secure aggregation: nothing computes them.
         plan = replace(validate(spec, self.config), diagnostics=False)
         dataset = plan.dataset
+        if any(a.function not in _KIND for a in plan.aggregates):
+            raise self._refused(
+                "unsupported_under_secure",
+                "under secure aggregation only COUNT(*), COUNT(DISTINCT unit), SUM and AVG are released; "
+                "ask VARIANCE, STDDEV, MEDIAN and PERCENTILE_CONT without secure=True",
+            )
         n = len(step.config.node_ids)
         if n < dataset.policy.secure_min_nodes:
             raise self._refused(

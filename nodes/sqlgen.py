@@ -16,6 +16,8 @@ from typing import Any
 
 from nodes.config import Column, Dataset
 from nodes.validate import AggregatePlan, Plan, python_value
+from privacy.dp import variance_parts
+from privacy.statistics import PERCENTILE_BINS
 from protocols import federation_pb2 as pb
 
 _OPS = {pb.EQ: "=", pb.NE: "<>", pb.LT: "<", pb.LE: "<=", pb.GT: ">", pb.GE: ">="}
@@ -227,7 +229,9 @@ def diagnostics_sql(plan: Plan, dialect: Dialect) -> tuple[str, list[Any]]:
 def build_sql(
     plan: Plan, dialect: Dialect, truncate: bool = True, units: bool = True
 ) -> tuple[str, list[Any]]:
-    """Return ``(sql, params)``. Output columns: g0..gN, n_rows, n_units, then per aggregate s_i, c_i.
+    """Return ``(sql, params)``. Output columns: g0..gN, n_rows, n_units, then per numeric aggregate:
+    SUM/AVG s_i, c_i; VARIANCE/STDDEV s_i, c_i and q_i, the sum of squares about the middle of the
+    bounds; PERCENTILE the row counts of ``PERCENTILE_BINS`` equal-width bins over the bounds.
 
     Without ``units`` the distinct-unit count (the costly part of most queries) is left out and
     ``n_units`` is NULL.
@@ -238,14 +242,32 @@ def build_sql(
         "COUNT(*) AS n_rows",
         "COUNT(DISTINCT u) AS n_units" if units else "NULL AS n_units",
     ]
+    double = dialect.double
+    # The outer SELECT's placeholders come before the inner ones in the text: bind them apart.
+    ob = SqlBuilder(dialect)
     for i, agg in enumerate(plan.aggregates):
         v = rows.value(agg)
-        if v is not None:
-            outer.append(f"SUM({v}) AS s{i}")
-            outer.append(f"COUNT({v}) AS c{i}")
+        if v is None:
+            continue
+        lo, hi = _clamp_key(agg)[1]
+        if agg.function == pb.PERCENTILE:
+            for j in range(PERCENTILE_BINS):
+                low, span = ob.bind(lo), ob.bind(hi - lo)
+                index = (
+                    f"LEAST(FLOOR(({v} - CAST({low} AS {double})) * {PERCENTILE_BINS} "
+                    f"/ CAST({span} AS {double})), {PERCENTILE_BINS - 1})"
+                )
+                outer.append(f"COUNT(CASE WHEN {index} = {j} THEN 1 END) AS p{i}_{j}")
+            continue
+        outer.append(f"SUM({v}) AS s{i}")
+        outer.append(f"COUNT({v}) AS c{i}")
+        if agg.function in (pb.VARIANCE, pb.STDDEV):
+            c = variance_parts((lo, hi))[0]
+            centred = [f"({v} - CAST({ob.bind(c)} AS {double}))" for _ in range(2)]
+            outer.append(f"SUM({centred[0]} * {centred[1]}) AS q{i}")
     sql = f"SELECT {', '.join(outer)} FROM {rows.source}"
     if rows.keep:
         sql += f" WHERE {' AND '.join(rows.keep)}"
     if rows.groups:
         sql += f" GROUP BY {', '.join(rows.groups)}"
-    return sql, b.params
+    return sql, ob.params + b.params

@@ -19,7 +19,18 @@ from protocols.spec_limits import MAX_FILTER_TERMS, SpecTooLarge, check_spec
 
 MAX_AGGREGATES = 20
 
-_OPERATION = {pb.COUNT: "count", pb.COUNT_DISTINCT: "count_distinct", pb.SUM: "sum", pb.AVG: "avg"}
+_OPERATION = {
+    pb.COUNT: "count",
+    pb.COUNT_DISTINCT: "count_distinct",
+    pb.SUM: "sum",
+    pb.AVG: "avg",
+    pb.VARIANCE: "variance",
+    pb.STDDEV: "variance",  # the same release, post-processed
+    pb.PERCENTILE: "percentile",
+}
+# Aggregates over one numeric column with declared bounds.
+NUMERIC_FUNCTIONS = (pb.SUM, pb.AVG, pb.VARIANCE, pb.STDDEV, pb.PERCENTILE)
+_NAMES = {pb.VARIANCE: "VARIANCE", pb.STDDEV: "STDDEV", pb.PERCENTILE: "PERCENTILE_CONT"}
 _RANGE_OPS = {pb.LT, pb.LE, pb.GT, pb.GE}
 
 
@@ -32,7 +43,8 @@ class AggregatePlan:
     function: int
     column: Column | None
     alias: str
-    bounds: tuple[float, float] | None = None  # SUM/AVG: the clamping bounds of this query
+    bounds: tuple[float, float] | None = None  # numeric aggregates: the clamping bounds of this query
+    quantile: float = 0.0  # PERCENTILE only
 
 
 @dataclass(frozen=True)
@@ -216,20 +228,30 @@ def validate(spec: pb.QuerySpec, config: NodeConfig) -> Plan:
                     "unsupported_aggregate",
                     f"COUNT(DISTINCT ...) is only allowed on the privacy unit '{dataset.privacy_unit}'",
                 )
-        elif agg.function in (pb.SUM, pb.AVG):
+        elif agg.function in NUMERIC_FUNCTIONS:
             column = check.column(agg.column, "aggregate")
+            name = _NAMES.get(agg.function, operation.upper())
             if column.kind != "numeric":
                 raise check.refuse(
-                    "not_numeric",
-                    f"{operation.upper()}({agg.column}) needs a numeric column with declared bounds",
+                    "not_numeric", f"{name}({agg.column}) needs a numeric column with declared bounds"
                 )
         bounds = (
-            _clamping(check, agg, column) if column is not None and agg.function in (pb.SUM, pb.AVG) else None
+            _clamping(check, agg, column)
+            if column is not None and agg.function in NUMERIC_FUNCTIONS
+            else None
         )
         if agg.HasField("bounds") and bounds is None:
             raise check.refuse("malformed_request", f"{operation.upper()} takes no clamping bounds")
+        if agg.function == pb.PERCENTILE and not 0.0 <= agg.quantile <= 1.0:
+            raise check.refuse("malformed_request", "PERCENTILE_CONT needs a fraction between 0 and 1")
         aggregates.append(
-            AggregatePlan(function=agg.function, column=column, alias=agg.alias or operation, bounds=bounds)
+            AggregatePlan(
+                function=agg.function,
+                column=column,
+                alias=agg.alias or operation,
+                bounds=bounds,
+                quantile=float(agg.quantile) if agg.function == pb.PERCENTILE else 0.0,
+            )
         )
 
     cells = 1

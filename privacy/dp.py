@@ -45,11 +45,13 @@ __all__ = [
     "release_sums",
     "rho_for_epsilon",
     "sensitivity",
+    "variance_parts",
     "threshold_for",
 ]
 
-AggregateKind = Literal["count", "count_distinct", "sum", "avg"]
-MeasureKind = Literal["count", "count_distinct", "sum"]
+AggregateKind = Literal["count", "count_distinct", "sum", "avg", "variance", "percentile"]
+MeasureKind = Literal["count", "count_distinct", "sum", "histogram"]
+Role = Literal["value", "avg_count", "sum_squares", "threshold"]
 Mechanism = Literal["laplace", "gaussian"]
 Bounds = tuple[float, float]
 
@@ -94,11 +96,13 @@ class NoiseSpec:
 class Component:
     """One noisy measurement of a plan. ``aggregate`` is the index of the requested aggregate it
     serves (``None`` for the distinct-unit count used only for suppression). ``role`` is ``value``
-    for the aggregate itself, ``avg_count`` for the row count under an AVG, ``threshold`` for the
+    for the aggregate itself (VARIANCE: its centred sum; PERCENTILE: its histogram), ``avg_count``
+    for the row count under an AVG or VARIANCE, ``sum_squares`` for the centred sum of squares
+    under a VARIANCE, ``threshold`` for the
     count that decides suppression: a reused COUNT(DISTINCT unit) or COUNT(*) (``aggregate`` set,
     no extra budget), or a separate distinct-unit count."""
 
-    role: Literal["value", "avg_count", "threshold"]
+    role: Role
     aggregate: int | None
     spec: NoiseSpec
 
@@ -126,9 +130,13 @@ class NoisePlan:
         raise AssertionError("a plan always has a threshold component")
 
     def avg_count(self, aggregate: int) -> NoiseSpec | None:
-        """Spec of the row count under AVG number ``aggregate``; ``None`` for other aggregates."""
+        """Spec of the row count under AVG or VARIANCE number ``aggregate``; else ``None``."""
+        return self.part("avg_count", aggregate)
+
+    def part(self, role: Role, aggregate: int) -> NoiseSpec | None:
+        """Spec of the component with ``role`` serving aggregate ``aggregate``, if there is one."""
         for c in self.components:
-            if c.role == "avg_count" and c.aggregate == aggregate:
+            if c.role == role and c.aggregate == aggregate:
                 return c.spec
         return None
 
@@ -178,14 +186,17 @@ def sensitivity(
     * ``count_distinct`` (COUNT(DISTINCT unit)): a unit adds 1 to each group it has a row in, at
       most g groups: L1 = g, L2 = sqrt(g). Without GROUP BY (g = 1) both are 1.
     * ``sum``: L1 = k M, L2 = k M (all rows in one group at the bound of largest magnitude).
+    * ``histogram`` (row counts per bin, PERCENTILE): L1 = k, L2 = k. Each row falls in exactly
+      one (group, bin) cell, and all k rows of a unit may fall in the same one.
 
-    AVG is released as a SUM and a COUNT; ask for those.
+    AVG is released as a SUM and a COUNT, VARIANCE as a centred SUM, a COUNT and a centred SUM of
+    squares (see ``variance_parts``); ask for those.
     """
     _check_rows(max_rows_per_unit)
     if isinstance(n_groups, bool) or not isinstance(n_groups, int) or n_groups < 1:
         raise PrivacyError("n_groups", f"n_groups must be an integer >= 1, got {n_groups!r}")
     k = max_rows_per_unit
-    if kind == "count":
+    if kind in ("count", "histogram"):
         return float(k), float(k)
     if kind == "count_distinct":
         g = min(k, n_groups)
@@ -194,9 +205,29 @@ def sensitivity(
         lo, hi = _check_bounds(bounds)
         m = max(abs(lo), abs(hi))
         return k * m, k * m
-    if kind == "avg":
-        raise PrivacyError("aggregate_kind", "AVG is released as SUM and COUNT: ask for their sensitivities")
-    raise PrivacyError("aggregate_kind", f"unknown aggregate '{kind}': use count, count_distinct, sum or avg")
+    if kind in ("avg", "variance", "percentile"):
+        raise PrivacyError(
+            "aggregate_kind",
+            f"{kind.upper()} is released as several measurements: ask for their sensitivities",
+        )
+    raise PrivacyError(
+        "aggregate_kind",
+        f"unknown aggregate '{kind}': use count, count_distinct, sum, avg, variance or percentile",
+    )
+
+
+def variance_parts(bounds: object) -> tuple[float, Bounds, Bounds]:
+    """(shift, bounds of x - shift, bounds of (x - shift)^2) for VARIANCE over values in ``bounds``.
+
+    With shift c = (lo + hi) / 2 and h = (hi - lo) / 2, a clamped value x gives x - c in [-h, h]
+    and (x - c)^2 in [0, h^2], so the centred SUM has L1 = L2 = k h and the centred SUM of
+    squares k h^2 (``sensitivity("sum", ...)``), against k max(|lo|, |hi|) and k max(lo^2, hi^2)
+    uncentred. Variance does not change under a shift, so nothing is lost.
+    """
+    lo, hi = _check_bounds(bounds)
+    c = (lo + hi) / 2.0
+    h = (hi - lo) / 2.0
+    return c, (-h, h), (0.0, h * h)
 
 
 # --------------------------------------------------------------------------- planning
@@ -297,7 +328,8 @@ def plan_noise(
 ) -> NoisePlan:
     """Split one query's budget equally over its noisy measurements (sequential composition).
 
-    Measurements: one per requested aggregate (AVG adds a second one, its row count) plus the
+    Measurements: one per requested aggregate (AVG adds a second one, its row count; VARIANCE adds
+    its row count and its centred sum of squares; PERCENTILE is one histogram) plus the
     distinct-unit count used for suppression, unless the query already asks for a count whose
     noisy value is then reused as the threshold measurement (post-processing, no extra budget):
     COUNT(DISTINCT unit) first, else COUNT(*) when ``reuse_count`` (its threshold is in rows, see
@@ -308,9 +340,7 @@ def plan_noise(
     mechanism, total = _budget(epsilon, rho)
     if not aggregates:
         raise PrivacyError("aggregates", "a query needs at least one aggregate")
-    parts: list[
-        tuple[Literal["value", "avg_count", "threshold"], int | None, MeasureKind, Bounds | None]
-    ] = []
+    parts: list[tuple[Role, int | None, MeasureKind, Bounds | None]] = []
     for i, item in enumerate(aggregates):
         if not isinstance(item, tuple | list) or len(item) != 2:
             raise PrivacyError("aggregates", f"aggregate {i} must be a (kind, bounds) pair, got {item!r}")
@@ -322,6 +352,14 @@ def plan_noise(
             parts.append(("value", i, "sum", _check_bounds(bounds)))
         elif kind == "count" or kind == "count_distinct":
             parts.append(("value", i, "count" if kind == "count" else "count_distinct", None))
+        elif kind == "variance":
+            _, centred, squares = variance_parts(bounds)
+            parts.append(("value", i, "sum", centred))
+            parts.append(("avg_count", i, "count", None))
+            parts.append(("sum_squares", i, "sum", squares))
+        elif kind == "percentile":
+            _check_bounds(bounds)
+            parts.append(("value", i, "histogram", None))
         else:
             sensitivity(kind, max_rows_per_unit, bounds, n_groups=n_groups)  # raises the clear error
     reused = _reused_threshold(parts, reuse_count)

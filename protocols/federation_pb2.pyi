@@ -24,6 +24,9 @@ class AggregateFunction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     COUNT_DISTINCT: _ClassVar[AggregateFunction]
     SUM: _ClassVar[AggregateFunction]
     AVG: _ClassVar[AggregateFunction]
+    VARIANCE: _ClassVar[AggregateFunction]
+    STDDEV: _ClassVar[AggregateFunction]
+    PERCENTILE: _ClassVar[AggregateFunction]
 
 class ColumnKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -55,6 +58,9 @@ COUNT: AggregateFunction
 COUNT_DISTINCT: AggregateFunction
 SUM: AggregateFunction
 AVG: AggregateFunction
+VARIANCE: AggregateFunction
+STDDEV: AggregateFunction
+PERCENTILE: AggregateFunction
 COLUMN_UNSPECIFIED: ColumnKind
 CATEGORY: ColumnKind
 NUMERIC: ColumnKind
@@ -142,18 +148,40 @@ class ClampBounds(_message.Message):
     def __init__(self, lower: _Optional[float] = ..., upper: _Optional[float] = ...) -> None: ...
 
 class Aggregate(_message.Message):
-    __slots__ = ("function", "column", "alias", "bounds", "per_node")
+    __slots__ = ("function", "column", "alias", "bounds", "per_node", "quantile")
     FUNCTION_FIELD_NUMBER: _ClassVar[int]
     COLUMN_FIELD_NUMBER: _ClassVar[int]
     ALIAS_FIELD_NUMBER: _ClassVar[int]
     BOUNDS_FIELD_NUMBER: _ClassVar[int]
     PER_NODE_FIELD_NUMBER: _ClassVar[int]
+    QUANTILE_FIELD_NUMBER: _ClassVar[int]
     function: AggregateFunction
     column: str
     alias: str
     bounds: ClampBounds
     per_node: bool
-    def __init__(self, function: _Optional[_Union[AggregateFunction, str]] = ..., column: _Optional[str] = ..., alias: _Optional[str] = ..., bounds: _Optional[_Union[ClampBounds, _Mapping]] = ..., per_node: _Optional[bool] = ...) -> None: ...
+    quantile: float
+    def __init__(self, function: _Optional[_Union[AggregateFunction, str]] = ..., column: _Optional[str] = ..., alias: _Optional[str] = ..., bounds: _Optional[_Union[ClampBounds, _Mapping]] = ..., per_node: _Optional[bool] = ..., quantile: _Optional[float] = ...) -> None: ...
+
+class DerivedKey(_message.Message):
+    __slots__ = ("alias", "column", "transform", "width", "low", "high", "buckets", "part")
+    ALIAS_FIELD_NUMBER: _ClassVar[int]
+    COLUMN_FIELD_NUMBER: _ClassVar[int]
+    TRANSFORM_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    LOW_FIELD_NUMBER: _ClassVar[int]
+    HIGH_FIELD_NUMBER: _ClassVar[int]
+    BUCKETS_FIELD_NUMBER: _ClassVar[int]
+    PART_FIELD_NUMBER: _ClassVar[int]
+    alias: str
+    column: str
+    transform: str
+    width: float
+    low: float
+    high: float
+    buckets: int
+    part: str
+    def __init__(self, alias: _Optional[str] = ..., column: _Optional[str] = ..., transform: _Optional[str] = ..., width: _Optional[float] = ..., low: _Optional[float] = ..., high: _Optional[float] = ..., buckets: _Optional[int] = ..., part: _Optional[str] = ...) -> None: ...
 
 class PrivacyRequest(_message.Message):
     __slots__ = ("epsilon", "rho")
@@ -164,7 +192,7 @@ class PrivacyRequest(_message.Message):
     def __init__(self, epsilon: _Optional[float] = ..., rho: _Optional[float] = ...) -> None: ...
 
 class QuerySpec(_message.Message):
-    __slots__ = ("dataset", "node", "group_by", "aggregates", "filter", "min_nodes", "privacy", "project", "secure", "max_rows_per_unit", "no_diagnostics")
+    __slots__ = ("dataset", "node", "group_by", "aggregates", "filter", "min_nodes", "privacy", "project", "secure", "max_rows_per_unit", "no_diagnostics", "derived")
     DATASET_FIELD_NUMBER: _ClassVar[int]
     NODE_FIELD_NUMBER: _ClassVar[int]
     GROUP_BY_FIELD_NUMBER: _ClassVar[int]
@@ -176,6 +204,7 @@ class QuerySpec(_message.Message):
     SECURE_FIELD_NUMBER: _ClassVar[int]
     MAX_ROWS_PER_UNIT_FIELD_NUMBER: _ClassVar[int]
     NO_DIAGNOSTICS_FIELD_NUMBER: _ClassVar[int]
+    DERIVED_FIELD_NUMBER: _ClassVar[int]
     dataset: str
     node: str
     group_by: _containers.RepeatedScalarFieldContainer[str]
@@ -187,23 +216,38 @@ class QuerySpec(_message.Message):
     secure: bool
     max_rows_per_unit: int
     no_diagnostics: bool
-    def __init__(self, dataset: _Optional[str] = ..., node: _Optional[str] = ..., group_by: _Optional[_Iterable[str]] = ..., aggregates: _Optional[_Iterable[_Union[Aggregate, _Mapping]]] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., min_nodes: _Optional[int] = ..., privacy: _Optional[_Union[PrivacyRequest, _Mapping]] = ..., project: _Optional[str] = ..., secure: _Optional[bool] = ..., max_rows_per_unit: _Optional[int] = ..., no_diagnostics: _Optional[bool] = ...) -> None: ...
+    derived: _containers.RepeatedCompositeFieldContainer[DerivedKey]
+    def __init__(self, dataset: _Optional[str] = ..., node: _Optional[str] = ..., group_by: _Optional[_Iterable[str]] = ..., aggregates: _Optional[_Iterable[_Union[Aggregate, _Mapping]]] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., min_nodes: _Optional[int] = ..., privacy: _Optional[_Union[PrivacyRequest, _Mapping]] = ..., project: _Optional[str] = ..., secure: _Optional[bool] = ..., max_rows_per_unit: _Optional[int] = ..., no_diagnostics: _Optional[bool] = ..., derived: _Optional[_Iterable[_Union[DerivedKey, _Mapping]]] = ...) -> None: ...
 
 class Cell(_message.Message):
-    __slots__ = ("sum", "count", "noise_sd", "count_noise_sd", "ci_low", "ci_high")
+    __slots__ = ("sum", "count", "noise_sd", "count_noise_sd", "ci_low", "ci_high", "sum_squares", "sum_squares_noise_sd", "shift", "low", "high", "bins", "bins_noise_sd")
     SUM_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
     NOISE_SD_FIELD_NUMBER: _ClassVar[int]
     COUNT_NOISE_SD_FIELD_NUMBER: _ClassVar[int]
     CI_LOW_FIELD_NUMBER: _ClassVar[int]
     CI_HIGH_FIELD_NUMBER: _ClassVar[int]
+    SUM_SQUARES_FIELD_NUMBER: _ClassVar[int]
+    SUM_SQUARES_NOISE_SD_FIELD_NUMBER: _ClassVar[int]
+    SHIFT_FIELD_NUMBER: _ClassVar[int]
+    LOW_FIELD_NUMBER: _ClassVar[int]
+    HIGH_FIELD_NUMBER: _ClassVar[int]
+    BINS_FIELD_NUMBER: _ClassVar[int]
+    BINS_NOISE_SD_FIELD_NUMBER: _ClassVar[int]
     sum: float
     count: float
     noise_sd: float
     count_noise_sd: float
     ci_low: float
     ci_high: float
-    def __init__(self, sum: _Optional[float] = ..., count: _Optional[float] = ..., noise_sd: _Optional[float] = ..., count_noise_sd: _Optional[float] = ..., ci_low: _Optional[float] = ..., ci_high: _Optional[float] = ...) -> None: ...
+    sum_squares: float
+    sum_squares_noise_sd: float
+    shift: float
+    low: float
+    high: float
+    bins: _containers.RepeatedScalarFieldContainer[float]
+    bins_noise_sd: float
+    def __init__(self, sum: _Optional[float] = ..., count: _Optional[float] = ..., noise_sd: _Optional[float] = ..., count_noise_sd: _Optional[float] = ..., ci_low: _Optional[float] = ..., ci_high: _Optional[float] = ..., sum_squares: _Optional[float] = ..., sum_squares_noise_sd: _Optional[float] = ..., shift: _Optional[float] = ..., low: _Optional[float] = ..., high: _Optional[float] = ..., bins: _Optional[_Iterable[float]] = ..., bins_noise_sd: _Optional[float] = ...) -> None: ...
 
 class GroupResult(_message.Message):
     __slots__ = ("key", "cells", "suppressed", "suppression_rule", "threshold_count")

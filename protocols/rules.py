@@ -23,6 +23,7 @@ _RULES: dict[str, dict[str, str]] = {
         "secure_required": "the dataset is released only under secure aggregation",
         "differencing": "an exact release, with earlier exact releases of the dataset, would single out fewer units than the minimum group size",
         "dp_required_for_shape": "an exact release of this shape could recover a cell a secure sum may have suppressed; it needs DP",
+        "unsupported_under_secure": "the statistic or group key is not released under secure aggregation",
         "differencing_unavailable": "the differencing record cannot be read or written; exact release refused",
     },
     "query validation": {
@@ -39,9 +40,11 @@ _RULES: dict[str, dict[str, str]] = {
         "too_many_groups": "the query would produce more groups than the policy allows",
         "malformed_sql": "the SQL text cannot be parsed",
         "raw_rows": "the query would return raw rows instead of aggregates",
-        "unsupported_aggregate": "the aggregate function is not one of COUNT, COUNT(DISTINCT unit), SUM, AVG",
+        "unsupported_aggregate": "the aggregate function is not one of those listed in docs/privacy.md (COUNT, SUM, AVG, ...)",
         "unsupported_clause": "the SQL uses a clause outside the supported subset",
         "unsupported_expression": "the SQL uses an expression outside the supported subset",
+        "percentile_needs_dp": "MEDIAN and PERCENTILE_CONT are released only under DP (exact bins are too fine)",
+        "statistic_bounds_differ": "nodes declare different bounds for a column whose PERCENTILE_CONT is combined",
     },
     "privacy and budgets": {
         "privacy_request": "epsilon, rho or delta is not a finite positive number within policy",

@@ -261,7 +261,14 @@ def test_configs_follow_the_reference_layout(configs: dict[str, dict[str, Any]])
             "heartbeat_seconds": 5,
         }
         assert cfg["policy"]["min_group_size"] == 10
-        assert cfg["policy"]["operations"] == ["count", "count_distinct", "sum", "avg"]
+        assert cfg["policy"]["operations"] == [
+            "count",
+            "count_distinct",
+            "sum",
+            "avg",
+            "variance",
+            "percentile",
+        ]
         for ds in cfg["datasets"]:
             assert ds["exposed"] is True and ds["controller"]
             names = [c["name"] for c in ds["columns"]]
