@@ -113,7 +113,7 @@ def _pool(workers: int) -> ThreadPoolExecutor:
         return _pools[workers]
 
 
-def _parallel(fn: Callable[[Sequence], list], items: Sequence, workers: int | None = None) -> list:
+def parallel(fn: Callable[[Sequence], list], items: Sequence, workers: int | None = None) -> list:
     """Apply ``fn`` to chunks of ``items`` on a thread pool and concatenate in order.
 
     libsodium calls through cffi release the GIL, so threads use every core. A process pool
@@ -200,7 +200,7 @@ def _check_identifiers(items: Iterable[str]) -> list[str]:
 
 def hash_to_group(items: Sequence[str], workers: int | None = None) -> list[bytes]:
     """Hash identifiers into the prime-order group, in input order."""
-    return _parallel(_hash_chunk, _check_identifiers(items), workers)
+    return parallel(_hash_chunk, _check_identifiers(items), workers)
 
 
 def _check_tokens(tokens: Sequence[bytes]) -> list[bytes]:
@@ -267,7 +267,7 @@ def preblind(items: Iterable[str], workers: int | None = None) -> PreBlinded:
     """Hash and blind identifiers under a fresh key, ahead of the job that will use the key."""
     unique = list(dict.fromkeys(items))
     key = random_bytes(32)
-    blinded = _parallel(partial(_blind_chunk, key), hash_to_group(unique, workers), workers)
+    blinded = parallel(partial(_blind_chunk, key), hash_to_group(unique, workers), workers)
     return PreBlinded(key=key, tokens=dict(zip(unique, blinded, strict=True)))
 
 
@@ -315,7 +315,7 @@ class PsiParty:
 
     def _exponentiate(self, points: list[bytes]) -> list[bytes]:
         key = self._require_key()
-        return _parallel(partial(_blind_chunk, key), points, self._workers)
+        return parallel(partial(_blind_chunk, key), points, self._workers)
 
     def _own_tokens(self, ids: list[str]) -> list[bytes]:
         """``H(x)^k`` for each identifier, in order, from the offline phase where it has them."""

@@ -34,7 +34,7 @@ from nacl.bindings import crypto_box_keypair, crypto_box_seal, crypto_box_seal_o
 from nacl.bindings.crypto_box import crypto_box_SEALBYTES
 from nacl.exceptions import CryptoError
 
-from protocols.psi import TOKEN_BYTES, PsiError, PsiParty, _parallel, ring_route, shuffled
+from protocols.psi import TOKEN_BYTES, PsiError, PsiParty, parallel, ring_route, shuffled
 
 __all__ = [
     "ITEM_BYTES",
@@ -91,7 +91,7 @@ def seal_label(label: bytes, coordinator_key: bytes) -> bytes:
 def seal_labels(labels: Sequence[bytes], coordinator_key: bytes) -> list[bytes]:
     """One sealed box per label (a fresh ephemeral key each, so no two items share anything);
     libsodium releases the GIL, so chunks run on every core."""
-    return _parallel(lambda chunk: [_seal(label, coordinator_key) for label in chunk], labels)
+    return parallel(lambda chunk: [_seal(label, coordinator_key) for label in chunk], labels)
 
 
 def _seal(message: bytes, key: bytes) -> bytes:
@@ -115,7 +115,7 @@ def wrap_items(pairs: Sequence[tuple[bytes, bytes]], coordinator_key: bytes) -> 
     for token, sealed_label in pairs:
         if len(token) != TOKEN_BYTES or len(sealed_label) != SEALED_LABEL_BYTES:
             raise PsiError("an item has the wrong length", rule="token_format")
-    return _parallel(lambda chunk: [_seal(token + box, coordinator_key) for token, box in chunk], list(pairs))
+    return parallel(lambda chunk: [_seal(token + box, coordinator_key) for token, box in chunk], list(pairs))
 
 
 def pack_fixed(items: Sequence[bytes], width: int) -> bytes:
@@ -148,7 +148,7 @@ def union_counts(wrapped: Sequence[bytes], public: bytes, private: bytes) -> tup
 
     labels: dict[bytes, tuple] = {}
     seen: dict[bytes, tuple] = {}
-    for token, label in _parallel(open_chunk, list(wrapped)):
+    for token, label in parallel(open_chunk, list(wrapped)):
         key = labels.get(label)
         if key is None:
             key = labels[label] = parse_label(label)
