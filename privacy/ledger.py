@@ -1,13 +1,20 @@
-"""Privacy-budget ledger of one node: budgets per (dataset, project) and every charge, in SQLite.
+"""Privacy-budget ledger of one node: budgets per (dataset, project), a cap per dataset, every charge.
 
 A budget is a total privacy loss (epsilon at the officer's delta) for all releases ever made from
-one dataset for one project. Charges compose sequentially: pure-DP epsilons add, zCDP rhos add
-(Dwork & Roth 2014, Thm. 3.16; Bun & Steinke 2016, Lemma 2.3), and the spent epsilon at the
-budget's delta is the smaller of the two bounds in ``privacy.accounting.spent_epsilon``.
+one dataset for one project. A dataset's cap bounds the same loss summed over all its projects, so
+inventing project names cannot multiply what a dataset releases. Charges compose sequentially:
+pure-DP epsilons add, zCDP rhos add (Dwork & Roth 2014, Thm. 3.16; Bun & Steinke 2016, Lemma
+2.3), and the spent epsilon at a budget's delta is the smaller of the two bounds in
+``privacy.accounting.spent_epsilon``; the cap composes the same way over every project's charges.
 
-A charge is atomic (``BEGIN IMMEDIATE``: check what remains, insert, commit) and idempotent per
-job id, so a crashed and retried job never spends twice. Every call opens its own connection, in
-WAL mode with a busy timeout, so threads and processes may share one ledger file.
+Without an officer's grant a project has no budget at all (``BudgetMissing``) unless the policy
+of its dataset says otherwise (``BudgetPolicy.require_budget = False``: a default budget per
+project, still bounded by the cap).
+
+A charge is atomic (``BEGIN IMMEDIATE``: check the project budget and the dataset cap, insert,
+commit) and idempotent per job id, so a crashed and retried job never spends twice and parallel
+charges never overspend either bound. Every call opens its own connection, in WAL mode with a
+busy timeout, so threads and processes may share one ledger file.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ from __future__ import annotations
 import math
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,8 +34,11 @@ from privacy.accounting import Cost, PrivacyError, epsilon_at_delta, spent_epsil
 __all__ = [
     "BudgetExceeded",
     "BudgetMissing",
+    "BudgetPolicy",
     "BudgetStatus",
+    "CapStatus",
     "Charge",
+    "DatasetBudgetExceeded",
     "HistoryEntry",
     "Ledger",
     "LedgerError",
@@ -71,6 +81,23 @@ CREATE TABLE IF NOT EXISTS charges (
     note TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS charges_by_budget ON charges (dataset, project);
+CREATE TABLE IF NOT EXISTS dataset_caps (
+    dataset TEXT PRIMARY KEY,
+    total_epsilon REAL NOT NULL,
+    delta REAL NOT NULL,
+    set_by TEXT NOT NULL,
+    set_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cap_changes (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    dataset TEXT NOT NULL,
+    total_epsilon REAL NOT NULL,
+    delta REAL NOT NULL,
+    previous_epsilon REAL,
+    previous_delta REAL,
+    set_by TEXT NOT NULL,
+    at TEXT NOT NULL
+);
 """
 
 
@@ -102,14 +129,56 @@ class BudgetExceeded(LedgerError):
         super().__init__("budget", message, node)
 
 
+class DatasetBudgetExceeded(LedgerError):
+    """A charge would take a dataset past its cap over all projects.
+
+    The message names what the job asked, not what other projects spent: an analyst learns only
+    that the dataset's total across projects does not cover the job.
+    """
+
+    def __init__(self, node: str, dataset: str, project: str, requested: float) -> None:
+        self.dataset = dataset
+        self.project = project
+        self.requested = requested
+        message = (
+            f"the total privacy budget of dataset '{dataset}' across all projects does not cover this "
+            f"job of project '{project}' (it asks epsilon {requested:.4g}); only the node's privacy "
+            "officer can raise the dataset's cap"
+        )
+        super().__init__("dataset_budget", message, node)
+
+
 class BudgetMissing(LedgerError):
-    """No budget was set for (dataset, project) and the ledger requires one."""
+    """No budget was granted to (dataset, project) and the dataset's policy requires a grant."""
 
     def __init__(self, node: str, dataset: str, project: str) -> None:
         self.dataset = dataset
         self.project = project
-        message = f"no privacy budget is set for dataset '{dataset}' and project '{project}'"
-        super().__init__("budget", message, node)
+        message = (
+            f"no privacy budget is granted to project '{project}' on dataset '{dataset}'; the node's "
+            f"privacy officer grants one with: federation budget set --dataset {dataset} "
+            f"--project {project} --epsilon <total>"
+        )
+        super().__init__("budget_not_granted", message, node)
+
+
+@dataclass(frozen=True)
+class BudgetPolicy:
+    """What a dataset's budgets are before its officer sets any.
+
+    ``require_budget``: a project without a grant has no budget (the safe default); otherwise it
+    gets ``project_epsilon``. ``cap_epsilon`` bounds all projects together until the officer sets
+    a cap. Both read at ``delta``.
+    """
+
+    require_budget: bool = True
+    project_epsilon: float = DEFAULT_EPSILON
+    cap_epsilon: float = DEFAULT_EPSILON
+    delta: float = DEFAULT_DELTA
+
+    def __post_init__(self) -> None:
+        _check_budget(self.project_epsilon, self.delta)
+        _check_budget(self.cap_epsilon, self.delta)
 
 
 @dataclass(frozen=True)
@@ -146,8 +215,24 @@ class BudgetStatus:
 
 
 @dataclass(frozen=True)
+class CapStatus:
+    """A dataset's cap over all projects, what all of them spent and what remains, for officers."""
+
+    dataset: str
+    total_epsilon: float
+    delta: float
+    spent_epsilon: float
+    remaining_epsilon: float
+    spent_rho: float
+    charges: int
+    projects: int
+    is_default: bool
+
+
+@dataclass(frozen=True)
 class HistoryEntry:
-    """A budget change (``kind == "budget"``) or a charge (``kind == "charge"``), oldest first."""
+    """A budget change (``kind == "budget"``), a cap change (``kind == "cap"``, project ``""``)
+    or a charge (``kind == "charge"``), oldest first."""
 
     kind: str
     at: str
@@ -173,9 +258,10 @@ def _name(value: object, what: str) -> str:
 class Ledger:
     """The budget ledger at ``path``.
 
-    Without a budget row for (dataset, project) the ledger uses the default budget
-    (``default_epsilon`` at ``default_delta``), or refuses with ``BudgetMissing`` when
-    ``require_budget`` is set. ``node_id`` is named in refusals.
+    Budgets come from the officer (``set_budget``, ``set_cap``) or else from the dataset's
+    ``BudgetPolicy``: ``policies`` by dataset name, and for any other dataset the one made of
+    ``default_epsilon``, ``cap_epsilon`` (``default_epsilon`` when not given), ``default_delta``
+    and ``require_budget``. ``node_id`` is named in refusals.
     """
 
     def __init__(
@@ -185,17 +271,26 @@ class Ledger:
         *,
         default_epsilon: float = DEFAULT_EPSILON,
         default_delta: float = DEFAULT_DELTA,
-        require_budget: bool = False,
+        require_budget: bool = True,
+        cap_epsilon: float | None = None,
+        policies: Mapping[str, BudgetPolicy] | None = None,
         busy_timeout_s: float = 30.0,
     ) -> None:
-        _check_budget(default_epsilon, default_delta)
+        self.default_policy = BudgetPolicy(
+            require_budget=require_budget,
+            project_epsilon=default_epsilon,
+            cap_epsilon=default_epsilon if cap_epsilon is None else cap_epsilon,
+            delta=default_delta,
+        )
+        self.policies = dict(policies or {})
         self.path = Path(path)
         self.node_id = node_id
-        self.default_epsilon = float(default_epsilon)
-        self.default_delta = float(default_delta)
-        self.require_budget = require_budget
         self.busy_timeout_s = busy_timeout_s
         store.create(self.path, _SCHEMA, self.busy_timeout_s)
+
+    def policy(self, dataset: str) -> BudgetPolicy:
+        """The budget policy of ``dataset`` (its own, or the node's default)."""
+        return self.policies.get(dataset, self.default_policy)
 
     def _connect(self) -> AbstractContextManager[sqlite3.Connection]:
         return store.session(self.path, self.busy_timeout_s)
@@ -256,25 +351,85 @@ class Ledger:
                 ),
             )
 
+    def set_cap(self, dataset: str, epsilon: float, delta: float, by: str) -> None:
+        """Set the cap of ``dataset`` over all its projects to ``epsilon`` at ``delta``; recorded in history."""
+        dataset, by = _name(dataset, "dataset"), _name(by, "officer")
+        _check_budget(epsilon, delta)
+        at = _now()
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT total_epsilon, delta FROM dataset_caps WHERE dataset = ?", (dataset,)
+            ).fetchone()
+            conn.execute(
+                "INSERT INTO dataset_caps (dataset, total_epsilon, delta, set_by, set_at) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (dataset) DO UPDATE SET total_epsilon = excluded.total_epsilon,"
+                " delta = excluded.delta, set_by = excluded.set_by, set_at = excluded.set_at",
+                (dataset, float(epsilon), float(delta), by, at),
+            )
+            conn.execute(
+                "INSERT INTO cap_changes (dataset, total_epsilon, delta, previous_epsilon, previous_delta,"
+                " set_by, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    dataset,
+                    float(epsilon),
+                    float(delta),
+                    row[0] if row else None,
+                    row[1] if row else None,
+                    by,
+                    at,
+                ),
+            )
+
     def _budget(self, conn: sqlite3.Connection, dataset: str, project: str) -> tuple[float, float, bool]:
         row = conn.execute(
             "SELECT total_epsilon, delta FROM budgets WHERE dataset = ? AND project = ?", (dataset, project)
         ).fetchone()
         if row is not None:
             return float(row[0]), float(row[1]), False
-        if self.require_budget:
+        policy = self.policy(dataset)
+        if policy.require_budget:
             raise BudgetMissing(self.node_id, dataset, project)
-        return self.default_epsilon, self.default_delta, True
+        return policy.project_epsilon, policy.delta, True
+
+    def _cap(self, conn: sqlite3.Connection, dataset: str) -> tuple[float, float, bool]:
+        row = conn.execute(
+            "SELECT total_epsilon, delta FROM dataset_caps WHERE dataset = ?", (dataset,)
+        ).fetchone()
+        if row is not None:
+            return float(row[0]), float(row[1]), False
+        policy = self.policy(dataset)
+        return policy.cap_epsilon, policy.delta, True
 
     @staticmethod
-    def _sums(conn: sqlite3.Connection, dataset: str, project: str) -> tuple[float, float, float, int]:
+    def _sums(conn: sqlite3.Connection, dataset: str, project: str | None) -> tuple[float, float, float, int]:
+        """Pure epsilon, all rho, Gaussian rho and count of the charges on (dataset, project), or on
+        every project of ``dataset`` when ``project`` is None."""
+        where, args = (
+            ("dataset = ?", (dataset,))
+            if project is None
+            else (
+                "dataset = ? AND project = ?",
+                (dataset, project),
+            )
+        )
         row = conn.execute(
             "SELECT COALESCE(SUM(cost_epsilon), 0), COALESCE(SUM(cost_rho), 0),"
             " COALESCE(SUM(CASE WHEN cost_epsilon = 0 THEN cost_rho ELSE 0 END), 0), COUNT(*)"
-            " FROM charges WHERE dataset = ? AND project = ?",
-            (dataset, project),
+            f" FROM charges WHERE {where}",
+            args,
         ).fetchone()
         return float(row[0]), float(row[1]), float(row[2]), int(row[3])
+
+    def _cap_status(self, conn: sqlite3.Connection, dataset: str) -> CapStatus:
+        total, delta, is_default = self._cap(conn, dataset)
+        pure, rho_all, rho_gauss, n = self._sums(conn, dataset, None)
+        spent = spent_epsilon(pure, rho_all, rho_gauss, delta)
+        projects = conn.execute(
+            "SELECT COUNT(DISTINCT project) FROM charges WHERE dataset = ?", (dataset,)
+        ).fetchone()[0]
+        return CapStatus(
+            dataset, total, delta, spent, max(total - spent, 0.0), rho_all, n, int(projects), is_default
+        )
 
     def _status(self, conn: sqlite3.Connection, dataset: str, project: str) -> BudgetStatus:
         total, delta, is_default = self._budget(conn, dataset, project)
@@ -312,6 +467,21 @@ class Ledger:
                     out.append(BudgetStatus(dataset, proj, 0.0, 0.0, math.inf, 0.0, 0.0, 0, True))
             return out
 
+    def cap(self, dataset: str) -> CapStatus:
+        """The cap of one dataset over all projects, what they spent together and what remains."""
+        dataset = _name(dataset, "dataset")
+        with self._connect() as conn:
+            return self._cap_status(conn, dataset)
+
+    def caps(self) -> list[CapStatus]:
+        """The cap of every dataset with a policy, an officer's cap or a charge."""
+        with self._connect() as conn:
+            names = {
+                r[0]
+                for r in conn.execute("SELECT dataset FROM dataset_caps UNION SELECT dataset FROM charges")
+            }
+            return [self._cap_status(conn, name) for name in sorted(names | set(self.policies))]
+
     def history(self, dataset: str | None = None, project: str | None = None) -> list[HistoryEntry]:
         """Budget changes and charges, oldest first, optionally for one dataset and/or project."""
         where, args = [], []
@@ -331,9 +501,19 @@ class Ledger:
                 f"SELECT at, id, dataset, project, cost_epsilon, cost_rho, job_id, note FROM charges{cond}",
                 args,
             ).fetchall()
+            caps = []
+            if project is None:
+                cap_cond, cap_args = ("WHERE dataset = ?", [dataset]) if dataset is not None else ("", [])
+                caps = conn.execute(
+                    f"SELECT at, id, dataset, total_epsilon, delta, set_by FROM cap_changes {cap_cond}",
+                    cap_args,
+                ).fetchall()
         entries = [
             (r[0], 0, r[1], HistoryEntry("budget", r[0], r[2], r[3], r[4], r[5], None, r[6], ""))
             for r in budgets
+        ]
+        entries += [
+            (r[0], 0, r[1], HistoryEntry("cap", r[0], r[2], "", r[3], r[4], None, r[5], "")) for r in caps
         ]
         entries += [
             (r[0], 1, r[1], HistoryEntry("charge", r[0], r[2], r[3], r[4], None, r[5], r[6], r[7]))
@@ -379,15 +559,18 @@ class Ledger:
                         self.node_id,
                     )
                 return found
+            # Both bounds are read and checked inside this one write transaction: no other charge
+            # can land between the check and the insert, on this project or any other.
             total, delta, _ = self._budget(conn, dataset, project)
-            pure, rho_all, rho_gauss, _ = self._sums(conn, dataset, project)
-            before = spent_epsilon(pure, rho_all, rho_gauss, delta)
-            after = spent_epsilon(
-                pure + cost.epsilon, rho_all + cost.rho, rho_gauss + (0.0 if cost.pure else cost.rho), delta
-            )
+            before, after = _spent_with(self._sums(conn, dataset, project), cost, delta)
             if after > total * (1 + _SLACK) + _SLACK:
                 requested = after - before if math.isfinite(after) else _alone(cost, delta)
                 raise BudgetExceeded(self.node_id, dataset, project, requested, total - before, total, delta)
+            cap_total, cap_delta, _ = self._cap(conn, dataset)
+            cap_before, cap_after = _spent_with(self._sums(conn, dataset, None), cost, cap_delta)
+            if cap_after > cap_total * (1 + _SLACK) + _SLACK:
+                requested = cap_after - cap_before if math.isfinite(cap_after) else _alone(cost, cap_delta)
+                raise DatasetBudgetExceeded(self.node_id, dataset, project, requested)
             at = _now()
             if dry_run:
                 return Charge(0, job_id, dataset, project, cost.epsilon, cost.rho, at, note)
@@ -410,6 +593,16 @@ class Ledger:
             sql += " WHERE " + " AND ".join(where)
         with self._connect() as conn:
             return [Charge(*row) for row in conn.execute(sql + " ORDER BY id", args).fetchall()]
+
+
+def _spent_with(sums: tuple[float, float, float, int], cost: Cost, delta: float) -> tuple[float, float]:
+    """Epsilon spent at ``delta`` by the charges summed in ``sums``, before and after adding ``cost``."""
+    pure, rho_all, rho_gauss, _ = sums
+    before = spent_epsilon(pure, rho_all, rho_gauss, delta)
+    after = spent_epsilon(
+        pure + cost.epsilon, rho_all + cost.rho, rho_gauss + (0.0 if cost.pure else cost.rho), delta
+    )
+    return before, after
 
 
 def _alone(cost: Cost, delta: float) -> float:
