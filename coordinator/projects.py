@@ -127,21 +127,20 @@ class Projects:
     by_name: dict[str, Project] = field(default_factory=dict)
 
     def lookup(self, name: str) -> Project | None:
+        """The listed project ``name``, else the development catch-all (named ``*``), else None.
+
+        Every unlisted name runs as the catch-all itself: its jobs reach the nodes as project
+        ``*`` and so share one budget per dataset, however many names an analyst invents.
+        """
         if name in self.by_name:
             return self.by_name[name]
-        wildcard = self.by_name.get(ANY)
-        if wildcard is None:
-            return None
-        # A development catch-all: the job keeps its own project name (and so its own budget).
-        return Project(
-            name=name,
-            purpose=wildcard.purpose,
-            legal_basis=wildcard.legal_basis,
-            members=wildcard.members,
-            expires=wildcard.expires,
-            quorum=wildcard.quorum,
-            approvers=wildcard.approvers,
-        )
+        return self.by_name.get(ANY)
+
+    def runs_as(self, name: str) -> str:
+        """The project name a job asked for as ``name`` runs under at the nodes (budgets, history)."""
+        name = name.strip() or DEFAULT_PROJECT
+        project = self.lookup(name)
+        return name if project is None else project.name
 
     def member_of(self, subject: str) -> tuple[str, ...]:
         """The listed projects ``subject`` is a member of (the catch-all ``*`` is not one of them)."""

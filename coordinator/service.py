@@ -242,7 +242,9 @@ class AnalystService(pb_grpc.AnalystServicer):
         viewer = self._viewer(self.gate.caller(context))
         try:
             check_name(request.project, "the project name")
-            records, token = self.jobs.page(viewer, request.limit, request.project, request.page_token)
+            # An unlisted name reads the jobs of the catch-all it ran as.
+            project = self.projects.runs_as(request.project) if request.project.strip() else ""
+            records, token = self.jobs.page(viewer, request.limit, project, request.page_token)
         except FederationError as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{exc.message} [rule: {exc.rule}]")
         return pb.JobsResponse(jobs=records, next_page_token=token)
@@ -334,7 +336,9 @@ class AnalystService(pb_grpc.AnalystServicer):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{exc.message} [rule: {exc.rule}]")
         sessions = self._budget_nodes(caller, request.project.strip() or DEFAULT_PROJECT, context)
         job = pb.JobRequest(
-            job_id=uuid.uuid4().hex, budget=pb.BudgetQuery(project=request.project), requested_by=user
+            job_id=uuid.uuid4().hex,
+            budget=pb.BudgetQuery(project=self.projects.runs_as(request.project)),
+            requested_by=user,
         )
         try:
             with self.slots.hold(user):  # a budget read waits for the nodes like a job does

@@ -676,16 +676,60 @@ def budget_set(
     )
 
 
+@budget_app.command("cap")
+def budget_cap(
+    config: Annotated[Path, typer.Option("--config", help="Node config (TOML).")],
+    dataset: Annotated[str, typer.Option(help="Dataset name.")],
+    epsilon: Annotated[float, typer.Option(help="Total over all projects (epsilon at --delta).")],
+    delta: Annotated[float, typer.Option(help="The delta at which epsilon is read.")] = 1e-6,
+    by: Annotated[str, typer.Option(help="Who sets it (recorded in the history).")] = "",
+) -> None:
+    """Set the cap of one dataset over all its projects together (privacy officers, at their node)."""
+    import getpass
+
+    cfg, ledger = _ledger(config)
+    if dataset not in cfg.datasets:
+        raise FederationError("unknown_dataset", f"node {cfg.node_id} has no dataset '{dataset}'")
+    ledger.set_cap(dataset, epsilon, delta, by or getpass.getuser())
+    cap = ledger.cap(dataset)
+    out.print(
+        f"cap of {cfg.node_id}.{dataset} over all projects: epsilon {cap.total_epsilon:g} at delta "
+        f"{cap.delta:g}; spent {cap.spent_epsilon:.4g} by {cap.projects} project(s), "
+        f"remaining {cap.remaining_epsilon:.4g}"
+    )
+
+
 @budget_app.command("show")
 def budget_show(
     config: Annotated[Path, typer.Option("--config", help="Node config (TOML).")],
     project: Annotated[str | None, typer.Option(help="Only this project.")] = None,
+    caps: Annotated[
+        bool, typer.Option("--caps", help="Show each dataset's cap over all projects instead.")
+    ] = False,
     fmt: Annotated[Format, typer.Option("--format", "-f")] = Format.table,
 ) -> None:
-    """Budgets, spending and what remains, per dataset and project."""
+    """Budgets, spending and what remains, per dataset and project; and each dataset's cap."""
     import pandas as pd
 
-    _, ledger = _ledger(config)
+    cfg, ledger = _ledger(config)
+    cap_rows = [
+        {
+            "dataset": c.dataset,
+            "cap_epsilon": c.total_epsilon,
+            "spent_epsilon": c.spent_epsilon,
+            "remaining_epsilon": c.remaining_epsilon,
+            "delta": c.delta,
+            "releases": c.charges,
+            "projects": c.projects,
+            "default": c.is_default,
+            "require_budget": ledger.policy(c.dataset).require_budget,
+        }
+        for c in ledger.caps()
+    ]
+    cap_frame = pd.DataFrame(cap_rows, columns=list(cap_rows[0]) if cap_rows else ["dataset"])
+    if caps:
+        print_frame(cap_frame, fmt)
+        return
     rows = [
         {
             "dataset": s.dataset,
@@ -709,7 +753,10 @@ def budget_show(
         "releases",
         "default",
     ]
-    print_frame(pd.DataFrame(rows, columns=columns), fmt)
+    print_frame(pd.DataFrame(rows, columns=columns), fmt, title=f"budgets per project at {cfg.node_id}")
+    if fmt == Format.table and project is None:
+        # Both bound every release: the project's budget and its dataset's cap over all projects.
+        print_frame(cap_frame, fmt, title=f"caps per dataset over all projects at {cfg.node_id}")
 
 
 @budget_app.command("history")
@@ -728,7 +775,7 @@ def budget_history(
             "at": h.at,
             "kind": h.kind,
             "dataset": h.dataset,
-            "project": h.project,
+            "project": h.project if h.kind != "cap" else "(all projects)",
             "epsilon": h.epsilon,
             "by": h.by,
             "note": h.note,

@@ -1098,8 +1098,8 @@ def _pg_table(pg_schema: str, spec: DatasetSpec) -> str:
 
 
 # Projects of the scenario (docs/projects.md). Any holder of a federation analyst certificate is a
-# member; "*" as a name admits ad-hoc project names (tests, benchmarks, each with its own budget)
-# under a development purpose that a node's policy can refuse.
+# member; "*" as a name admits ad-hoc project names (tests, benchmarks) under a development purpose
+# that a node's policy can refuse; they all run as project "*" and so share one budget per dataset.
 DEMO_PROJECTS: tuple[dict[str, Any], ...] = (
     {
         "name": "default",
@@ -1195,6 +1195,11 @@ def node_configs(
                 "max_groups": 2000,
                 # Identifier columns that may take part in entity overlap (docs/overlap.md).
                 "overlap_columns": ["company", "person"],
+                # Synthetic data: a project without an officer's grant gets budget_epsilon (10) on
+                # a dataset, and all projects together get at most 30 (docs/privacy.md). A real
+                # node keeps require_budget = true and grants each project with `federation budget set`.
+                "require_budget": False,
+                "dataset_budget_epsilon": 30.0,
             },
         )
         for spec in specs:

@@ -49,8 +49,11 @@ class Policy:
     dp_required: bool = True
     default_epsilon: float = 1.0  # spent per query when the analyst names no budget
     max_epsilon: float = 5.0  # per-query cap
-    budget_epsilon: float = 10.0  # total per (dataset, project) until the privacy officer sets one
+    budget_epsilon: float = 10.0  # total per (dataset, project) without a grant, when require_budget is off
     budget_delta: float = 1e-6  # the delta at which officers read epsilon
+    # No DP release for a project the officer has not granted a budget (privacy/ledger.py).
+    require_budget: bool = True
+    dataset_budget_epsilon: float = 10.0  # total per dataset over all projects until the officer sets a cap
     release: str = "plain"
     # DP releases: "combined" lets the coordinator decide suppression once, on the summed noisy
     # count (docs/privacy.md); "node" suppresses here, on this node's own noisy count.
@@ -199,8 +202,12 @@ def _policy(raw: dict[str, Any], base: Policy, where: str) -> Policy:
         _number(values[key], key, where, integer=True)
         if values[key] < 1:
             raise ConfigError(f"{where}: {key} must be at least 1")
-    for key in ("default_epsilon", "max_epsilon", "budget_epsilon", "budget_delta"):
+    for key in ("default_epsilon", "max_epsilon", "budget_epsilon", "budget_delta", "dataset_budget_epsilon"):
         _number(values[key], key, where)
+    if float(values["dataset_budget_epsilon"]) < 0:
+        raise ConfigError(f"{where}: dataset_budget_epsilon must be 0 or more")
+    if not isinstance(values["require_budget"], bool):
+        raise ConfigError(f"{where}: require_budget must be true or false")
     values["operations"] = tuple(
         _list(
             list(values["operations"]) if isinstance(values["operations"], tuple) else values["operations"],

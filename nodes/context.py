@@ -13,11 +13,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from nodes.approvals import ApprovalStore, approvals_path
 from nodes.audit import AuditLog, load_or_create_signing_key
-from nodes.config import NodeConfig
+from nodes.config import NodeConfig, Policy
 from nodes.differencing import DifferencingGuard
 from nodes.keys import load_or_create_secagg_key
 from nodes.sources import DataSources
-from privacy.ledger import Ledger
+from privacy.ledger import BudgetPolicy, Ledger
 
 
 @dataclass(frozen=True)
@@ -65,10 +65,22 @@ class NodeContext:
 
 
 def open_ledger(config: NodeConfig) -> Ledger:
-    """The node's budget ledger; the node-wide policy gives the default budget per (dataset, project)."""
+    """The node's budget ledger, with each dataset's budget policy (grants required, default, cap)."""
     return Ledger(
         Path(config.state_dir) / "ledger.sqlite",
         node_id=config.node_id,
         default_epsilon=config.policy.budget_epsilon,
         default_delta=config.policy.budget_delta,
+        require_budget=config.policy.require_budget,
+        cap_epsilon=config.policy.dataset_budget_epsilon,
+        policies={name: budget_policy(d.policy) for name, d in config.datasets.items()},
+    )
+
+
+def budget_policy(policy: Policy) -> BudgetPolicy:
+    return BudgetPolicy(
+        require_budget=policy.require_budget,
+        project_epsilon=policy.budget_epsilon,
+        cap_epsilon=policy.dataset_budget_epsilon,
+        delta=policy.budget_delta,
     )

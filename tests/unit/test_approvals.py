@@ -295,14 +295,20 @@ def test_coordinator_admits_members_of_live_projects() -> None:
     )
 
 
-def test_catch_all_project_keeps_the_job_s_own_name() -> None:
+def test_catch_all_project_runs_every_invented_name_as_one_project() -> None:
+    """Invented names share the catch-all's one budget at the nodes: they all run as project '*'."""
     raw = PROJECTS.replace('name = "mit-7"', 'name = "*"').replace(
         'members = ["analyst-1"]', 'members = ["*"]'
     )
-    project = Projects(parse_projects(tomllib.loads(raw)["projects"])).admit(
-        "bench-3", "anyone", dt.date(2029, 1, 1)
-    )
-    assert project.name == "bench-3" and project.purpose == "cocaine import through Rotterdam"
+    projects = Projects(parse_projects(tomllib.loads(raw + PROJECTS)["projects"]))
+    admitted = [projects.admit(name, "anyone", dt.date(2029, 1, 1)) for name in ("bench-3", "a", "b", "c")]
+    assert {p.name for p in admitted} == {"*"}
+    assert admitted[0].purpose == "cocaine import through Rotterdam"
+    assert [projects.runs_as(n) for n in ("bench-3", "*")] == ["*", "*"]
+    assert projects.admit("mit-7", "analyst-1", dt.date(2029, 1, 1)).name == "mit-7"
+    assert projects.runs_as("mit-7") == "mit-7"
+    without = Projects(parse_projects(tomllib.loads(PROJECTS)["projects"]))
+    assert without.runs_as("invented") == "invented"
 
 
 @pytest.mark.parametrize(
