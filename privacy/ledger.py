@@ -567,10 +567,11 @@ class Ledger:
                 requested = after - before if math.isfinite(after) else _alone(cost, delta)
                 raise BudgetExceeded(self.node_id, dataset, project, requested, total - before, total, delta)
             cap_total, cap_delta, _ = self._cap(conn, dataset)
-            cap_before, cap_after = _spent_with(self._sums(conn, dataset, None), cost, cap_delta)
+            _, cap_after = _spent_with(self._sums(conn, dataset, None), cost, cap_delta)
             if cap_after > cap_total * (1 + _SLACK) + _SLACK:
-                requested = cap_after - cap_before if math.isfinite(cap_after) else _alone(cost, cap_delta)
-                raise DatasetBudgetExceeded(self.node_id, dataset, project, requested)
+                # The job's own epsilon, not its share of the composed total: that would depend on
+                # what other projects spent.
+                raise DatasetBudgetExceeded(self.node_id, dataset, project, _alone(cost, cap_delta))
             at = _now()
             if dry_run:
                 return Charge(0, job_id, dataset, project, cost.epsilon, cost.rho, at, note)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -29,7 +28,7 @@ from protocols.channels import channel_options
 from protocols.identifiers import normalise_many
 from protocols.identity import grpc_channel_credentials
 from protocols.refusals import NOT_COMPUTED, OVERLAP_NOT_COMPUTED
-from tests.integration.conftest import SEED, RunningFederation
+from tests.integration.conftest import SEED, RunningFederation, project_entry
 
 ROWS = 4000
 NODES = ["douane", "fiod"]
@@ -47,6 +46,9 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningFederation]
     root = tmp_path_factory.mktemp("overlap-oracle")
     address = f"127.0.0.1:{free_port()}"
     paths = write_scenario(root, seed=SEED, rows=ROWS, coordinator=address)
+    # Listed projects, each with its own budget and job history, apart from the catch-all's.
+    coordinator = paths["coordinator"].read_text()
+    paths["coordinator"].write_text(coordinator + project_entry("oracle") + project_entry("oracle-jobs"))
     procs = LocalFederation(
         coordinator_config=paths["coordinator"],
         node_configs={k: paths[k] for k in NODES},
@@ -127,7 +129,7 @@ def test_binary_search_on_the_refusal_learns_nothing_for_free(fed: RunningFedera
     assert _set_size(s, below) < MIN_SET // 4 and _set_size(s, above) > 4 * MIN_SET
     tiny = s.frames[ALWAYS_SMALL]
     assert tiny[tiny["damage"] >= 9_000_000]["company"].nunique() <= 2
-    project = f"oracle-{uuid.uuid4().hex[:6]}"
+    project = "oracle"
     channel, stub = _stub(fed)
     try:
         # The attacker's binary search for the largest bound that still leaves >= MIN_SET companies.
@@ -204,7 +206,7 @@ def test_binary_search_on_the_refusal_learns_nothing_for_free(fed: RunningFedera
 
 
 def test_the_coordinators_job_record_keeps_no_party_rule(fed: RunningFederation) -> None:
-    project = f"oracle-jobs-{uuid.uuid4().hex[:6]}"
+    project = "oracle-jobs"
     channel, stub = _stub(fed)
     try:
         response = _probe(stub, 1_500_000, project)

@@ -59,7 +59,12 @@ def fed(tmp_path_factory: pytest.TempPathFactory, postgres_dsn: str) -> Iterator
 
     try:
         running, schema = start_federation(
-            tmp_path_factory.mktemp("crash"), postgres_dsn, nodes=NODES, dp_required=True, edit=state_on_tmpfs
+            tmp_path_factory.mktemp("crash"),
+            postgres_dsn,
+            nodes=NODES,
+            dp_required=True,
+            edit=state_on_tmpfs,
+            projects=("crash", "race", "disk"),
         )
     except BaseException:
         if not problem:

@@ -15,7 +15,6 @@ import signal
 import sqlite3
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from federation.processes import LocalFederation, free_port
 from protocols import federation_pb2 as pb
 from protocols.errors import FederationError
 from protocols.refusals import NOT_COMPUTED, OVERLAP_NOT_COMPUTED
-from tests.integration.conftest import SEED, RunningFederation
+from tests.integration.conftest import SEED, RunningFederation, project_entry
 
 NODES = ["douane", "fiod", "kmar"]
 # Enough rows for sets of a few thousand identifiers: the ring then runs several round trips
@@ -76,6 +75,10 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningFederation]
     assert "node_timeout_seconds = 10" in coordinator_toml
     paths["coordinator"].write_text(
         coordinator_toml.replace("node_timeout_seconds = 10", f"node_timeout_seconds = {NODE_TIMEOUT}")
+        # Listed projects, each with its own budget and job history, apart from the catch-all's.
+        + project_entry("max-set")
+        + project_entry("max-set-others")
+        + project_entry("id-type")
     )
     for node in NODES:
         # Exact overlaps unless the analyst asks for epsilon.
@@ -145,7 +148,7 @@ def _recorded(fed: RunningFederation, job_id: str) -> list[pb.JobResponse]:
 
 
 def test_set_above_overlap_max_set_is_refused_and_charges_only_the_check(fed: RunningFederation) -> None:
-    project = f"max-set-{uuid.uuid4().hex[:6]}"
+    project = "max-set"
     node, dataset = CAPPED.split(".")
     with fed.client() as client:
         with pytest.raises(FederationError) as info:
@@ -186,7 +189,7 @@ def test_set_above_overlap_max_set_is_refused_and_charges_only_the_check(fed: Ru
 
 
 def test_set_too_large_charges_other_parties_their_check_only(fed: RunningFederation) -> None:
-    project = f"max-set-others-{uuid.uuid4().hex[:6]}"
+    project = "max-set-others"
     with fed.client() as client:
         with pytest.raises(FederationError) as info:
             client.overlap(
@@ -202,7 +205,7 @@ def test_set_too_large_charges_other_parties_their_check_only(fed: RunningFedera
 
 
 def test_identifier_type_mismatch_is_refused_before_any_node_works(fed: RunningFederation) -> None:
-    project = f"id-type-{uuid.uuid4().hex[:6]}"
+    project = "id-type"
     audit_before = {n: len(_overlap_entries(fed, n)) for n in NODES}
     charges_before = {n: len(_charges(fed, n)) for n in NODES}
     record_before = len(list((fed.root / "record").glob("*.bin")))

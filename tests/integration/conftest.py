@@ -7,7 +7,7 @@ PostgreSQL (required under CI; elsewhere the suite skips when no server is reach
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,9 +48,14 @@ def start_federation(
     dp_required: bool = False,
     edit: Callable[[dict[str, Path]], None] | None = None,
     rows: int = ROWS,
+    projects: Sequence[str] = (),
 ) -> tuple[RunningFederation, str]:
     """``edit`` may change the written configs (by name) before any process starts; ``rows`` is
-    the number of rows per dataset."""
+    the number of rows per dataset.
+
+    ``projects`` are listed in the coordinator config, each with its own budget at the nodes;
+    any other name runs as the development catch-all '*', whose jobs all share one budget.
+    """
     address = f"127.0.0.1:{free_port()}"
     schema = f"it_{uuid.uuid4().hex[:10]}"
     paths = write_scenario(
@@ -65,6 +70,7 @@ def start_federation(
     # Short heartbeats and timeouts keep fault tests fast.
     coordinator_toml = paths["coordinator"].read_text()
     coordinator_toml = coordinator_toml.replace("heartbeat_seconds = 5", "heartbeat_seconds = 1")
+    coordinator_toml += "".join(project_entry(name) for name in projects)
     paths["coordinator"].write_text(coordinator_toml)
     chosen = nodes or [k for k in paths if k != "coordinator"]
     if not dp_required:
@@ -83,6 +89,14 @@ def start_federation(
     )
     procs.start(timeout=90)
     return RunningFederation(procs, paths, generate(SEED, rows), address, root), schema
+
+
+def project_entry(name: str, purpose: str = "development and testing on synthetic data") -> str:
+    """A ``[[projects]]`` entry of a coordinator config that any analyst may use."""
+    return (
+        f'\n[[projects]]\nname = "{name}"\npurpose = "{purpose}"\n'
+        'legal_basis = "none needed: synthetic data only"\nmembers = ["*"]\nexpires = "2099-12-31"\n'
+    )
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,7 @@ from protocols import federation_pb2 as pb
 from protocols.errors import FederationError
 from protocols.psi import DOMAIN, TOKEN_BYTES, hash_to_group, unpack_tokens
 from protocols.refusals import NOT_COMPUTED, OVERLAP_NOT_COMPUTED
-from tests.integration.conftest import ROWS, SEED, RunningFederation, _drop_schema
+from tests.integration.conftest import ROWS, SEED, RunningFederation, _drop_schema, project_entry
 
 NODES = ["douane", "belastingdienst", "politie", "fiod"]
 FOUR = ["douane.declarations", "belastingdienst.vat_returns", "politie.incidents", "fiod.investigations"]
@@ -71,6 +71,9 @@ def fed_overlap(tmp_path_factory: pytest.TempPathFactory, postgres_dsn: str) -> 
     assert "max_message_bytes = 4194304" in coordinator_toml
     paths["coordinator"].write_text(
         coordinator_toml.replace("max_message_bytes = 4194304", "max_message_bytes = 98304")
+        # Listed projects, each with its own budget (other names share the catch-all's).
+        + project_entry("overlap-dp")
+        + project_entry("overlap-sum")
     )
     record = root / "record"
     before = os.environ.get(RECORD_ENV)
@@ -211,7 +214,7 @@ def test_progress_follows_the_ring_to_the_end(fed_overlap: RunningFederation) ->
 
 
 def test_dp_overlap_is_noisy_and_charges_every_dataset_once(fed_overlap: RunningFederation) -> None:
-    project = f"overlap-dp-{uuid.uuid4().hex[:6]}"
+    project = "overlap-dp"
     with fed_overlap.client() as fed:
         exact = fed.overlap(on="company", datasets=FOUR)
         noisy = fed.overlap(on="company", datasets=FOUR, epsilon=1.0, project=project)
@@ -363,7 +366,7 @@ def test_cli_prints_patterns_and_writes_the_chart(fed_overlap: RunningFederation
 
 
 def test_dp_intersection_sum_is_noisy_and_charged(fed_overlap: RunningFederation) -> None:
-    project = f"overlap-sum-{uuid.uuid4().hex[:6]}"
+    project = "overlap-sum"
     with fed_overlap.client() as fed:
         df = fed.overlap_aggregate(
             on="company",

@@ -20,7 +20,11 @@ NODES = ["douane", "kmar", "belastingdienst"]
 def private(tmp_path_factory: pytest.TempPathFactory, postgres_dsn: str) -> Iterator[RunningFederation]:
     """Nodes with the default policy: DP required, default epsilon 1, per-query cap 5."""
     running, schema = start_federation(
-        tmp_path_factory.mktemp("dp"), postgres_dsn, nodes=NODES, dp_required=True
+        tmp_path_factory.mktemp("dp"),
+        postgres_dsn,
+        nodes=NODES,
+        dp_required=True,
+        projects=("dp-intervals", "mit-7", "race", "restart", "rows-threshold"),
     )
     try:
         yield running

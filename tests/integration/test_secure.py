@@ -32,11 +32,13 @@ from privacy.dp import NoiseShare, integer_noise_share, plan_noise, release_coun
 from protocols import federation_pb2 as pb
 from protocols import secagg_messages as m
 from protocols.errors import FederationError
-from tests.integration.conftest import SEED
+from tests.integration.conftest import SEED, project_entry
 
 ROWS = 4000
 NODES = ["douane", "kmar", "politie", "fiod"]
 SPLIT = ["douane", "kmar", "politie"]  # nodes that serve a part of Douane's declarations
+# Listed projects, each with its own budget (other names share the development catch-all's).
+PROJECTS = ("secure-dp-epsilon", "secure-dp-rho", "secure-rows", "secure-fail", "secure-fail-ok")
 MIN_GROUP = 10
 
 
@@ -83,7 +85,7 @@ def _start(root: Path) -> SecureFederation:
     address = f"127.0.0.1:{free_port()}"
     paths = write_scenario(root, seed=SEED, rows=ROWS, coordinator=address, formats={"douane": "csv"})
     text = paths["coordinator"].read_text().replace("heartbeat_seconds = 5", "heartbeat_seconds = 1")
-    paths["coordinator"].write_text(text)
+    paths["coordinator"].write_text(text + "".join(project_entry(name) for name in PROJECTS))
     for node in NODES:
         # Exact mode unless the analyst names a budget: answers compare with pandas to the cent.
         # These tests ask exact secure queries in any order; the differencing check refuses some
@@ -258,7 +260,7 @@ def _spent(client: Client, project: str) -> dict[str, tuple[float, int]]:
 
 @pytest.mark.parametrize("privacy", [{"epsilon": 1.0}, {"rho": 0.5}])
 def test_distributed_dp_answer_and_ledger(fed: SecureFederation, privacy: Mapping[str, float]) -> None:
-    project = f"secure-dp-{uuid.uuid4().hex[:6]}"
+    project = "secure-dp-" + next(iter(privacy))
     sql = "SELECT port, COUNT(*) AS n, AVG(value) AS mean FROM declarations GROUP BY port"
     with fed.client() as client:
         df = client.query(sql, project=project, **privacy).set_index("port")
@@ -292,7 +294,7 @@ def test_count_star_dp_query_sends_no_unit_block(
     monkeypatch.setenv(secure_query.RECORD_ENV, str(tmp_path))
     sql = "SELECT region, phenomenon, year, COUNT(*) AS n FROM signals GROUP BY region, phenomenon, year"
     with fed.client() as client:
-        df = client.query(sql, secure=True, epsilon=1.0, project=f"rows-{uuid.uuid4().hex[:6]}")
+        df = client.query(sql, secure=True, epsilon=1.0, project="secure-rows")
     assert set(df.attrs["answered"]) == set(NODES)
     folder = tmp_path / df.attrs["job_id"]
     for node in NODES:
@@ -391,7 +393,7 @@ def test_below_threshold_fails_and_names_the_dropped(fed: SecureFederation) -> N
 
 def test_job_that_fails_before_masked_input_costs_no_budget(fed: SecureFederation) -> None:
     """Nodes only check their budget at round 0 and charge when their masked input leaves."""
-    project = f"secure-fail-{uuid.uuid4().hex[:6]}"
+    project = "secure-fail"
     pids = [_freeze(fed, n) for n in ("kmar", "fiod")]
     try:
         with fed.client() as client, pytest.raises(FederationError) as info:
