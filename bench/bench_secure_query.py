@@ -31,7 +31,7 @@ from federation.client import Client
 from federation.demo_data import NODES
 from federation.processes import LocalFederation, free_port
 from nodes.config import load_node_config
-from nodes.release import open_ledger
+from nodes.context import open_ledger
 
 
 def main() -> None:

@@ -49,7 +49,9 @@ _RULES: dict[str, dict[str, str]] = {
     "privacy and budgets": {
         "privacy_request": "epsilon, rho or delta is not a finite positive number within policy",
         "epsilon_cap": "the requested epsilon (or rho) is above the dataset's per-query cap",
-        "budget": "the project's privacy budget for the dataset is exhausted or not set",
+        "budget": "the project's privacy budget for the dataset is exhausted",
+        "budget_not_granted": "the node's officer granted the project no budget on the dataset (require_budget)",
+        "dataset_budget": "the dataset's cap over all projects together would be exceeded",
         "budget_value": "a budget an officer sets must be a finite positive epsilon and a delta in (0, 1)",
         "job_id_reused": "the ledger already holds a different charge under this job id",
         "ledger_busy": "the budget ledger stayed locked too long",

@@ -21,7 +21,7 @@ import pytest
 
 from nodes.audit import export
 from nodes.config import load_node_config
-from nodes.release import open_ledger
+from nodes.context import open_ledger
 from privacy.ledger import Charge
 from protocols.errors import FederationError
 from tests.integration.conftest import RunningFederation, _drop_schema, start_federation

@@ -24,6 +24,7 @@ OVERLAP_POLICY = 'overlap_columns = ["company"]\noverlap_min_set = 1'
 def ctx(tmp_path: Path, customs, declarations) -> Iterator[NodeContext]:  # type: ignore[no-untyped-def]
     path = customs.write_csv_node(tmp_path, declarations, dataset_policy=OVERLAP_POLICY)
     context = NodeContext.open(load_node_config(path))
+    context.ledger.set_budget("declarations", "default", 10.0, 1e-6, by="officer")  # the officer's grant
     yield context
     context.close()
 
