@@ -206,8 +206,6 @@ def _policy(raw: dict[str, Any], base: Policy, where: str) -> Policy:
         _number(values[key], key, where)
     if float(values["dataset_budget_epsilon"]) < 0:
         raise ConfigError(f"{where}: dataset_budget_epsilon must be 0 or more")
-    if not isinstance(values["require_budget"], bool):
-        raise ConfigError(f"{where}: require_budget must be true or false")
     values["operations"] = tuple(
         _list(
             list(values["operations"]) if isinstance(values["operations"], tuple) else values["operations"],

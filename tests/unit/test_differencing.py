@@ -62,7 +62,10 @@ def _frame() -> pd.DataFrame:
 @pytest.fixture
 def node(tmp_path: Path, customs) -> Iterator[tuple[NodeConfig, JobRouter]]:
     path = customs.write_csv_node(
-        tmp_path, _frame(), policy="dp_required = false", dataset_policy=f"min_group_size = {MIN}"
+        tmp_path,
+        _frame(),
+        policy="dp_required = false\nrequire_budget = false",
+        dataset_policy=f"min_group_size = {MIN}",
     )
     config = load_node_config(path)
     ctx = NodeContext.open(config)
