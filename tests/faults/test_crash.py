@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 from protocols.errors import FederationError
-from tests.integration.conftest import RunningFederation, _drop_schema, start_federation
+from tests.integration.conftest import RunningFederation, _drop_schema, parallel_jobs, start_federation
 
 NODES = ["douane", "kmar"]
 DISK_BYTES = 256 * 1024
@@ -50,6 +50,7 @@ def fed(tmp_path_factory: pytest.TempPathFactory, postgres_dsn: str) -> Iterator
     problem = _mount_tmpfs(disk)
 
     def state_on_tmpfs(paths: dict[str, Path]) -> None:
+        parallel_jobs(paths)  # eight submissions race for the last of a budget
         if not problem:
             text = paths["kmar"].read_text()
             lines = [

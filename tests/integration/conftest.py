@@ -91,6 +91,17 @@ def start_federation(
     return RunningFederation(procs, paths, generate(SEED, rows), address, root), schema
 
 
+def parallel_jobs(paths: dict[str, Path], per_analyst: int = 16) -> None:
+    """Let one analyst run ``per_analyst`` jobs at once, for tests that race submissions."""
+    text = paths["coordinator"].read_text()
+    assert "[coordinator]\n" in text and "max_concurrent_jobs_per_analyst" not in text
+    paths["coordinator"].write_text(
+        text.replace(
+            "[coordinator]\n", f"[coordinator]\nmax_concurrent_jobs_per_analyst = {per_analyst}\n", 1
+        )
+    )
+
+
 def project_entry(name: str, purpose: str = "development and testing on synthetic data") -> str:
     """A ``[[projects]]`` entry of a coordinator config that any analyst may use."""
     return (

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from protocols.errors import FederationError
-from tests.integration.conftest import RunningFederation, _drop_schema, start_federation
+from tests.integration.conftest import RunningFederation, _drop_schema, parallel_jobs, start_federation
 
 NODES = ["douane", "kmar", "belastingdienst"]
 
@@ -25,6 +25,7 @@ def private(tmp_path_factory: pytest.TempPathFactory, postgres_dsn: str) -> Iter
         nodes=NODES,
         dp_required=True,
         projects=("dp-intervals", "mit-7", "race", "restart", "rows-threshold"),
+        edit=parallel_jobs,  # twelve submissions race for the last of a budget
     )
     try:
         yield running
