@@ -38,7 +38,14 @@ ROWS = 4000
 NODES = ["douane", "kmar", "politie", "fiod"]
 SPLIT = ["douane", "kmar", "politie"]  # nodes that serve a part of Douane's declarations
 # Listed projects, each with its own budget (other names share the development catch-all's).
-PROJECTS = ("secure-dp-epsilon", "secure-dp-rho", "secure-rows", "secure-fail", "secure-fail-ok")
+PROJECTS = (
+    "secure-dp-epsilon",
+    "secure-dp-rho",
+    "secure-rows",
+    "secure-fail",
+    "secure-fail-ok",
+    "secure-bounds",
+)
 MIN_GROUP = 10
 
 
@@ -442,7 +449,7 @@ def test_node_killed_after_masked_input_is_recovered(fed: SecureFederation) -> N
 def test_secure_noise_follows_per_query_bounds_and_rows(fed: SecureFederation) -> None:
     """Tighter clamping and fewer rows per unit shrink the one curator's noise the shares add up to."""
     sql = "SELECT SUM(value) AS total FROM declarations"
-    project = f"secure-bounds-{uuid.uuid4().hex[:6]}"
+    project = "secure-bounds"
     with fed.client() as client:
         wide = client.query(sql, secure=True, epsilon=1.0, project=project)
         tight = client.query(sql, secure=True, epsilon=1.0, project=project, bounds={"value": (0, 50_000)})
