@@ -270,9 +270,8 @@ def _budget_tour(fed: Client, paths: dict[str, Path], console: Console) -> None:
         ),
     )
     # What `federation budget set --config douane.toml ...` does, at the node, by its officer.
-    open_ledger(load_node_config(paths["douane"])).set_budget(
-        "declarations", "mit-rotterdam", 2.5, 1e-6, "officer"
-    )
+    ledger = open_ledger(load_node_config(paths["douane"]))
+    ledger.set_budget("declarations", "mit-rotterdam", 2.5, 1e-6, "officer")
     sql = "SELECT goods_category, COUNT(*) AS n FROM declarations WHERE port = 'Rotterdam' GROUP BY goods_category"
     for attempt in range(1, 4):
         try:
@@ -284,6 +283,12 @@ def _budget_tour(fed: Client, paths: dict[str, Path], console: Console) -> None:
             console.print(f"query {attempt}: refused: {exc}", style="yellow", markup=False)
     left = fed.budget("mit-rotterdam")
     print_frame(left[left["releases"] > 0], Format.table)
+    # What the officer sees with `federation budget show`: the cap bounds all projects together.
+    cap = ledger.cap("declarations")
+    console.print(
+        f"[dim]douane's officer: declarations has spent epsilon {cap.spent_epsilon:.2f} of its cap of "
+        f"{cap.total_epsilon:g} over all {cap.projects} project(s) (federation budget show)[/dim]"
+    )
 
 
 def _drop_schema(dsn: str, schema: str) -> None:
