@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import math
 
+from privacy.agreements import MEASURE_KIND
 from privacy.bounds import clip, feasible_range
 from protocols import federation_pb2 as pb
 
 Z95 = 1.959963984540054
-_KIND = {pb.COUNT: "count", pb.COUNT_DISTINCT: "count_distinct", pb.SUM: "sum", pb.AVG: "avg"}
 
 
 def clamping_bounds(agg: pb.Aggregate, info: pb.DatasetInfo) -> tuple[float, float] | None:
@@ -31,7 +31,7 @@ def clamping_bounds(agg: pb.Aggregate, info: pb.DatasetInfo) -> tuple[float, flo
 def clip_rows(spec: pb.QuerySpec, rows: list[pb.CombinedRow], infos: list[pb.DatasetInfo]) -> None:
     """Move every released cell of ``rows`` into its feasible range, in place, over the answering nodes' ``infos``."""
     for i, agg in enumerate(spec.aggregates):
-        kind = _KIND.get(agg.function, "")
+        kind = MEASURE_KIND.get(agg.function, "")
         if not kind:
             continue
         bounds = [b for info in infos if (b := clamping_bounds(agg, info)) is not None]

@@ -38,7 +38,8 @@ from coordinator.config import CoordinatorConfig
 from coordinator.jobstore import JobStore
 from coordinator.progress import Report
 from coordinator.registry import NodeGone, Sessions
-from privacy.dp import interval, plan_noise, release_counts, release_sums
+from privacy.agreements import overlap_plan
+from privacy.dp import NoiseSpec, interval, release_counts, release_sums
 from protocols import federation_pb2 as pb
 from protocols.errors import FederationError
 from protocols.privacy_request import check_wire
@@ -487,30 +488,15 @@ class OverlapJob:
         return response
 
 
-def pattern_noise(epsilon: float, sensitivity: int, parties: int):  # noqa: ANN201 - privacy.dp.NoiseSpec
-    """Discrete Laplace over the pattern histogram, as every party charged it (nodes/overlap.py).
-
-    One privacy unit moves at most ``sensitivity`` identifiers from one pattern to another, so the
-    histogram's L1 sensitivity is ``2 * sensitivity``.
-    """
-    moves = 2 * sensitivity
-    plan = plan_noise(
-        [("count_distinct", None)],
-        max_rows_per_unit=moves,
-        epsilon=epsilon,
-        n_groups=max(moves, 2**parties - 1),
-    )
-    return plan.components[0].spec
+def pattern_noise(epsilon: float, sensitivity: int, parties: int) -> NoiseSpec:
+    """Discrete Laplace over the pattern histogram, whose cost every party charged
+    (``privacy.agreements.overlap_plan``)."""
+    return overlap_plan(epsilon, sensitivity, parties, aggregate=False).components[0].spec
 
 
-def sum_noise(epsilon: float, sensitivity: int, max_value: int):  # noqa: ANN201 - (NoiseSpec, NoiseSpec)
+def sum_noise(epsilon: float, sensitivity: int, max_value: int) -> tuple[NoiseSpec, NoiseSpec]:
     """Noise for group counts and sums over the intersection: each entity is in one group."""
-    plan = plan_noise(
-        [("count_distinct", None), ("sum", (0.0, float(max_value)))],
-        max_rows_per_unit=sensitivity,
-        epsilon=epsilon,
-        n_groups=sensitivity,
-    )
+    plan = overlap_plan(epsilon, sensitivity, 2, aggregate=True, max_value=float(max_value))
     values = {c.spec.kind: c.spec for c in plan.components if c.role == "value"}
     return values["count_distinct"], values["sum"]
 

@@ -31,6 +31,7 @@ import numpy as np
 from coordinator.combine import Z95
 from coordinator.registry import NodeGone, NodeSession
 from privacy.accounting import PrivacyError
+from privacy.agreements import reuses_count, secure_layout
 from privacy.dp import NoiseSpec, interval
 from privacy.suppression import THRESHOLD_P, ThresholdNoise, combined_threshold
 from protocols import federation_pb2 as pb
@@ -62,21 +63,9 @@ def secagg_parameters(n: int) -> tuple[int, int]:
     return max(2, math.ceil(2 * (k + 1) / 3)), k
 
 
-def reuses_count(spec: pb.QuerySpec) -> bool:
-    """Whether the noisy COUNT(*) doubles as the threshold count, with no distinct-unit block:
-    the query names its DP budget and asks for COUNT(*) but not COUNT(DISTINCT unit). The nodes
-    decide the same from the same query (nodes/secure_release.py ``reuses_count``)."""
-    functions = {a.function for a in spec.aggregates}
-    explicit = spec.privacy.epsilon > 0 or spec.privacy.rho > 0
-    return explicit and pb.COUNT in functions and pb.COUNT_DISTINCT not in functions
-
-
 def measurement_count(spec: pb.QuerySpec) -> int:
-    """Blocks per group: one per aggregate (two for AVG), plus the unit count unless a count the
-    query asks for stands in (COUNT(DISTINCT unit), or COUNT(*) under ``reuses_count``)."""
-    m = sum(2 if a.function == pb.AVG else 1 for a in spec.aggregates)
-    reused = any(a.function == pb.COUNT_DISTINCT for a in spec.aggregates) or reuses_count(spec)
-    return m + (0 if reused else 1)
+    """Blocks per group of the secure vector, as every node lays it out (``privacy.agreements``)."""
+    return len(secure_layout(spec))
 
 
 def group_count(spec: pb.QuerySpec, info: pb.DatasetInfo) -> int:

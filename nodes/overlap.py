@@ -47,7 +47,7 @@ from nodes.sources import DataSources
 from nodes.sqlgen import Dialect, SqlBuilder, quote_ident
 from nodes.validate import Checker, Refused
 from privacy.accounting import Cost
-from privacy.dp import plan_noise
+from privacy.agreements import overlap_plan
 from privacy.size_check import check_size, hard_limit, size_noise
 from protocols import federation_pb2 as pb
 from protocols.identifiers import normalise, normalise_many
@@ -677,32 +677,9 @@ def _epsilon(request: pb.PrivacyRequest, dataset: Dataset, node: str) -> float |
 
 
 def _charge_plan(epsilon: float, sensitivity: int, aggregate: bool, parties: int) -> Cost:
-    """What this release costs the dataset, as planned by OpenDP's privacy maps.
-
-    Pattern counts: adding or removing one privacy unit moves each of its ``sensitivity``
-    identifiers from one membership pattern to another, so the histogram over all patterns has
-    L1 sensitivity ``2 * sensitivity``: that is ``count_distinct`` with that many rows per unit
-    over that many groups. Intersection-sum: a unit moves each identifier in or out of the
-    intersection, changing one group's count by 1 and its sum by at most the base's value bound.
-    The bound only sets the noise scale (the coordinator uses the base's); the cost of a sum
-    calibrated to its share does not depend on it.
-    """
-    if aggregate:
-        plan = plan_noise(
-            [("count_distinct", None), ("sum", (0.0, 1.0))],
-            max_rows_per_unit=sensitivity,
-            epsilon=epsilon,
-            n_groups=sensitivity,
-        )
-    else:
-        moves = 2 * sensitivity
-        plan = plan_noise(
-            [("count_distinct", None)],
-            max_rows_per_unit=moves,
-            epsilon=epsilon,
-            n_groups=max(moves, 2**parties - 1),
-        )
-    return plan.cost
+    """What this release costs the dataset: the cost of the noise the coordinator adds
+    (``privacy.agreements.overlap_plan``)."""
+    return overlap_plan(epsilon, sensitivity, parties, aggregate).cost
 
 
 def _check_aggregate(

@@ -35,6 +35,7 @@ from nodes.protect import Budget, exact_columns, resolve_budget
 from nodes.release import DEFAULT_PROJECT, compute, spec_summary
 from nodes.validate import Plan, Refused, validate
 from privacy.accounting import Cost, epsilon_at_delta
+from privacy.agreements import MEASURE_KIND, count_stands_in, layout
 from privacy.distributed import secure_rho
 from privacy.dp import NoisePlan, integer_noise_share, plan_noise, release_counts
 from protocols import federation_pb2 as pb
@@ -52,8 +53,6 @@ BITS = 64
 # the grid must stay exact in float64 (2^53) when the coordinator decodes it.
 ROWS_CAP = 1 << 24
 _FLOAT_EXACT = 1 << 53
-
-_KIND: dict[int, str] = {pb.COUNT: "count", pb.COUNT_DISTINCT: "count_distinct", pb.SUM: "sum", pb.AVG: "avg"}
 
 
 # --------------------------------------------------------------------------- signing key
@@ -88,35 +87,15 @@ def grid_scale(bounds: tuple[float, float]) -> float:
 
 
 def reuses_count(plan: Plan, request: pb.PrivacyRequest) -> bool:
-    """Whether the query's noisy COUNT(*) doubles as the threshold measurement (no unit block).
-
-    Decided from the query alone, as the coordinator does (``coordinator.secure_query.
-    measurement_count``): the analyst names a DP budget, and the query asks for COUNT(*) but not
-    COUNT(DISTINCT unit). A budget that a node's policy supplies by default is not visible to the
-    coordinator, so such queries keep the separate distinct-unit block.
-    """
-    functions = {a.function for a in plan.aggregates}
-    explicit = request.epsilon > 0 or request.rho > 0
-    return explicit and pb.COUNT in functions and pb.COUNT_DISTINCT not in functions
+    """Whether COUNT(*) stands in for the distinct-unit block: decided from the query alone, as
+    the coordinator decides it (``privacy.agreements.count_stands_in``)."""
+    return count_stands_in({a.function for a in plan.aggregates}, request)
 
 
 def measurements(plan: Plan, reuse_count: bool = False) -> list[tuple[str, int, str]]:
-    """(role, aggregate, kind) per block, in the order ``privacy.dp.plan_noise`` measures them.
-
-    With ``reuse_count`` (see ``reuses_count``) and no COUNT(DISTINCT unit) asked, there is no
-    distinct-unit block: COUNT(*) is the threshold measurement.
-    """
-    out: list[tuple[str, int, str]] = []
-    for i, agg in enumerate(plan.aggregates):
-        kind = _KIND[agg.function]
-        if kind == "avg":
-            out += [("value", i, "sum"), ("avg_count", i, "count")]
-        else:
-            out.append(("value", i, kind))
-    reused = ("count_distinct", "count") if reuse_count else ("count_distinct",)
-    if not any(role == "value" and kind in reused for role, _, kind in out):
-        out.append(("threshold", -1, "count_distinct"))
-    return out
+    """(role, aggregate, kind) per block: the layout the coordinator expects
+    (``privacy.agreements.layout``)."""
+    return [(b.role, b.aggregate, b.kind) for b in layout([a.function for a in plan.aggregates], reuse_count)]
 
 
 def exact_blocks(
@@ -151,7 +130,7 @@ def exact_blocks(
 def _noise_plan(plan: Plan, budget: Budget, blocks: list[Block], max_rows: int) -> NoisePlan:
     kinds: list[tuple[str, tuple[float, float] | None]] = []
     for i, agg in enumerate(plan.aggregates):
-        kind = _KIND[agg.function]
+        kind = MEASURE_KIND[agg.function]
         bounds = None
         if kind in ("sum", "avg"):
             assert agg.bounds is not None
