@@ -275,7 +275,7 @@ class SecureRelease:
         # The bounding figures are not released under secure aggregation: nothing computes them.
         plan = replace(validate(spec, self.config), diagnostics=False)
         dataset = plan.dataset
-        if any(a.function not in _KIND for a in plan.aggregates):
+        if any(a.function not in MEASURE_KIND for a in plan.aggregates):
             raise self._refused(
                 "unsupported_under_secure",
                 "under secure aggregation only COUNT(*), COUNT(DISTINCT unit), SUM and AVG are released; "

@@ -4,7 +4,8 @@ Each side computes these from what both see (the job's spec and public metadata)
 one side's data, so a mismatch can only come from two copies of the logic drifting apart. Here
 there is one copy:
 
-* ``MEASURE_KIND``: which noisy measurement an aggregate function is.
+* ``MEASURE_KIND``: which noisy measurement an aggregate function is, for the aggregates a secure
+  vector carries (the others are refused under secure aggregation).
 * The layout of a secure query's vector (SecAgg, Bonawitz et al. 2017): which blocks, in which
   order, per group (``secure_layout``); the nodes fill it, the coordinator sizes and decodes it.
 * The noise of an overlap release and what it costs (``overlap_plan``): the nodes charge its cost
