@@ -428,6 +428,17 @@ class AnalystService(pb_grpc.AnalystServicer):
         if problem:
             rule = "node_unreachable" if "not connected" in problem else "unknown_dataset"
             return pb.QueryResponse(job_id=job_id, ok=False, error=problem, error_rule=rule, columns=columns)
+        if spec.derived and (requires_secure(spec, targets) or union_aggregates(spec, len(targets))):
+            # Their domains are derived by each node; the secure and union paths size their
+            # vectors from the declared category domains alone.
+            return pb.QueryResponse(
+                job_id=job_id,
+                ok=False,
+                error="histogram and date-part group keys are not available under secure aggregation "
+                "or with COUNT(DISTINCT unit) across several nodes (use COUNT_DISTINCT_PER_NODE)",
+                error_rule="derived_key_unsupported",
+                columns=columns,
+            )
         # Project rules before any node is asked (docs/projects.md): member, not expired, quorum.
         try:
             project = self.projects.admit(spec.project, requested_by)

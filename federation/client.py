@@ -219,6 +219,8 @@ class Client:
                     detail = ", ".join(str(from_value(v)) for v in col.domain)
                 elif col.kind == pb.NUMERIC:
                     detail = f"[{col.lower:g}, {col.upper:g}]"
+                elif col.kind == pb.DATE and col.first_day:
+                    detail = f"[{col.first_day}, {col.last_day}]"
                 elif col.kind == pb.IDENTIFIER:
                     detail = col.id_type + (" (privacy unit)" if col.name == ds.privacy_unit else "")
                 rows.append(

@@ -226,6 +226,7 @@ class ColumnSpec:
     domain: tuple[Any, ...] | None = None
     bounds: tuple[int, int] | None = None
     id_type: str | None = None
+    date_range: tuple[str, str] | None = None
     codes: Mapping[str, Any] | None = None
 
 
@@ -250,6 +251,10 @@ def _cat(name: str, local: str, domain: Sequence[Any], codes: Mapping[str, Any] 
 
 def _num(name: str, local: str, hi: int) -> ColumnSpec:
     return ColumnSpec(name, local, "numeric", bounds=(0, hi))
+
+
+def _date(name: str, local: str) -> ColumnSpec:
+    return ColumnSpec(name, local, "date", date_range=(f"{YEARS[0]}-01-01", f"{YEARS[-1]}-12-31"))
 
 
 def _ident(name: str, local: str, id_type: str) -> ColumnSpec:
@@ -278,7 +283,7 @@ DATASETS: tuple[DatasetSpec, ...] = (
             _cat("unit", "eenheid", REGIONS, POLITIE_UNIT_CODES),
             _cat("phenomenon", "fenomeen", PHENOMENA, POLITIE_PHENOMENON_CODES),
             _cat("year", "jaar", YEARS),
-            ColumnSpec("date", "pleegdatum", "date"),
+            _date("date", "pleegdatum"),
         ),
     ),
     _signals(
@@ -343,7 +348,7 @@ DATASETS: tuple[DatasetSpec, ...] = (
             _cat("inspected", "gecontroleerd", FLAG),
             _cat("seizure", "inbeslagname", FLAG),
             _cat("year", "jaar", YEARS),
-            ColumnSpec("date", "datum", "date"),
+            _date("date", "datum"),
         ),
     ),
     _signals(
@@ -1147,6 +1152,8 @@ def _column_table(col: ColumnSpec) -> dict[str, Any]:
         items["domain"] = list(col.domain)
     if col.bounds is not None:
         items["bounds"] = list(col.bounds)
+    if col.date_range is not None:
+        items["range"] = list(col.date_range)
     if col.id_type is not None:
         items["id_type"] = col.id_type
     if col.codes:

@@ -265,6 +265,168 @@ def _percentile(node: exp.WithinGroup, alias: str) -> pb.Aggregate:
     return aggregate
 
 
+_DATE_FUNCTIONS: dict[type[exp.Expression], str] = {
+    exp.Year: "year",
+    exp.Quarter: "quarter",
+    exp.Month: "month",
+}
+
+
+def _number_arg(node: exp.Expression | None, where: str, whole: bool = False) -> float:
+    value = literal_value(node, where) if node is not None else pb.Value()
+    kind = value.WhichOneof("kind")
+    if kind not in ("integer", "real") or (whole and kind != "integer"):
+        raise QueryError("malformed_sql", f"{where}: expected {'a whole number' if whole else 'a number'}")
+    return float(getattr(value, kind))
+
+
+def _date_part(node: exp.Expression | None, where: str) -> str:
+    text = node.name if isinstance(node, exp.Literal | exp.Var | exp.Column) else ""
+    part = text.lower()
+    if part not in ("year", "quarter", "month"):
+        raise QueryError("unsupported_expression", f"{where}: use 'year', 'quarter' or 'month', not '{text}'")
+    return part
+
+
+def _derived_key(node: exp.Expression) -> pb.DerivedKey | None:
+    """A histogram bin or date part over one column, or ``None`` when ``node`` is neither.
+
+    FLOOR(col / w) * w (the bin's lower edge), FLOOR(col / w) (its number), FLOOR(col),
+    WIDTH_BUCKET(col, low, high, n), DATE_TRUNC('year'|'quarter'|'month', col) and
+    EXTRACT(YEAR|QUARTER|MONTH FROM col) (or YEAR(col), QUARTER(col), MONTH(col)).
+    """
+    while isinstance(node, exp.Paren):
+        node = node.this
+    edge = isinstance(node, exp.Mul) and isinstance(node.this, exp.Floor)
+    floor = node.this if edge else node
+    if isinstance(floor, exp.Floor) and floor.args.get("decimals") is None:
+        inner = floor.this
+        while isinstance(inner, exp.Paren):
+            inner = inner.this
+        if isinstance(inner, exp.Div):
+            column = _column_name(inner.this, "FLOOR(col / w)")
+            width = _number_arg(inner.expression, "FLOOR(col / w)")
+        else:
+            column, width = _column_name(inner, "FLOOR(col)"), 1.0
+        if edge and _number_arg(node.expression, "FLOOR(col / w) * w") != width:
+            raise QueryError("unsupported_expression", "FLOOR(col / w) * w: multiply by the same w")
+        part = "" if edge or width == 1.0 else "index"
+        return pb.DerivedKey(column=column, transform="floor", width=width, part=part)
+    if isinstance(node, exp.WidthBucket):
+        where = "WIDTH_BUCKET(col, low, high, n)"
+        return pb.DerivedKey(
+            column=_column_name(node.this, where),
+            transform="width_bucket",
+            low=_number_arg(node.args.get("min_value"), where),
+            high=_number_arg(node.args.get("max_value"), where),
+            buckets=int(_number_arg(node.args.get("num_buckets"), where, whole=True)),
+        )
+    if isinstance(node, exp.DateTrunc | exp.TimestampTrunc):
+        where = "DATE_TRUNC(part, col)"
+        part = _date_part(node.args.get("unit"), where)
+        return pb.DerivedKey(column=_column_name(node.this, where), transform="date_trunc", part=part)
+    if isinstance(node, exp.Extract):
+        where = "EXTRACT(part FROM col)"
+        part = _date_part(node.this, where)
+        return pb.DerivedKey(column=_column_name(node.expression, where), transform="extract", part=part)
+    for kind, part in _DATE_FUNCTIONS.items():
+        if type(node) is kind:
+            return pb.DerivedKey(
+                column=_column_name(node.this, f"{part.upper()}(col)"), transform="extract", part=part
+            )
+    return None
+
+
+def key_text(key: pb.DerivedKey) -> str:
+    """The SQL a derived key was written as (for messages)."""
+    if key.transform == "floor":
+        return f"FLOOR({key.column} / {key.width:g})" + ("" if key.part == "index" else f" * {key.width:g}")
+    if key.transform == "width_bucket":
+        return f"WIDTH_BUCKET({key.column}, {key.low:g}, {key.high:g}, {key.buckets})"
+    if key.transform == "date_trunc":
+        return f"DATE_TRUNC('{key.part}', {key.column})"
+    return f"EXTRACT({key.part.upper()} FROM {key.column})"
+
+
+def _default_name(key: pb.DerivedKey) -> str:
+    if key.transform in ("date_trunc", "extract"):
+        return f"{key.column}_{key.part}"
+    return f"{key.column}_{'bucket' if key.transform == 'width_bucket' else 'bin'}"
+
+
+def _same(a: pb.DerivedKey, b: pb.DerivedKey) -> bool:
+    left, right = pb.DerivedKey(), pb.DerivedKey()
+    left.CopyFrom(a)
+    right.CopyFrom(b)
+    left.alias = right.alias = ""
+    return left.SerializeToString(deterministic=True) == right.SerializeToString(deterministic=True)
+
+
+def _selected_keys(items: list[exp.Expression]) -> dict[int, tuple[str, pb.DerivedKey | None]]:
+    """SELECT items that are group keys, by 1-based position: (output name, derived key or None)."""
+    out: dict[int, tuple[str, pb.DerivedKey | None]] = {}
+    for position, item in enumerate(items, start=1):
+        alias = item.alias.lower() if isinstance(item, exp.Alias) else ""
+        node = item.this if isinstance(item, exp.Alias) else item
+        if isinstance(node, exp.Star):
+            raise QueryError("raw_rows", "SELECT * would return raw rows; select aggregates instead")
+        if isinstance(node, exp.Column):
+            column = _column_name(node, "SELECT")
+            if alias and alias != column:
+                raise QueryError(
+                    "unsupported_expression", f"SELECT: a group column keeps its name: '{column}'"
+                )
+            out[position] = (column, None)
+            continue
+        key = _derived_key(node)
+        if key is not None:
+            key.alias = alias or _default_name(key)
+            out[position] = (key.alias, key)
+    return out
+
+
+def _group_keys(
+    items: list[exp.Expression], selected: dict[int, tuple[str, pb.DerivedKey | None]]
+) -> list[tuple[str, pb.DerivedKey | None]]:
+    """GROUP BY items as (name, derived key or None): a column, a SELECT key's name or position,
+    or a derived key written out (matched to the SELECT item that computes the same key)."""
+    by_name = {name: key for name, key in selected.values() if key is not None}
+    out: list[tuple[str, pb.DerivedKey | None]] = []
+    for item in items:
+        if isinstance(item, exp.Literal) and not item.is_string:
+            position = int(_number_arg(item, "GROUP BY position", whole=True))
+            if position not in selected:
+                raise QueryError(
+                    "unsupported_expression",
+                    f"GROUP BY {position}: SELECT item {position} is not a group key; {SUPPORTED_SELECT}",
+                )
+            out.append(selected[position])
+            continue
+        if isinstance(item, exp.Column) and item.name.lower() in by_name and not item.table:
+            out.append((item.name.lower(), by_name[item.name.lower()]))
+            continue
+        key = _derived_key(item)
+        if key is None:
+            out.append((_group_column(item), None))
+            continue
+        match = next((k for k in by_name.values() if k is not None and _same(k, key)), None)
+        if match is None:
+            key.alias = _default_name(key)
+            match = key
+        out.append((match.alias, match))
+    return out
+
+
+def _group_column(node: exp.Expression) -> str:
+    inner = node.this if isinstance(node, exp.Paren) else node
+    if isinstance(inner, exp.Column):
+        return _column_name(inner, "GROUP BY")
+    raise QueryError(
+        "unsupported_expression",
+        f"GROUP BY '{node.sql()}': group by a category column or a key; {SUPPORTED_SELECT}",
+    )
+
+
 def parse_query(sql: str) -> pb.QuerySpec:
     """Parse ``sql`` into a ``QuerySpec``; raise ``QueryError`` naming the rule on anything else."""
     if not isinstance(sql, str) or not sql.strip():
@@ -301,30 +463,30 @@ def parse_query(sql: str) -> pb.QuerySpec:
         raise QueryError("malformed_sql", f"FROM '{table.sql()}': use dataset or node.dataset")
     spec = pb.QuerySpec(dataset=table.name.lower(), node=(table.db or "").lower())
 
+    selected = _selected_keys(tree.expressions)
     group = tree.args.get("group")
-    group_by = [_column_name(g, "GROUP BY") for g in group.expressions] if group else []
-    if len(set(group_by)) != len(group_by):
-        raise QueryError("malformed_sql", "GROUP BY names a column twice")
-    spec.group_by.extend(group_by)
+    group_by = _group_keys(group.expressions if group else [], selected)
+    names = [name for name, _ in group_by]
+    if len(set(names)) != len(names):
+        raise QueryError("malformed_sql", "GROUP BY names a column or key twice")
+    spec.group_by.extend(names)
+    spec.derived.extend(key for _, key in group_by if key is not None)
+    for position, (name, key) in selected.items():
+        if name not in names:
+            shown = key_text(key) if key is not None else f"column '{name}'"
+            raise QueryError(
+                "raw_rows",
+                f"SELECT item {position}: {shown} is not in GROUP BY; raw values never leave a node",
+            )
 
     seen_aliases: set[str] = set()
-    selected_groups: list[str] = []
     for item in tree.expressions:
         alias = item.alias if isinstance(item, exp.Alias) else ""
         node = item.this if isinstance(item, exp.Alias) else item
-        if isinstance(node, exp.Star):
-            raise QueryError("raw_rows", "SELECT * would return raw rows; select aggregates instead")
-        if isinstance(node, exp.Column):
-            column = _column_name(node, "SELECT")
-            if column not in group_by:
-                raise QueryError(
-                    "raw_rows",
-                    f"SELECT: column '{column}' is not in GROUP BY; raw values never leave a node",
-                )
-            selected_groups.append(column)
-            continue
+        if isinstance(node, exp.Column) or _derived_key(node) is not None:
+            continue  # a group key, checked above
         aggregate = _aggregate(node, alias.lower())
-        if aggregate.alias in seen_aliases or aggregate.alias in group_by:
+        if aggregate.alias in seen_aliases or aggregate.alias in names:
             raise QueryError("malformed_sql", f"SELECT: output name '{aggregate.alias}' is used twice")
         seen_aliases.add(aggregate.alias)
         spec.aggregates.append(aggregate)

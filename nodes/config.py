@@ -5,6 +5,7 @@ The operator's config is the last word on what a node serves (see docs/config.md
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import tomllib
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ class Column:
     domain: tuple[CategoryValue, ...] = ()
     codes: dict[str, CategoryValue] = field(default_factory=dict)
     bounds: tuple[float, float] | None = None
+    date_range: tuple[dt.date, dt.date] | None = None  # date columns: the public first and last day
     id_type: str = ""
     description: str = ""
 
@@ -169,8 +171,25 @@ class ColumnTable(Table):
     domain: list[str | int] | None = None
     codes: dict[str, str | int] | None = None
     bounds: list[float] | None = None
+    range: list[str | dt.date] | None = None
     id_type: str | None = None
     description: str = ""
+
+
+def _date_range(raw: dict[str, Any], kind: str, here: str) -> tuple[dt.date, dt.date] | None:
+    """A date column's optional public range, ``range = ["2019-01-01", "2024-12-31"]``."""
+    if "range" not in raw:
+        return None
+    if kind != "date":
+        raise ConfigError(f"{here}: range is for date columns; numeric columns declare bounds")
+    items = _list(raw["range"], "range", here)
+    try:
+        first, last = (v if isinstance(v, dt.date) else dt.date.fromisoformat(str(v)) for v in items)
+    except ValueError:
+        raise ConfigError(f"{here}: range must be [first, last] as 'YYYY-MM-DD' dates") from None
+    if first > last:
+        raise ConfigError(f"{here}: range must be [first, last] with first <= last")
+    return first, last
 
 
 def _require(table: dict[str, Any], key: str, where: str) -> Any:
@@ -306,6 +325,7 @@ def _column(raw: dict[str, Any], where: str) -> Column:
         if not float(lo) < float(hi):
             raise ConfigError(f"{here}: bounds must be [lower, upper] with lower < upper")
         bounds = (float(lo), float(hi))
+    date_range = _date_range(raw, kind, here)
     codes_raw = raw.get("codes", {})
     if not isinstance(codes_raw, dict):
         raise ConfigError(f"{here}: codes must be a table of local code = shared value")
@@ -323,6 +343,7 @@ def _column(raw: dict[str, Any], where: str) -> Column:
         domain=domain,
         codes=codes,
         bounds=bounds,
+        date_range=date_range,
         id_type=id_type,
         description=str(raw.get("description", "")),
     )

@@ -70,6 +70,8 @@ def dataset_infos(config: NodeConfig, secagg_verify_key: bytes = b"") -> list[pb
             c.domain.extend(to_value(v) for v in col.domain)
             if col.bounds:
                 c.lower, c.upper = col.bounds
+            if col.date_range:
+                c.first_day, c.last_day = (day.isoformat() for day in col.date_range)
         infos.append(info)
     return infos
 

@@ -275,11 +275,12 @@ class SecureRelease:
         # The bounding figures are not released under secure aggregation: nothing computes them.
         plan = replace(validate(spec, self.config), diagnostics=False)
         dataset = plan.dataset
-        if any(a.function not in MEASURE_KIND for a in plan.aggregates):
+        if any(a.function not in MEASURE_KIND for a in plan.aggregates) or spec.derived:
             raise self._refused(
                 "unsupported_under_secure",
-                "under secure aggregation only COUNT(*), COUNT(DISTINCT unit), SUM and AVG are released; "
-                "ask VARIANCE, STDDEV, MEDIAN and PERCENTILE_CONT without secure=True",
+                "under secure aggregation only COUNT(*), COUNT(DISTINCT unit), SUM and AVG over category "
+                "groups are released; ask VARIANCE, STDDEV, MEDIAN, PERCENTILE_CONT and histogram or "
+                "date-part keys without secure=True",
             )
         n = len(step.config.node_ids)
         if n < dataset.policy.secure_min_nodes:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nodes.config import Column, Dataset
+from nodes.derived import derived_sql
 from nodes.validate import AggregatePlan, Plan, python_value
 from privacy.dp import variance_parts
 from privacy.statistics import PERCENTILE_BINS
@@ -170,7 +171,11 @@ def bounded_rows(
     unit = quote_ident(ds.columns[ds.privacy_unit].local)
     select = [f"{unit} AS u"]
     for i, column in enumerate(plan.group_columns):
-        select.append(f"{b.shared(column)} AS g{i}")
+        d = plan.derived[i] if i < len(plan.derived) else None
+        if d is not None:
+            select.append(f"{derived_sql(d, b.shared(d.column), dialect.name, b.bind)} AS g{i}")
+        else:
+            select.append(f"{b.shared(column)} AS g{i}")
     numeric: dict[tuple[str, tuple[float, float]], str] = {}
     for agg in plan.aggregates:
         if agg.column is None or agg.column.kind != "numeric" or _clamp_key(agg) in numeric:

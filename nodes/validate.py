@@ -12,6 +12,7 @@ import itertools
 from dataclasses import dataclass
 
 from nodes.config import CategoryValue, Column, Dataset, NodeConfig
+from nodes.derived import Derived, derive
 from privacy.bounds import rows_per_unit, tightened
 from protocols import federation_pb2 as pb
 from protocols.errors import FederationError
@@ -55,6 +56,7 @@ class Plan:
     filter: pb.Filter | None
     keys: tuple[tuple[CategoryValue, ...], ...]
     max_rows_per_unit: int = 0  # rows per unit this query truncates to; 0: the dataset's maximum
+    derived: tuple[Derived | None, ...] = ()  # per group column: the derived key it computes, if any
     diagnostics: bool = True  # under DP, also release how much truncation and clamping changed
 
     @property
@@ -199,14 +201,30 @@ def validate(spec: pb.QuerySpec, config: NodeConfig) -> Plan:
         raise check.refuse("oversized_request", f"more than {MAX_AGGREGATES} aggregates")
 
     groups: list[Column] = []
+    derived: list[Derived | None] = []
+    keyed = {d.alias: d for d in spec.derived}
+    if len(keyed) != len(spec.derived) or not set(keyed) <= set(spec.group_by):
+        raise check.refuse("malformed_request", "every derived group key needs its own name in GROUP BY")
     for name in spec.group_by:
+        if name in keyed:
+            source = check.column(keyed[name].column, "group")
+            try:
+                d = derive(keyed[name], source, policy.max_groups)
+            except FederationError as exc:
+                raise check.refuse(exc.rule, exc.message) from None
+            # The grouping is named for its transform, so audit and differencing tell them apart.
+            groups.append(Column(name=d.label, local=source.local, kind="category", domain=d.domain))
+            derived.append(d)
+            continue
         grouped = check.column(name, "group")
         if grouped.kind != "category":
             raise check.refuse(
                 "not_groupable",
-                f"column '{name}' is {grouped.kind}; only category columns with a public domain can be grouped",
+                f"column '{name}' is {grouped.kind}; only category columns with a public domain can be "
+                "grouped, or a numeric or date column through FLOOR, WIDTH_BUCKET, DATE_TRUNC or EXTRACT",
             )
         groups.append(grouped)
+        derived.append(None)
     if len({c.name for c in groups}) != len(groups):
         raise check.refuse("malformed_request", "GROUP BY names a column twice")
 
@@ -278,6 +296,7 @@ def validate(spec: pb.QuerySpec, config: NodeConfig) -> Plan:
         keys=keys,
         max_rows_per_unit=max_rows,
         diagnostics=not spec.no_diagnostics,
+        derived=tuple(derived),
     )
     dp = spec.privacy.epsilon > 0 or spec.privacy.rho > 0 or policy.dp_required
     if plan.tightened and not dp:

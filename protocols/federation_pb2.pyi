@@ -332,7 +332,7 @@ class Refusal(_message.Message):
     def __init__(self, node: _Optional[str] = ..., rule: _Optional[str] = ..., reason: _Optional[str] = ..., cost: _Optional[_Union[NodeCost, _Mapping]] = ...) -> None: ...
 
 class ColumnInfo(_message.Message):
-    __slots__ = ("name", "kind", "domain", "lower", "upper", "id_type", "description")
+    __slots__ = ("name", "kind", "domain", "lower", "upper", "id_type", "description", "first_day", "last_day")
     NAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     DOMAIN_FIELD_NUMBER: _ClassVar[int]
@@ -340,6 +340,8 @@ class ColumnInfo(_message.Message):
     UPPER_FIELD_NUMBER: _ClassVar[int]
     ID_TYPE_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    FIRST_DAY_FIELD_NUMBER: _ClassVar[int]
+    LAST_DAY_FIELD_NUMBER: _ClassVar[int]
     name: str
     kind: ColumnKind
     domain: _containers.RepeatedCompositeFieldContainer[Value]
@@ -347,7 +349,9 @@ class ColumnInfo(_message.Message):
     upper: float
     id_type: str
     description: str
-    def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[ColumnKind, str]] = ..., domain: _Optional[_Iterable[_Union[Value, _Mapping]]] = ..., lower: _Optional[float] = ..., upper: _Optional[float] = ..., id_type: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
+    first_day: str
+    last_day: str
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[ColumnKind, str]] = ..., domain: _Optional[_Iterable[_Union[Value, _Mapping]]] = ..., lower: _Optional[float] = ..., upper: _Optional[float] = ..., id_type: _Optional[str] = ..., description: _Optional[str] = ..., first_day: _Optional[str] = ..., last_day: _Optional[str] = ...) -> None: ...
 
 class DatasetInfo(_message.Message):
     __slots__ = ("node", "name", "description", "columns", "privacy_unit", "max_rows_per_unit", "operations", "min_group_size", "controller", "release", "secagg_verify_key", "default_epsilon", "max_epsilon", "dp_required")

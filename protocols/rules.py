@@ -44,6 +44,7 @@ _RULES: dict[str, dict[str, str]] = {
         "unsupported_clause": "the SQL uses a clause outside the supported subset",
         "unsupported_expression": "the SQL uses an expression outside the supported subset",
         "percentile_needs_dp": "MEDIAN and PERCENTILE_CONT are released only under DP (exact bins are too fine)",
+        "derived_key_unsupported": "histogram and date-part group keys are not available on the secure or union path",
         "statistic_bounds_differ": "nodes declare different bounds for a column whose PERCENTILE_CONT is combined",
     },
     "privacy and budgets": {

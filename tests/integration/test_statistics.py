@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -74,3 +75,40 @@ def test_dp_median_lies_in_its_stated_interval(fed, federation) -> None:
     assert df.attrs["noise"]["sd"][0]["sd"] > 0
     sd_lo, sd_hi = df.attrs["noise"]["sd"][0]["ci95"]
     assert 0 <= sd_lo <= sd_hi
+
+
+def _pooled_counts(frame: pd.DataFrame, key: pd.Series, unit: str) -> dict:
+    rows = frame.assign(k=key)[frame[unit].notna()]
+    released = rows.groupby("k").filter(lambda g: g[unit].nunique() >= MIN_GROUP)
+    return {(k.item() if hasattr(k, "item") else k): int(n) for k, n in released.groupby("k").size().items()}
+
+
+@pytest.mark.parametrize(
+    ("dataset", "node", "key_sql", "key"),
+    [
+        (
+            "declarations",
+            "douane",
+            "FLOOR(value / 100000) * 100000",
+            lambda f: (f["value"] // 100000) * 100000,
+        ),
+        ("vat_returns", "belastingdienst", "WIDTH_BUCKET(turnover, 0, 1000000, 4)", None),
+        ("declarations", "douane", "DATE_TRUNC('quarter', date)", None),
+        ("incidents", "politie", "EXTRACT(YEAR FROM date)", lambda f: pd.to_datetime(f["date"]).dt.year),
+    ],
+    ids=["floor-duckdb", "width-bucket-postgres", "date-trunc", "extract-year"],
+)
+def test_exact_histogram_and_date_keys_equal_pooled_pandas(
+    fed, federation, dataset, node, key_sql, key
+) -> None:
+    frame = federation.scenario.frames[f"{node}.{dataset}"]
+    if key is None and "WIDTH_BUCKET" in key_sql:
+        t = frame["turnover"]
+        key = lambda f: np.where(t < 0, 0, np.where(t >= 1e6, 5, np.floor(t * 4 / 1e6) + 1))  # noqa: E731
+    elif key is None:
+        key = lambda f: pd.to_datetime(f["date"]).dt.to_period("Q").dt.start_time.dt.strftime("%Y-%m-%d")  # noqa: E731
+    df = fed.query(f"SELECT {key_sql} AS k, COUNT(*) AS n FROM {dataset} GROUP BY k")
+    assert df.attrs["answered"] == [node]
+    got = {k: int(n) for k, n in zip(df["k"], df["n"], strict=True) if not pd.isna(n)}
+    expected = _pooled_counts(frame, key(frame), "person" if dataset == "incidents" else "company")
+    assert got == expected and len(got) >= 2

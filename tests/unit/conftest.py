@@ -113,6 +113,7 @@ bounds = [{BOUNDS[0]}, {BOUNDS[1]}]
 name = "date"
 local = "datum"
 kind = "date"
+range = ["2021-01-01", "2023-12-31"]
 """
 
 
