@@ -83,19 +83,64 @@ def node_start(
     config: Annotated[Path, typer.Option("--config", help="Node config (TOML).")],
     quiet: Annotated[bool, typer.Option("--quiet", help="Log warnings only.")] = False,
 ) -> None:
-    """Start a node: it dials out to the coordinator and serves jobs until stopped."""
+    """Start a node: it checks itself (as `node check`), dials out to the coordinator and serves jobs
+    until stopped."""
+    from nodes.check import ERROR, NodeCheckFailed, check_node, errors
     from nodes.config import load_node_config
     from nodes.daemon import NodeDaemon
 
     _setup_logging(not quiet)
-    daemon = NodeDaemon(load_node_config(config))
+    cfg = load_node_config(config)
+    findings = check_node(cfg)
+    for finding in findings:
+        if finding.level != "ok":
+            level = logging.ERROR if finding.level == ERROR else logging.WARNING
+            logging.getLogger("federation.node").log(
+                level, "%s: %s [rule: %s]", finding.subject, finding.message, finding.rule
+            )
+    if errors(findings):
+        raise NodeCheckFailed(cfg, errors(findings))
+    daemon = NodeDaemon(cfg)
     stop = threading.Event()
     _wait_for_signal(stop)
     worker = threading.Thread(target=daemon.run, daemon=True)
     worker.start()
-    stop.wait()
+    # Until a signal, or until the daemon gives up (the coordinator refused this node for good).
+    while worker.is_alive() and not stop.wait(0.5):
+        pass
     daemon.stop()
     worker.join(timeout=5)
+    if daemon.fatal is not None:
+        raise daemon.fatal
+
+
+@node_app.command("check")
+def node_check(
+    config: Annotated[Path, typer.Option("--config", help="Node config (TOML).")],
+) -> None:
+    """Check a node without connecting to the coordinator: sources, declared tables and columns,
+    values outside the domains, key file permissions, and the certificate (validity, role, name).
+    Exits non-zero on any error."""
+    from nodes.check import check_node, errors
+    from nodes.config import load_node_config
+
+    cfg = load_node_config(config)
+    findings = check_node(cfg)
+    styles = {"ok": "green", "warning": "yellow", "error": "bold red"}
+    table = Table(title=f"node {cfg.node_id}", show_lines=False, expand=False)
+    table.add_column("", no_wrap=True)
+    table.add_column("what", overflow="fold")
+    table.add_column("finding", overflow="fold", ratio=1)
+    table.add_column("rule", overflow="fold")
+    for f in findings:
+        table.add_row(f"[{styles[f.level]}]{f.level}[/]", f.subject, f.message, f.rule)
+    Console(soft_wrap=False).print(table)
+    bad, warned = errors(findings), [f for f in findings if f.level == "warning"]
+    summary = f"{len(bad)} error(s), {len(warned)} warning(s)"
+    if bad:
+        err.print(f"node {cfg.node_id}: {summary}; the node will not start", style="red", markup=False)
+        raise typer.Exit(1)
+    out.print(f"node {cfg.node_id}: {summary}; ready to start" + ("" if not warned else " (see warnings)"))
 
 
 @coordinator_app.command("start")

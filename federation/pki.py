@@ -375,12 +375,16 @@ def _kit_readme(subject: str, role: str, org: str | None, serial: str, not_after
         "Files:\n"
         "  cert.pem  this party's certificate, signed by the federation root\n"
         "  key.pem   this party's private key: keep it secret, mode 0600, never e-mail it\n"
-        "  ca.pem    the federation root certificate used to verify every peer\n\n"
+        "  ca.pem    the federation root certificate used to verify every peer\n"
+        "  crl.pem   the federation's revocation list when this kit was made; install each newer one\n"
+        "            the admin sends in its place (docs/pki.md)\n\n"
         f"Install: copy this folder next to the config file and set in its {section} section\n"
         "(paths are relative to the config file's folder):\n\n"
         f'  tls_cert = "{subject}/cert.pem"\n'
         f'  tls_key  = "{subject}/key.pem"\n'
-        f'  tls_ca   = "{subject}/ca.pem"\n\n'
+        f'  tls_ca   = "{subject}/ca.pem"\n'
+        f'  tls_crl  = "{subject}/crl.pem"\n\n'
+        f'(or tls_dir = "{subject}" for all four).\n\n'
         "Ask the federation admin for a new kit before the expiry date above.\n"
         "If key.pem may have leaked, tell the federation admin at once so the certificate is revoked.\n"
     )
@@ -477,6 +481,9 @@ def issue(
         _write_crl(pki_dir, root_cert, root_key, index, utcnow())
     else:
         _write_index(pki_dir, index)
+    # The newest CRL travels with every kit, so a node or coordinator refuses revoked peers (and a
+    # node refuses to start on a revoked certificate of its own) from its first start on.
+    _write_atomic(folder / CRL_FILE, (pki_dir / CRL_FILE).read_bytes())
     return Kit(
         subject=subject,
         role=role,

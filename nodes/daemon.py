@@ -25,9 +25,10 @@ from nodes.projects import ApprovalHandler, ProjectGate
 from nodes.release import QueryHandler
 from nodes.router import JobRouter, refusal
 from nodes.secure_release import SecureRelease
+from nodes.state_lock import StateLock
 from protocols import federation_pb2 as pb
 from protocols.channels import channel_options
-from protocols.errors import ConfigError
+from protocols.errors import ConfigError, FederationError
 from protocols.identity import PkiError
 from protocols.safe_decode import Undecodable, node_link_connect
 from protocols.values import to_value
@@ -35,6 +36,11 @@ from protocols.values import to_value
 log = logging.getLogger("federation.node")
 
 VERSION = "0.1.0"
+# Refusals that no retry can cure: the certificate is revoked, names another node or another role.
+# The node stops with the reason instead of dialling for ever.
+PERMANENT_CODES = ("PERMISSION_DENIED", "UNAUTHENTICATED")
+PERMANENT_RULES = ("wrong_identity", "protocol")
+
 _OPERATION_NAMES = {"count": "COUNT", "count_distinct": "COUNT_DISTINCT", "sum": "SUM", "avg": "AVG"}
 
 
@@ -117,7 +123,14 @@ class NodeDaemon:
         self.config = config
         self.credentials = credentials or (config.tls.channel_credentials() if config.tls else None)
         self.max_backoff = max_backoff
-        self.ctx = NodeContext.open(config)
+        self.lock = StateLock(config.state_dir, config.node_id).acquire()
+        try:
+            self.ctx = NodeContext.open(config)
+        except BaseException:
+            self.lock.release()
+            raise
+        # Set when the coordinator refused this node for good; ``run`` returns and the node stops.
+        self.fatal: FederationError | None = None
         self.secure = SecureRelease(self.ctx)
         self.overlap = OverlapNode(self.ctx)
         self.router = node_router(self.ctx, self.secure, self.overlap)
@@ -146,7 +159,7 @@ class NodeDaemon:
             started = time.monotonic()
             reason = self._session()
             self.connected.clear()
-            if self._stop.is_set():
+            if self._stop.is_set() or self.fatal is not None:
                 break
             if time.monotonic() - started > 5:
                 backoff = 0.25  # the link was healthy for a while: start over with short waits
@@ -159,6 +172,7 @@ class NodeDaemon:
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.overlap.preblinder.close()
         self.ctx.close()
+        self.lock.release()
 
     def _publish_head(self, response: pb.JobResponse) -> None:
         """Attach the audit chain head to an answer; the coordinator keeps it, so a log later cut at
@@ -230,12 +244,31 @@ class NodeDaemon:
                     self.pool.submit(serve, msg.job)
                 elif kind == "reject":
                     log.error("coordinator refused this node: %s", msg.reject.reason)
+                    if msg.reject.rule in PERMANENT_RULES:
+                        self._give_up(msg.reject.rule or "wrong_identity", msg.reject.reason)
                     return f"refused: {msg.reject.reason}"
             return "stream closed by coordinator"
         except grpc.RpcError as exc:
             code = exc.code() if hasattr(exc, "code") else None
-            return f"{code.name if code else 'error'}: {exc.details() if hasattr(exc, 'details') else exc}"
+            details = exc.details() if hasattr(exc, "details") else str(exc)
+            if code is not None and code.name in PERMANENT_CODES:
+                self._give_up(_rule_of(details), details or code.name)
+            return f"{code.name if code else 'error'}: {details}"
         finally:
             done.set()
             outbox.put(None)
             channel.close()
+
+    def _give_up(self, rule: str, reason: str) -> None:
+        self.fatal = FederationError(
+            rule, f"the coordinator refused this node for good: {reason}", self.config.node_id
+        )
+        log.error("%s; stopping (fix the certificate or the config, then start again)", self.fatal)
+
+
+def _rule_of(details: str) -> str:
+    """The rule a coordinator refusal names (``... [rule: revoked]``), else ``auth_refused``."""
+    marker = "[rule: "
+    if marker in details:
+        return details.rsplit(marker, 1)[1].split("]", 1)[0] or "auth_refused"
+    return "auth_refused"

@@ -94,12 +94,12 @@ def check_approval(config: NodeConfig, store: ApprovalStore, scope: JobScope, jo
     if store.find(digest, template) is not None:
         return
     store.note_request(job, scope.kind, job.requested_by, scope.purpose)
-    where = str(config.path) if config.path else "<node.toml>"
+    # The analyst reads this refusal: it names the command, never the node's local config path.
     raise ProjectRefused(
         "approval_required",
         f"this {scope.kind} job for project '{scope.project}' needs the approval of {config.node_id}'s "
         f"privacy officer: job hash {digest} (template {template}); "
-        f"approve with: federation approve --config {where} --job {digest}",
+        f"approve with: federation approve --config <node config> --job {digest}",
         config.node_id,
     )
 

@@ -6,11 +6,13 @@ re-parse files. PostgreSQL queries run inside the partner's database (SQL pushed
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
 import duckdb
 
+from nodes.check import category_columns, filter_columns, unmapped_sql
 from nodes.config import Dataset, NodeConfig
 from nodes.sqlgen import (
     DUCKDB,
@@ -28,6 +30,8 @@ from nodes.validate import Plan
 from protocols import federation_pb2 as pb
 from protocols.errors import FederationError
 
+log = logging.getLogger("federation.node")
+
 
 class SourceError(FederationError):
     """A data source cannot be read; the message names the dataset, never the data."""
@@ -43,6 +47,8 @@ class DataSources:
         self._pg_local = threading.local()
         # Datasets whose rows per unit never exceed the declared maximum need no truncation step.
         self._within_bound: dict[str, bool] = {}
+        # Per file dataset, rows per category column whose value maps to nothing (counted at load).
+        self._unmapped: dict[str, dict[str, int]] = {}
         for dataset in config.datasets.values():
             if dataset.exposed:
                 self._load(dataset)
@@ -84,12 +90,63 @@ class DataSources:
                 f"dataset {dataset.name}: declared columns missing from {src.path.name}: {missing}",
                 node=self.config.node_id,
             )
+        self._count_unmapped(dataset, name)
         self._premap(dataset, name)
         unit = quote_ident(dataset.columns[dataset.privacy_unit].local)
         top = self._duck.execute(
             f"SELECT max(c) FROM (SELECT count(*) AS c FROM {name} GROUP BY {unit})"
         ).fetchone()
         self._within_bound[dataset.name] = top is not None and (top[0] or 0) <= dataset.max_rows_per_unit
+
+    def _count_unmapped(self, dataset: Dataset, name: str) -> None:
+        """Count, once at load, the rows each category column drops because their value maps to
+        nothing in the domain, and tell the operator (never the analyst: the counts are exact)."""
+        columns = category_columns(dataset)
+        if not columns:
+            return
+        sql, params = unmapped_sql(columns, DUCKDB, name)
+        counts = self._duck.execute(sql, params).fetchone() or ()
+        self._unmapped[dataset.name] = {c.name: int(n or 0) for c, n in zip(columns, counts, strict=True)}
+        for column, n in self._unmapped[dataset.name].items():
+            if n:
+                log.warning(
+                    "dataset %s column %s: %d row(s) with a value outside the domain fall in no group "
+                    "(run: federation node check)",
+                    dataset.name,
+                    column,
+                    n,
+                )
+
+    def unmapped(self, plan: Plan) -> dict[str, int]:
+        """Rows per grouped or filtered category column of ``plan`` whose value maps to nothing;
+        counted at load for files, by one scan per job for PostgreSQL. For the operator's log only."""
+        used = {c.name for c in plan.group_columns}
+        if plan.filter is not None:
+            used |= filter_columns(plan.filter)
+        columns = category_columns(plan.dataset, used)
+        if not columns:
+            return {}
+        if plan.dataset.source.kind != "postgres":
+            known = self._unmapped.get(plan.dataset.name, {})
+            return {c.name: known.get(c.name, 0) for c in columns}
+        sql, params = unmapped_sql(columns, POSTGRES, POSTGRES.table(plan.dataset))
+        rows = self.fetch(plan.dataset, sql, params)
+        return {c.name: int(n or 0) for c, n in zip(columns, rows[0] if rows else (), strict=False)}
+
+    def _log_unmapped(self, plan: Plan) -> None:
+        try:
+            counts = self.unmapped(plan)
+        except SourceError as exc:
+            log.warning("dataset %s: values outside the domain not counted: %s", plan.dataset.name, exc)
+            return
+        for column, n in counts.items():
+            if n:
+                log.warning(
+                    "query on dataset %s: %d row(s) with a column %s value outside the domain fall in no group",
+                    plan.dataset.name,
+                    n,
+                    column,
+                )
 
     def _premap(self, dataset: Dataset, name: str) -> None:
         """Map local codes to the shared vocabulary once, at load time, instead of in every query."""
@@ -145,6 +202,7 @@ class DataSources:
     def run(self, plan: Plan, units: bool = True) -> list[tuple[Any, ...]]:
         """Exact per-group aggregates of a checked plan, in the SQL of the dataset's engine."""
         dataset = plan.dataset
+        self._log_unmapped(plan)
         truncate = self._needs_truncation(plan)
         sql, params = build_sql(plan, self.dialect(dataset), truncate=truncate, units=units)
         return self.fetch(dataset, sql, params)

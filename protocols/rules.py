@@ -269,6 +269,16 @@ _RULES: dict[str, dict[str, str]] = {
         "toml_finite": "a value written to TOML is not finite",
         "toml_type": "a value cannot be written to TOML",
     },
+    "node operation (federation node check, node start)": {
+        "unknown_local_table": "the dataset's declared PostgreSQL table does not exist or cannot be read",
+        "unknown_local_column": "a declared column's local name is not in the dataset's source",
+        "unmapped_values": "rows whose category value maps to nothing in the domain (a warning: they fall in no group)",
+        "key_permissions": "a private key file is readable by its group or by everyone",
+        "state_locked": "another node process already runs on this state folder",
+        "auth_refused": "the coordinator refused this node's certificate for good; the node stops",
+        "source": "the dataset's source opened and its declared columns are present",
+        "certificate": "the node's certificate is valid, unrevoked, of role node and names this node",
+    },
 }
 
 GROUPS: Mapping[str, Mapping[str, str]] = MappingProxyType(

@@ -123,9 +123,21 @@ def test_analyst_certificate_used_as_a_node_is_refused(fed_tls: RunningFederatio
 
 
 def test_node_cannot_impersonate_another_node(fed_tls: RunningFederation, tmp_path: Path) -> None:
-    # kmar's config (node id kmar) presenting douane's certificate: the ids disagree.
-    result = _node_with_kit(fed_tls, "kmar", "douane", tmp_path, ("cannot connect as node 'kmar'",))
-    assert "cannot connect as node 'kmar'" in result.stdout, result.stdout
+    # kmar's config (node id kmar) presenting douane's certificate: the node's own check refuses.
+    result = _node_with_kit(fed_tls, "kmar", "douane", tmp_path, ("wrong_identity",))
+    assert "the certificate names 'douane', but this node is 'kmar'" in result.stdout, result.stdout
+
+
+def test_coordinator_refuses_a_hello_naming_another_node(fed_tls: RunningFederation) -> None:
+    # A node that skips its own check: the coordinator refuses the link, naming the rule.
+    kit = fed_tls.root / "pki" / "kits" / "douane"
+    creds = grpc_channel_credentials(kit / "cert.pem", kit / "key.pem", kit / "ca.pem")
+    with grpc.secure_channel(fed_tls.address, creds) as channel:
+        hello = pb.NodeMessage(hello=pb.Hello(node_id="kmar", version="0"))
+        answers = pb_grpc.NodeLinkStub(channel).Connect(iter([hello]), timeout=10)
+        first = next(iter(answers))
+    assert first.WhichOneof("kind") == "reject" and first.reject.rule == "wrong_identity"
+    assert "cannot connect as node 'kmar'" in first.reject.reason
 
 
 def test_node_without_tls_refuses_to_start(fed_tls: RunningFederation, tmp_path: Path) -> None:

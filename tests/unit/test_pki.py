@@ -108,11 +108,19 @@ def test_kit_folder_layout_readme_and_key_modes(root: Path, tmp_path: Path) -> N
     finally:
         os.umask(old_umask)
     assert kit.folder == tmp_path / "kits" / "belastingdienst"
-    assert sorted(p.name for p in kit.folder.iterdir()) == ["README.txt", "ca.pem", "cert.pem", "key.pem"]
+    assert sorted(p.name for p in kit.folder.iterdir()) == [
+        "README.txt",
+        "ca.pem",
+        "cert.pem",
+        "crl.pem",
+        "key.pem",
+    ]
+    # The kit's CRL is the root's newest one, signed by the root.
+    assert (kit.folder / "crl.pem").read_bytes() == (root / "crl.pem").read_bytes()
     assert _mode(kit.key) == 0o600
     assert _mode(root / "ca.key") == 0o600
     readme = (kit.folder / "README.txt").read_text()
-    for key in ("tls_cert", "tls_key", "tls_ca"):
+    for key in ("tls_cert", "tls_key", "tls_ca", "tls_crl", "crl.pem"):
         assert key in readme
     assert kit.serial in readme
 
