@@ -75,8 +75,7 @@ def filter_columns(message: Any) -> set[str]:
         if field.name == "column" and isinstance(value, str):
             found.add(value)
         elif field.message_type is not None:
-            items = value if field.label == field.LABEL_REPEATED else [value]
-            for item in items:
+            for item in [value] if hasattr(value, "ListFields") else value:
                 found |= filter_columns(item)
     return found
 

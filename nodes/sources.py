@@ -136,7 +136,7 @@ class DataSources:
     def _log_unmapped(self, plan: Plan) -> None:
         try:
             counts = self.unmapped(plan)
-        except SourceError as exc:
+        except Exception as exc:  # noqa: BLE001 - a note for the operator never fails the job
             log.warning("dataset %s: values outside the domain not counted: %s", plan.dataset.name, exc)
             return
         for column, n in counts.items():

@@ -178,3 +178,14 @@ def test_state_lock_is_exclusive_and_released(tmp_path: Path) -> None:
     assert refused.value.rule == "state_locked" and str(os.getpid()) in refused.value.message
     first.release()
     StateLock(tmp_path, "n1").acquire().release()
+
+
+def test_filter_columns_finds_every_compared_column_at_any_depth() -> None:
+    from nodes.check import filter_columns
+    from protocols import federation_pb2 as pb
+    from protocols.values import to_value
+
+    leaf = pb.Filter(compare=pb.Comparison(column="region", op=pb.EQ, value=to_value("North")))
+    listed = pb.Filter(in_list=pb.InList(column="year", values=[to_value(2020), to_value(2021)]))
+    nested = pb.Filter(all_of=pb.FilterList(items=[leaf, pb.Filter(negate=listed)]))
+    assert filter_columns(nested) == {"region", "year"}
