@@ -108,6 +108,18 @@ class Registry:
             session = self._sessions.get(node_id)
         return session if session is not None and self.alive(session) else None
 
+    def forget(self, node_id: str) -> str:
+        """Drop a disconnected node's entry: "forgotten", "connected" (kept) or "unknown"."""
+        with self._lock:
+            session = self._sessions.get(node_id)
+            if session is not None and self.alive(session):
+                return "connected"
+            if node_id not in self._known and session is None:
+                return "unknown"
+            self._known.pop(node_id, None)
+            self._sessions.pop(node_id, None)
+            return "forgotten"
+
     def status(self) -> list[pb.NodeStatus]:
         with self._lock:
             sessions = dict(self._sessions)

@@ -227,8 +227,27 @@ class AnalystService(pb_grpc.AnalystServicer):
         return pb.ProjectsResponse(projects=self.projects.infos(self.gate.user(context)))
 
     def Nodes(self, request: pb.NodesRequest, context: grpc.ServicerContext) -> pb.NodesResponse:  # noqa: N802
-        self.gate.user(context)
+        caller = self.gate.caller(context)
+        if request.forget:
+            self._forget(request.forget, caller, context)
         return pb.NodesResponse(nodes=self.registry.status())
+
+    def _forget(self, node: str, caller: Caller, context: grpc.ServicerContext) -> None:
+        """An admin drops a disconnected node's entry (a test node, a partner that left)."""
+        if caller.role != "admin":
+            context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"only an admin may forget a node; '{caller.subject}' has role {caller.role} [rule: wrong_role]",
+            )
+        outcome = self.registry.forget(node)
+        if outcome == "connected":
+            context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"node {node} is connected: stop it before forgetting it [rule: node_connected]",
+            )
+        if outcome == "unknown":
+            context.abort(grpc.StatusCode.NOT_FOUND, f"no node {node} is known [rule: unknown_node]")
+        log.info("node %s forgotten by %s", node, caller.subject)
 
     def Datasets(self, request: pb.DatasetsRequest, context: grpc.ServicerContext) -> pb.DatasetsResponse:  # noqa: N802
         self.gate.user(context)

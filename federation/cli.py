@@ -381,13 +381,16 @@ def _progress_bar(label: str) -> Iterator[Callable[[JobProgress], None]]:
 @app.command()
 def nodes(
     coordinator: CoordinatorOption = "127.0.0.1:7100",
+    forget: Annotated[
+        str, typer.Option("--forget", help="Admin only: drop this disconnected node from the list.")
+    ] = "",
     fmt: Annotated[Format, typer.Option("--format", "-f")] = Format.table,
 ) -> None:
-    """List the nodes known to the coordinator."""
+    """List the nodes known to the coordinator (an admin may --forget a disconnected one)."""
     from federation.client import Client
 
     with Client(coordinator) as fed:
-        print_frame(fed.nodes(), fmt)
+        print_frame(fed.nodes(forget=forget), fmt)
 
 
 @app.command()

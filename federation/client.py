@@ -50,6 +50,8 @@ _NAMED = (
     grpc.StatusCode.INVALID_ARGUMENT,
     grpc.StatusCode.PERMISSION_DENIED,
     grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.NOT_FOUND,
 )
 
 
@@ -190,9 +192,10 @@ class Client:
 
     # ------------------------------------------------------------------ discovery
 
-    def nodes(self) -> pd.DataFrame:
-        """Who is connected, since when, serving which datasets."""
-        response = self._call("Nodes", pb.NodesRequest())
+    def nodes(self, forget: str = "") -> pd.DataFrame:
+        """Who is connected, since when, serving which datasets; ``forget`` (admins only) first
+        drops that disconnected node's entry."""
+        response = self._call("Nodes", pb.NodesRequest(forget=forget))
         rows = [
             {
                 "node": n.node_id,

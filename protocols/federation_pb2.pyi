@@ -834,8 +834,10 @@ class JobEnvelope(_message.Message):
     def __init__(self, job_id: _Optional[str] = ...) -> None: ...
 
 class NodesRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("forget",)
+    FORGET_FIELD_NUMBER: _ClassVar[int]
+    forget: str
+    def __init__(self, forget: _Optional[str] = ...) -> None: ...
 
 class NodeStatus(_message.Message):
     __slots__ = ("node_id", "connected", "last_seen_unix_ms", "datasets", "connected_since_unix_ms")

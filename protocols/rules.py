@@ -278,6 +278,8 @@ _RULES: dict[str, dict[str, str]] = {
         "auth_refused": "the coordinator refused this node's certificate for good; the node stops",
         "source": "the dataset's source opened and its declared columns are present",
         "certificate": "the node's certificate is valid, unrevoked, of role node and names this node",
+        "node_connected": "an admin asked to forget a node that is connected; stop it first",
+        "unknown_node": "the coordinator knows no node of that name",
     },
 }
 

@@ -6,6 +6,7 @@ port code and one year to nothing, so its load and each query count the rows tha
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -42,9 +43,15 @@ def fed_op(
         _drop_schema(postgres_dsn, schema)
 
 
-def _cli(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+def _cli(
+    *args: str, timeout: float = 90, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "federation.cli", *args], capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "federation.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -157,3 +164,30 @@ def test_revoked_node_stops_with_the_reason(fed_op: tuple[RunningFederation, str
     assert started.returncode == 1, started.stderr
     assert "refused this node for good" in started.stderr and "rule: revoked" in started.stderr
     assert started.stderr.count("retrying in") <= 1
+
+
+def test_admin_forgets_a_disconnected_node_and_no_one_else_may(fed_op: tuple[RunningFederation, str]) -> None:
+    # Last in this module: it stops Douane.
+    fed, _ = fed_op
+    pki_dir = fed.root / "pki"
+    admin = pki.issue(pki_dir, "admin-mdc", "admin", org="mdc", out=pki_dir / "kits")
+    with fed.client(tls_dir=admin.folder) as client, pytest.raises(FederationError) as busy:
+        client.nodes(forget="douane")
+    assert busy.value.rule == "node_connected"
+    fed.procs.stop("douane")
+    with fed.client() as analyst:
+        assert _wait_for(lambda: not analyst.nodes().set_index("node").loc["douane", "connected"], 30)
+        with pytest.raises(FederationError) as refused:
+            analyst.nodes(forget="douane")
+        assert refused.value.rule == "wrong_role"
+        assert "douane" in set(analyst.nodes()["node"])
+    with fed.client(tls_dir=admin.folder) as client:
+        left = client.nodes(forget="douane")
+        assert set(left["node"]) == {"belastingdienst"}
+        with pytest.raises(FederationError) as unknown:
+            client.nodes(forget="douane")
+        assert unknown.value.rule == "unknown_node"
+    done = _cli(
+        "nodes", "--forget", "douane", "-c", fed.address, env={"FEDERATION_TLS_DIR": str(admin.folder)}
+    )
+    assert done.returncode == 1 and "unknown_node" in done.stderr
