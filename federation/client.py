@@ -27,7 +27,7 @@ from federation.overlap import (
     build_request,
     result_from_response,
 )
-from federation.query import parse_query
+from federation.query import parse_query, parse_with_post
 from protocols import federation_pb2 as pb
 from protocols import federation_pb2_grpc as pb_grpc
 from protocols.channels import channel_options
@@ -276,6 +276,9 @@ class Client:
 
         ``df.attrs`` holds the metadata: job id, per-node outcome and cost, suppressed cells, noise,
         the bounding figures and which figures were moved into their feasible range.
+
+        HAVING, ORDER BY and LIMIT are applied here, to the released figures: nodes never see them
+        and they cost nothing (``df.attrs["post_processing"]`` says which ran).
         """
         check_timeout(timeout)
         spec = self._spec(sql, epsilon, rho, bounds, max_rows_per_unit, diagnostics)
@@ -301,7 +304,8 @@ class Client:
         response: pb.QueryResponse = self._call("Query", request, timeout=call_timeout)
         if not response.ok:
             raise FederationError(response.error_rule or "refused", response.error)
-        df = to_frame(spec, response)
+        # HAVING, ORDER BY and LIMIT: post-processing of the released figures, here and only here.
+        df = parse_with_post(sql)[1].apply(to_frame(spec, response))
         if chosen is not None:
             df.attrs["epsilon_for_accuracy"] = chosen
         return df

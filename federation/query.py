@@ -16,6 +16,7 @@ from typing import cast
 from sqlglot import exp, parse
 from sqlglot.errors import ParseError, TokenError
 
+from federation.postprocess import PostProcessing, post_processing
 from protocols import federation_pb2 as pb
 from protocols.errors import FederationError, QueryError
 from protocols.spec_limits import (
@@ -55,9 +56,6 @@ _STATISTICS: dict[type[exp.Expression], tuple[pb.AggregateFunction, str]] = {
 
 _UNSUPPORTED_CLAUSES = {
     "joins": "JOIN",
-    "having": "HAVING",
-    "order": "ORDER BY",
-    "limit": "LIMIT",
     "offset": "OFFSET",
     "with_": "WITH",
     "distinct": "SELECT DISTINCT",
@@ -428,7 +426,15 @@ def _group_column(node: exp.Expression) -> str:
 
 
 def parse_query(sql: str) -> pb.QuerySpec:
-    """Parse ``sql`` into a ``QuerySpec``; raise ``QueryError`` naming the rule on anything else."""
+    """Parse ``sql`` into a ``QuerySpec``; raise ``QueryError`` naming the rule on anything else.
+
+    HAVING, ORDER BY and LIMIT are checked but are not part of the spec: the SDK applies them to
+    the released figures (``parse_with_post``)."""
+    return parse_with_post(sql)[0]
+
+
+def parse_with_post(sql: str) -> tuple[pb.QuerySpec, PostProcessing]:
+    """The job spec nodes receive, and the HAVING / ORDER BY / LIMIT the SDK applies afterwards."""
     if not isinstance(sql, str) or not sql.strip():
         raise QueryError("malformed_sql", "the query is empty")
     if len(sql) > MAX_SQL_CHARS:
@@ -503,4 +509,4 @@ def parse_query(sql: str) -> pb.QuerySpec:
         check_spec(spec)
     except FederationError as exc:
         raise QueryError(exc.rule, exc.message) from None
-    return spec
+    return spec, post_processing(tree, spec, _aggregate)

@@ -120,6 +120,16 @@ class Checker:
                         f"column '{column.name}' is a text category; use =, <>, IN or NOT IN",
                     )
                 return v
+            numbers = all(isinstance(d, int) for d in column.domain)
+            if numbers and isinstance(v, str) or not numbers and not isinstance(v, str):
+                kind, example = (
+                    ("whole numbers", column.domain[0]) if numbers else ("text", f"'{column.domain[0]}'")
+                )
+                raise self.refuse(
+                    "type_mismatch",
+                    f"column '{column.name}' holds {kind}; compare it to {kind}, e.g. {column.name} = {example}, "
+                    f"not {v!r}",
+                )
             if v not in column.domain:
                 shown = ", ".join(repr(d) for d in column.domain[:12])
                 more = " ..." if len(column.domain) > 12 else ""

@@ -112,3 +112,24 @@ def test_exact_histogram_and_date_keys_equal_pooled_pandas(
     got = {k: int(n) for k, n in zip(df["k"], df["n"], strict=True) if not pd.isna(n)}
     expected = _pooled_counts(frame, key(frame), "person" if dataset == "incidents" else "company")
     assert got == expected and len(got) >= 2
+
+
+def test_having_order_by_and_limit_run_on_the_released_figures(fed) -> None:
+    base = (
+        "SELECT goods_category, COUNT(*) AS n, SUM(value) AS total FROM declarations GROUP BY goods_category"
+    )
+    full = fed.query(base)
+    df = fed.query(f"{base} HAVING COUNT(*) >= 20 ORDER BY total DESC, goods_category LIMIT 3")
+    expected = (
+        full[full["n"].fillna(0) >= 20]
+        .sort_values(["total", "goods_category"], ascending=[False, True])
+        .head(3)
+        .reset_index(drop=True)
+    )
+    assert len(expected) >= 2
+    pd.testing.assert_frame_equal(df, expected)
+    assert df.attrs["post_processing"] == {
+        "having": "COUNT(*) >= 20",
+        "order_by": "total DESC, goods_category",
+        "limit": "3",
+    }

@@ -188,12 +188,12 @@ def test_full_query() -> None:
         ),
         ("SELECT COUNT(*) FROM declarations, vat", "unsupported_clause", "JOIN"),
         (
-            "SELECT port, COUNT(*) FROM declarations GROUP BY port HAVING COUNT(*) > 5",
+            "SELECT port, COUNT(*) FROM declarations GROUP BY port HAVING SUM(value) > 5",
             "unsupported_clause",
-            "HAVING",
+            "add it to SELECT",
         ),
-        ("SELECT COUNT(*) FROM declarations ORDER BY 1", "unsupported_clause", "ORDER BY"),
-        ("SELECT COUNT(*) FROM declarations LIMIT 10", "unsupported_clause", "LIMIT"),
+        ("SELECT COUNT(*) FROM declarations ORDER BY 3", "unsupported_clause", "ORDER BY"),
+        ("SELECT COUNT(*) FROM declarations LIMIT 'ten'", "malformed_sql", "LIMIT"),
         ("SELECT DISTINCT COUNT(*) FROM declarations", "unsupported_clause", "DISTINCT"),
         ("WITH x AS (SELECT 1) SELECT COUNT(*) FROM x", "unsupported_clause", "WITH"),
         (
