@@ -44,6 +44,8 @@ class UnionSet:
     n_groups: int
     sensitivity: int  # groups one unit can move
     cost: Cost
+    plan: Plan | None = None  # the node's own check of the query
+    units: tuple[int, ...] = ()  # distinct units per key of ``plan.keys``
 
 
 def union_set(config: NodeConfig, sources: DataSources, dataset: Dataset, spec: pb.OverlapSpec) -> UnionSet:
@@ -103,4 +105,16 @@ def union_set(config: NodeConfig, sources: DataSources, dataset: Dataset, spec: 
         if item not in seen:  # two raw spellings of one entity are one item
             seen.add(item)
             items.append((item, label))
-    return UnionSet(items=items, malformed=len(bad), n_groups=n_groups, sensitivity=sensitivity, cost=cost)
+    per_label: dict[bytes, int] = {}
+    for _, label in items:
+        per_label[label] = per_label.get(label, 0) + 1
+    units = tuple(per_label.get(labels[key], 0) for key in plan.keys)
+    return UnionSet(
+        items=items,
+        malformed=len(bad),
+        n_groups=n_groups,
+        sensitivity=sensitivity,
+        cost=cost,
+        plan=plan,
+        units=units,
+    )

@@ -391,6 +391,12 @@ class OverlapNode:
         spec = step.spec
         union = union_set(self.config, self.ctx.sources, dataset, spec)
         project = spec.project or DEFAULT_PROJECT
+        if union.cost.epsilon == 0 and union.plan is not None:
+            # An exact union: this node's part is checked like its part of a secure sum; it stays
+            # on record (pending counts as released) whether or not the union completes.
+            self.ctx.differencing.check_secure(
+                step.job_id, union.plan, project, False, self.ctx.sources, union.units
+            )
         if len(union.items) > dataset.policy.overlap_max_set:
             # A refusal that depends on the data is a release: under DP the union's cost is charged
             # first, and the coordinator shows the analyst one undifferentiated failure.

@@ -216,3 +216,22 @@ def test_differencing_through_secure_aggregation_is_refused(fed: RunningFederati
             return
     douane = _outcome(second, "douane")
     assert douane["status"] == "refused" and douane.get("rule") == RULE, douane
+
+
+def test_differencing_through_a_union_of_distinct_counts_is_refused(fed: RunningFederation) -> None:
+    # COUNT(DISTINCT) over several nodes is answered as a union of the nodes' units (an overlap
+    # job, docs/distinct.md); each node's part is checked as its part of a secure sum.
+    base = "SELECT COUNT(DISTINCT company) AS n FROM signals WHERE year <= 2020"
+    frame = _frame(fed, "douane.signals", "company")
+    frame = frame[frame["year"] <= 2020]
+    narrowed = f"{base} AND NOT ({_few_rows(frame, 'company', ['region', 'phenomenon'])})"
+    with fed.client() as client:
+        first = client.query(base)
+        assert first.attrs["distinct"] == "union"
+        try:
+            second = client.query(narrowed)
+        except FederationError as exc:
+            assert RULE in str(exc), exc
+            return
+    douane = _outcome(second, "douane")
+    assert douane["status"] == "refused" and douane.get("rule") == RULE, douane
