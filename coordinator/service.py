@@ -447,6 +447,15 @@ class AnalystService(pb_grpc.AnalystServicer):
         if problem:
             rule = "node_unreachable" if "not connected" in problem else "unknown_dataset"
             return pb.QueryResponse(job_id=job_id, ok=False, error=problem, error_rule=rule, columns=columns)
+        statistics = any(a.function in (pb.VARIANCE, pb.STDDEV, pb.PERCENTILE) for a in spec.aggregates)
+        if statistics and requires_secure(spec, targets):
+            return pb.QueryResponse(
+                job_id=job_id,
+                ok=False,
+                error="VARIANCE, STDDEV, MEDIAN and PERCENTILE_CONT are not released under secure aggregation",
+                error_rule="unsupported_under_secure",
+                columns=columns,
+            )
         if spec.derived and (requires_secure(spec, targets) or union_aggregates(spec, len(targets))):
             # Their domains are derived by each node; the secure and union paths size their
             # vectors from the declared category domains alone.

@@ -27,7 +27,34 @@ from privacy.explain import (
 from protocols import federation_pb2 as pb
 from protocols.errors import FederationError
 
-_KIND = {pb.COUNT: "count", pb.COUNT_DISTINCT: "count_distinct", pb.SUM: "sum", pb.AVG: "avg"}
+_KIND = {
+    pb.COUNT: "count",
+    pb.COUNT_DISTINCT: "count_distinct",
+    pb.SUM: "sum",
+    pb.AVG: "avg",
+    pb.VARIANCE: "variance",
+    pb.STDDEV: "variance",
+    pb.PERCENTILE: "percentile",
+}
+_NUMERIC = (pb.SUM, pb.AVG, pb.VARIANCE, pb.STDDEV, pb.PERCENTILE)
+
+
+def _derived_keys(key: pb.DerivedKey, info: pb.DatasetInfo) -> int:
+    """How many keys a histogram or date-part key has at this node (nodes/derived.py lists them)."""
+    column = next((c for c in info.columns if c.name == key.column), None)
+    if column is None:
+        raise FederationError("unknown_column", f"column '{key.column}' is not declared", info.node)
+    if key.transform == "width_bucket":
+        return int(key.buckets) + 2
+    if key.transform == "floor" and key.width > 0 and math.isfinite(key.width):
+        return math.floor(column.upper / key.width) - math.floor(column.lower / key.width) + 1
+    if key.transform == "extract" and key.part in ("quarter", "month"):
+        return 4 if key.part == "quarter" else 12
+    if column.first_day and column.last_day:
+        first, last = (int(d[:4]) * 12 + int(d[5:7]) - 1 for d in (column.first_day, column.last_day))
+        step = {"year": 12, "quarter": 3}.get(key.part, 1)
+        return last // step - first // step + 1
+    raise FederationError("not_groupable", f"'{key.alias}' has no public domain at this node", info.node)
 
 
 def _budget(spec: pb.QuerySpec, info: pb.DatasetInfo) -> tuple[float | None, float | None]:
@@ -63,10 +90,10 @@ def _clamping(agg: pb.Aggregate, info: pb.DatasetInfo) -> tuple[float, float]:
 def node_query(spec: pb.QuerySpec, info: pb.DatasetInfo) -> NodeQuery:
     """How the node behind ``info`` would run ``spec``, as far as its public metadata says."""
     aggregates: list[tuple[str, tuple[float, float] | None]] = [
-        (_KIND[a.function], _clamping(a, info) if a.function in (pb.SUM, pb.AVG) else None)
-        for a in spec.aggregates
+        (_KIND[a.function], _clamping(a, info) if a.function in _NUMERIC else None) for a in spec.aggregates
     ]
     domains = {c.name: len(c.domain) for c in info.columns}
+    domains.update({d.alias: _derived_keys(d, info) for d in spec.derived})
     missing = [g for g in spec.group_by if g not in domains]
     if missing:
         raise FederationError("unknown_column", f"column '{missing[0]}' is not declared", info.node)

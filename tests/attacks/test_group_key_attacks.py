@@ -116,3 +116,7 @@ def test_derived_keys_are_refused_on_the_secure_path(fed: RunningFederation) -> 
                 "SELECT FLOOR(year / 2) AS b, COUNT(*) AS n FROM signals GROUP BY b", epsilon=1.0, secure=True
             )
     assert caught.value.rule == "derived_key_unsupported"
+    with fed.client() as client:
+        with pytest.raises(FederationError) as caught:
+            client.query("SELECT STDDEV(year) AS sd FROM signals", epsilon=1.0, secure=True)
+    assert caught.value.rule == "unsupported_under_secure"

@@ -238,3 +238,20 @@ def test_config_checks_the_date_range(tmp_path: Path, customs: Any) -> None:
             load_node_config(path)
         customs.config_with(tmp_path)
     assert pb.ColumnInfo(first_day="2021-01-01").first_day == "2021-01-01"
+
+
+def test_explain_counts_the_same_keys_as_the_node(node_config: NodeConfig) -> None:
+    from federation.explain import explanation, node_query
+    from nodes.daemon import dataset_infos
+
+    sql = (
+        "SELECT FLOOR(value / 250) * 250 AS b, DATE_TRUNC('quarter', date) AS q, YEAR(date) AS y, "
+        "WIDTH_BUCKET(value, 0, 10, 3) AS w, STDDEV(value) AS sd, MEDIAN(value) AS med, COUNT(*) AS n "
+        "FROM declarations GROUP BY b, q, y, w"
+    )
+    spec = parse_query(sql)
+    spec.privacy.epsilon = 1.0
+    info = next(i for i in dataset_infos(node_config) if i.name == "declarations")
+    plan = validate(spec, node_config)
+    assert node_query(spec, info).n_groups == len(plan.keys) == 5 * 12 * 3 * 5
+    assert [a.kind for a in explanation(spec, [info]).aggregates] == ["variance", "percentile", "count"]
