@@ -53,6 +53,8 @@ log = logging.getLogger("federation.coordinator")
 
 
 ANALYST_ROLES = frozenset({"analyst", "privacy_officer", "admin"})
+# The shortest wait for one step of a union COUNT(DISTINCT) across nodes (docs/distinct.md).
+UNION_STEP_SECONDS = 120.0
 
 
 class Gate:
@@ -570,6 +572,9 @@ class AnalystService(pb_grpc.AnalystServicer):
         infos = [d for s in targets for d in s.datasets if d.name == spec.dataset]
         keys = _domain_keys(spec, infos)
         column = spec.aggregates[union[0]].column
+        # Each union step is cryptographic work over every (group, unit) item, not one SQL query:
+        # it waits at least UNION_STEP_SECONDS, within the coordinator's cap.
+        step_timeout = min(max(timeout, UNION_STEP_SECONDS), self.config.max_timeout_seconds)
         try:
             answer = run_union(
                 ProjectRegistry(self.registry, project),
@@ -581,7 +586,7 @@ class AnalystService(pb_grpc.AnalystServicer):
                 keys,
                 max([1, *(d.min_group_size for d in infos)]),
                 requested_by,
-                timeout,
+                step_timeout,
             )
         except OverlapFailed as exc:
             outcomes = [_node_outcome(o) for o in getattr(exc, "outcomes", [])]

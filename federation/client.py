@@ -300,7 +300,7 @@ class Client:
         call_timeout = (timeout or 30.0) + 30.0
         if any(a.function == pb.COUNT_DISTINCT and not a.per_node for a in spec.aggregates):
             # A union across nodes runs several steps per node (docs/distinct.md), each within ``timeout``.
-            call_timeout += 10 * (timeout or 30.0)
+            call_timeout += 10 * max(timeout or 0.0, 120.0)
         response: pb.QueryResponse = self._call("Query", request, timeout=call_timeout)
         if not response.ok:
             raise FederationError(response.error_rule or "refused", response.error)
