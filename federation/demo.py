@@ -27,7 +27,7 @@ TOUR: list[tuple[str, str]] = [
         "WHERE year = 2023 GROUP BY port",
     ),
     (
-        "Companies with drugs signals per region, across all six partners: a company signalled by several\n"
+        "Companies with drugs signals per region, across all six partners: a company signalled by several "
         "partners is counted once (the union, by private set intersection; docs/distinct.md)",
         "SELECT region, COUNT(DISTINCT company) AS companies, COUNT(*) AS signals FROM signals "
         "WHERE phenomenon = 'drugs' GROUP BY region",
@@ -215,8 +215,8 @@ def _secure_tour(fed: Client, console: Console) -> None:
 
     _panel(
         console,
-        "The same cross-partner question under secure aggregation: for the signal counts the coordinator\n"
-        "sees only the sum, and the partners' noise shares add up to the noise of one trusted curator;\n"
+        "The same cross-partner question under secure aggregation: for the signal counts the coordinator "
+        "sees only the sum, and the partners' noise shares add up to the noise of one trusted curator; "
         "companies are again counted once, by private set intersection\n"
         "[dim]fed.query(sql, secure=True, epsilon=1.0)[/dim]",
     )
