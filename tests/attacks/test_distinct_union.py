@@ -104,9 +104,10 @@ def test_the_coordinator_sees_tokens_sealed_labels_and_counts_only(recorded: Run
     assert sum(1 for r in replies if r.chunk and r.chunk_index == 0 and not r.sealed) == 1
 
 
-def _charges(fed: RunningFederation, node: str, project: str) -> float:
+def _charges(fed: RunningFederation, node: str) -> float:
+    """Everything the node's ledger has charged to its signals dataset so far."""
     with sqlite3.connect(fed.root / "state" / node / "ledger.sqlite") as conn:
-        rows = conn.execute("SELECT cost_epsilon FROM charges WHERE project = ?", (project,)).fetchall()
+        rows = conn.execute("SELECT cost_epsilon FROM charges WHERE dataset = 'signals'").fetchall()
     return float(sum(r[0] for r in rows))
 
 
@@ -114,10 +115,11 @@ def test_a_policy_refusal_names_rule_and_node_and_costs_no_party_anything(
     recorded: RunningFederation,
 ) -> None:
     """Above the per-query epsilon cap: every node refuses at PREPARE, before any charge."""
+    before = {node: _charges(recorded, node) for node in NODES}
     with recorded.client() as fed:
         with pytest.raises(FederationError) as info:
             fed.query(SQL, epsilon=50.0, project="union-refused")
     assert info.value.rule == "epsilon_cap"
     assert "refused" in info.value.message and "company" not in info.value.message
     for node in NODES:
-        assert _charges(recorded, node, "union-refused") == 0.0
+        assert _charges(recorded, node) == before[node]

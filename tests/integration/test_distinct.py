@@ -107,14 +107,16 @@ def _audit(fed: RunningFederation, node: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-def _charged(fed: RunningFederation, node: str, project: str) -> float:
+def _charged(fed: RunningFederation, node: str) -> float:
+    """Everything the node's ledger has charged to its signals dataset so far."""
     with sqlite3.connect(fed.root / "state" / node / "ledger.sqlite") as conn:
-        rows = conn.execute("SELECT cost_epsilon FROM charges WHERE project = ?", (project,)).fetchall()
+        rows = conn.execute("SELECT cost_epsilon FROM charges WHERE dataset = 'signals'").fetchall()
     return float(sum(r[0] for r in rows))
 
 
 def test_union_under_dp_is_within_the_noise_and_charges_every_party(union_fed: RunningFederation) -> None:
     project = "distinct-dp"
+    before = {node: _charged(union_fed, node) for node in NODES}
     with union_fed.client() as fed:
         df = fed.query(
             "SELECT region, COUNT(DISTINCT company) AS companies FROM signals GROUP BY region",
@@ -134,6 +136,6 @@ def test_union_under_dp_is_within_the_noise_and_charges_every_party(union_fed: R
     assert cost == {node: pytest.approx(1.0, rel=1e-6) for node in NODES}
     for node in NODES:
         # Ledger: charged once, the requested epsilon; audit: the union release is on record.
-        assert _charged(union_fed, node, project) == pytest.approx(1.0, rel=1e-6)
+        assert _charged(union_fed, node) - before[node] == pytest.approx(1.0, rel=1e-6)
         entries = [e["payload"] for e in _audit(union_fed, node) if e["kind"] == "released"]
         assert any(p.get("distinct") == "company" and p.get("epsilon") == pytest.approx(1.0) for p in entries)
