@@ -15,7 +15,7 @@ from privacy.suppression import THRESHOLD_P, ThresholdNoise, _chernoff, combined
 
 dp.enable_features("contrib")
 
-DRAWS = 60_000
+DRAWS = 40_000
 MIN_GROUP = 10
 NODES = 6
 
