@@ -349,6 +349,11 @@ class Tally:
         return statistics.median(self.errors) if self.errors else math.nan
 
     @property
+    def rms(self) -> float:
+        """Root mean square relative error: unlike the median, not rounded to whole counts."""
+        return math.sqrt(statistics.fmean(e * e for e in self.errors)) if self.errors else math.nan
+
+    @property
     def coverage(self) -> float:
         return self.covered / max(1, self.intervals)
 
@@ -368,7 +373,9 @@ def central_errors(frames: dict[str, pd.DataFrame], t: Truth, runs: int) -> dict
             _, values = central.release()
             exact = t.total if name == "sum" else t.tight
             errors[name] += [abs(v - exact[k]) / exact[k] for v, k in zip(values, COUNTRIES, strict=True)]
-    return {name: statistics.median(values) for name, values in errors.items()}
+    out = {name: statistics.median(values) for name, values in errors.items()}
+    out.update({f"{name}_rms": math.sqrt(statistics.fmean(e * e for e in v)) for name, v in errors.items()})
+    return out
 
 
 def federated(nodes: list[Node], t: Truth, runs: int, error_runs: int, secure: bool) -> dict[str, Tally]:
@@ -454,7 +461,9 @@ def main() -> None:
     print(
         f"central (OpenDP Context API, pooled rows): median rel. error COUNT {central['count']:.4f}, "
         f"SUM {central['sum']:.4f}, SUM clamped at {TIGHT:g} {central['tight']:.4f}; "
-        f"COUNT at rho {EPSILON**2 / 2:g} (discrete Gaussian) {central['count_rho']:.4f}"
+        f"COUNT at rho {EPSILON**2 / 2:g} (discrete Gaussian) {central['count_rho']:.4f}; root mean square: "
+        f"COUNT {central['count_rms']:.4f} (at rho {EPSILON**2 / 2:g}: {central['count_rho_rms']:.4f}), "
+        f"SUM {central['sum_rms']:.4f}, clamped {central['tight_rms']:.4f}"
     )
     count_share, all_share = node_level_share(nodes, min(args.error_runs, 100))
     print(
@@ -472,6 +481,9 @@ def main() -> None:
             f"{count.median / central['count_rho']:.2f}x central at rho {EPSILON**2 / 2:g}), "
             f"SUM {total.median:.4f} ({total.median / central['sum']:.2f}x), "
             f"SUM clamped at {TIGHT:g} per query {tight.median:.4f} ({tight.median / central['tight']:.2f}x); "
+            f"root mean square ratio COUNT {count.rms / central['count_rms']:.2f}x "
+            f"({count.rms / central['count_rho_rms']:.2f}x at rho {EPSILON**2 / 2:g}), "
+            f"SUM {total.rms / central['sum_rms']:.2f}x, clamped {tight.rms / central['tight_rms']:.2f}x; "
             f"95% coverage COUNT {tallies['cov_count'].coverage:.1%} SUM {tallies['cov_sum'].coverage:.1%} "
             f"AVG {tallies['cov_avg'].coverage:.1%} over {tallies['cov_count'].intervals} intervals each"
         )
