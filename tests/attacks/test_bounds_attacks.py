@@ -22,7 +22,12 @@ NODES = ["douane", "kmar"]
 
 @pytest.fixture(scope="module")
 def fed(tmp_path_factory: pytest.TempPathFactory, postgres_dsn: str) -> Iterator[RunningFederation]:
-    running, schema = start_federation(tmp_path_factory.mktemp("bounds-attacks"), postgres_dsn, nodes=NODES)
+    running, schema = start_federation(
+        tmp_path_factory.mktemp("bounds-attacks"),
+        postgres_dsn,
+        nodes=NODES,
+        projects=("attack-widen", "attack-raw", "attack-exact", "attack-figures"),
+    )
     try:
         yield running
     finally:

@@ -54,7 +54,11 @@ def _drugs_threshold_noise() -> tuple[int, float]:
 def combined(tmp_path_factory: pytest.TempPathFactory, postgres_dsn: str) -> Iterator[RunningFederation]:
     """Six partners with the default policy: DP required, epsilon 1, suppression combined."""
     running, schema = start_federation(
-        tmp_path_factory.mktemp("combined"), postgres_dsn, dp_required=True, rows=ROWS
+        tmp_path_factory.mktemp("combined"),
+        postgres_dsn,
+        dp_required=True,
+        rows=ROWS,
+        projects=("combined-drugs", "combined-drugs-secure", "combined-small"),
     )
     try:
         yield running
@@ -73,7 +77,12 @@ def node_level(tmp_path_factory: pytest.TempPathFactory, postgres_dsn: str) -> I
         paths["kmar"].write_text(text.replace("[policy]\n", '[policy]\nsuppression = "node"\n', 1))
 
     running, schema = start_federation(
-        tmp_path_factory.mktemp("node-level"), postgres_dsn, nodes=NODE_LEVEL, dp_required=True, edit=edit
+        tmp_path_factory.mktemp("node-level"),
+        postgres_dsn,
+        nodes=NODE_LEVEL,
+        dp_required=True,
+        edit=edit,
+        projects=("node-level", "node-level-secure"),
     )
     try:
         yield running

@@ -24,7 +24,9 @@ REGIONS = list(vocabulary.REGIONS)
 
 @pytest.fixture(scope="module")
 def union_fed(tmp_path_factory: pytest.TempPathFactory, postgres_dsn: str) -> Iterator[RunningFederation]:
-    running, schema = start_federation(tmp_path_factory.mktemp("distinct"), postgres_dsn, nodes=NODES)
+    running, schema = start_federation(
+        tmp_path_factory.mktemp("distinct"), postgres_dsn, nodes=NODES, projects=("distinct-dp",)
+    )
     try:
         yield running
     finally:
