@@ -44,7 +44,7 @@ from protocols import federation_pb2_grpc as pb_grpc
 from protocols.channels import server_options
 from protocols.errors import ConfigError, FederationError
 from protocols.identity import Identity, PkiError, TlsFiles, check_grpc_peer
-from protocols.privacy_request import check_wire
+from protocols.privacy_request import check_query
 from protocols.safe_decode import add_analyst_service
 from protocols.spec_limits import SpecTooLarge, check_name, check_spec
 from protocols.values import from_value, to_value
@@ -420,7 +420,7 @@ class AnalystService(pb_grpc.AnalystServicer):
                 job_id=job_id, ok=False, error=exc.message, error_rule=exc.rule, columns=columns
             )
         try:
-            check_wire(spec.privacy.epsilon, spec.privacy.rho)  # the SDK checked; nodes check again
+            check_query(spec)  # the SDK checked; nodes check again
         except FederationError as exc:
             return pb.QueryResponse(
                 job_id=job_id, ok=False, error=exc.message, error_rule=exc.rule, columns=columns

@@ -33,7 +33,7 @@ from protocols import federation_pb2_grpc as pb_grpc
 from protocols.channels import channel_options
 from protocols.errors import FederationError
 from protocols.identity import grpc_channel_credentials
-from protocols.privacy_request import check_privacy
+from protocols.privacy_request import check_privacy, check_query
 from protocols.spec_limits import check_name
 from protocols.values import from_value
 
@@ -362,6 +362,7 @@ class Client:
                 raise FederationError("max_rows_per_unit", "max_rows_per_unit must be a whole number >= 1")
             spec.max_rows_per_unit = max_rows_per_unit
         spec.no_diagnostics = not diagnostics
+        check_query(spec)  # bounds written in the SQL too; the coordinator and every node check again
         return spec
 
     # ------------------------------------------------------------------ entity overlap

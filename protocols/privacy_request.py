@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from protocols import federation_pb2 as pb
 from protocols.errors import FederationError
 
 RULE = "privacy_request"
@@ -63,3 +64,20 @@ def check_wire(epsilon: float, rho: float, *, pure_only: bool = False, node: str
     return check_privacy(
         None if epsilon == 0 else epsilon, None if rho == 0 else rho, pure_only=pure_only, node=node
     )
+
+
+def check_query(spec: pb.QuerySpec, node: str = "") -> PrivacyAsk:
+    """Every privacy-relevant number of a query as it arrives: epsilon or rho (``check_wire``), and
+    each aggregate's clamping bounds (finite, lower <= upper; rule ``bounds``) and quantile (a
+    fraction). Whether bounds lie within a dataset's declared ones only its node can say."""
+    ask = check_wire(spec.privacy.epsilon, spec.privacy.rho, node=node)
+    for agg in spec.aggregates:
+        if agg.HasField("bounds"):
+            given = [getattr(agg.bounds, side) for side in ("lower", "upper") if agg.bounds.HasField(side)]
+            if any(math.isnan(v) or math.isinf(v) for v in given):
+                raise FederationError("bounds", "clamping bounds must be finite numbers", node)
+            if len(given) == 2 and given[0] > given[1]:
+                raise FederationError("bounds", "clamping bounds have lower above upper", node)
+        if not 0.0 <= agg.quantile <= 1.0:  # NaN fails this too
+            raise FederationError("malformed_request", "a quantile must be a fraction between 0 and 1", node)
+    return ask

@@ -70,6 +70,17 @@ def test_raw_bad_parameters_are_refused_naming_the_rule(
         assert not response.rows
 
 
+def test_raw_bad_clamping_bounds_are_refused(fed: RunningFederation, stub: pb_grpc.AnalystStub) -> None:
+    sql = "SELECT port, SUM(value) AS total FROM declarations GROUP BY port"
+    for lower, upper in ((math.nan, 10.0), (0.0, math.inf), (-math.inf, 5.0), (10.0, 1.0)):
+        spec = parse_query(sql)
+        spec.privacy.epsilon = 1.0
+        spec.aggregates[0].bounds.lower, spec.aggregates[0].bounds.upper = lower, upper
+        response = stub.Query(pb.QueryRequest(spec=spec, sql=sql, timeout_seconds=10), timeout=60)
+        assert not response.ok, (lower, upper)
+        assert response.error_rule == "bounds", (lower, upper, response.error_rule, response.error)
+
+
 def test_raw_bad_overlap_epsilon_is_refused(fed: RunningFederation, stub: pb_grpc.AnalystStub) -> None:
     for value in [*BAD, 0.0]:
         spec = pb.OverlapSpec(on="company")

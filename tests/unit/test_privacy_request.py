@@ -76,3 +76,21 @@ def test_node_refuses_raw_bad_parameters_with_an_outcome(
         assert all(k == ["received", "refused"] for k in kinds.values()), kinds
     finally:
         ctx.close()
+
+
+def test_query_bounds_and_quantile_are_checked_on_the_wire() -> None:
+    from protocols.privacy_request import check_query
+
+    spec = parse_query("SELECT port, SUM(value) FROM declarations GROUP BY port")
+    assert check_query(spec).epsilon is None
+    for lower, upper in ((math.nan, 1.0), (0.0, math.inf), (5.0, 1.0)):
+        spec.aggregates[0].bounds.lower, spec.aggregates[0].bounds.upper = lower, upper
+        with pytest.raises(FederationError) as info:
+            check_query(spec)
+        assert info.value.rule == "bounds"
+    spec.aggregates[0].ClearField("bounds")
+    for quantile in (math.nan, -0.1, 1.5):
+        spec.aggregates[0].quantile = quantile
+        with pytest.raises(FederationError) as info:
+            check_query(spec)
+        assert info.value.rule == "malformed_request"
