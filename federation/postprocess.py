@@ -120,10 +120,10 @@ class _Outputs:
 
 
 def _is_key(node: exp.Expression, key: pb.DerivedKey) -> bool:
-    from federation.query import _derived_key, _same
+    from federation.query import derived_key, same_key
 
-    found = _derived_key(node)
-    return found is not None and _same(found, key)
+    found = derived_key(node)
+    return found is not None and same_key(found, key)
 
 
 def _same_aggregate(a: pb.Aggregate, b: pb.Aggregate) -> bool:

@@ -286,7 +286,7 @@ def _date_part(node: exp.Expression | None, where: str) -> str:
     return part
 
 
-def _derived_key(node: exp.Expression) -> pb.DerivedKey | None:
+def derived_key(node: exp.Expression) -> pb.DerivedKey | None:
     """A histogram bin or date part over one column, or ``None`` when ``node`` is neither.
 
     FLOOR(col / w) * w (the bin's lower edge), FLOOR(col / w) (its number), FLOOR(col),
@@ -352,7 +352,7 @@ def _default_name(key: pb.DerivedKey) -> str:
     return f"{key.column}_{'bucket' if key.transform == 'width_bucket' else 'bin'}"
 
 
-def _same(a: pb.DerivedKey, b: pb.DerivedKey) -> bool:
+def same_key(a: pb.DerivedKey, b: pb.DerivedKey) -> bool:
     left, right = pb.DerivedKey(), pb.DerivedKey()
     left.CopyFrom(a)
     right.CopyFrom(b)
@@ -376,7 +376,7 @@ def _selected_keys(items: list[exp.Expression]) -> dict[int, tuple[str, pb.Deriv
                 )
             out[position] = (column, None)
             continue
-        key = _derived_key(node)
+        key = derived_key(node)
         if key is not None:
             key.alias = alias or _default_name(key)
             out[position] = (key.alias, key)
@@ -403,11 +403,11 @@ def _group_keys(
         if isinstance(item, exp.Column) and item.name.lower() in by_name and not item.table:
             out.append((item.name.lower(), by_name[item.name.lower()]))
             continue
-        key = _derived_key(item)
+        key = derived_key(item)
         if key is None:
             out.append((_group_column(item), None))
             continue
-        match = next((k for k in by_name.values() if k is not None and _same(k, key)), None)
+        match = next((k for k in by_name.values() if k is not None and same_key(k, key)), None)
         if match is None:
             key.alias = _default_name(key)
             match = key
@@ -489,7 +489,7 @@ def parse_with_post(sql: str) -> tuple[pb.QuerySpec, PostProcessing]:
     for item in tree.expressions:
         alias = item.alias if isinstance(item, exp.Alias) else ""
         node = item.this if isinstance(item, exp.Alias) else item
-        if isinstance(node, exp.Column) or _derived_key(node) is not None:
+        if isinstance(node, exp.Column) or derived_key(node) is not None:
             continue  # a group key, checked above
         aggregate = _aggregate(node, alias.lower())
         if aggregate.alias in seen_aliases or aggregate.alias in names:
