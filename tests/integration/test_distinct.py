@@ -141,3 +141,22 @@ def test_union_under_dp_is_within_the_noise_and_charges_every_party(union_fed: R
         assert _charged(union_fed, node) - before[node] == pytest.approx(1.0, rel=1e-6)
         entries = [e["payload"] for e in _audit(union_fed, node) if e["kind"] == "released"]
         assert any(p.get("distinct") == "company" and p.get("epsilon") == pytest.approx(1.0) for p in entries)
+
+
+def test_union_beside_a_secure_sum(union_fed: RunningFederation) -> None:
+    """With secure=True the COUNT(*) goes through secure aggregation and the union through PSI."""
+    sql = (
+        "SELECT region, COUNT(DISTINCT company) AS companies, COUNT(*) AS signals FROM signals "
+        "WHERE phenomenon = 'drugs' GROUP BY region"
+    )
+    with union_fed.client() as fed:
+        plain = fed.query(sql).set_index("region")
+        secure = fed.query(sql, secure=True).set_index("region")
+    assert secure.attrs["distinct"] == "union"
+    assert sorted(secure.attrs["answered"]) == sorted(NODES)
+    expected = _union(_frames(union_fed, "drugs"))
+    compared = [r for r in plain.dropna().index if not pd.isna(secure.loc[r, "companies"])]
+    assert compared, "regions released on both paths"
+    for region in compared:
+        assert int(secure.loc[region, "companies"]) == int(expected[region]), region
+        assert int(secure.loc[region, "signals"]) == int(plain.loc[region, "signals"]), region
