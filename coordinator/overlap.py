@@ -549,7 +549,7 @@ def run_overlap(
         # must not show in how long the failure takes to reach the analyst.
         job.finish()
         outcomes = [p.outcome for p in job.parties]
-        jobs.finish(job.job_id, "failed", "", outcomes)
+        jobs.finish(job.job_id, "failed", "", outcomes, error=f"{exc.message} [rule: {exc.rule}]")
         job.report("failed", 0, exc.message)
         return pb.OverlapResponse(
             job_id=job.job_id,

@@ -495,7 +495,9 @@ class AnalystService(pb_grpc.AnalystServicer):
             if agg.function == pb.COUNT_DISTINCT:
                 response.distinct[agg.alias] = "union" if i in union or len(targets) == 1 else "per_node_sum"
         digest = _result_digest(list(response.rows)) if response.ok else ""
-        self.jobs.finish(job_id, status, digest, list(response.nodes))
+        # The job record keeps why a job failed (a budget refusal, too few nodes), with its rule.
+        error = "" if response.ok else f"{response.error} [rule: {response.error_rule or 'refused'}]"
+        self.jobs.finish(job_id, status, digest, list(response.nodes), error=error)
         return response
 
     def _answer(

@@ -178,10 +178,42 @@ def print_frame(df: object, fmt: Format, title: str | None = None) -> None:
     table = Table(title=title, show_lines=False)
     for column in df.columns:
         numeric = pd.api.types.is_numeric_dtype(df[column])
-        table.add_column(str(column), justify="right" if numeric else "left")
+        table.add_column(str(column), justify="right" if numeric else "left", overflow="fold")
     for row in df.itertuples(index=False):
         table.add_row(*[_fmt(v) for v in row])
-    out.print(table)
+    if _fits(table) or len(df.columns) <= 3:
+        out.print(table)
+        return
+    _print_records(df, title)
+
+
+def _fits(table: Table) -> bool:
+    """Whether the table's natural width fits the terminal; a folded wide table is unreadable."""
+    from rich.measure import Measurement
+
+    unbounded = out.options.update_width(10_000)
+    return Measurement.get(out, unbounded, table).maximum <= out.width
+
+
+def _print_records(df: object, title: str | None) -> None:
+    """One block per row, a field per line: readable at 80 columns whatever the number of columns."""
+    import pandas as pd
+
+    assert isinstance(df, pd.DataFrame)
+    if title:
+        out.print(f"[bold]{title}[/bold]")
+    width = max(len(str(c)) for c in df.columns)
+    for i, row in enumerate(df.itertuples(index=False)):
+        block = Table.grid(padding=(0, 1))
+        block.add_column(style="dim", no_wrap=True, min_width=width)
+        block.add_column(overflow="fold")
+        for column, value in zip(df.columns, row, strict=True):
+            text = _fmt(value)
+            if text:
+                block.add_row(str(column), text)
+        if i:
+            out.print()
+        out.print(block)
 
 
 def _fmt(value: object) -> str:
@@ -192,7 +224,10 @@ def _fmt(value: object) -> str:
     if isinstance(value, float):
         # Small parameters such as delta = 1e-06 must not print as 0.00.
         return f"{value:.2g}" if 0 < abs(value) < 0.01 else f"{value:,.2f}"
-    return str(value)
+    from rich.markup import escape
+
+    # Values are data, not markup: "[rule: budget]" in a reason must print as written.
+    return escape(str(value))
 
 
 def _parse_bounds(items: list[str] | None) -> dict[str, tuple[float, float]]:
@@ -475,20 +510,26 @@ def approve(
         str | None, typer.Option("--template", help="Template hash: the query with any filter values.")
     ] = None,
     note: Annotated[str, typer.Option(help="Why (recorded with the approval).")] = "",
-    by: Annotated[str, typer.Option(help="Who approves (default: your login name).")] = "",
+    by: Annotated[str, typer.Option(help="Who approves, when no --kit is given.")] = "",
+    kit: Annotated[
+        Path | None,
+        typer.Option(
+            "--kit", envvar="FEDERATION_TLS_DIR", help="Your certificate kit: its subject is recorded."
+        ),
+    ] = None,
     revoke: Annotated[bool, typer.Option("--revoke", help="Withdraw the approval instead.")] = False,
 ) -> None:
     """Approve a job (or a query template) at your node, as its privacy officer; audited.
 
-    This acts on the node's own state through its config file, never over the network.
+    The approver recorded is the subject of your certificate kit (--kit or $FEDERATION_TLS_DIR),
+    else the name given with --by. This acts on the node's own state through its config file,
+    never over the network.
     """
-    import getpass
-
     if (job is None) == (template is None):
         raise FederationError("bad_input", "give exactly one of --job HASH or --template HASH")
+    who = _approver(kit, by)
     cfg, store = _approvals(config)
     digest = job or template or ""
-    who = by or getpass.getuser()
     if revoke:
         done = store.revoke(digest, who, note)
         out.print(f"revoked at {cfg.node_id}: {done.scope} {done.hash} (approved by {done.approved_by})")
@@ -497,10 +538,40 @@ def approve(
     known = [r for r in store.requests(pending_only=False) if digest in (r.job_hash, r.template_hash)]
     out.print(f"approved at {cfg.node_id}: {done.scope} {done.hash} by {done.approved_by}")
     for request in known[:1]:
+        from federation.spec_text import spec_text
+
         out.print(
-            f"[dim]{request.kind} for project '{request.project}' asked by {request.requested_by}: "
-            f"{request.spec_json[:300]}[/dim]"
+            f"{request.kind} for project '{request.project}' asked by {request.requested_by}: "
+            f"{spec_text(request.spec_json)}",
+            markup=False,
+            style="dim",
         )
+
+
+def _approver(kit: Path | None, by: str) -> str:
+    """Who signs off: the subject of the officer's own certificate, else an explicit --by name."""
+    if kit is not None:
+        from protocols.identity import PkiError, load_identity
+
+        try:
+            identity = load_identity(Path(kit) / "cert.pem")
+        except (PkiError, OSError) as exc:
+            raise FederationError("bad_input", f"--kit {kit}: no readable cert.pem ({exc})") from None
+        if identity.role not in ("privacy_officer", "admin", "operator"):
+            raise FederationError(
+                "wrong_role",
+                f"the kit of '{identity.subject}' has role {identity.role}; approvals are the privacy officer's",
+            )
+        if by and by != identity.subject:
+            raise FederationError(
+                "bad_input", f"--by {by} disagrees with your kit's subject {identity.subject}"
+            )
+        return identity.subject
+    if not by.strip():
+        raise FederationError(
+            "bad_input", "say who approves: --kit YOUR_KIT (its subject is recorded) or --by NAME"
+        )
+    return by.strip()
 
 
 @app.command()
@@ -514,10 +585,13 @@ def approvals(
     """The node's approvals (active and revoked), or with --pending the jobs waiting for one."""
     import pandas as pd
 
+    from federation.spec_text import spec_text
+
     _, store = _approvals(config)
     if pending:
         rows = [
             {
+                "job": spec_text(r.spec_json),
                 "job_hash": r.job_hash,
                 "template_hash": r.template_hash,
                 "kind": r.kind,
@@ -526,12 +600,11 @@ def approvals(
                 "requested_by": r.requested_by,
                 "last_seen": r.last_seen,
                 "times": r.times,
-                "spec": r.spec_json,
             }
             for r in store.requests()
         ]
-        columns = ["job_hash", "template_hash", "kind", "project", "purpose", "requested_by", "last_seen"]
-        print_frame(pd.DataFrame(rows, columns=[*columns, "times", "spec"]), fmt)
+        columns = ["job", "job_hash", "template_hash", "kind", "project", "purpose", "requested_by"]
+        print_frame(pd.DataFrame(rows, columns=[*columns, "last_seen", "times"]), fmt)
         return
     rows = [
         {
@@ -669,7 +742,8 @@ def audit_export(
     config: Annotated[Path, typer.Option("--config", help="Node config (TOML).")],
     fmt: Annotated[Format, typer.Option("--format", "-f")] = Format.table,
 ) -> None:
-    """A readable report of the node's audit log."""
+    """The node's audit log, complete: per entry the requester, the job as SQL, what was released
+    (groups, suppressed, epsilon) or why it was refused. ``--format json`` writes every entry whole."""
     import pandas as pd
 
     from nodes.audit import export
@@ -677,17 +751,58 @@ def audit_export(
 
     cfg = load_node_config(config)
     entries = export(cfg.state_dir / "audit.log")
-    rows = [
-        {
-            "seq": e.get("seq"),
-            "time": e.get("ts"),
-            "kind": e.get("kind"),
-            "job": str(e.get("job_id", ""))[:12],
-            "detail": json.dumps(e.get("payload", {}), sort_keys=True)[:120],
-        }
-        for e in entries
-    ]
-    print_frame(pd.DataFrame(rows, columns=["seq", "time", "kind", "job", "detail"]), fmt)
+    if fmt == Format.json:
+        sys.stdout.write(
+            json.dumps({"node": cfg.node_id, "entries": entries}, indent=2, sort_keys=True) + "\n"
+        )
+        return
+    rows = _audit_rows(entries)
+    if fmt == Format.csv:
+        for row, entry in zip(rows, entries, strict=True):
+            row["payload"] = json.dumps(entry.get("payload", {}), sort_keys=True)
+        columns = ["seq", "time", "kind", "job", "by", "what", "payload"]
+        sys.stdout.write(pd.DataFrame(rows, columns=columns).to_csv(index=False))
+        return
+    for row in rows:
+        row["job"] = row["job"][:12]
+    print_frame(pd.DataFrame(rows, columns=["seq", "time", "kind", "job", "by", "what"]), fmt)
+
+
+def _audit_rows(entries: list[dict]) -> list[dict]:
+    """Each entry as one readable row; a job's requester is carried from its "received" entry."""
+    from federation.spec_text import spec_text
+
+    requester: dict[str, str] = {}
+    rows = []
+    for e in entries:
+        payload = e.get("payload") or {}
+        job = str(e.get("job_id", ""))
+        if "requested_by" in payload:
+            requester[job.split(":")[0]] = str(payload["requested_by"])
+        what: str
+        if "spec" in payload:
+            what = spec_text(payload["spec"])
+        elif e.get("kind") == "released" and "groups" in payload:
+            what = (
+                f"released {payload.get('dataset', '')} for {payload.get('project', '')}: "
+                f"{payload['groups']} group(s), {payload.get('suppressed', 0)} suppressed, "
+                f"epsilon {payload.get('epsilon', 0)}; digest {str(payload.get('digest', ''))[:16]}"
+            )
+        elif e.get("kind") == "refused":
+            what = f"{payload.get('reason', '')} [rule: {payload.get('rule', '')}]"
+        else:
+            what = json.dumps(payload, sort_keys=True, separators=(", ", ": "))
+        rows.append(
+            {
+                "seq": e.get("seq"),
+                "time": str(e.get("ts", "")).replace("T", " ")[:19],
+                "kind": e.get("kind"),
+                "job": job,
+                "by": requester.get(job.split(":")[0], ""),
+                "what": what,
+            }
+        )
+    return rows
 
 
 # ---------------------------------------------------------------------------- budgets

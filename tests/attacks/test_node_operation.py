@@ -166,6 +166,21 @@ def test_revoked_node_stops_with_the_reason(fed_op: tuple[RunningFederation, str
     assert started.stderr.count("retrying in") <= 1
 
 
+def test_job_history_keeps_the_refusal_reason(fed_op: tuple[RunningFederation, str]) -> None:
+    fed, _ = fed_op
+    with fed.client() as client:
+        with pytest.raises(FederationError) as refused:
+            client.query("SELECT COUNT(*) AS n FROM declarations", epsilon=50)
+        record = client.jobs(limit=1).iloc[0]
+    assert record["status"] == "failed" and refused.value.rule in record["error"]
+    assert f"[rule: {refused.value.rule}]" in record["error"]
+    kit = {"FEDERATION_TLS_DIR": str(fed.root / "pki" / "kits" / "analyst"), "COLUMNS": "80"}
+    shown = _cli("jobs", "--limit", "3", "-c", fed.address, env=kit)
+    assert shown.returncode == 0, shown.stderr
+    assert f"rule: {refused.value.rule}" in shown.stdout
+    assert all(len(line) <= 80 for line in shown.stdout.splitlines()), shown.stdout
+
+
 def test_admin_forgets_a_disconnected_node_and_no_one_else_may(fed_op: tuple[RunningFederation, str]) -> None:
     # Last in this module: it stops Douane.
     fed, _ = fed_op
