@@ -513,9 +513,7 @@ def approve(
     by: Annotated[str, typer.Option(help="Who approves, when no --kit is given.")] = "",
     kit: Annotated[
         Path | None,
-        typer.Option(
-            "--kit", envvar="FEDERATION_TLS_DIR", help="Your certificate kit: its subject is recorded."
-        ),
+        typer.Option("--kit", help="Your certificate kit: its subject is recorded."),
     ] = None,
     revoke: Annotated[bool, typer.Option("--revoke", help="Withdraw the approval instead.")] = False,
 ) -> None:
@@ -549,7 +547,10 @@ def approve(
 
 
 def _approver(kit: Path | None, by: str) -> str:
-    """Who signs off: the subject of the officer's own certificate, else an explicit --by name."""
+    """Who signs off: the subject of the officer's own certificate (--kit), else an explicit --by
+    name, else the kit in $FEDERATION_TLS_DIR; never the OS login."""
+    if kit is None and not by.strip() and os.environ.get("FEDERATION_TLS_DIR"):
+        kit = Path(os.environ["FEDERATION_TLS_DIR"])
     if kit is not None:
         from protocols.identity import PkiError, load_identity
 

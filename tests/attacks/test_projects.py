@@ -208,7 +208,7 @@ def test_approval_required_then_approved_then_void_after_a_change(fed_projects: 
 
     pending = json.loads(_officer(fed_projects, "douane", "approvals", "--pending", "--format", "json"))
     assert [r["job_hash"] for r in pending["rows"]] == [changed_digest]
-    assert "Amsterdam" in pending["rows"][0]["spec"]
+    assert "Amsterdam" in pending["rows"][0]["job"]
 
     # A template approval covers the query with any filter value.
     template = template_hash(_spec(amsterdam, "sensitive"))
