@@ -187,9 +187,10 @@ class DataSources:
         """Exact bounding figures (``nodes.sqlgen.diagnostics_sql``): units cut by truncation, then
         values moved by clamping per SUM/AVG. Nothing here leaves the node unprotected."""
         numeric = sum(1 for a in plan.aggregates if a.function in (pb.SUM, pb.AVG))
-        if not numeric and not self._needs_truncation(plan):
+        truncate = self._needs_truncation(plan)
+        if not numeric and not truncate:
             return (0,)  # no unit has more rows than the limit: nothing to count
-        rows = self.fetch(plan.dataset, *diagnostics_sql(plan, self.dialect(plan.dataset)))
+        rows = self.fetch(plan.dataset, *diagnostics_sql(plan, self.dialect(plan.dataset), truncate))
         return tuple(int(v or 0) for v in rows[0]) if rows else (0,) * (1 + numeric)
 
     def dialect(self, dataset: Dataset, premapped: bool = True) -> Dialect:

@@ -212,19 +212,25 @@ def bounded_rows(
     return BoundedRows(f"({bounded}) AS bounded", keep, groups, numeric)
 
 
-def diagnostics_sql(plan: Plan, dialect: Dialect) -> tuple[str, list[Any]]:
+def diagnostics_sql(plan: Plan, dialect: Dialect, truncate: bool = True) -> tuple[str, list[Any]]:
     """``(sql, params)`` for the exact bounding figures of ``plan``, one row: the number of units
     truncation cut (a row past the limit that would otherwise count), then per SUM/AVG aggregate
-    the number of kept values that clamping moved."""
+    the number of kept values that clamping moved.
+
+    Without ``truncate`` (no unit has more rows than the limit) nothing is cut: no window is needed
+    and the first figure is 0.
+    """
     b = SqlBuilder(dialect)
-    rows = bounded_rows(plan, b, truncate=True, diagnostics=True)
+    rows = bounded_rows(plan, b, truncate=truncate, diagnostics=True)
     limit = int(plan.rows_per_unit)  # a validated whole number, not analyst text
-    outer = [f"COUNT(DISTINCT CASE WHEN rn > {limit} THEN u END)"]
+    outer = [f"COUNT(DISTINCT CASE WHEN rn > {limit} THEN u END)" if truncate else "0"]
     for agg in plan.aggregates:
         if agg.function in (pb.SUM, pb.AVG):
             value = rows.value(agg)
             assert value is not None
-            outer.append(f"COALESCE(SUM(CASE WHEN rn <= {limit} THEN x{value[1:]} ELSE 0 END), 0)")
+            flag = f"x{value[1:]}"
+            kept = f"CASE WHEN rn <= {limit} THEN {flag} ELSE 0 END" if truncate else flag
+            outer.append(f"COALESCE(SUM({kept}), 0)")
     sql = f"SELECT {', '.join(outer)} FROM {rows.source}"
     if rows.keep:
         sql += f" WHERE {' AND '.join(rows.keep)}"

@@ -385,3 +385,19 @@ def test_explain_union_is_the_coordinators_one_noise() -> None:
     assert u.sd == noise.sd and u.half_width == half_width(noise)
     assert u.threshold == combined_threshold(12, [ThresholdNoise("laplace", noise.scale, 1)])
     assert set(u.costs) == {"a", "b"} and u.costs["a"] == pytest.approx(1.0)
+
+
+def test_bounding_figures_without_truncation_need_no_window(
+    node_config: NodeConfig, duck_sources: DataSources, declarations: pd.DataFrame
+) -> None:
+    from nodes.sqlgen import DUCKDB_PREMAPPED, diagnostics_sql
+
+    plan = validate(
+        parse_query("SELECT SUM(LEAST(GREATEST(value, 20), 300)) AS s FROM declarations"), node_config
+    )
+    sql, params = diagnostics_sql(plan, DUCKDB_PREMAPPED, truncate=False)
+    assert "ROW_NUMBER" not in sql
+    (row,) = duck_sources.fetch(plan.dataset, sql, params)
+    rows = declarations[declarations["kvk_nummer"].notna()]
+    moved = int(((rows["waarde_eur"] < 20) | (rows["waarde_eur"] > 300)).sum())
+    assert tuple(row) == (0, moved)
