@@ -86,7 +86,9 @@ def test_raw_specs_past_the_sdk_are_refused(
     with fed.client() as c:
         response = c._call("Query", pb.QueryRequest(spec=spec))
     assert not response.ok and response.error_rule == rule
-    assert "douane" in response.error
+    # Malformed bounds may be stopped at the coordinator already; a widening only the node can judge.
+    if rule == "bounds_outside_declared":
+        assert "douane" in response.error
 
 
 def test_exact_releases_refuse_clamping_and_truncation_tricks(fed: RunningFederation) -> None:
