@@ -202,6 +202,9 @@ def _print_records(df: object, title: str | None) -> None:
     assert isinstance(df, pd.DataFrame)
     if title:
         out.print(f"[bold]{title}[/bold]")
+    if df.empty:
+        out.print("[dim](none)[/dim]")
+        return
     width = max(len(str(c)) for c in df.columns)
     for i, row in enumerate(df.itertuples(index=False)):
         block = Table.grid(padding=(0, 1))

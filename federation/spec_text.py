@@ -57,7 +57,7 @@ def aggregate_text(a: dict[str, Any]) -> str:
         text = f"{function}({column or '*'})"
     bounds = a.get("bounds")
     if bounds:
-        text += f" /* bounds {bounds.get('lower', '')}..{bounds.get('upper', '')} */"
+        text += f" /* bounds {bounds.get('lower', 0.0)}..{bounds.get('upper', 0.0)} */"
     alias = a.get("alias", "")
     return f"{text} AS {alias}" if alias else text
 

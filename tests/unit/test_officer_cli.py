@@ -141,3 +141,13 @@ def test_approve_records_the_kit_subject_or_requires_by(node: Path, tmp_path: Pa
     code, output = _run("approvals", "--config", str(node), "--format", "json")
     (approval,) = json.loads(output)["rows"]
     assert approval["approved_by"] == "po-douane"
+
+
+def test_spec_text_names_per_query_bounds_and_overlaps() -> None:
+    from federation.spec_text import aggregate_text
+
+    # MessageToDict leaves out a lower bound of 0: it is still shown.
+    text = aggregate_text({"function": "SUM", "column": "value", "alias": "s", "bounds": {"upper": 5.0}})
+    assert text == "SUM(value) /* bounds 0.0..5.0 */ AS s"
+    overlap = {"on": "company", "datasets": [{"dataset": "douane.signals"}, {"dataset": "kmar.signals"}]}
+    assert spec_text(overlap) == "OVERLAP ON company OF douane.signals, kmar.signals"
