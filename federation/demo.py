@@ -190,7 +190,7 @@ def _bounds_tour(fed: Client, console: Console) -> None:
     rows = min(10, declared)
     _panel(
         console,
-        "Accuracy before spending: the customs total per port, clamped at 500 000 per declaration and\n"
+        "Accuracy before spending: the customs total per port, clamped at 500 000 per declaration and "
         f"{rows} declarations per company for this query instead of the declared [0, 2 000 000] and {declared}\n"
         f"[dim]fed.explain(sql); fed.query(sql, max_rows_per_unit={rows})[/dim]",
     )
@@ -237,7 +237,7 @@ def _overlap_tour(fed: Client, console: Console) -> None:
     _panel(
         console,
         (
-            "Entity overlap: companies declaring at Rotterdam (Douane), with VAT anomalies (Belastingdienst),\n"
+            "Entity overlap: companies declaring at Rotterdam (Douane), with VAT anomalies (Belastingdienst), "
             "in police incidents (Politie) and FIOD investigations; no partner reveals a company number\n"
             "[dim]fed.overlap(on='company', datasets=[...4 datasets], where={...}, epsilon=1.0)[/dim]"
         ),
