@@ -28,8 +28,12 @@ QUERIES = {"count + distinct": SIGNAL_QUERIES["distinct"], "count": SIGNAL_QUERI
 
 
 def pooled_sql(sql: str) -> str:
-    """The same query over the pooled table, which already holds the shared vocabulary."""
-    return sql.replace("FROM signals", "FROM pooled")
+    """The same query over the pooled table, which already holds the shared vocabulary.
+
+    The federated side's per-node distinct count runs as DuckDB's COUNT(DISTINCT) on the pool:
+    the same scan per row, the figure the pooled analyst would ask for.
+    """
+    return sql.replace("FROM signals", "FROM pooled").replace("COUNT_DISTINCT_PER_NODE(", "COUNT(DISTINCT ")
 
 
 def main() -> None:
