@@ -12,6 +12,7 @@ from coordinator.projects import Project, parse_projects
 from protocols.config_tables import Table, check_table, table_model
 from protocols.errors import ConfigError
 from protocols.identity import PkiError, TlsFiles, tls_files
+from protocols.metrics_http import loopback_address
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,8 @@ class CoordinatorConfig:
     max_timeout_seconds: float = 300.0  # the longest per-node (per-step) timeout a job may ask for
     max_concurrent_jobs_per_analyst: int = 4  # jobs one analyst may run at once
     max_concurrent_jobs: int = 32  # jobs running at once in all; the server keeps 16 more threads
+    # Prometheus metrics and /healthz over HTTP on this loopback host:port; "" serves none.
+    metrics_listen: str = ""
 
 
 # Strict shapes of the TOML tables (protocols/config_tables.py): the [coordinator] table follows
@@ -73,7 +76,15 @@ def load_coordinator_config(path: str | Path) -> CoordinatorConfig:
         max_concurrent_jobs_per_analyst=_count(raw, "max_concurrent_jobs_per_analyst", 4),
         max_concurrent_jobs=_count(raw, "max_concurrent_jobs", 32),
         projects=parse_projects(document.get("projects")),
+        metrics_listen=_metrics_listen(raw),
     )
+
+
+def _metrics_listen(raw: dict) -> str:
+    listen = str(raw.get("metrics_listen", ""))
+    if listen:
+        loopback_address(listen, "[coordinator]")
+    return listen
 
 
 def _per_minute(value: object) -> int:

@@ -10,6 +10,7 @@ import json
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,8 +111,21 @@ _ACCOUNTABILITY = {
 }
 
 
+JobEnded = Callable[[str, str, str, float], None]  # (kind, status, error, seconds)
+
+
+def job_kind(spec: object) -> str:
+    """The kind of job a spec starts, as metrics count it."""
+    if isinstance(spec, pb.OverlapSpec):
+        return "distinct" if spec.HasField("distinct") else "overlap"
+    return "query"
+
+
 class JobStore:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, on_finish: JobEnded | None = None) -> None:
+        # Called once per job where it finishes (coordinator/metrics.py); jobs in flight by id.
+        self._on_finish = on_finish
+        self._running: dict[str, tuple[str, float]] = {}
         store.create(path, _SCHEMA)
         self._db = store.connect(path, shared=True)  # one connection, behind self._lock
         present = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
@@ -135,6 +149,7 @@ class JobStore:
         requested_by = clean_text(requested_by, MAX_LABEL_CHARS)
         purpose, legal_basis = clean_text(purpose, MAX_LABEL_CHARS), clean_text(legal_basis, MAX_LABEL_CHARS)
         with self._lock:
+            self._running[job_id] = (job_kind(spec), time.monotonic())
             self._db.execute(
                 "INSERT INTO jobs (job_id, requested_by, created_ms, project, spec_json, sql, status, purpose,"
                 " legal_basis) VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?)",
@@ -205,6 +220,9 @@ class JobStore:
                 ],
             )
             self._db.execute("COMMIT")
+            started = self._running.pop(job_id, None)
+        if started is not None and self._on_finish is not None:
+            self._on_finish(started[0], status, error, time.monotonic() - started[1])
 
     def recent(self, limit: int = DEFAULT_PAGE_JOBS, project: str = "") -> list[pb.JobRecord]:
         """The newest jobs, every one (for tools on the coordinator's host; the service pages)."""

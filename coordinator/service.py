@@ -25,6 +25,7 @@ from coordinator.config import CoordinatorConfig
 from coordinator.distinct import UnionAnswer, run_union, union_aggregates
 from coordinator.jobstore import MAX_SQL_CHARS, JobStore, Viewer
 from coordinator.limits import JobRefused, JobSlots, RateLimited, RateLimiter, job_timeout
+from coordinator.metrics import CoordinatorMetrics
 from coordinator.overlap import OverlapFailed, progress_steps, run_overlap
 from coordinator.progress import ProgressBoard, ProgressIdInvalid
 from coordinator.projects import (
@@ -44,6 +45,7 @@ from protocols import federation_pb2_grpc as pb_grpc
 from protocols.channels import server_options
 from protocols.errors import ConfigError, FederationError
 from protocols.identity import Identity, PkiError, TlsFiles, check_grpc_peer
+from protocols.metrics_http import MetricsServer
 from protocols.privacy_request import check_query
 from protocols.safe_decode import add_analyst_service
 from protocols.spec_limits import SpecTooLarge, check_name, check_spec
@@ -686,7 +688,9 @@ class Coordinator:
         self.config = config
         self.registry = Registry(config.heartbeat_seconds)
         config.state_dir.mkdir(parents=True, exist_ok=True)
-        self.jobs = JobStore(config.state_dir / "jobs.sqlite")
+        self.metrics = CoordinatorMetrics(self.registry)
+        self.metrics_server: MetricsServer | None = None
+        self.jobs = JobStore(config.state_dir / "jobs.sqlite", on_finish=self.metrics.finished)
         self.server = grpc.server(
             # Jobs take at most max_concurrent_jobs threads (JobSlots); the rest answer short calls.
             futures.ThreadPoolExecutor(
@@ -719,9 +723,24 @@ class Coordinator:
         for service in ("", "federation.v1.Analyst", "federation.v1.NodeLink"):
             self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         log.info("coordinator listening on %s", self.config.listen)
+        if self.config.metrics_listen:
+            self.metrics_server = MetricsServer(
+                self.config.metrics_listen, self.metrics.registry, self._readiness, "[coordinator]"
+            )
+            log.info("metrics on http://%s/metrics", self.config.metrics_listen)
+
+    def _readiness(self) -> dict[str, bool]:
+        """The gRPC server is up and the job store answers (the same state the health service reports)."""
+        try:
+            self.jobs.recent(1)
+        except Exception:  # noqa: BLE001 - any failure of the store means not ready
+            return {"server": True, "jobs": False}
+        return {"server": True, "jobs": True}
 
     def stop(self, grace: float = 1.0) -> None:
         self.health.enter_graceful_shutdown()
+        if self.metrics_server is not None:
+            self.metrics_server.close()
         for session in self.registry.sessions():
             session.close()
         self.server.stop(grace).wait()

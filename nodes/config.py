@@ -15,6 +15,7 @@ from typing import Any
 from protocols.config_tables import Table, check_table, table_model
 from protocols.errors import ConfigError
 from protocols.identity import PkiError, TlsFiles, tls_files
+from protocols.metrics_http import loopback_address
 
 OPERATIONS = ("count", "count_distinct", "sum", "avg", "variance", "percentile")
 COLUMN_KINDS = ("category", "numeric", "date", "identifier")
@@ -119,6 +120,8 @@ class NodeConfig:
     insecure: bool = False  # development only: plaintext gRPC, no peer identities
     # The audit log's Ed25519 signing key; unset: <state_dir>/audit_signing.key (demo only: docs/audit.md).
     audit_signing_key: Path | None = None
+    # Prometheus metrics and /healthz over HTTP on this loopback host:port; "" serves none.
+    metrics_listen: str = ""
 
     @property
     def audit_key_path(self) -> Path:
@@ -423,7 +426,15 @@ def parse_node_config(raw: dict[str, Any], base: Path, path: Path | None = None)
         tls=_tls(node, base),
         insecure=bool(node.get("insecure", False)),
         audit_signing_key=None if audit_key is None else (base / Path(audit_key).expanduser()).resolve(),
+        metrics_listen=_metrics_listen(node),
     )
+
+
+def _metrics_listen(node: dict[str, Any]) -> str:
+    listen = str(node.get("metrics_listen", ""))
+    if listen:
+        loopback_address(listen, "[node]")  # refused now, not when the node starts serving
+    return listen
 
 
 def _tls(node: dict[str, Any], base: Path) -> TlsFiles | None:

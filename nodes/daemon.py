@@ -20,16 +20,18 @@ from nodes.audit import AuditError
 from nodes.budgets import BudgetHandler
 from nodes.config import NodeConfig
 from nodes.context import NodeContext
+from nodes.metrics import NodeMetrics
 from nodes.overlap import OverlapNode
 from nodes.projects import ApprovalHandler, ProjectGate
 from nodes.release import QueryHandler
-from nodes.router import JobRouter, refusal
+from nodes.router import JobObserver, JobRouter, refusal
 from nodes.secure_release import SecureRelease
 from nodes.state_lock import StateLock
 from protocols import federation_pb2 as pb
 from protocols.channels import channel_options
 from protocols.errors import ConfigError, FederationError
 from protocols.identity import PkiError
+from protocols.metrics_http import MetricsServer
 from protocols.safe_decode import Undecodable, node_link_connect
 from protocols.values import to_value
 
@@ -83,7 +85,10 @@ def dataset_infos(config: NodeConfig, secagg_verify_key: bytes = b"") -> list[pb
 
 
 def node_router(
-    ctx: NodeContext, secure: SecureRelease | None = None, overlap: OverlapNode | None = None
+    ctx: NodeContext,
+    secure: SecureRelease | None = None,
+    overlap: OverlapNode | None = None,
+    observer: JobObserver | None = None,
 ) -> JobRouter:
     """The node's one router: the project gate, then one handler per job kind."""
     return JobRouter(
@@ -96,6 +101,7 @@ def node_router(
             "budget": BudgetHandler(ctx),
             "approval": ApprovalHandler(ctx),
         },
+        observer,
     )
 
 
@@ -133,7 +139,13 @@ class NodeDaemon:
         self.fatal: FederationError | None = None
         self.secure = SecureRelease(self.ctx)
         self.overlap = OverlapNode(self.ctx)
-        self.router = node_router(self.ctx, self.secure, self.overlap)
+        self._stop = threading.Event()
+        self._call: Any = None
+        self.connected = threading.Event()
+        # Prometheus metrics and readiness on loopback, when [node] metrics_listen is set.
+        self.metrics = NodeMetrics(self.ctx, self.connected.is_set)
+        self.metrics_server: MetricsServer | None = None
+        self.router = node_router(self.ctx, self.secure, self.overlap, self.metrics)
         if config.audit_key_path.parent == config.state_dir:
             log.warning(
                 "audit signing key %s sits beside the audit log: set audit_signing_key in [node] to a "
@@ -143,9 +155,11 @@ class NodeDaemon:
         # Pre-blind overlap identifier columns while idle (nodes/preblind.py).
         self.overlap.preblinder.start()
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"{config.node_id}-job")
-        self._stop = threading.Event()
-        self._call: Any = None
-        self.connected = threading.Event()
+        if config.metrics_listen:
+            self.metrics_server = MetricsServer(
+                config.metrics_listen, self.metrics.registry, self.metrics.readiness, "[node]"
+            )
+            log.info("metrics on http://%s/metrics", config.metrics_listen)
 
     def stop(self) -> None:
         self._stop.set()
@@ -170,6 +184,8 @@ class NodeDaemon:
             self._stop.wait(delay)
             backoff = min(backoff * 2, self.max_backoff)
         self.pool.shutdown(wait=False, cancel_futures=True)
+        if self.metrics_server is not None:
+            self.metrics_server.close()
         self.overlap.preblinder.close()
         self.ctx.close()
         self.lock.release()

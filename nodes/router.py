@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 from collections.abc import Mapping
 from typing import Protocol
 
@@ -70,15 +71,35 @@ def explain(node: str, exc: BaseException) -> tuple[str, str]:
     )
 
 
+class JobObserver(Protocol):
+    def observe(self, job: pb.JobRequest, response: pb.JobResponse, seconds: float) -> None:
+        """Count one job by how it ended (nodes/metrics.py)."""
+        ...
+
+
 class JobRouter:
     """Hands each job to the handler of its kind; always answers, never raises."""
 
-    def __init__(self, ctx: NodeContext, gate: Gate, handlers: Mapping[str, JobHandler]) -> None:
+    def __init__(
+        self,
+        ctx: NodeContext,
+        gate: Gate,
+        handlers: Mapping[str, JobHandler],
+        observer: JobObserver | None = None,
+    ) -> None:
         self.ctx = ctx
         self.gate = gate
         self.handlers = dict(handlers)
+        self.observer = observer
 
     def handle(self, job: pb.JobRequest) -> pb.JobResponse:
+        started = time.monotonic()
+        response = self._handle(job)
+        if self.observer is not None:
+            self.observer.observe(job, response, time.monotonic() - started)
+        return response
+
+    def _handle(self, job: pb.JobRequest) -> pb.JobResponse:
         kind = job.WhichOneof("kind") or ""
         handler = self.handlers.get(kind)
         try:

@@ -236,6 +236,21 @@ class DataSources:
                 node=self.config.node_id,
             ) from None
 
+    def ping(self) -> None:
+        """Raise when a source of an exposed dataset does not answer (readiness, nodes/metrics.py):
+        the in-memory engine, and a fresh short connection to each PostgreSQL source."""
+        import psycopg
+
+        with self._duck_lock:
+            self._duck.execute("SELECT 1").fetchone()
+        dsns = {
+            d.source.dsn for d in self.config.datasets.values() if d.exposed and d.source.kind == "postgres"
+        }
+        for dsn in sorted(dsns):
+            # A connection of its own: the per-thread ones belong to job threads.
+            with psycopg.connect(dsn, autocommit=True, connect_timeout=2) as conn:
+                conn.execute("SELECT 1").fetchone()
+
     def close(self) -> None:
         for conn in getattr(self._pg_local, "conns", {}).values():
             conn.close()
