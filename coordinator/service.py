@@ -690,6 +690,7 @@ class Coordinator:
         config.state_dir.mkdir(parents=True, exist_ok=True)
         self.metrics = CoordinatorMetrics(self.registry)
         self.metrics_server: MetricsServer | None = None
+        self._stopping = threading.Event()
         self.jobs = JobStore(config.state_dir / "jobs.sqlite", on_finish=self.metrics.finished)
         self.server = grpc.server(
             # Jobs take at most max_concurrent_jobs threads (JobSlots); the rest answer short calls.
@@ -720,24 +721,42 @@ class Coordinator:
 
     def start(self) -> None:
         self.server.start()
-        for service in ("", "federation.v1.Analyst", "federation.v1.NodeLink"):
-            self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        self._set_health(True)
         log.info("coordinator listening on %s", self.config.listen)
         if self.config.metrics_listen:
             self.metrics_server = MetricsServer(
                 self.config.metrics_listen, self.metrics.registry, self._readiness, "[coordinator]"
             )
             log.info("metrics on http://%s/metrics", self.config.metrics_listen)
+        threading.Thread(target=self._watch_health, daemon=True, name="health").start()
+
+    def _set_health(self, ready: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for service in ("", "federation.v1.Analyst", "federation.v1.NodeLink"):
+            self.health.set(service, status)
+
+    def _watch_health(self) -> None:
+        """The gRPC health service follows readiness, re-checked every heartbeat until ``stop()``."""
+        was = True
+        while not self._stopping.wait(self.config.heartbeat_seconds):
+            ready = all(self._readiness().values())
+            if ready != was and not self._stopping.is_set():
+                log.warning("coordinator %s", "ready again" if ready else "not ready: the job store fails")
+                self._set_health(ready)
+                was = ready
 
     def _readiness(self) -> dict[str, bool]:
-        """The gRPC server is up and the job store answers (the same state the health service reports)."""
+        """The job store answers a read (what /healthz and the gRPC health service report)."""
         try:
             self.jobs.recent(1)
         except Exception:  # noqa: BLE001 - any failure of the store means not ready
-            return {"server": True, "jobs": False}
-        return {"server": True, "jobs": True}
+            return {"jobs": False}
+        return {"jobs": True}
 
     def stop(self, grace: float = 1.0) -> None:
+        self._stopping.set()
         self.health.enter_graceful_shutdown()
         if self.metrics_server is not None:
             self.metrics_server.close()
