@@ -17,8 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from federation.demo_data import write_scenario
 from federation.query import parse_query
+from federation.scenario import write_scenario
 from nodes.config import load_node_config
 from nodes.sources import DataSources
 from nodes.validate import validate

@@ -20,8 +20,8 @@ import pandas as pd
 
 from bench.signals import percentile, wait_until_idle, write_signals
 from federation.client import Client
-from federation.demo_data import NODES
 from federation.processes import LocalFederation, free_port
+from federation.scenario import NODES
 
 WHERE = "WHERE year >= 2021"
 QUERIES = {

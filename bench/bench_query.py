@@ -21,8 +21,8 @@ import pandas as pd
 from bench.signals import QUERIES as SIGNAL_QUERIES
 from bench.signals import percentile, wait_until_idle, write_signals
 from federation.client import Client
-from federation.demo_data import NODES
 from federation.processes import LocalFederation, free_port
+from federation.scenario import NODES
 
 QUERIES = {"count + distinct": SIGNAL_QUERIES["distinct"], "count": SIGNAL_QUERIES["rows"]}
 

@@ -28,8 +28,8 @@ from pathlib import Path
 
 from bench.signals import QUERIES, percentile, wait_until_idle, write_signals
 from federation.client import Client
-from federation.demo_data import NODES
 from federation.processes import LocalFederation, free_port
+from federation.scenario import NODES
 from nodes.config import load_node_config
 from nodes.context import open_ledger
 

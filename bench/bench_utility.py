@@ -40,9 +40,9 @@ import pandas as pd
 from coordinator.combine import combine
 from coordinator.secure_query import assemble, secagg_parameters
 from federation.client import Client
-from federation.demo_data import coordinator_config
 from federation.processes import LocalFederation, free_port
 from federation.query import parse_query
+from federation.scenario import coordinator_config
 from nodes.config import NodeConfig, load_node_config
 from nodes.protect import Budget, exact_columns, protect
 from nodes.release import compute

@@ -11,8 +11,8 @@ import statistics
 import time
 from pathlib import Path
 
-from federation.demo_data import NODES, Scenario, generate, node_configs
 from federation.processes import LocalFederation
+from federation.scenario import NODES, Scenario, generate, node_configs
 
 QUERIES = {
     "distinct": (

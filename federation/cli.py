@@ -986,7 +986,7 @@ def demo_data(
     ] = None,
 ) -> None:
     """Write the synthetic MIT scenario: six partners' datasets and their node configs."""
-    from federation.demo_data import postgres_available, write_scenario
+    from federation.scenario import postgres_available, write_scenario
 
     dsn = (
         os.environ.get("FEDERATION_DEMO_PG", "postgresql://postgres@127.0.0.1:5432/test")

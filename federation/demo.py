@@ -14,8 +14,8 @@ from rich.console import Console
 from rich.panel import Panel
 
 from federation.client import Client, with_intervals
-from federation.demo_data import postgres_available, write_scenario
 from federation.processes import LocalFederation, free_port
+from federation.scenario import postgres_available, write_scenario
 from protocols.errors import FederationError
 
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
@@ -232,7 +232,7 @@ OVERLAP_WHERE = {"douane.declarations": "port = 'Rotterdam'", "belastingdienst.v
 def _overlap_tour(fed: Client, console: Console) -> None:
     """Entity overlap by private set intersection: which companies four partners share, counted."""
     from federation.cli import Format, print_frame
-    from federation.demo_data import NETWORK_COMPANIES
+    from federation.scenario import NETWORK_COMPANIES
 
     _panel(
         console,

@@ -266,8 +266,6 @@ _RULES: dict[str, dict[str, str]] = {
         "postgres_reachable": "PostgreSQL is not reachable",
         "rows_minimum": "the scenario asks for too few rows",
         "seed_nonnegative_int": "the scenario's seed is not a whole number >= 0",
-        "toml_finite": "a value written to TOML is not finite",
-        "toml_type": "a value cannot be written to TOML",
     },
     "node operation (federation node check, node start)": {
         "unknown_local_table": "the dataset's declared PostgreSQL table does not exist or cannot be read",

@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from federation.demo_data import MIN_GROUP_SIZE
+from federation.scenario import MIN_GROUP_SIZE
 from nodes.differencing import RULE
 from protocols import federation_pb2 as pb
 from protocols.errors import FederationError

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from coordinator.overlap import RECORD_ENV
-from federation import demo_data as vocabulary
+from federation import scenario as vocabulary
 from protocols import federation_pb2 as pb
 from protocols.errors import FederationError
 from protocols.identifiers import normalise

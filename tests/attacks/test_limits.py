@@ -24,9 +24,9 @@ from google.protobuf.internal.encoder import _VarintBytes
 
 from federation import pki
 from federation.client import Client
-from federation.demo_data import write_scenario
 from federation.processes import LocalFederation, free_port
 from federation.query import parse_query
+from federation.scenario import write_scenario
 from protocols import federation_pb2 as pb
 from protocols import federation_pb2_grpc as pb_grpc
 from protocols.errors import FederationError

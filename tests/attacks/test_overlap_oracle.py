@@ -19,9 +19,9 @@ from typing import Any
 import grpc
 import pytest
 
-from federation.demo_data import Scenario, generate, write_scenario
 from federation.overlap import build_request
 from federation.processes import LocalFederation, free_port
+from federation.scenario import Scenario, generate, write_scenario
 from protocols import federation_pb2 as pb
 from protocols import federation_pb2_grpc as pb_grpc
 from protocols.channels import channel_options

@@ -19,8 +19,8 @@ import pytest
 from coordinator import secure_query
 from coordinator.config import load_coordinator_config
 from coordinator.service import Coordinator
-from federation.demo_data import generate, write_scenario
 from federation.processes import LocalFederation, free_port
+from federation.scenario import generate, write_scenario
 from protocols import federation_pb2 as pb
 from protocols import secagg_messages as m
 from tests.integration.conftest import SEED, RunningFederation

@@ -23,8 +23,8 @@ import pytest
 from google.protobuf.message import DecodeError
 
 from coordinator.overlap import RECORD_ENV
-from federation.demo_data import generate, ground_truth_overlap, write_scenario
 from federation.processes import LocalFederation, free_port
+from federation.scenario import generate, ground_truth_overlap, write_scenario
 from protocols import federation_pb2 as pb
 from protocols.errors import FederationError
 from protocols.refusals import NOT_COMPUTED, OVERLAP_NOT_COMPUTED

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from federation.client import Client
-from federation.demo_data import Scenario, generate, write_scenario
 from federation.processes import LocalFederation, free_port
+from federation.scenario import Scenario, generate, write_scenario
 
 SEED = 11
 ROWS = 4000

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pandas as pd
 
-from federation.demo_data import Scenario
+from federation.scenario import Scenario
 
 MIN_GROUP = 10
 

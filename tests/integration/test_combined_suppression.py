@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from federation.demo_data import REGIONS
+from federation.scenario import REGIONS
 from privacy.dp import threshold_for
 from privacy.explain import plan_query
 from privacy.suppression import ThresholdNoise, combined_threshold

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pandas as pd
 import pytest
 
-from federation import demo_data as vocabulary
+from federation import scenario as vocabulary
 from tests.integration.conftest import RunningFederation, _drop_schema, start_federation
 from tests.integration.expected import MIN_GROUP
 

@@ -15,9 +15,9 @@ import pandas as pd
 import pytest
 
 from coordinator.overlap import RECORD_ENV
-from federation.demo_data import GOODS, Scenario, generate, ground_truth_overlap, write_scenario
 from federation.overlap import JobProgress, build_request
 from federation.processes import LocalFederation, free_port
+from federation.scenario import GOODS, Scenario, generate, ground_truth_overlap, write_scenario
 from protocols import federation_pb2 as pb
 from protocols.errors import FederationError
 from protocols.psi import DOMAIN, TOKEN_BYTES, hash_to_group, unpack_tokens

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from federation import demo_data as vocabulary
+from federation import scenario as vocabulary
 from tests.integration.expected import assert_same, pooled
 
 PORTS = list(vocabulary.PORTS)

@@ -24,9 +24,9 @@ from coordinator import secure_query
 from coordinator.config import load_coordinator_config
 from coordinator.service import Coordinator, fan_out
 from federation.client import Client
-from federation.demo_data import Scenario, generate, write_scenario
 from federation.processes import LocalFederation, free_port
 from federation.query import parse_query
+from federation.scenario import Scenario, generate, write_scenario
 from privacy.accounting import epsilon_at_delta
 from privacy.dp import NoiseShare, integer_noise_share, plan_noise, release_counts
 from protocols import federation_pb2 as pb

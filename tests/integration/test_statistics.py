@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from federation import demo_data as vocabulary
+from federation import scenario as vocabulary
 from privacy.statistics import PERCENTILE_BINS
 from tests.integration.expected import MIN_GROUP
 

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from federation import demo_data
-from federation.demo_data import (
+from federation import scenario as demo_data
+from federation.scenario import (
     SPECS,
     Scenario,
     ScenarioError,
@@ -332,17 +332,11 @@ def test_written_files_round_trip(tmp_path: Path) -> None:
     assert kinds["belastingdienst.vat_returns"] == "parquet"  # no PostgreSQL DSN given
 
 
-def test_toml_writer_round_trips_awkward_strings() -> None:
-    value = {
-        "quote": 'say "hi"',
-        "path": "C:\\data\\x",
-        "lines": "a\nb\tc",
-        "accent": "Curaçao ✓",
-        "del": "x\x7fy",
-    }
-    text = "\n".join(demo_data._toml_table("[t]", {**value, "nested": {"a-b": 1, "c d": [0, 1.5]}}))
-    parsed = tomllib.loads(text)["t"]
-    assert parsed == {**value, "nested": {"a-b": 1, "c d": [0, 1.5]}}
+def test_configs_round_trip_awkward_strings(scenario: Scenario) -> None:
+    dsn = 'postgresql://u@h/db?application_name=say "hi"\\C:\\x\na\tb Curaçao ✓ x\x7fy'
+    texts = node_configs(scenario, formats={"belastingdienst": "postgres"}, postgres_dsn=dsn)
+    cfg = tomllib.loads(texts["belastingdienst"])
+    assert {d["source"]["dsn"] for d in cfg["datasets"]} == {dsn}
 
 
 # --- bad input ---------------------------------------------------------------------------------

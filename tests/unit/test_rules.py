@@ -118,7 +118,7 @@ def test_docs_list_every_rule() -> None:
 
 
 def test_every_error_class_derives_from_the_one_root() -> None:
-    from federation.demo_data import ScenarioError
+    from federation.scenario import ScenarioError
     from nodes.audit import AuditError
     from protocols.identity import PkiError
     from protocols.secagg_errors import SecAggError

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from coordinator.config import load_coordinator_config
-from federation.demo_data import write_scenario
+from federation.scenario import write_scenario
 from nodes.config import load_node_config
 from protocols.errors import ConfigError
 from tests.unit.test_config import DATASET, HEAD
