@@ -104,6 +104,14 @@ def test_metrics_count_jobs_epsilon_audit_and_readiness(
     assert value(coordinator, "federation_coordinator_jobs_total", kind="query", rule=rule) == 1
     assert value(coordinator, "federation_coordinator_job_seconds_count", kind="query") == 2
 
+    # Labels are public names only (docs/security.md): no requester, SQL text or local name.
+    allowed = {"kind", "outcome", "rule", "dataset", "project", "check", "le"}
+    for samples in (node, coordinator):
+        names = {key for family in samples.values() for _, labels, _ in family for key in labels}
+        assert names <= allowed, names - allowed
+        values = {v for family in samples.values() for _, labels, _ in family for v in labels.values()}
+        assert not any("analyst" in v or "SELECT" in v or "port" in v for v in values), values
+
     kit = running.root / "pki" / "kits" / "analyst"
     creds = grpc_channel_credentials(kit / "cert.pem", kit / "key.pem", kit / "ca.pem")
     with grpc.secure_channel(running.address, creds) as channel:
