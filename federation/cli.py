@@ -970,6 +970,15 @@ def budget_remaining(
 # ---------------------------------------------------------------------------- demo
 
 
+@app.command()
+def vocabulary() -> None:
+    """Print the shared datasets, columns and domains partners map onto (docs/vocabulary.md)."""
+    from federation.scenario.vocabulary_doc import render
+
+    # Plain print: the text is Markdown and must reach a pipe unchanged.
+    print(render(), end="")
+
+
 @app.command("demo-data")
 def demo_data(
     out_dir: Annotated[Path, typer.Option("--out", help="Folder to write data and configs into.")] = Path(

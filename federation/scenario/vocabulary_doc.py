@@ -22,7 +22,8 @@ rows per column.
 
 This page is generated from `federation/scenario/vocabulary.py` and
 `federation/scenario/datasets.py`, the same source the synthetic scenario (`federation demo-data`)
-is generated from. Do not edit it by hand; after changing the vocabulary run
+is generated from; `federation vocabulary` prints it. Do not edit it by hand; after changing the
+vocabulary run
 
 ```bash
 {COMMAND}

@@ -7,6 +7,9 @@ import sys
 import tomllib
 from pathlib import Path
 
+from typer.testing import CliRunner
+
+from federation.cli import app
 from federation.scenario import DATASETS, DOMAINS, generate, node_configs
 from federation.scenario.vocabulary_doc import COMMAND, render
 
@@ -28,6 +31,11 @@ def test_module_prints_the_doc() -> None:
         check=True,
     )
     assert run.stdout == render()
+
+
+def test_cli_prints_the_doc() -> None:
+    result = CliRunner().invoke(app, ["vocabulary"])
+    assert result.exit_code == 0 and result.output == render()
 
 
 def test_every_category_column_uses_a_documented_domain() -> None:
