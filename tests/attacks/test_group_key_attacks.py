@@ -6,11 +6,13 @@ count, a value or a local name."""
 from __future__ import annotations
 
 import time
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
+import tomli_w
 
 from federation.query import parse_query
 from protocols import federation_pb2 as pb
@@ -25,8 +27,13 @@ LOCAL_NAMES = ("aangegeven_waarde", "pleegdatum", "datum", "kvk")
 
 def _no_range_at_politie(paths: dict[str, Path]) -> None:
     """Politie declares no date range for its incidents: their years have no public domain."""
-    text = paths["politie"].read_text()
-    paths["politie"].write_text(text.replace('range = ["2019-01-01", "2024-12-31"]\n', ""))
+    config = tomllib.loads(paths["politie"].read_text())
+    dropped = 0
+    for dataset in config["datasets"]:
+        for column in dataset.get("columns", []):
+            dropped += column.pop("range", None) is not None
+    assert dropped, "the politie config declares no date range to drop"
+    paths["politie"].write_text(tomli_w.dumps(config))
 
 
 @pytest.fixture(scope="module")

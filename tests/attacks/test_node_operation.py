@@ -10,10 +10,12 @@ import os
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import tomli_w
 
 from federation import pki
 from protocols.errors import FederationError
@@ -24,9 +26,14 @@ NO_GROUP = "fall in no group"
 
 
 def _unmap(paths: dict[str, Path]) -> None:
-    text = paths["douane"].read_text()
-    text = text.replace(', MOE = "Moerdijk" }', " }").replace("domain = [2019, 2020,", "domain = [2020,")
-    paths["douane"].write_text(text)
+    """Douane's Moerdijk code and its 2019 rows map to nothing in the declared domains."""
+    config = tomllib.loads(paths["douane"].read_text())
+    columns = {
+        c["name"]: c for ds in config["datasets"] if ds["name"] == "declarations" for c in ds["columns"]
+    }
+    del columns["port"]["codes"]["MOE"]
+    columns["year"]["domain"].remove(2019)
+    paths["douane"].write_text(tomli_w.dumps(config))
 
 
 @pytest.fixture(scope="module")
