@@ -28,13 +28,13 @@ MIN_GROUP_SIZE = 10
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 
-def _check_coordinator(address: str) -> None:
+def check_coordinator(address: str) -> None:
     host, sep, port = address.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ScenarioError("coordinator_address", f"coordinator must be host:port, got {address!r}")
 
 
-def _check_schema(pg_schema: str) -> None:
+def check_schema(pg_schema: str) -> None:
     if not isinstance(pg_schema, str) or not _SCHEMA_NAME.fullmatch(pg_schema):
         raise ScenarioError(
             "pg_schema_identifier",
@@ -42,7 +42,7 @@ def _check_schema(pg_schema: str) -> None:
         )
 
 
-def _check_formats(formats: Mapping[str, str] | None) -> dict[str, str]:
+def check_formats(formats: Mapping[str, str] | None) -> dict[str, str]:
     for node, fmt in (formats or {}).items():
         if node not in NODES:
             raise ScenarioError("node_known", f"unknown node {node!r} in formats; known: {', '.join(NODES)}")
@@ -53,7 +53,7 @@ def _check_formats(formats: Mapping[str, str] | None) -> dict[str, str]:
     return dict(formats or {})
 
 
-def _pg_table(pg_schema: str, spec: DatasetSpec) -> str:
+def pg_table(pg_schema: str, spec: DatasetSpec) -> str:
     return f"{pg_schema}.{spec.node}_{spec.name}"
 
 
@@ -86,7 +86,7 @@ def dumps(document: Mapping[str, Any], comment: str) -> str:
 
 def coordinator_document(coordinator: str = "127.0.0.1:7100") -> dict[str, Any]:
     """The coordinator config (docs/config.md) with the scenario's projects, as a TOML document."""
-    _check_coordinator(coordinator)
+    check_coordinator(coordinator)
     expires = (dt.date.today() + dt.timedelta(days=365)).isoformat()
     return {
         "coordinator": {
@@ -131,10 +131,10 @@ def node_documents(
     pg_schema: str = "mit_demo",
 ) -> dict[str, dict[str, Any]]:
     """Every node config plus the coordinator config as TOML documents; see :func:`node_configs`."""
-    _check_coordinator(coordinator)
-    _check_schema(pg_schema)
+    check_coordinator(coordinator)
+    check_schema(pg_schema)
     kinds = {node: ("parquet" if fmt == "postgres" else fmt) for node, fmt in DEFAULT_FORMATS.items()}
-    kinds.update(_check_formats(formats))
+    kinds.update(check_formats(formats))
     out = {"coordinator": coordinator_document(coordinator)}
     for node in NODES:
         specs = [spec for spec in DATASETS if spec.node == node and spec.key in scenario.frames]
@@ -160,7 +160,7 @@ def node_documents(
         for spec in specs:
             kind = kinds[node]
             if kind == "postgres":
-                source = {"kind": "postgres", "dsn": postgres_dsn, "table": _pg_table(pg_schema, spec)}
+                source = {"kind": "postgres", "dsn": postgres_dsn, "table": pg_table(pg_schema, spec)}
             else:
                 source = {"kind": kind, "path": f"../data/{node}/{spec.name}.{kind}"}
             datasets.append(

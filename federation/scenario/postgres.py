@@ -6,7 +6,7 @@ import math
 
 import pandas as pd
 
-from federation.scenario.configs import _check_schema, _pg_table
+from federation.scenario.configs import check_schema, pg_table
 from federation.scenario.datasets import ColumnSpec, DatasetSpec
 
 
@@ -37,7 +37,7 @@ def load_postgres(frame: pd.DataFrame, spec: DatasetSpec, dsn: str, pg_schema: s
     import psycopg
     from psycopg import sql
 
-    _check_schema(pg_schema)
+    check_schema(pg_schema)
     table = sql.Identifier(pg_schema, f"{spec.node}_{spec.name}")
     columns = [(col.local, _pg_type(col, frame[col.local])) for col in spec.columns]
     ddl = sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t)) for n, t in columns)
@@ -50,4 +50,4 @@ def load_postgres(frame: pd.DataFrame, spec: DatasetSpec, dsn: str, pg_schema: s
         payload = frame[[n for n, _ in columns]].to_csv(index=False, header=False)
         with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)").format(table, names)) as copy:
             copy.write(payload)
-    return _pg_table(pg_schema, spec)
+    return pg_table(pg_schema, spec)

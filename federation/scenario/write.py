@@ -9,9 +9,9 @@ from typing import Any
 from federation.scenario.configs import (
     COORDINATOR_COMMENT,
     DEFAULT_FORMATS,
-    _check_coordinator,
-    _check_formats,
-    _check_schema,
+    check_coordinator,
+    check_formats,
+    check_schema,
     dumps,
     node_comment,
     node_documents,
@@ -44,9 +44,9 @@ def write_scenario(
     ``{"coordinator": path, "politie": path, ...}``.
     """
     out = Path(out)
-    _check_coordinator(coordinator)
-    _check_schema(pg_schema)
-    overrides = _check_formats(formats)
+    check_coordinator(coordinator)
+    check_schema(pg_schema)
+    overrides = check_formats(formats)
     kinds = dict(DEFAULT_FORMATS)
     kinds.update(overrides)
     wants_pg = [node for node, fmt in kinds.items() if fmt == "postgres"]
