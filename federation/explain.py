@@ -13,6 +13,7 @@ from dataclasses import replace
 
 import pandas as pd
 
+from privacy.agreements import AGGREGATE_KIND
 from privacy.bounds import rows_per_unit, tightened
 from privacy.explain import (
     AggregateExplanation,
@@ -27,15 +28,6 @@ from privacy.explain import (
 from protocols import federation_pb2 as pb
 from protocols.errors import FederationError
 
-_KIND = {
-    pb.COUNT: "count",
-    pb.COUNT_DISTINCT: "count_distinct",
-    pb.SUM: "sum",
-    pb.AVG: "avg",
-    pb.VARIANCE: "variance",
-    pb.STDDEV: "variance",
-    pb.PERCENTILE: "percentile",
-}
 _NUMERIC = (pb.SUM, pb.AVG, pb.VARIANCE, pb.STDDEV, pb.PERCENTILE)
 
 
@@ -90,7 +82,8 @@ def _clamping(agg: pb.Aggregate, info: pb.DatasetInfo) -> tuple[float, float]:
 def node_query(spec: pb.QuerySpec, info: pb.DatasetInfo) -> NodeQuery:
     """How the node behind ``info`` would run ``spec``, as far as its public metadata says."""
     aggregates: list[tuple[str, tuple[float, float] | None]] = [
-        (_KIND[a.function], _clamping(a, info) if a.function in _NUMERIC else None) for a in spec.aggregates
+        (AGGREGATE_KIND[a.function], _clamping(a, info) if a.function in _NUMERIC else None)
+        for a in spec.aggregates
     ]
     domains = {c.name: len(c.domain) for c in info.columns}
     domains.update({d.alias: _derived_keys(d, info) for d in spec.derived})
@@ -118,7 +111,7 @@ def node_queries(spec: pb.QuerySpec, infos: Sequence[pb.DatasetInfo]) -> list[No
         try:
             out.append(node_query(spec, info))
         except FederationError as exc:
-            kinds = tuple((_KIND[a.function], None) for a in spec.aggregates)
+            kinds = tuple((AGGREGATE_KIND[a.function], None) for a in spec.aggregates)
             out.append(NodeQuery(info.node, kinds, 1, 1, 1, refusal=(exc.rule, exc.message)))
     return out
 

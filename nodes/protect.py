@@ -21,6 +21,7 @@ from typing import Any
 from nodes.config import Dataset
 from nodes.validate import NUMERIC_FUNCTIONS, AggregatePlan, Plan, Refused
 from privacy.accounting import Cost, PrivacyError
+from privacy.agreements import AGGREGATE_KIND
 from privacy.bounds import clip
 from privacy.dp import (
     NoisePlan,
@@ -36,16 +37,6 @@ from privacy.statistics import PERCENTILE_BINS, Estimate, Moments, percentile, s
 from protocols import federation_pb2 as pb
 from protocols.privacy_request import check_wire
 from protocols.values import to_value
-
-_KIND: dict[int, str] = {
-    pb.COUNT: "count",
-    pb.COUNT_DISTINCT: "count_distinct",
-    pb.SUM: "sum",
-    pb.AVG: "avg",
-    pb.VARIANCE: "variance",
-    pb.STDDEV: "variance",
-    pb.PERCENTILE: "percentile",
-}
 
 
 @dataclass
@@ -110,7 +101,7 @@ def resolve_budget(request: pb.PrivacyRequest, dataset: Dataset, node: str) -> B
 
 
 def _aggregate_kinds(plan: Plan) -> list[tuple[str, tuple[float, float] | None]]:
-    return [(_KIND[a.function], a.bounds) for a in plan.aggregates]
+    return [(AGGREGATE_KIND[a.function], a.bounds) for a in plan.aggregates]
 
 
 def bounding_summary(plan: Plan) -> dict[str, Any]:

@@ -4,8 +4,9 @@ Each side computes these from what both see (the job's spec and public metadata)
 one side's data, so a mismatch can only come from two copies of the logic drifting apart. Here
 there is one copy:
 
-* ``MEASURE_KIND``: which noisy measurement an aggregate function is, for the aggregates a secure
-  vector carries (the others are refused under secure aggregation).
+* ``AGGREGATE_KIND``: which noise plan an aggregate function gets, read alike by a node's
+  ``protect`` and the analyst's ``explain``; ``MEASURE_KIND``: the same for the aggregates a
+  secure vector carries (the others are refused under secure aggregation).
 * The layout of a secure query's vector (SecAgg, Bonawitz et al. 2017): which blocks, in which
   order, per group (``secure_layout``); the nodes fill it, the coordinator sizes and decodes it.
 * The noise of an overlap release and what it costs (``overlap_plan``): the nodes charge its cost
@@ -19,6 +20,16 @@ from dataclasses import dataclass
 
 from privacy.dp import NoisePlan, plan_noise
 from protocols import federation_pb2 as pb
+
+AGGREGATE_KIND: dict[int, str] = {
+    pb.COUNT: "count",
+    pb.COUNT_DISTINCT: "count_distinct",
+    pb.SUM: "sum",
+    pb.AVG: "avg",
+    pb.VARIANCE: "variance",
+    pb.STDDEV: "variance",
+    pb.PERCENTILE: "percentile",
+}
 
 MEASURE_KIND: dict[int, str] = {
     pb.COUNT: "count",
