@@ -296,7 +296,10 @@ def test_interval_covers_about_95_percent(mechanism: str, integer: bool) -> None
     else:
         noisy = release_sums([float(truth)] * N, spec)
     covered = sum(1 for v in noisy if interval(v, spec)[0] <= truth <= interval(v, spec)[1]) / N
-    assert 0.94 <= covered <= 0.965
+    # A discrete interval has a whole-number half-width chosen to cover at least 95%, so it covers
+    # a little more (96.2% for the discrete Gaussian at sigma 7); the bounds allow about four
+    # standard errors at N draws either side.
+    assert 0.94 <= covered <= (0.968 if integer else 0.965)
     lo, hi = interval(0.0, spec)
     if not integer:
         expected = 7.0 * math.log(20) if mechanism == "laplace" else 1.959964 * 7.0
