@@ -301,28 +301,21 @@ class OverlapNode:
             reply.max_value = max_value
             reply.slot_bits = layout.slot_bits
             reply.categories.extend(to_value(v) for v in group.domain)
-        reply.hop_key = bytes(state.box.public_key)
-        reply.audit_digest = hashlib.sha256(
-            f"{step.job_id}|{step.party}|{len(ids)}|{cost.epsilon!r}".encode()
-        ).hexdigest()
-        self.ctx.audit.append(
-            "released",
-            job.job_id,
+        return self._released(
+            job,
+            step,
+            state,
+            reply,
+            f"{len(ids)}|{cost.epsilon!r}",
             {
-                "overlap": step.job_id,
-                "party": step.party,
                 "dataset": dataset.name,
                 "project": project,
                 "on": spec.on,
                 "set_size": len(ids),
                 "malformed": malformed,
                 "epsilon": cost.epsilon,
-                "digest": reply.audit_digest,
             },
         )
-        with self._lock:
-            self._parties[(step.job_id, step.party)] = state
-        return reply
 
     def _check_size(
         self,
@@ -442,16 +435,13 @@ class OverlapNode:
             distinct=True,
             labels=[label for _, label in union.items],
         )
-        reply.hop_key = bytes(state.box.public_key)
-        reply.audit_digest = hashlib.sha256(
-            f"{step.job_id}|{step.party}|distinct|{len(union.items)}|{union.cost.epsilon!r}".encode()
-        ).hexdigest()
-        self.ctx.audit.append(
-            "released",
-            job.job_id,
+        return self._released(
+            job,
+            step,
+            state,
+            reply,
+            f"distinct|{len(union.items)}|{union.cost.epsilon!r}",
             {
-                "overlap": step.job_id,
-                "party": step.party,
                 "dataset": dataset.name,
                 "project": project,
                 "distinct": spec.on,
@@ -459,8 +449,26 @@ class OverlapNode:
                 "items": len(union.items),
                 "malformed": union.malformed,
                 "epsilon": union.cost.epsilon,
-                "digest": reply.audit_digest,
             },
+        )
+
+    def _released(
+        self,
+        job: pb.JobRequest,
+        step: pb.OverlapStep,
+        state: _Party,
+        reply: pb.OverlapReply,
+        digest_tail: str,
+        entry: dict[str, Any],
+    ) -> pb.OverlapReply:
+        """The PREPARE reply of a party: its hop key and digest, a durable "released" entry, and
+        the party's state kept for the later phases (only once the entry is written)."""
+        reply.hop_key = bytes(state.box.public_key)
+        reply.audit_digest = hashlib.sha256(f"{step.job_id}|{step.party}|{digest_tail}".encode()).hexdigest()
+        self.ctx.audit.append(
+            "released",
+            job.job_id,
+            {"overlap": step.job_id, "party": step.party, **entry, "digest": reply.audit_digest},
         )
         with self._lock:
             self._parties[(step.job_id, step.party)] = state
