@@ -7,7 +7,9 @@ re-parse files. PostgreSQL queries run inside the partner's database (SQL pushed
 from __future__ import annotations
 
 import logging
+import math
 import threading
+import time
 from typing import Any
 
 import duckdb
@@ -32,6 +34,9 @@ from protocols.errors import FederationError
 
 log = logging.getLogger("federation.node")
 
+# How old a PostgreSQL source's count of values outside the domain may be before a job recounts it.
+UNMAPPED_RECOUNT_SECONDS = 60.0
+
 
 class SourceError(FederationError):
     """A data source cannot be read; the message names the dataset, never the data."""
@@ -49,6 +54,10 @@ class DataSources:
         self._within_bound: dict[str, bool] = {}
         # Per file dataset, rows per category column whose value maps to nothing (counted at load).
         self._unmapped: dict[str, dict[str, int]] = {}
+        # PostgreSQL tables change under the node, so their counts are taken again, but at most
+        # once per UNMAPPED_RECOUNT_SECONDS per dataset: a second full scan on every job would
+        # double the work of the release path for a figure that only feeds the operator's log.
+        self._unmapped_at: dict[str, float] = {}
         for dataset in config.datasets.values():
             if dataset.exposed:
                 self._load(dataset)
@@ -119,19 +128,26 @@ class DataSources:
 
     def unmapped(self, plan: Plan) -> dict[str, int]:
         """Rows per grouped or filtered category column of ``plan`` whose value maps to nothing;
-        counted at load for files, by one scan per job for PostgreSQL. For the operator's log only."""
+        counted at load for files, and for PostgreSQL by one scan over every category column at most
+        once per ``UNMAPPED_RECOUNT_SECONDS``. For the operator's log only."""
         used = {c.name for c in plan.group_columns}
         if plan.filter is not None:
             used |= filter_columns(plan.filter)
         columns = category_columns(plan.dataset, used)
         if not columns:
             return {}
-        if plan.dataset.source.kind != "postgres":
-            known = self._unmapped.get(plan.dataset.name, {})
-            return {c.name: known.get(c.name, 0) for c in columns}
-        sql, params = unmapped_sql(columns, POSTGRES, POSTGRES.table(plan.dataset))
-        rows = self.fetch(plan.dataset, sql, params)
-        return {c.name: int(n or 0) for c, n in zip(columns, rows[0] if rows else (), strict=False)}
+        name = plan.dataset.name
+        if plan.dataset.source.kind == "postgres":
+            fresh = time.monotonic() - self._unmapped_at.get(name, -math.inf) < UNMAPPED_RECOUNT_SECONDS
+            if not fresh:
+                every = category_columns(plan.dataset)
+                sql, params = unmapped_sql(every, POSTGRES, POSTGRES.table(plan.dataset))
+                rows = self.fetch(plan.dataset, sql, params)
+                counts = rows[0] if rows else ()
+                self._unmapped[name] = {c.name: int(n or 0) for c, n in zip(every, counts, strict=False)}
+                self._unmapped_at[name] = time.monotonic()
+        known = self._unmapped.get(name, {})
+        return {c.name: known.get(c.name, 0) for c in columns}
 
     def _log_unmapped(self, plan: Plan) -> None:
         try:
