@@ -16,6 +16,7 @@ from protocols.config_tables import Table, check_table, table_model
 from protocols.errors import ConfigError
 from protocols.identity import PkiError, TlsFiles, tls_files
 from protocols.metrics_http import loopback_address
+from protocols.web.settings import ConsoleSettings, parse_console
 
 OPERATIONS = ("count", "count_distinct", "sum", "avg", "variance", "percentile")
 COLUMN_KINDS = ("category", "numeric", "date", "identifier")
@@ -122,6 +123,8 @@ class NodeConfig:
     audit_signing_key: Path | None = None
     # Prometheus metrics and /healthz over HTTP on this loopback host:port; "" serves none.
     metrics_listen: str = ""
+    # The officer's web console ([console] table, docs/console.md); None serves none.
+    console: ConsoleSettings | None = None
 
     @property
     def audit_key_path(self) -> Path:
@@ -136,7 +139,7 @@ PolicyTable = table_model("PolicyTable", Policy)
 NodeTable = table_model(
     "NodeTable",
     NodeConfig,
-    skip=("datasets", "policy", "path", "tls"),
+    skip=("datasets", "policy", "path", "tls", "console"),
     rename={"node_id": "id"},
     extra=TLS_KEYS,
 )
@@ -146,6 +149,7 @@ class NodeFile(Table):
     node: dict[str, Any]
     policy: dict[str, Any] = {}
     datasets: list[dict[str, Any]] = []
+    console: dict[str, Any] | None = None
 
 
 class DatasetTable(Table):
@@ -427,6 +431,7 @@ def parse_node_config(raw: dict[str, Any], base: Path, path: Path | None = None)
         insecure=bool(node.get("insecure", False)),
         audit_signing_key=None if audit_key is None else (base / Path(audit_key).expanduser()).resolve(),
         metrics_listen=_metrics_listen(node),
+        console=None if raw.get("console") is None else parse_console(raw["console"], base),
     )
 
 

@@ -237,6 +237,11 @@ _RULES: dict[str, dict[str, str]] = {
         "coordinator_error": "the coordinator answered with a transport error",
         "refused": "a node or the coordinator refused without naming a rule",
     },
+    "consoles": {
+        "console_listen": "the console's listen address is not loopback (without remote = true and TLS), malformed or taken",
+        "console_signin": "a console sign-in gave no usable name",
+        "console_form": "a console form field is missing or not valid",
+    },
     "request limits": {
         "expression_too_deep": "a filter nests NOT, AND and OR deeper than the federation allows",
         "expression_too_large": "a spec has more filter terms or literal values than the federation allows",
