@@ -132,6 +132,9 @@ class JobStore:
         for column, kind in _ACCOUNTABILITY.items():
             if column not in present:
                 self._db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
+        if "rule" not in {row[1] for row in self._db.execute("PRAGMA table_info(job_nodes)")}:
+            # The refusing rule per node, apart from its reason (stores made before it existed).
+            self._db.execute("ALTER TABLE job_nodes ADD COLUMN rule TEXT NOT NULL DEFAULT ''")
         self._lock = threading.Lock()
 
     def start(
@@ -206,7 +209,8 @@ class JobStore:
                 (status, digest, epsilon, error, job_id),
             )
             self._db.executemany(
-                "INSERT OR REPLACE INTO job_nodes VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO job_nodes (job_id, node, status, reason, cost_json, audit_digest, rule)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
                         job_id,
@@ -215,6 +219,7 @@ class JobStore:
                         clean_text(o.reason, MAX_FREE_TEXT_CHARS),
                         json.dumps(MessageToDict(o.cost, preserving_proto_field_name=True)),
                         o.audit_digest,
+                        clean_text(o.rule, MAX_LABEL_CHARS),
                     )
                     for o in outcomes
                 ],
@@ -285,13 +290,26 @@ class JobStore:
             epsilon=eps,
             error=error,
         )
-        for node, nstatus, reason, cost, audit_digest in self._db.execute(
-            "SELECT node, status, reason, cost_json, audit_digest FROM job_nodes WHERE job_id = ?",
+        for node, nstatus, reason, cost, audit_digest, rule in self._db.execute(
+            "SELECT node, status, reason, cost_json, audit_digest, rule FROM job_nodes WHERE job_id = ?",
             (job_id,),
         ):
-            outcome = record.nodes.add(node=node, status=nstatus, reason=reason, audit_digest=audit_digest)
+            outcome = record.nodes.add(
+                node=node, status=nstatus, reason=reason, audit_digest=audit_digest, rule=rule
+            )
             ParseDict(json.loads(cost or "{}"), outcome.cost, ignore_unknown_fields=True)
         return record
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Jobs per project and status, over the whole history (the operator dashboard's totals)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT project, status, COUNT(*) FROM jobs GROUP BY project, status"
+            ).fetchall()
+        out: dict[str, dict[str, int]] = {}
+        for project, status, n in rows:
+            out.setdefault(project, {})[status] = n
+        return out
 
     def record_head(self, node: str, head: pb.AuditHead, job_id: str) -> bool:
         """Keep an audit chain head a node published with an answer (docs/audit.md); False if malformed.

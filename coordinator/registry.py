@@ -10,6 +10,9 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from protocols import federation_pb2 as pb
+from protocols.errors import FederationError
+
+MAX_VERSION_CHARS = 64  # a node names its own software version; kept as short, printable text
 
 
 class NodeGone(Exception):
@@ -20,6 +23,7 @@ class NodeGone(Exception):
 class NodeSession:
     node_id: str
     datasets: list[pb.DatasetInfo]
+    version: str = ""  # as the node's Hello said (untrusted text: see ``clean_version``)
     outbox: queue.Queue[pb.CoordinatorMessage | None] = field(default_factory=queue.Queue)
     pending: dict[str, Future[pb.JobResponse]] = field(default_factory=dict)
     connected_since: float = field(default_factory=time.time)
@@ -62,6 +66,25 @@ class NodeSession:
         self.outbox.put(None)
 
 
+def clean_version(text: str) -> str:
+    """A node's self-reported version as kept and shown: printable, at most ``MAX_VERSION_CHARS``."""
+    text = "".join(c if c.isprintable() else "\ufffd" for c in text)
+    return text[:MAX_VERSION_CHARS]
+
+
+@dataclass(frozen=True)
+class NodeState:
+    """What the coordinator knows of one node, connected or not (the operator dashboard's rows)."""
+
+    node_id: str
+    connected: bool  # an open link that heartbeats
+    link_open: bool  # the link is open, whether or not heartbeats still arrive
+    last_seen: float  # unix seconds of the last message on the link
+    connected_since: float  # unix seconds the latest link opened
+    version: str
+    datasets: tuple[str, ...]
+
+
 class Sessions(Protocol):
     """What a job run needs of the registry: the connected sessions (``Registry``, or a view of it
     that stamps a project on every job, ``coordinator.projects.ProjectRegistry``)."""
@@ -78,6 +101,8 @@ class Registry:
         self.heartbeat_seconds = heartbeat_seconds
         self._sessions: dict[str, NodeSession] = {}
         self._known: dict[str, float] = {}
+        # The last version and datasets a node announced, kept after it disconnects.
+        self._announced: dict[str, tuple[str, tuple[str, ...], float]] = {}
         self._lock = threading.Lock()
 
     def register(self, session: NodeSession) -> None:
@@ -85,6 +110,11 @@ class Registry:
             old = self._sessions.get(session.node_id)
             self._sessions[session.node_id] = session
             self._known[session.node_id] = session.last_seen
+            self._announced[session.node_id] = (
+                session.version,
+                tuple(d.name for d in session.datasets),
+                session.connected_since,
+            )
         if old is not None:
             old.close()
 
@@ -117,8 +147,43 @@ class Registry:
             if node_id not in self._known and session is None:
                 return "unknown"
             self._known.pop(node_id, None)
+            self._announced.pop(node_id, None)
             self._sessions.pop(node_id, None)
             return "forgotten"
+
+    def forget_node(self, node_id: str) -> None:
+        """``forget``, or a FederationError naming why not (node_connected, unknown_node)."""
+        outcome = self.forget(node_id)
+        if outcome == "connected":
+            raise FederationError(
+                "node_connected", f"node {node_id} is connected: stop it before forgetting it"
+            )
+        if outcome == "unknown":
+            raise FederationError("unknown_node", f"no node {node_id} is known")
+
+    def states(self) -> list[NodeState]:
+        """Every node known since start (or since it was forgotten), by name, connected or not."""
+        with self._lock:
+            sessions = dict(self._sessions)
+            known = dict(self._known)
+            announced = dict(self._announced)
+        out = []
+        for node_id in sorted(set(known) | set(sessions)):
+            version, datasets, since = announced.get(node_id, ("", (), 0.0))
+            s = sessions.get(node_id)
+            last_seen = s.last_seen if s is not None else known[node_id]
+            out.append(
+                NodeState(
+                    node_id=node_id,
+                    connected=s is not None and self.alive(s),
+                    link_open=s is not None and not s.closed.is_set(),
+                    last_seen=last_seen,
+                    connected_since=s.connected_since if s is not None else since,
+                    version=version,
+                    datasets=datasets,
+                )
+            )
+        return out
 
     def status(self) -> list[pb.NodeStatus]:
         with self._lock:

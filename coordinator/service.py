@@ -38,7 +38,7 @@ from coordinator.projects import (
     resolve_overlap_nodes,
     stamp,
 )
-from coordinator.registry import NodeGone, NodeSession, Registry
+from coordinator.registry import NodeGone, NodeSession, Registry, clean_version
 from coordinator.secure_query import requires_secure, run_secure_query
 from protocols import federation_pb2 as pb
 from protocols import federation_pb2_grpc as pb_grpc
@@ -143,7 +143,11 @@ class NodeLinkService(pb_grpc.NodeLinkServicer):
                 reject=pb.Refusal(node=first.hello.node_id, rule="wrong_identity", reason=reason)
             )
             return
-        session = NodeSession(node_id=first.hello.node_id, datasets=list(first.hello.datasets))
+        session = NodeSession(
+            node_id=first.hello.node_id,
+            datasets=list(first.hello.datasets),
+            version=clean_version(first.hello.version),
+        )
         self.registry.register(session)
         log.info("node %s connected with %d dataset(s)", session.node_id, len(session.datasets))
 
@@ -243,14 +247,15 @@ class AnalystService(pb_grpc.AnalystServicer):
                 grpc.StatusCode.PERMISSION_DENIED,
                 f"only an admin may forget a node; '{caller.subject}' has role {caller.role} [rule: wrong_role]",
             )
-        outcome = self.registry.forget(node)
-        if outcome == "connected":
-            context.abort(
-                grpc.StatusCode.FAILED_PRECONDITION,
-                f"node {node} is connected: stop it before forgetting it [rule: node_connected]",
+        try:
+            self.registry.forget_node(node)
+        except FederationError as exc:
+            code = (
+                grpc.StatusCode.FAILED_PRECONDITION
+                if exc.rule == "node_connected"
+                else grpc.StatusCode.NOT_FOUND
             )
-        if outcome == "unknown":
-            context.abort(grpc.StatusCode.NOT_FOUND, f"no node {node} is known [rule: unknown_node]")
+            context.abort(code, f"{exc.message} [rule: {exc.rule}]")
         log.info("node %s forgotten by %s", node, caller.subject)
 
     def Datasets(self, request: pb.DatasetsRequest, context: grpc.ServicerContext) -> pb.DatasetsResponse:  # noqa: N802
