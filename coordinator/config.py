@@ -13,6 +13,7 @@ from protocols.config_tables import Table, check_table, table_model
 from protocols.errors import ConfigError
 from protocols.identity import PkiError, TlsFiles, tls_files
 from protocols.metrics_http import loopback_address
+from protocols.web.settings import DEFAULT_COORDINATOR_PORT, ConsoleSettings, parse_console
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,8 @@ class CoordinatorConfig:
     max_concurrent_jobs: int = 32  # jobs running at once in all; the server keeps 16 more threads
     # Prometheus metrics and /healthz over HTTP on this loopback host:port; "" serves none.
     metrics_listen: str = ""
+    # The operator's dashboard ([console] table, docs/dashboard.md); None serves none.
+    console: ConsoleSettings | None = None
 
 
 # Strict shapes of the TOML tables (protocols/config_tables.py): the [coordinator] table follows
@@ -38,7 +41,7 @@ class CoordinatorConfig:
 CoordinatorTable = table_model(
     "CoordinatorTable",
     CoordinatorConfig,
-    skip=("tls", "projects"),
+    skip=("tls", "projects", "console"),
     extra={key: str for key in ("tls_dir", "tls_cert", "tls_key", "tls_ca", "tls_crl")},
 )
 
@@ -46,6 +49,7 @@ CoordinatorTable = table_model(
 class CoordinatorFile(Table):
     coordinator: dict[str, Any] = {}
     projects: list[Any] | None = None
+    console: dict[str, Any] | None = None
 
 
 def load_coordinator_config(path: str | Path) -> CoordinatorConfig:
@@ -77,7 +81,14 @@ def load_coordinator_config(path: str | Path) -> CoordinatorConfig:
         max_concurrent_jobs=_count(raw, "max_concurrent_jobs", 32),
         projects=parse_projects(document.get("projects")),
         metrics_listen=_metrics_listen(raw),
+        console=_console(document.get("console"), p.parent),
     )
+
+
+def _console(raw: object, base: Path) -> ConsoleSettings | None:
+    if raw is None:
+        return None
+    return parse_console(raw, base, "[console]", default_port=DEFAULT_COORDINATOR_PORT)
 
 
 def _metrics_listen(raw: dict) -> str:

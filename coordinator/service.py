@@ -14,7 +14,7 @@ import time
 import uuid
 from concurrent import futures
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -50,6 +50,9 @@ from protocols.privacy_request import check_query
 from protocols.safe_decode import add_analyst_service
 from protocols.spec_limits import SpecTooLarge, check_name, check_spec
 from protocols.values import from_value, to_value
+
+if TYPE_CHECKING:
+    from coordinator.dashboard import Dashboard
 
 log = logging.getLogger("federation.coordinator")
 
@@ -695,6 +698,7 @@ class Coordinator:
         config.state_dir.mkdir(parents=True, exist_ok=True)
         self.metrics = CoordinatorMetrics(self.registry)
         self.metrics_server: MetricsServer | None = None
+        self.dashboard: Dashboard | None = None
         self._stopping = threading.Event()
         self.jobs = JobStore(config.state_dir / "jobs.sqlite", on_finish=self.metrics.finished)
         self.server = grpc.server(
@@ -733,6 +737,18 @@ class Coordinator:
                 self.config.metrics_listen, self.metrics.registry, self._readiness, "[coordinator]"
             )
             log.info("metrics on http://%s/metrics", self.config.metrics_listen)
+        if self.config.console is not None:
+            # Imported here: a coordinator without a [console] table never loads the web stack.
+            from coordinator.dashboard import Dashboard
+
+            self.dashboard = Dashboard(
+                self.registry, self.jobs, self.config.projects, self.config.console, self.config.state_dir
+            )
+            log.info(
+                "operator dashboard on %s (sign-in token in %s)",
+                self.dashboard.url,
+                self.dashboard.token_file,
+            )
         threading.Thread(target=self._watch_health, daemon=True, name="health").start()
 
     def _set_health(self, ready: bool) -> None:
@@ -765,6 +781,8 @@ class Coordinator:
         self.health.enter_graceful_shutdown()
         if self.metrics_server is not None:
             self.metrics_server.close()
+        if self.dashboard is not None:
+            self.dashboard.close()
         for session in self.registry.sessions():
             session.close()
         self.server.stop(grace).wait()

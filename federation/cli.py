@@ -155,6 +155,14 @@ def coordinator_start(
     _setup_logging(not quiet)
     coordinator = Coordinator(load_coordinator_config(config))
     coordinator.start()
+    if coordinator.dashboard is not None:
+        # The token is printed once here (for whoever started the process), never logged.
+        print(
+            f"Operator dashboard: {coordinator.dashboard.url}\n"
+            f"Sign-in token (one use; the current one is always in {coordinator.dashboard.token_file}): "
+            f"{coordinator.dashboard.token.current}",
+            flush=True,
+        )
     stop = threading.Event()
     _wait_for_signal(stop)
     stop.wait()
