@@ -165,6 +165,15 @@ _RULES: dict[str, dict[str, str]] = {
         "node_disconnected": "a node disconnected during the job",
         "timeout": "a node or the coordinator did not answer in time",
     },
+    "SGD models driven by Flower strategies": {
+        "model_trainer": "the trainer or its hyper-parameters are not in the node's built-in catalogue",
+        "model_outcome": "the model's outcome does not fit the trainer (logistic regression needs two classes)",
+        "model_parameters": "the sent parameters are not finite or do not fit the model's size",
+        "flower_strategy": "the Flower strategy needs every node's own update, which secure aggregation never releases",
+        "flower_sampling": "a Flower round must include every node serving the dataset",
+        "flower_nodes": "fewer nodes serve the dataset than the strategy waits for",
+        "flower_message": "a Flower message is not a train or evaluate message with one parameter set",
+    },
     "projects and approvals": {
         "unknown_project": "the project is not registered at the coordinator",
         "project_expired": "the project's end date has passed",
