@@ -143,6 +143,32 @@ def node_check(
     out.print(f"node {cfg.node_id}: {summary}; ready to start" + ("" if not warned else " (see warnings)"))
 
 
+@node_app.command("reload")
+def node_reload(
+    config: Annotated[Path, typer.Option("--config", help="Node config (TOML).")],
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the node's answer.")] = 120.0,
+) -> None:
+    """Make the running node pick up its changed CSV and Parquet files now (it also looks every
+    source_check_seconds). Each new version is built aside and swapped in whole; jobs already
+    running finish on the old one. Exits non-zero if a source could not be loaded."""
+    from nodes.config import load_node_config
+    from nodes.source_reload import request_reload
+
+    cfg = load_node_config(config)
+    answer = request_reload(cfg, timeout=timeout)
+    for name in answer.get("reloaded", []):
+        out.print(f"dataset {name}: new version in use", markup=False)
+    for name in answer.get("unchanged", []):
+        out.print(f"dataset {name}: unchanged", markup=False)
+    failed = answer.get("failed", {})
+    for name, reason in failed.items():
+        err.print(
+            f"dataset {name}: not reloaded, the previous version stays: {reason}", style="red", markup=False
+        )
+    if failed:
+        raise typer.Exit(1)
+
+
 @coordinator_app.command("start")
 def coordinator_start(
     config: Annotated[Path, typer.Option("--config", help="Coordinator config (TOML).")],

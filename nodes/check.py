@@ -108,36 +108,49 @@ def _unmapped_findings(dataset: Dataset, columns: list[Column], counts: Iterable
     return found
 
 
-def _check_file(dataset: Dataset) -> list[Finding]:
+def _check_file(config: NodeConfig, dataset: Dataset) -> list[Finding]:
+    # nodes.file_sources counts with this module's SQL, so it is imported here, not at the top.
+    from nodes.file_sources import connect, duck_settings, scan_sql
+
     src, where = dataset.source, f"dataset {dataset.name}"
     if src.path is None or not src.path.exists():
         return [Finding(ERROR, where, "source_unavailable", f"source file {src.path} does not exist")]
-    ids = {c.local: "VARCHAR" for c in dataset.columns.values() if c.kind == "identifier"}
-    con = duckdb.connect(":memory:")
+    # Scanned in place with the source's own DuckDB settings: a file larger than memory is
+    # checked without being loaded.
+    scan, scan_params = scan_sql(dataset)
     try:
-        if src.kind == "csv":
-            con.execute(
-                "CREATE TABLE src AS SELECT * FROM read_csv(?, header=true, types=?)", [str(src.path), ids]
-            )
-        else:
-            con.execute("CREATE TABLE src AS SELECT * FROM read_parquet(?)", [str(src.path)])
-        present = {row[0] for row in con.execute("DESCRIBE src").fetchall()}
+        con = connect(duck_settings(config, dataset))
+    except (duckdb.Error, OSError) as exc:
+        return [Finding(ERROR, where, "source_unavailable", f"cannot open DuckDB for {src.path} ({exc})")]
+    try:
+        present = {row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {scan}", scan_params).fetchall()}
         problems = _check_columns(dataset, present)
         if problems:
             return problems
-        (rows,) = con.execute("SELECT count(*) FROM src").fetchone() or (0,)
         columns = category_columns(dataset)
+        if columns:
+            sql, params = unmapped_sql(columns, DUCKDB, scan)
+            sql = _with_count(sql)
+        else:
+            sql, params = f"SELECT count(*) FROM {scan}", []
+        counted = con.execute(sql, params + scan_params).fetchone() or (0,)
+        rows = counted[-1]
         findings = [
             Finding(OK, where, "source", f"{src.kind} file {src.path.name}: {rows} rows, columns present")
         ]
         if columns:
-            sql, params = unmapped_sql(columns, DUCKDB, "src")
-            findings += _unmapped_findings(dataset, columns, con.execute(sql, params).fetchone() or ())
+            findings += _unmapped_findings(dataset, columns, counted[:-1])
         return findings
     except duckdb.Error as exc:
         return [Finding(ERROR, where, "source_unavailable", f"cannot read {src.path} ({exc})")]
     finally:
         con.close()
+
+
+def _with_count(sql: str) -> str:
+    """``unmapped_sql``'s one scan, counting the rows as well."""
+    head, sep, tail = sql.rpartition(" FROM ")
+    return f"{head}, count(*){sep}{tail}"
 
 
 def _check_postgres(dataset: Dataset) -> list[Finding]:
@@ -183,7 +196,9 @@ def check_sources(config: NodeConfig) -> list[Finding]:
         if not dataset.exposed:
             findings.append(Finding(OK, f"dataset {dataset.name}", "source", "not exposed: not checked"))
             continue
-        findings += _check_postgres(dataset) if dataset.source.kind == "postgres" else _check_file(dataset)
+        findings += (
+            _check_postgres(dataset) if dataset.source.kind == "postgres" else _check_file(config, dataset)
+        )
     return findings
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from protocols.config_tables import Table, check_table, table_model
+from protocols.config_tables import Table, byte_size, check_table, table_model
 from protocols.errors import ConfigError
 from protocols.identity import PkiError, TlsFiles, tls_files
 from protocols.metrics_http import loopback_address
@@ -90,6 +90,9 @@ class Source:
     path: Path | None = None
     dsn: str = ""
     table: str = ""
+    # File sources: this source's DuckDB memory_limit and threads; "" and 0 take the node's.
+    memory_limit: str = ""
+    threads: int = 0
 
 
 @dataclass(frozen=True)
@@ -125,6 +128,14 @@ class NodeConfig:
     metrics_listen: str = ""
     # The officer's web console ([console] table, docs/console.md); None serves none.
     console: ConsoleSettings | None = None
+    # File sources (nodes/file_sources.py): each source's DuckDB gets this memory limit and
+    # thread count (0: DuckDB's own, one per core) unless its [datasets.source] sets its own,
+    # and spills past the limit to temp_directory (unset: <state_dir>/duckdb_tmp).
+    duckdb_memory_limit: str = "1GB"
+    duckdb_threads: int = 0
+    duckdb_temp_directory: Path | None = None
+    # How often the node looks for file sources changed on disk (0: only on `federation node reload`).
+    source_check_seconds: float = 2.0
 
     @property
     def audit_key_path(self) -> Path:
@@ -169,6 +180,8 @@ class SourceTable(Table):
     path: str | None = None
     dsn: str | None = None
     table: str | None = None
+    memory_limit: str | None = None
+    threads: int | None = None
 
 
 class ColumnTable(Table):
@@ -368,7 +381,31 @@ def _source(raw: dict[str, Any], base: Path, where: str) -> Source:
             table=str(_require(raw, "table", f"{where} source")),
         )
     path = Path(str(_require(raw, "path", f"{where} source")))
-    return Source(kind=kind, path=path if path.is_absolute() else (base / path).resolve())
+    return Source(
+        kind=kind,
+        path=path if path.is_absolute() else (base / path).resolve(),
+        memory_limit=_memory_limit(
+            raw.get("memory_limit", ""), f"{where} source", "memory_limit", empty=True
+        ),
+        threads=_threads(raw.get("threads", 0), f"{where} source", "threads"),
+    )
+
+
+def _memory_limit(value: str, where: str, key: str, empty: bool = False) -> str:
+    """A DuckDB memory size such as "1GB" or "512MiB"; refused here, not when a source opens."""
+    if empty and value == "":
+        return ""
+    try:
+        byte_size(value)
+    except ValueError:
+        raise ConfigError(f"{where}: {key} must be a size such as '1GB' or '512MB', not {value!r}") from None
+    return value.strip()
+
+
+def _threads(value: int, where: str, key: str) -> int:
+    if value < 0:
+        raise ConfigError(f"{where}: {key} must be 0 (DuckDB's default) or more, not {value!r}")
+    return value
 
 
 def _dataset(raw: dict[str, Any], base: Path, policy: Policy) -> Dataset:
@@ -432,7 +469,29 @@ def parse_node_config(raw: dict[str, Any], base: Path, path: Path | None = None)
         audit_signing_key=None if audit_key is None else (base / Path(audit_key).expanduser()).resolve(),
         metrics_listen=_metrics_listen(node),
         console=None if raw.get("console") is None else parse_console(raw["console"], base),
+        duckdb_memory_limit=_memory_limit(
+            node.get("duckdb_memory_limit", "1GB"), "[node]", "duckdb_memory_limit"
+        ),
+        duckdb_threads=_threads(node.get("duckdb_threads", 0), "[node]", "duckdb_threads"),
+        duckdb_temp_directory=_spill_folder(node, base),
+        source_check_seconds=_check_interval(node),
     )
+
+
+def _spill_folder(node: dict[str, Any], base: Path) -> Path | None:
+    raw = node.get("duckdb_temp_directory")
+    if raw is None:
+        return None
+    if not raw.strip():
+        raise ConfigError("[node] duckdb_temp_directory must be a folder path")
+    return (base / Path(raw).expanduser()).resolve()
+
+
+def _check_interval(node: dict[str, Any]) -> float:
+    seconds = float(_number(node.get("source_check_seconds", 2.0), "source_check_seconds", "[node]"))
+    if seconds < 0:
+        raise ConfigError(f"[node] source_check_seconds must be 0 (reload only) or more, not {seconds!r}")
+    return seconds
 
 
 def _metrics_listen(node: dict[str, Any]) -> str:

@@ -26,6 +26,7 @@ from nodes.projects import ApprovalHandler, ProjectGate
 from nodes.release import QueryHandler
 from nodes.router import JobObserver, JobRouter, refusal
 from nodes.secure_release import SecureRelease
+from nodes.source_reload import SourceWatcher
 from nodes.state_lock import StateLock
 from protocols import federation_pb2 as pb
 from protocols.channels import channel_options
@@ -154,6 +155,9 @@ class NodeDaemon:
             )
         # Pre-blind overlap identifier columns while idle (nodes/preblind.py).
         self.overlap.preblinder.start()
+        # Pick up file sources changed on disk, on a timer and on `federation node reload`.
+        self.watcher = SourceWatcher(config, self.ctx.sources, self.ctx.audit)
+        self.watcher.start()
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"{config.node_id}-job")
         if config.metrics_listen:
             self.metrics_server = MetricsServer(
@@ -187,6 +191,7 @@ class NodeDaemon:
         if self.metrics_server is not None:
             self.metrics_server.close()
         self.overlap.preblinder.close()
+        self.watcher.close()
         self.ctx.close()
         self.lock.release()
 

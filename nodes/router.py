@@ -110,7 +110,10 @@ class JobRouter:
                 raise FederationError(
                     "unsupported_job", f"node {self.ctx.node_id} does not run '{kind}' jobs", self.ctx.node_id
                 )
-            return handler.handle(job)
+            # A job reads each file source at one version from start to end, even when a newer
+            # one is swapped in meanwhile (nodes/sources.py).
+            with self.ctx.sources.pinned():
+                return handler.handle(job)
         except Exception as exc:  # noqa: BLE001 - the one place every failure becomes a refusal
             if handler is not None:
                 handler.abandon(job)

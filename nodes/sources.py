@@ -1,45 +1,61 @@
 """The node's data sources: CSV/Parquet files through DuckDB, or tables inside PostgreSQL.
 
-File sources are loaded once into the node's in-memory DuckDB at start-up, so queries do not
-re-parse files. PostgreSQL queries run inside the partner's database (SQL pushed down).
+File sources are never held in memory: Parquet is queried in place and CSV is converted once into
+a DuckDB file in the node's state (nodes/file_sources.py). Each file source is served as a version;
+a changed file becomes a new version, built aside and swapped in whole (``refresh``), while jobs
+that started on the old version finish on it (``pinned``). PostgreSQL queries run inside the
+partner's database (SQL pushed down).
 """
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import math
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import duckdb
 
 from nodes.check import category_columns, filter_columns, unmapped_sql
 from nodes.config import Dataset, NodeConfig
+from nodes.file_sources import FileVersion, Signature, SourceError, build_version, stale_files
 from nodes.sqlgen import (
     DUCKDB,
     DUCKDB_PREMAPPED,
     POSTGRES,
     Dialect,
-    SqlBuilder,
     build_sql,
     diagnostics_sql,
-    premapped_name,
-    quote_ident,
-    table_name,
 )
 from nodes.validate import Plan
 from protocols import federation_pb2 as pb
-from protocols.errors import FederationError
 
 log = logging.getLogger("federation.node")
 
 # How old a PostgreSQL source's count of values outside the domain may be before a job recounts it.
 UNMAPPED_RECOUNT_SECONDS = 60.0
 
+# The file-source versions a job holds, by dataset, from its first read to its end (``pinned``).
+_PINNED: contextvars.ContextVar[dict[str, FileVersion] | None] = contextvars.ContextVar(
+    "federation_pinned_sources", default=None
+)
 
-class SourceError(FederationError):
-    """A data source cannot be read; the message names the dataset, never the data."""
+__all__ = ["DataSources", "RefreshReport", "SourceError"]
+
+
+@dataclass
+class RefreshReport:
+    """What one ``refresh`` did, per dataset: a new version, no change, or why not."""
+
+    reloaded: dict[str, int] = field(default_factory=dict)  # dataset: rows in the new version
+    unchanged: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # dataset: reason (rule and message)
+    waiting: list[str] = field(default_factory=list)  # changed, picked up once the file is still
 
 
 class DataSources:
@@ -47,76 +63,48 @@ class DataSources:
 
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
-        self._duck = duckdb.connect(":memory:")
-        self._duck_lock = threading.Lock()
         self._pg_local = threading.local()
-        # Datasets whose rows per unit never exceed the declared maximum need no truncation step.
-        self._within_bound: dict[str, bool] = {}
-        # Per file dataset, rows per category column whose value maps to nothing (counted at load).
+        # The current version of each exposed file source; replaced whole by ``refresh``.
+        self._versions: dict[str, FileVersion] = {}
+        self._versions_lock = threading.Lock()
+        self._refresh_lock = threading.Lock()
+        # A changed file is picked up once its signature held still for one check (``refresh``).
+        self._seen: dict[str, Signature] = {}
+        # Per PostgreSQL dataset, rows per category column whose value maps to nothing.
         self._unmapped: dict[str, dict[str, int]] = {}
         # PostgreSQL tables change under the node, so their counts are taken again, but at most
         # once per UNMAPPED_RECOUNT_SECONDS per dataset: a second full scan on every job would
         # double the work of the release path for a figure that only feeds the operator's log.
         self._unmapped_at: dict[str, float] = {}
-        for dataset in config.datasets.values():
-            if dataset.exposed:
-                self._load(dataset)
-
-    def _load(self, dataset: Dataset) -> None:
-        src = dataset.source
-        if src.kind == "postgres":
-            self._within_bound[dataset.name] = False
-            return
-        if src.path is None or not src.path.exists():
-            raise SourceError(
-                "source_unavailable",
-                f"dataset {dataset.name}: source file {src.path} does not exist",
-                node=self.config.node_id,
-            )
-        ids = {c.local: "VARCHAR" for c in dataset.columns.values() if c.kind == "identifier"}
-        name = quote_ident(table_name(dataset))
         try:
-            if src.kind == "csv":
-                self._duck.execute(
-                    f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM read_csv(?, header=true, types=?)",
-                    [str(src.path), ids],
-                )
-            else:
-                self._duck.execute(
-                    f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM read_parquet(?)", [str(src.path)]
-                )
-            present = {row[0] for row in self._duck.execute(f"DESCRIBE {name}").fetchall()}
-        except duckdb.Error as exc:
+            for dataset in config.datasets.values():
+                if dataset.exposed and dataset.source.kind != "postgres":
+                    self._versions[dataset.name] = self._build(dataset, self._signature(dataset))
+        except BaseException:
+            self.close()
+            raise
+        for dataset in self._file_datasets():
+            self._remove_stale(dataset)
+
+    def _file_datasets(self) -> list[Dataset]:
+        return [d for d in self.config.datasets.values() if d.exposed and d.source.kind != "postgres"]
+
+    def _signature(self, dataset: Dataset) -> Signature:
+        path = dataset.source.path
+        try:
+            if path is None:
+                raise FileNotFoundError
+            return Signature.of(path)
+        except OSError:
             raise SourceError(
                 "source_unavailable",
-                f"dataset {dataset.name}: cannot read {src.path} ({type(exc).__name__})",
+                f"dataset {dataset.name}: source file {path} does not exist",
                 node=self.config.node_id,
             ) from None
-        missing = sorted(c.local for c in dataset.columns.values() if c.local not in present)
-        if missing:
-            raise SourceError(
-                "config",
-                f"dataset {dataset.name}: declared columns missing from {src.path.name}: {missing}",
-                node=self.config.node_id,
-            )
-        self._count_unmapped(dataset, name)
-        self._premap(dataset, name)
-        unit = quote_ident(dataset.columns[dataset.privacy_unit].local)
-        top = self._duck.execute(
-            f"SELECT max(c) FROM (SELECT count(*) AS c FROM {name} GROUP BY {unit})"
-        ).fetchone()
-        self._within_bound[dataset.name] = top is not None and (top[0] or 0) <= dataset.max_rows_per_unit
 
-    def _count_unmapped(self, dataset: Dataset, name: str) -> None:
-        """Count, once at load, the rows each category column drops because their value maps to
-        nothing in the domain, and tell the operator (never the analyst: the counts are exact)."""
-        columns = category_columns(dataset)
-        if not columns:
-            return
-        sql, params = unmapped_sql(columns, DUCKDB, name)
-        counts = self._duck.execute(sql, params).fetchone() or ()
-        self._unmapped[dataset.name] = {c.name: int(n or 0) for c, n in zip(columns, counts, strict=True)}
-        for column, n in self._unmapped[dataset.name].items():
+    def _build(self, dataset: Dataset, signature: Signature) -> FileVersion:
+        version = build_version(self.config, dataset, signature)
+        for column, n in version.unmapped.items():
             if n:
                 log.warning(
                     "dataset %s column %s: %d row(s) with a value outside the domain fall in no group "
@@ -125,11 +113,116 @@ class DataSources:
                     column,
                     n,
                 )
+        return version
+
+    def _remove_stale(self, dataset: Dataset) -> None:
+        with self._versions_lock:
+            current = self._versions.get(dataset.name)
+            keep = set(current.files) if current is not None else set()
+        for path in stale_files(self.config, dataset, keep):
+            path.unlink(missing_ok=True)
+
+    # ------------------------------------------------------------------ versions
+
+    def refresh(
+        self, force: bool = False, announce: Callable[[FileVersion], None] | None = None
+    ) -> RefreshReport:
+        """Pick up file sources that changed on disk: build each new version aside, then swap it
+        in whole. Without ``force`` (the timer) a change is taken once the file's size and time
+        held still since the previous check; ``force`` (``federation node reload``) takes it now.
+        ``announce`` (the audit entry) runs before the swap; if it raises, the version is dropped."""
+        report = RefreshReport()
+        with self._refresh_lock:
+            for dataset in self._file_datasets():
+                name = dataset.name
+                with self._versions_lock:
+                    current = self._versions.get(name)
+                try:
+                    signature = self._signature(dataset)
+                except SourceError as exc:
+                    report.failed[name] = f"{exc.message} [rule: {exc.rule}]"
+                    continue
+                if current is not None and current.signature == signature:
+                    self._seen.pop(name, None)
+                    report.unchanged.append(name)
+                    continue
+                if not force and self._seen.get(name) != signature:
+                    self._seen[name] = signature
+                    report.waiting.append(name)
+                    continue
+                self._seen.pop(name, None)
+                try:
+                    version = self._build(dataset, signature)
+                except SourceError as exc:
+                    report.failed[name] = f"{exc.message} [rule: {exc.rule}]"
+                    continue
+                try:
+                    if announce is not None:
+                        announce(version)
+                except Exception as exc:  # noqa: BLE001 - an unrecorded version never answers
+                    version.retire()
+                    report.failed[name] = f"the new version was not recorded ({type(exc).__name__})"
+                    continue
+                with self._versions_lock:
+                    old = self._versions.get(name)
+                    self._versions[name] = version
+                if old is not None:
+                    old.retire()
+                report.reloaded[name] = version.rows
+                log.info("dataset %s: new version of %s in use (%d rows)", name, signature.path, version.rows)
+        return report
+
+    @contextmanager
+    def pinned(self) -> Iterator[None]:
+        """Every read inside sees, per file source, the version current at its first read: a job
+        never mixes two versions, and a version in use is not closed under it."""
+        if _PINNED.get() is not None:
+            yield
+            return
+        held: dict[str, FileVersion] = {}
+        token = _PINNED.set(held)
+        try:
+            yield
+        finally:
+            _PINNED.reset(token)
+            for version in held.values():
+                version.release()
+
+    @contextmanager
+    def _version(self, dataset: Dataset) -> Iterator[FileVersion]:
+        held = _PINNED.get()
+        if held is not None and dataset.name in held:
+            yield held[dataset.name]
+            return
+        with self._versions_lock:
+            version = self._versions.get(dataset.name)
+            if version is None:
+                raise SourceError(
+                    "source_unavailable",
+                    f"dataset {dataset.name}: no file source is loaded for it",
+                    node=self.config.node_id,
+                )
+            version.acquire()
+        if held is not None:
+            held[dataset.name] = version  # released when the job ends
+            yield version
+            return
+        try:
+            yield version
+        finally:
+            version.release()
+
+    def version_of(self, dataset: Dataset) -> Signature | None:
+        """The file signature of the version a read of ``dataset`` would use now (None: not a file)."""
+        if dataset.source.kind == "postgres":
+            return None
+        with self._version(dataset) as version:
+            return version.signature
 
     def unmapped(self, plan: Plan) -> dict[str, int]:
         """Rows per grouped or filtered category column of ``plan`` whose value maps to nothing;
-        counted at load for files, and for PostgreSQL by one scan over every category column at most
-        once per ``UNMAPPED_RECOUNT_SECONDS``. For the operator's log only."""
+        counted per version for files, and for PostgreSQL by one scan over every category column
+        at most once per ``UNMAPPED_RECOUNT_SECONDS``. For the operator's log only."""
         used = {c.name for c in plan.group_columns}
         if plan.filter is not None:
             used |= filter_columns(plan.filter)
@@ -137,15 +230,18 @@ class DataSources:
         if not columns:
             return {}
         name = plan.dataset.name
-        if plan.dataset.source.kind == "postgres":
-            fresh = time.monotonic() - self._unmapped_at.get(name, -math.inf) < UNMAPPED_RECOUNT_SECONDS
-            if not fresh:
-                every = category_columns(plan.dataset)
-                sql, params = unmapped_sql(every, POSTGRES, POSTGRES.table(plan.dataset))
-                rows = self.fetch(plan.dataset, sql, params)
-                counts = rows[0] if rows else ()
-                self._unmapped[name] = {c.name: int(n or 0) for c, n in zip(every, counts, strict=False)}
-                self._unmapped_at[name] = time.monotonic()
+        if plan.dataset.source.kind != "postgres":
+            with self._version(plan.dataset) as version:
+                known = version.unmapped
+            return {c.name: known.get(c.name, 0) for c in columns}
+        fresh = time.monotonic() - self._unmapped_at.get(name, -math.inf) < UNMAPPED_RECOUNT_SECONDS
+        if not fresh:
+            every = category_columns(plan.dataset)
+            sql, params = unmapped_sql(every, POSTGRES, POSTGRES.table(plan.dataset))
+            rows = self.fetch(plan.dataset, sql, params)
+            counts = rows[0] if rows else ()
+            self._unmapped[name] = {c.name: int(n or 0) for c, n in zip(every, counts, strict=False)}
+            self._unmapped_at[name] = time.monotonic()
         known = self._unmapped.get(name, {})
         return {c.name: known.get(c.name, 0) for c in columns}
 
@@ -164,20 +260,6 @@ class DataSources:
                     column,
                 )
 
-    def _premap(self, dataset: Dataset, name: str) -> None:
-        """Map local codes to the shared vocabulary once, at load time, instead of in every query."""
-        mapped = [c for c in dataset.columns.values() if c.kind == "category" and c.codes]
-        if not mapped:
-            return
-        builder = SqlBuilder(DUCKDB)
-        exprs = [f"{builder.shared(c)} AS {quote_ident(premapped_name(c))}" for c in mapped]
-        staging = quote_ident(f"{table_name(dataset)}__staging")
-        self._duck.execute(
-            f"CREATE OR REPLACE TABLE {staging} AS SELECT *, {', '.join(exprs)} FROM {name}", builder.params
-        )
-        self._duck.execute(f"DROP TABLE {name}")
-        self._duck.execute(f"ALTER TABLE {staging} RENAME TO {quote_ident(table_name(dataset))}")
-
     def _pg(self, dsn: str) -> Any:
         import psycopg
 
@@ -191,7 +273,10 @@ class DataSources:
 
     def _needs_truncation(self, plan: Plan) -> bool:
         # PostgreSQL tables are not scanned at start-up, so their rows per unit are always bounded.
-        within = self._within_bound.get(plan.dataset.name, False)
+        within = False
+        if plan.dataset.source.kind != "postgres":
+            with self._version(plan.dataset) as version:
+                within = version.within_bound
         return not within or plan.rows_per_unit < plan.dataset.max_rows_per_unit
 
     def needs_truncation(self, plan: Plan) -> bool:
@@ -211,10 +296,11 @@ class DataSources:
 
     def dialect(self, dataset: Dataset, premapped: bool = True) -> Dialect:
         """The SQL dialect of the dataset's engine; ``premapped`` reads the shared-vocabulary
-        columns that loading a file source added (``_premap``) instead of mapping codes in SQL."""
+        columns that converting a CSV source added instead of mapping codes in SQL (Parquet,
+        read in place, maps them in every query)."""
         if dataset.source.kind == "postgres":
             return POSTGRES
-        return DUCKDB_PREMAPPED if premapped else DUCKDB
+        return DUCKDB_PREMAPPED if premapped and dataset.source.kind == "csv" else DUCKDB
 
     def run(self, plan: Plan, units: bool = True) -> list[tuple[Any, ...]]:
         """Exact per-group aggregates of a checked plan, in the SQL of the dataset's engine."""
@@ -242,9 +328,8 @@ class DataSources:
                     node=self.config.node_id,
                 ) from None
         try:
-            with self._duck_lock:
-                cursor = self._duck.cursor()
-            return cursor.execute(sql, params).fetchall()
+            with self._version(dataset) as version:
+                return version.fetch(sql, params, self.config.node_id)
         except duckdb.Error as exc:
             raise SourceError(
                 "source_unavailable",
@@ -254,11 +339,12 @@ class DataSources:
 
     def ping(self) -> None:
         """Raise when a source of an exposed dataset does not answer (readiness, nodes/metrics.py):
-        the in-memory engine, and a fresh short connection to each PostgreSQL source."""
+        each file source's engine, and a fresh short connection to each PostgreSQL source."""
         import psycopg
 
-        with self._duck_lock:
-            self._duck.execute("SELECT 1").fetchone()
+        for dataset in self._file_datasets():
+            with self._version(dataset) as version:
+                version.ping()
         dsns = {
             d.source.dsn for d in self.config.datasets.values() if d.exposed and d.source.kind == "postgres"
         }
@@ -270,4 +356,7 @@ class DataSources:
     def close(self) -> None:
         for conn in getattr(self._pg_local, "conns", {}).values():
             conn.close()
-        self._duck.close()
+        with self._versions_lock:
+            versions, self._versions = list(self._versions.values()), {}
+        for version in versions:
+            version.retire(discard=False)

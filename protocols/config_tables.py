@@ -97,3 +97,19 @@ def table_model(
     for key, kind in (extra or {}).items():
         fields[key] = (kind | None, None)
     return create_model(name, __base__=Table, **fields)
+
+
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(?:([KMGT])(i?))?B\s*", re.IGNORECASE)
+
+
+def byte_size(text: str) -> int:
+    """Bytes in a size as DuckDB writes them ("512MB", "1GB", "2GiB"); ``ValueError`` otherwise."""
+    match = _SIZE.fullmatch(text) if isinstance(text, str) else None
+    if match is None:
+        raise ValueError(f"not a size: {text!r}")
+    number, prefix, binary = match.groups()
+    power = "KMGT".index(prefix.upper()) + 1 if prefix else 0
+    size = int(float(number) * (1024 if binary else 1000) ** power)
+    if size <= 0:
+        raise ValueError(f"not a size: {text!r}")
+    return size

@@ -1,0 +1,397 @@
+"""File sources as versions: Parquet queried in place, CSV converted once into a DuckDB file.
+
+A node never holds a file source in memory. Each version of a source is a DuckDB database of its
+own, opened with the operator's ``memory_limit``, ``threads`` and a spill folder in the node's
+state (DuckDB spills sorts, joins and aggregates past the limit to ``temp_directory``):
+
+* **Parquet** is read where it lies, through a view over ``read_parquet``, so DuckDB pushes
+  projections and filters down into the scan. The version reads a hard link to the file made in
+  the state folder when that is possible: a file replaced by rename (the safe way to publish one)
+  then leaves the old version's rows intact until its last job ends. Every query re-checks the
+  file's size and modification time afterwards, so a file rewritten in place under a running job
+  fails that job (``source_changed``) instead of answering from two versions.
+* **CSV** is converted once into ``<state_dir>/sources/<dataset>-<key>.duckdb``, with the shared
+  vocabulary mapped at conversion (as the in-memory load did before); ``key`` digests the file's
+  path, size and modification time and the dataset's declaration, so a restart over the same file
+  reuses the conversion and a changed file or mapping makes a new one. Conversion writes a
+  temporary file and renames it, so a half-converted file is never opened.
+
+What a version counts when it is built (rows per unit within the declared maximum, rows whose
+category value maps to nothing) is kept next to it in ``<dataset>-<key>.json``, so a restart does
+not scan a large file again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from nodes.check import category_columns, unmapped_sql
+from nodes.config import Dataset, NodeConfig
+from nodes.sqlgen import DUCKDB, SqlBuilder, premapped_name, quote_ident, table_name
+from protocols.errors import FederationError
+
+log = logging.getLogger("federation.node")
+
+SOURCES_DIR = "sources"  # under state_dir: converted CSV, pinned Parquet links, counts
+SPILL_DIR = "duckdb_tmp"  # under state_dir, unless temp_directory is set
+
+
+class SourceError(FederationError):
+    """A data source cannot be read; the message names the dataset, never the data."""
+
+
+@dataclass(frozen=True)
+class Signature:
+    """What tells one version of a file from the next: its size and modification time."""
+
+    path: str
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, path: Path) -> Signature:
+        st = os.stat(path)
+        return cls(str(path), st.st_size, st.st_mtime_ns)
+
+
+@dataclass(frozen=True)
+class DuckSettings:
+    """The DuckDB settings of one source's database (docs/config.md, "DuckDB settings")."""
+
+    memory_limit: str
+    threads: int
+    temp_directory: Path
+
+    def config(self) -> dict[str, Any]:
+        settings: dict[str, Any] = {
+            "memory_limit": self.memory_limit,
+            "temp_directory": str(self.temp_directory),
+            # Sources are read only: DuckDB need not keep insertion order for them.
+            "preserve_insertion_order": False,
+        }
+        if self.threads:
+            settings["threads"] = self.threads
+        return settings
+
+
+def duck_settings(config: NodeConfig, dataset: Dataset) -> DuckSettings:
+    """The source's own settings where it sets them, the node's otherwise."""
+    src = dataset.source
+    spill = config.duckdb_temp_directory or (config.state_dir / SPILL_DIR)
+    return DuckSettings(
+        memory_limit=src.memory_limit or config.duckdb_memory_limit,
+        threads=src.threads or config.duckdb_threads,
+        temp_directory=spill / dataset.name,
+    )
+
+
+def connect(settings: DuckSettings, database: str = ":memory:", read_only: bool = False) -> Any:
+    settings.temp_directory.mkdir(parents=True, exist_ok=True)
+    return duckdb.connect(database, read_only=read_only, config=settings.config())
+
+
+def scan_sql(dataset: Dataset, path: Path | None = None) -> tuple[str, list[Any]]:
+    """A FROM item reading the dataset's file in place, and its parameters (identifier columns are
+    read as text, so leading zeros of KvK numbers and postcodes survive)."""
+    src = dataset.source
+    target = str(path or src.path)
+    if src.kind == "csv":
+        ids = {c.local: "VARCHAR" for c in dataset.columns.values() if c.kind == "identifier"}
+        return "read_csv(?, header=true, types=?)", [target, ids]
+    return "read_parquet(?)", [target]
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def declaration_digest(dataset: Dataset) -> str:
+    """What a conversion and its counts depend on besides the file: columns, codes, unit, bound."""
+    declared = {
+        "columns": [dataclasses.asdict(c) for c in dataset.columns.values()],
+        "unit": dataset.privacy_unit,
+        "max_rows": dataset.max_rows_per_unit,
+        "kind": dataset.source.kind,
+    }
+    return hashlib.sha256(json.dumps(declared, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def version_key(dataset: Dataset, signature: Signature) -> str:
+    text = json.dumps([dataclasses.asdict(signature), declaration_digest(dataset)], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class FileVersion:
+    """One version of one file source: its own DuckDB database, and what was counted in it.
+
+    Jobs hold a version while they run (``acquire``/``release``); a replaced version is closed and
+    its files removed when the last job holding it lets go.
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        signature: Signature,
+        key: str,
+        conn: Any,
+        files: list[Path],
+        within_bound: bool,
+        unmapped: dict[str, int],
+        watched: Path | None,
+        rows: int,
+    ) -> None:
+        self.dataset = dataset
+        self.signature = signature
+        self.key = key
+        self.files = files
+        self.within_bound = within_bound
+        self.unmapped = unmapped
+        self.rows = rows
+        # The file this version reads in place (Parquet): checked after each query.
+        self._watched = watched
+        self._watched_signature = Signature.of(watched) if watched is not None else None
+        self._conn = conn
+        self._lock = threading.Lock()
+        self._users = 0
+        self._retired = False
+        self._closed = False
+        self._discard = False
+
+    def acquire(self) -> FileVersion:
+        with self._lock:
+            self._users += 1
+        return self
+
+    def release(self) -> None:
+        with self._lock:
+            self._users -= 1
+            done = self._retired and self._users == 0
+        if done:
+            self._close()
+
+    def retire(self, discard: bool = True) -> None:
+        """No new job gets this version; it closes once the jobs holding it have ended, and with
+        ``discard`` (a newer version replaced it) its files go too. A node that stops keeps them,
+        so the next start reuses the conversion."""
+        with self._lock:
+            self._retired = True
+            self._discard = discard
+            done = self._users == 0
+        if done:
+            self._close()
+
+    def _close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        try:
+            self._conn.close()
+        except duckdb.Error:
+            pass
+        if self._discard:
+            for path in self.files:
+                path.unlink(missing_ok=True)
+
+    def fetch(self, sql: str, params: list[Any], node: str) -> list[tuple[Any, ...]]:
+        with self._lock:
+            cursor = self._conn.cursor()
+        try:
+            rows: list[tuple[Any, ...]] = cursor.execute(sql, params).fetchall()
+        finally:
+            cursor.close()
+        if self._watched is not None and not self._unchanged():
+            raise SourceError(
+                "source_changed",
+                f"dataset {self.dataset.name}: the source file changed on disk while the job read it; "
+                "nothing is released (ask again once the node has picked up the new file)",
+                node=node,
+            )
+        return rows
+
+    def _unchanged(self) -> bool:
+        assert self._watched is not None
+        try:
+            return Signature.of(self._watched) == self._watched_signature
+        except OSError:
+            return False
+
+    def ping(self) -> None:
+        with self._lock:
+            cursor = self._conn.cursor()
+        try:
+            cursor.execute("SELECT 1").fetchone()
+        finally:
+            cursor.close()
+
+
+def sources_dir(config: NodeConfig) -> Path:
+    return config.state_dir / SOURCES_DIR
+
+
+def _pin_parquet(source: Path, target: Path) -> Path | None:
+    """A hard link to the Parquet file in the state folder, or ``None`` (another file system, or
+    links not allowed): then the version reads the file in place and watches it."""
+    target.unlink(missing_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        return None
+    return target
+
+
+def build_version(config: NodeConfig, dataset: Dataset, signature: Signature) -> FileVersion:
+    """Open (CSV: convert first, unless already converted) a version of ``dataset``'s file."""
+    node = config.node_id
+    folder = sources_dir(config)
+    folder.mkdir(parents=True, exist_ok=True)
+    key = version_key(dataset, signature)
+    stem = folder / f"{dataset.name}-{key}"
+    settings = duck_settings(config, dataset)
+    path = Path(signature.path)
+    try:
+        if dataset.source.kind == "csv":
+            database = stem.with_suffix(".duckdb")
+            if database.exists():
+                log.info("dataset %s: reusing the conversion of %s", dataset.name, path.name)
+            else:
+                _convert_csv(dataset, signature, database, settings, node)
+            conn = connect(settings, str(database), read_only=True)
+            files, watched = [database], None
+        else:
+            pinned = _pin_parquet(path, stem.with_suffix(".parquet"))
+            conn = connect(settings)
+            scan = pinned or path
+            conn.execute(
+                f"CREATE VIEW {quote_ident(table_name(dataset))} AS SELECT * FROM read_parquet({_literal(str(scan))})"
+            )
+            files, watched = ([pinned] if pinned else []), scan
+            if pinned is not None and Signature.of(path) != signature:
+                raise _changed(dataset, node)
+    except duckdb.Error as exc:
+        raise SourceError(
+            "source_unavailable",
+            f"dataset {dataset.name}: cannot read {path} ({type(exc).__name__})",
+            node=node,
+        ) from None
+    try:
+        _check_declared(conn, dataset, node)
+        counts = _counts(conn, dataset, stem.with_suffix(".json"))
+    except BaseException:
+        conn.close()
+        raise
+    files.append(stem.with_suffix(".json"))
+    return FileVersion(
+        dataset,
+        signature,
+        key,
+        conn,
+        files,
+        within_bound=bool(counts["within_bound"]),
+        unmapped={k: int(v) for k, v in counts["unmapped"].items()},
+        watched=watched,
+        rows=int(counts["rows"]),
+    )
+
+
+def _changed(dataset: Dataset, node: str) -> SourceError:
+    return SourceError(
+        "source_changed",
+        f"dataset {dataset.name}: the source file changed on disk while it was being loaded; "
+        "the version in use stays until the file is still",
+        node=node,
+    )
+
+
+def _convert_csv(
+    dataset: Dataset, signature: Signature, database: Path, settings: DuckSettings, node: str
+) -> None:
+    """CSV into a DuckDB file, shared vocabulary mapped once; written aside, then renamed."""
+    partial = database.with_name(f"{database.name}.partial-{os.getpid()}")
+    partial.unlink(missing_ok=True)
+    name = quote_ident(table_name(dataset))
+    scan, params = scan_sql(dataset, Path(signature.path))
+    mapped = [c for c in dataset.columns.values() if c.kind == "category" and c.codes]
+    builder = SqlBuilder(DUCKDB)
+    extra = "".join(f", {builder.shared(c)} AS {quote_ident(premapped_name(c))}" for c in mapped)
+    conn = connect(settings, str(partial))
+    try:
+        conn.execute(f"CREATE TABLE {name} AS SELECT *{extra} FROM {scan}", builder.params + params)
+        conn.execute("CHECKPOINT")
+    except BaseException:
+        conn.close()
+        partial.unlink(missing_ok=True)
+        raise
+    conn.close()
+    if Signature.of(Path(signature.path)) != signature:
+        partial.unlink(missing_ok=True)
+        raise _changed(dataset, node)
+    os.replace(partial, database)
+
+
+def _check_declared(conn: Any, dataset: Dataset, node: str) -> None:
+    name = quote_ident(table_name(dataset))
+    present = {row[0] for row in conn.execute(f"DESCRIBE {name}").fetchall()}
+    missing = sorted(c.local for c in dataset.columns.values() if c.local not in present)
+    if missing:
+        assert dataset.source.path is not None
+        raise SourceError(
+            "config",
+            f"dataset {dataset.name}: declared columns missing from {dataset.source.path.name}: {missing}",
+            node=node,
+        )
+
+
+def _counts(conn: Any, dataset: Dataset, path: Path) -> dict[str, Any]:
+    """Rows, whether every unit is within ``max_rows_per_unit``, and unmapped rows per category
+    column: read from ``path`` when this version was counted before, else counted and kept."""
+    try:
+        known: dict[str, Any] = json.loads(path.read_text())
+        if set(known) == {"rows", "within_bound", "unmapped"}:
+            return known
+    except (OSError, ValueError):
+        pass
+    name = quote_ident(table_name(dataset))
+    unit = quote_ident(dataset.columns[dataset.privacy_unit].local)
+    top = conn.execute(
+        f"SELECT max(c), sum(c) FROM (SELECT count(*) AS c FROM {name} GROUP BY {unit})"
+    ).fetchone()
+    unmapped: dict[str, int] = {}
+    columns = category_columns(dataset)
+    if columns:
+        sql, params = unmapped_sql(columns, DUCKDB, name)
+        found = conn.execute(sql, params).fetchone() or ()
+        unmapped = {c.name: int(n or 0) for c, n in zip(columns, found, strict=True)}
+    counts = {
+        "rows": int((top[1] if top else 0) or 0),
+        "within_bound": top is not None and (top[0] or 0) <= dataset.max_rows_per_unit,
+        "unmapped": unmapped,
+    }
+    partial = path.with_name(f"{path.name}.partial")
+    partial.write_text(json.dumps(counts))
+    os.replace(partial, path)
+    return counts
+
+
+def stale_files(config: NodeConfig, dataset: Dataset, keep: set[Path]) -> list[Path]:
+    """Files of ``dataset`` in the sources folder that no current version uses (left by a crash
+    or by a version of a file that has since changed)."""
+    folder = sources_dir(config)
+    if not folder.is_dir():
+        return []
+    prefix = f"{dataset.name}-"
+    return [
+        p
+        for p in folder.iterdir()
+        if p.name.startswith(prefix) and p not in keep and len(p.name.split(".")[0]) == len(prefix) + 16
+    ]
