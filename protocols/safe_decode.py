@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 
 from protocols import federation_pb2 as pb
@@ -34,8 +35,68 @@ class Undecodable:
         return f"{self.reason} [rule: {self.rule}]"
 
 
-def _undecodable(exc: DecodeError, job_id: str = "") -> Undecodable:
-    if "MaxDepth" in str(exc):
+# The decoder's recursion limit (protobuf's default); past it a message does not decode.
+DECODER_MAX_DEPTH = 100
+
+
+def _varint(data: bytes, at: int) -> tuple[int, int]:
+    value, shift = 0, 0
+    while True:
+        if at >= len(data) or shift > 63:
+            raise ValueError("truncated varint")
+        byte = data[at]
+        value |= (byte & 0x7F) << shift
+        at, shift = at + 1, shift + 7
+        if not byte & 0x80:
+            return value, at
+
+
+def nesting_depth(descriptor: Descriptor, data: bytes) -> int | None:
+    """How deep the message fields of ``data`` nest, read along ``descriptor``'s schema
+    (protobuf wire format), or ``None`` when the bytes are not a well-formed message.
+
+    The decoder names neither cause of a failure (protobuf 6 says only "Error parsing message"),
+    so a refusal tells "nested too deep" from "garbled" by walking the wire format itself.
+    Iterative, so no depth of input can exhaust the Python stack.
+    """
+    deepest = 0
+    stack: list[tuple[Descriptor, bytes, int]] = [(descriptor, data, 1)]
+    try:
+        while stack:
+            desc, body, depth = stack.pop()
+            deepest = max(deepest, depth)
+            at = 0
+            while at < len(body):
+                tag, at = _varint(body, at)
+                number, wire = tag >> 3, tag & 7
+                if wire == 0:
+                    _, at = _varint(body, at)
+                elif wire == 1:
+                    at += 8
+                elif wire == 5:
+                    at += 4
+                elif wire == 2:
+                    size, at = _varint(body, at)
+                    if at + size > len(body):
+                        return None
+                    field = desc.fields_by_number.get(number)
+                    if field is not None and field.type == FieldDescriptor.TYPE_MESSAGE:
+                        stack.append((field.message_type, body[at : at + size], depth + 1))
+                    at += size
+                else:
+                    return None
+                if at > len(body):
+                    return None
+    except ValueError:
+        return None
+    return deepest
+
+
+def _undecodable(
+    exc: DecodeError, job_id: str = "", descriptor: Descriptor | None = None, data: bytes = b""
+) -> Undecodable:
+    depth = nesting_depth(descriptor, data) if descriptor is not None else None
+    if "MaxDepth" in str(exc) or (depth is not None and depth > DECODER_MAX_DEPTH):
         return Undecodable(
             EXPRESSION_TOO_DEEP, "the message is nested deeper than the decoder allows", job_id
         )
@@ -49,7 +110,7 @@ def decoder(cls: type[Message]) -> Callable[[bytes], Any]:
         try:
             return cls.FromString(data)
         except DecodeError as exc:
-            return _undecodable(exc)
+            return _undecodable(exc, descriptor=cls.DESCRIPTOR, data=data)
 
     return decode
 
@@ -65,7 +126,7 @@ def decode_coordinator_message(data: bytes) -> pb.CoordinatorMessage | Undecodab
             job_id = envelope.job.job_id if envelope.WhichOneof("kind") == "job" else ""
         except DecodeError:
             job_id = ""
-        return _undecodable(exc, job_id)
+        return _undecodable(exc, job_id, pb.CoordinatorMessage.DESCRIPTOR, data)
 
 
 def node_link_connect(channel: grpc.Channel) -> Any:
