@@ -711,15 +711,231 @@ class OverlapResponse(_message.Message):
     sum_ci_half_width: float
     def __init__(self, job_id: _Optional[str] = ..., ok: _Optional[bool] = ..., error: _Optional[str] = ..., error_rule: _Optional[str] = ..., datasets: _Optional[_Iterable[str]] = ..., patterns: _Optional[_Iterable[_Union[OverlapPatternCount, _Mapping]]] = ..., parties: _Optional[_Iterable[_Union[OverlapParty, _Mapping]]] = ..., nodes: _Optional[_Iterable[_Union[NodeOutcome, _Mapping]]] = ..., epsilon: _Optional[float] = ..., noise_sd: _Optional[float] = ..., ci_half_width: _Optional[float] = ..., group_by: _Optional[str] = ..., groups: _Optional[_Iterable[_Union[OverlapGroup, _Mapping]]] = ..., sum_noise_sd: _Optional[float] = ..., sum_ci_half_width: _Optional[float] = ...) -> None: ...
 
+class Covariate(_message.Message):
+    __slots__ = ("column", "bounds", "reference")
+    COLUMN_FIELD_NUMBER: _ClassVar[int]
+    BOUNDS_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    column: str
+    bounds: ClampBounds
+    reference: Value
+    def __init__(self, column: _Optional[str] = ..., bounds: _Optional[_Union[ClampBounds, _Mapping]] = ..., reference: _Optional[_Union[Value, _Mapping]] = ...) -> None: ...
+
+class TrainerParams(_message.Message):
+    __slots__ = ("learning_rate", "local_epochs", "batch_size", "proximal_mu", "l2", "clip_norm", "hidden", "seed", "classes")
+    LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
+    LOCAL_EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PROXIMAL_MU_FIELD_NUMBER: _ClassVar[int]
+    L2_FIELD_NUMBER: _ClassVar[int]
+    CLIP_NORM_FIELD_NUMBER: _ClassVar[int]
+    HIDDEN_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    CLASSES_FIELD_NUMBER: _ClassVar[int]
+    learning_rate: float
+    local_epochs: int
+    batch_size: int
+    proximal_mu: float
+    l2: float
+    clip_norm: float
+    hidden: _containers.RepeatedScalarFieldContainer[int]
+    seed: int
+    classes: int
+    def __init__(self, learning_rate: _Optional[float] = ..., local_epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., proximal_mu: _Optional[float] = ..., l2: _Optional[float] = ..., clip_norm: _Optional[float] = ..., hidden: _Optional[_Iterable[int]] = ..., seed: _Optional[int] = ..., classes: _Optional[int] = ...) -> None: ...
+
+class ModelSpec(_message.Message):
+    __slots__ = ("dataset", "outcome", "covariates", "filter", "trainer", "family", "no_intercept", "max_iterations", "tolerance", "privacy", "project", "params", "min_nodes", "max_rows_per_unit", "node")
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    COVARIATES_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    TRAINER_FIELD_NUMBER: _ClassVar[int]
+    FAMILY_FIELD_NUMBER: _ClassVar[int]
+    NO_INTERCEPT_FIELD_NUMBER: _ClassVar[int]
+    MAX_ITERATIONS_FIELD_NUMBER: _ClassVar[int]
+    TOLERANCE_FIELD_NUMBER: _ClassVar[int]
+    PRIVACY_FIELD_NUMBER: _ClassVar[int]
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    MIN_NODES_FIELD_NUMBER: _ClassVar[int]
+    MAX_ROWS_PER_UNIT_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    dataset: str
+    outcome: str
+    covariates: _containers.RepeatedCompositeFieldContainer[Covariate]
+    filter: Filter
+    trainer: str
+    family: str
+    no_intercept: bool
+    max_iterations: int
+    tolerance: float
+    privacy: PrivacyRequest
+    project: str
+    params: TrainerParams
+    min_nodes: int
+    max_rows_per_unit: int
+    node: str
+    def __init__(self, dataset: _Optional[str] = ..., outcome: _Optional[str] = ..., covariates: _Optional[_Iterable[_Union[Covariate, _Mapping]]] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., trainer: _Optional[str] = ..., family: _Optional[str] = ..., no_intercept: _Optional[bool] = ..., max_iterations: _Optional[int] = ..., tolerance: _Optional[float] = ..., privacy: _Optional[_Union[PrivacyRequest, _Mapping]] = ..., project: _Optional[str] = ..., params: _Optional[_Union[TrainerParams, _Mapping]] = ..., min_nodes: _Optional[int] = ..., max_rows_per_unit: _Optional[int] = ..., node: _Optional[str] = ...) -> None: ...
+
+class ModelBlock(_message.Message):
+    __slots__ = ("name", "length", "scale", "l2", "mechanism", "noise_sd", "parts")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    SCALE_FIELD_NUMBER: _ClassVar[int]
+    L2_FIELD_NUMBER: _ClassVar[int]
+    MECHANISM_FIELD_NUMBER: _ClassVar[int]
+    NOISE_SD_FIELD_NUMBER: _ClassVar[int]
+    PARTS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    length: int
+    scale: float
+    l2: float
+    mechanism: str
+    noise_sd: float
+    parts: int
+    def __init__(self, name: _Optional[str] = ..., length: _Optional[int] = ..., scale: _Optional[float] = ..., l2: _Optional[float] = ..., mechanism: _Optional[str] = ..., noise_sd: _Optional[float] = ..., parts: _Optional[int] = ...) -> None: ...
+
+class ModelStep(_message.Message):
+    __slots__ = ("job_id", "model_id", "iteration", "round", "payload", "config", "spec", "parameters")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    ITERATION_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_FIELD_NUMBER: _ClassVar[int]
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    model_id: str
+    iteration: int
+    round: int
+    payload: bytes
+    config: SecureConfig
+    spec: ModelSpec
+    parameters: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, job_id: _Optional[str] = ..., model_id: _Optional[str] = ..., iteration: _Optional[int] = ..., round: _Optional[int] = ..., payload: _Optional[bytes] = ..., config: _Optional[_Union[SecureConfig, _Mapping]] = ..., spec: _Optional[_Union[ModelSpec, _Mapping]] = ..., parameters: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class ModelReply(_message.Message):
+    __slots__ = ("job_id", "iteration", "round", "payload", "blocks", "terms", "limbs", "cost", "audit_digest")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    ITERATION_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    BLOCKS_FIELD_NUMBER: _ClassVar[int]
+    TERMS_FIELD_NUMBER: _ClassVar[int]
+    LIMBS_FIELD_NUMBER: _ClassVar[int]
+    COST_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    iteration: int
+    round: int
+    payload: bytes
+    blocks: _containers.RepeatedCompositeFieldContainer[ModelBlock]
+    terms: _containers.RepeatedScalarFieldContainer[str]
+    limbs: int
+    cost: NodeCost
+    audit_digest: str
+    def __init__(self, job_id: _Optional[str] = ..., iteration: _Optional[int] = ..., round: _Optional[int] = ..., payload: _Optional[bytes] = ..., blocks: _Optional[_Iterable[_Union[ModelBlock, _Mapping]]] = ..., terms: _Optional[_Iterable[str]] = ..., limbs: _Optional[int] = ..., cost: _Optional[_Union[NodeCost, _Mapping]] = ..., audit_digest: _Optional[str] = ...) -> None: ...
+
+class ModelRoundRequest(_message.Message):
+    __slots__ = ("spec", "model_id", "iteration", "parameters", "timeout_seconds")
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    ITERATION_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    spec: ModelSpec
+    model_id: str
+    iteration: int
+    parameters: _containers.RepeatedScalarFieldContainer[float]
+    timeout_seconds: float
+    def __init__(self, spec: _Optional[_Union[ModelSpec, _Mapping]] = ..., model_id: _Optional[str] = ..., iteration: _Optional[int] = ..., parameters: _Optional[_Iterable[float]] = ..., timeout_seconds: _Optional[float] = ...) -> None: ...
+
+class ModelRoundResponse(_message.Message):
+    __slots__ = ("job_id", "model_id", "iteration", "ok", "error", "error_rule", "sums", "blocks", "terms", "nodes")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    ITERATION_FIELD_NUMBER: _ClassVar[int]
+    OK_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    ERROR_RULE_FIELD_NUMBER: _ClassVar[int]
+    SUMS_FIELD_NUMBER: _ClassVar[int]
+    BLOCKS_FIELD_NUMBER: _ClassVar[int]
+    TERMS_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    model_id: str
+    iteration: int
+    ok: bool
+    error: str
+    error_rule: str
+    sums: _containers.RepeatedScalarFieldContainer[float]
+    blocks: _containers.RepeatedCompositeFieldContainer[ModelBlock]
+    terms: _containers.RepeatedScalarFieldContainer[str]
+    nodes: _containers.RepeatedCompositeFieldContainer[NodeOutcome]
+    def __init__(self, job_id: _Optional[str] = ..., model_id: _Optional[str] = ..., iteration: _Optional[int] = ..., ok: _Optional[bool] = ..., error: _Optional[str] = ..., error_rule: _Optional[str] = ..., sums: _Optional[_Iterable[float]] = ..., blocks: _Optional[_Iterable[_Union[ModelBlock, _Mapping]]] = ..., terms: _Optional[_Iterable[str]] = ..., nodes: _Optional[_Iterable[_Union[NodeOutcome, _Mapping]]] = ...) -> None: ...
+
+class ModelRequest(_message.Message):
+    __slots__ = ("spec", "timeout_seconds", "formula")
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    FORMULA_FIELD_NUMBER: _ClassVar[int]
+    spec: ModelSpec
+    timeout_seconds: float
+    formula: str
+    def __init__(self, spec: _Optional[_Union[ModelSpec, _Mapping]] = ..., timeout_seconds: _Optional[float] = ..., formula: _Optional[str] = ...) -> None: ...
+
+class ModelResponse(_message.Message):
+    __slots__ = ("job_id", "ok", "error", "error_rule", "terms", "params", "covariance", "deviance", "null_deviance", "n", "iterations", "converged", "dispersion", "log_likelihood", "nodes", "rho", "noise_sd", "deviance_trace")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    OK_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    ERROR_RULE_FIELD_NUMBER: _ClassVar[int]
+    TERMS_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    COVARIANCE_FIELD_NUMBER: _ClassVar[int]
+    DEVIANCE_FIELD_NUMBER: _ClassVar[int]
+    NULL_DEVIANCE_FIELD_NUMBER: _ClassVar[int]
+    N_FIELD_NUMBER: _ClassVar[int]
+    ITERATIONS_FIELD_NUMBER: _ClassVar[int]
+    CONVERGED_FIELD_NUMBER: _ClassVar[int]
+    DISPERSION_FIELD_NUMBER: _ClassVar[int]
+    LOG_LIKELIHOOD_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    RHO_FIELD_NUMBER: _ClassVar[int]
+    NOISE_SD_FIELD_NUMBER: _ClassVar[int]
+    DEVIANCE_TRACE_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    ok: bool
+    error: str
+    error_rule: str
+    terms: _containers.RepeatedScalarFieldContainer[str]
+    params: _containers.RepeatedScalarFieldContainer[float]
+    covariance: _containers.RepeatedScalarFieldContainer[float]
+    deviance: float
+    null_deviance: float
+    n: float
+    iterations: int
+    converged: bool
+    dispersion: float
+    log_likelihood: float
+    nodes: _containers.RepeatedCompositeFieldContainer[NodeOutcome]
+    rho: float
+    noise_sd: _containers.RepeatedScalarFieldContainer[float]
+    deviance_trace: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, job_id: _Optional[str] = ..., ok: _Optional[bool] = ..., error: _Optional[str] = ..., error_rule: _Optional[str] = ..., terms: _Optional[_Iterable[str]] = ..., params: _Optional[_Iterable[float]] = ..., covariance: _Optional[_Iterable[float]] = ..., deviance: _Optional[float] = ..., null_deviance: _Optional[float] = ..., n: _Optional[float] = ..., iterations: _Optional[int] = ..., converged: _Optional[bool] = ..., dispersion: _Optional[float] = ..., log_likelihood: _Optional[float] = ..., nodes: _Optional[_Iterable[_Union[NodeOutcome, _Mapping]]] = ..., rho: _Optional[float] = ..., noise_sd: _Optional[_Iterable[float]] = ..., deviance_trace: _Optional[_Iterable[float]] = ...) -> None: ...
+
 class ApprovalQuery(_message.Message):
-    __slots__ = ("kind", "query", "overlap")
+    __slots__ = ("kind", "query", "overlap", "model")
     KIND_FIELD_NUMBER: _ClassVar[int]
     QUERY_FIELD_NUMBER: _ClassVar[int]
     OVERLAP_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
     kind: str
     query: QuerySpec
     overlap: OverlapSpec
-    def __init__(self, kind: _Optional[str] = ..., query: _Optional[_Union[QuerySpec, _Mapping]] = ..., overlap: _Optional[_Union[OverlapSpec, _Mapping]] = ...) -> None: ...
+    model: ModelSpec
+    def __init__(self, kind: _Optional[str] = ..., query: _Optional[_Union[QuerySpec, _Mapping]] = ..., overlap: _Optional[_Union[OverlapSpec, _Mapping]] = ..., model: _Optional[_Union[ModelSpec, _Mapping]] = ...) -> None: ...
 
 class ApprovalStatus(_message.Message):
     __slots__ = ("node", "job_hash", "template_hash", "approved", "scope", "approved_by", "approved_at")
@@ -740,12 +956,13 @@ class ApprovalStatus(_message.Message):
     def __init__(self, node: _Optional[str] = ..., job_hash: _Optional[str] = ..., template_hash: _Optional[str] = ..., approved: _Optional[bool] = ..., scope: _Optional[str] = ..., approved_by: _Optional[str] = ..., approved_at: _Optional[str] = ...) -> None: ...
 
 class JobRequest(_message.Message):
-    __slots__ = ("job_id", "query", "budget", "secure", "overlap", "approval", "requested_by", "purpose", "legal_basis")
+    __slots__ = ("job_id", "query", "budget", "secure", "overlap", "model", "approval", "requested_by", "purpose", "legal_basis")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     QUERY_FIELD_NUMBER: _ClassVar[int]
     BUDGET_FIELD_NUMBER: _ClassVar[int]
     SECURE_FIELD_NUMBER: _ClassVar[int]
     OVERLAP_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
     APPROVAL_FIELD_NUMBER: _ClassVar[int]
     REQUESTED_BY_FIELD_NUMBER: _ClassVar[int]
     PURPOSE_FIELD_NUMBER: _ClassVar[int]
@@ -755,11 +972,12 @@ class JobRequest(_message.Message):
     budget: BudgetQuery
     secure: SecureStep
     overlap: OverlapStep
+    model: ModelStep
     approval: ApprovalQuery
     requested_by: str
     purpose: str
     legal_basis: str
-    def __init__(self, job_id: _Optional[str] = ..., query: _Optional[_Union[QuerySpec, _Mapping]] = ..., budget: _Optional[_Union[BudgetQuery, _Mapping]] = ..., secure: _Optional[_Union[SecureStep, _Mapping]] = ..., overlap: _Optional[_Union[OverlapStep, _Mapping]] = ..., approval: _Optional[_Union[ApprovalQuery, _Mapping]] = ..., requested_by: _Optional[str] = ..., purpose: _Optional[str] = ..., legal_basis: _Optional[str] = ...) -> None: ...
+    def __init__(self, job_id: _Optional[str] = ..., query: _Optional[_Union[QuerySpec, _Mapping]] = ..., budget: _Optional[_Union[BudgetQuery, _Mapping]] = ..., secure: _Optional[_Union[SecureStep, _Mapping]] = ..., overlap: _Optional[_Union[OverlapStep, _Mapping]] = ..., model: _Optional[_Union[ModelStep, _Mapping]] = ..., approval: _Optional[_Union[ApprovalQuery, _Mapping]] = ..., requested_by: _Optional[str] = ..., purpose: _Optional[str] = ..., legal_basis: _Optional[str] = ...) -> None: ...
 
 class AuditHead(_message.Message):
     __slots__ = ("seq", "hash")
@@ -770,13 +988,14 @@ class AuditHead(_message.Message):
     def __init__(self, seq: _Optional[int] = ..., hash: _Optional[str] = ...) -> None: ...
 
 class JobResponse(_message.Message):
-    __slots__ = ("job_id", "result", "refusal", "budget", "secure", "overlap", "approval", "audit_head")
+    __slots__ = ("job_id", "result", "refusal", "budget", "secure", "overlap", "model", "approval", "audit_head")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
     REFUSAL_FIELD_NUMBER: _ClassVar[int]
     BUDGET_FIELD_NUMBER: _ClassVar[int]
     SECURE_FIELD_NUMBER: _ClassVar[int]
     OVERLAP_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
     APPROVAL_FIELD_NUMBER: _ClassVar[int]
     AUDIT_HEAD_FIELD_NUMBER: _ClassVar[int]
     job_id: str
@@ -785,9 +1004,10 @@ class JobResponse(_message.Message):
     budget: BudgetReport
     secure: SecureReply
     overlap: OverlapReply
+    model: ModelReply
     approval: ApprovalStatus
     audit_head: AuditHead
-    def __init__(self, job_id: _Optional[str] = ..., result: _Optional[_Union[QueryResult, _Mapping]] = ..., refusal: _Optional[_Union[Refusal, _Mapping]] = ..., budget: _Optional[_Union[BudgetReport, _Mapping]] = ..., secure: _Optional[_Union[SecureReply, _Mapping]] = ..., overlap: _Optional[_Union[OverlapReply, _Mapping]] = ..., approval: _Optional[_Union[ApprovalStatus, _Mapping]] = ..., audit_head: _Optional[_Union[AuditHead, _Mapping]] = ...) -> None: ...
+    def __init__(self, job_id: _Optional[str] = ..., result: _Optional[_Union[QueryResult, _Mapping]] = ..., refusal: _Optional[_Union[Refusal, _Mapping]] = ..., budget: _Optional[_Union[BudgetReport, _Mapping]] = ..., secure: _Optional[_Union[SecureReply, _Mapping]] = ..., overlap: _Optional[_Union[OverlapReply, _Mapping]] = ..., model: _Optional[_Union[ModelReply, _Mapping]] = ..., approval: _Optional[_Union[ApprovalStatus, _Mapping]] = ..., audit_head: _Optional[_Union[AuditHead, _Mapping]] = ...) -> None: ...
 
 class NodeMessage(_message.Message):
     __slots__ = ("hello", "heartbeat", "response")

@@ -5,7 +5,7 @@ import warnings
 
 from protocols import federation_pb2 as protocols_dot_federation__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.81.1'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -156,6 +156,16 @@ class AnalystStub:
                 request_serializer=protocols_dot_federation__pb2.AuditHeadsRequest.SerializeToString,
                 response_deserializer=protocols_dot_federation__pb2.AuditHeadsResponse.FromString,
                 _registered_method=True)
+        self.Model = channel.unary_unary(
+                '/federation.v1.Analyst/Model',
+                request_serializer=protocols_dot_federation__pb2.ModelRequest.SerializeToString,
+                response_deserializer=protocols_dot_federation__pb2.ModelResponse.FromString,
+                _registered_method=True)
+        self.ModelRound = channel.unary_unary(
+                '/federation.v1.Analyst/ModelRound',
+                request_serializer=protocols_dot_federation__pb2.ModelRoundRequest.SerializeToString,
+                response_deserializer=protocols_dot_federation__pb2.ModelRoundResponse.FromString,
+                _registered_method=True)
 
 
 class AnalystServicer:
@@ -221,6 +231,18 @@ class AnalystServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Model(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ModelRound(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AnalystServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -273,6 +295,16 @@ def add_AnalystServicer_to_server(servicer, server):
                     servicer.AuditHeads,
                     request_deserializer=protocols_dot_federation__pb2.AuditHeadsRequest.FromString,
                     response_serializer=protocols_dot_federation__pb2.AuditHeadsResponse.SerializeToString,
+            ),
+            'Model': grpc.unary_unary_rpc_method_handler(
+                    servicer.Model,
+                    request_deserializer=protocols_dot_federation__pb2.ModelRequest.FromString,
+                    response_serializer=protocols_dot_federation__pb2.ModelResponse.SerializeToString,
+            ),
+            'ModelRound': grpc.unary_unary_rpc_method_handler(
+                    servicer.ModelRound,
+                    request_deserializer=protocols_dot_federation__pb2.ModelRoundRequest.FromString,
+                    response_serializer=protocols_dot_federation__pb2.ModelRoundResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -545,6 +577,60 @@ class Analyst:
             '/federation.v1.Analyst/AuditHeads',
             protocols_dot_federation__pb2.AuditHeadsRequest.SerializeToString,
             protocols_dot_federation__pb2.AuditHeadsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Model(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/federation.v1.Analyst/Model',
+            protocols_dot_federation__pb2.ModelRequest.SerializeToString,
+            protocols_dot_federation__pb2.ModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ModelRound(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/federation.v1.Analyst/ModelRound',
+            protocols_dot_federation__pb2.ModelRoundRequest.SerializeToString,
+            protocols_dot_federation__pb2.ModelRoundResponse.FromString,
             options,
             channel_credentials,
             insecure,
