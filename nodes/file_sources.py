@@ -287,6 +287,14 @@ def build_version(config: NodeConfig, dataset: Dataset, signature: Signature) ->
     try:
         _check_declared(conn, dataset, node)
         counts = _counts(conn, dataset, stem.with_suffix(".json"))
+    except duckdb.Error as exc:
+        conn.close()
+        # Out of memory lands here too: the operator raises memory_limit (docs/config.md).
+        raise SourceError(
+            "source_unavailable",
+            f"dataset {dataset.name}: cannot count {path.name} ({type(exc).__name__})",
+            node=node,
+        ) from None
     except BaseException:
         conn.close()
         raise

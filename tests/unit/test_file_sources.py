@@ -189,10 +189,10 @@ def test_small_memory_limit_over_a_larger_parquet_file(tmp_path: Path, customs: 
     """Random values do not compress, so the file is larger than the limit DuckDB works within."""
     data = tmp_path / "data"
     data.mkdir()
-    rows = 1_500_000
+    rows = 1_000_000
     con = duckdb.connect()
     con.execute(
-        f"""COPY (SELECT lpad(CAST(i % 700000 AS VARCHAR), 8, '0') AS kvk_nummer,
+        f"""COPY (SELECT lpad(CAST(i % 450000 AS VARCHAR), 8, '0') AS kvk_nummer,
                   ['RTM', 'AMS', 'VLI', 'MOE'][1 + i % 4] AS haven,
                   'drugs' AS goederen, 2022 AS jaar, 'N' AS geinspecteerd,
                   random() * 1000 AS waarde_eur, random() AS ruis1, random() AS ruis2,
