@@ -140,7 +140,11 @@ class Dashboard:
         state_dir: Path,
     ) -> None:
         console, self.token, self.log = build_dashboard(registry, jobs, projects, settings, state_dir)
-        self.server = ConsoleServer(console.app, settings, "[console]")
+        try:
+            self.server = ConsoleServer(console.app, settings, "[console]")
+        except Exception:
+            self.token.remove()  # no token lies about for a dashboard that never served
+            raise
 
     @property
     def url(self) -> str:

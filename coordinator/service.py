@@ -729,15 +729,8 @@ class Coordinator:
             raise OSError(f"cannot listen on {config.listen}")
 
     def start(self) -> None:
-        self.server.start()
-        self._set_health(True)
-        log.info("coordinator listening on %s", self.config.listen)
-        if self.config.metrics_listen:
-            self.metrics_server = MetricsServer(
-                self.config.metrics_listen, self.metrics.registry, self._readiness, "[coordinator]"
-            )
-            log.info("metrics on http://%s/metrics", self.config.metrics_listen)
         if self.config.console is not None:
+            # First, so a console that cannot listen stops the start before any port is served.
             # Imported here: a coordinator without a [console] table never loads the web stack.
             from coordinator.dashboard import Dashboard
 
@@ -749,6 +742,14 @@ class Coordinator:
                 self.dashboard.url,
                 self.dashboard.token_file,
             )
+        self.server.start()
+        self._set_health(True)
+        log.info("coordinator listening on %s", self.config.listen)
+        if self.config.metrics_listen:
+            self.metrics_server = MetricsServer(
+                self.config.metrics_listen, self.metrics.registry, self._readiness, "[coordinator]"
+            )
+            log.info("metrics on http://%s/metrics", self.config.metrics_listen)
         threading.Thread(target=self._watch_health, daemon=True, name="health").start()
 
     def _set_health(self, ready: bool) -> None:
