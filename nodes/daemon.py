@@ -12,7 +12,7 @@ import random
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -20,7 +20,6 @@ from nodes.audit import AuditError
 from nodes.budgets import BudgetHandler
 from nodes.config import NodeConfig
 from nodes.context import NodeContext
-from nodes.metrics import NodeMetrics
 from nodes.overlap import OverlapNode
 from nodes.projects import ApprovalHandler, ProjectGate
 from nodes.release import QueryHandler
@@ -35,6 +34,9 @@ from protocols.identity import PkiError
 from protocols.metrics_http import MetricsServer
 from protocols.safe_decode import Undecodable, node_link_connect
 from protocols.values import to_value
+
+if TYPE_CHECKING:
+    from nodes.metrics import NodeMetrics
 
 log = logging.getLogger("federation.node")
 
@@ -143,9 +145,14 @@ class NodeDaemon:
         self._stop = threading.Event()
         self._call: Any = None
         self.connected = threading.Event()
-        # Prometheus metrics and readiness on loopback, when [node] metrics_listen is set.
-        self.metrics = NodeMetrics(self.ctx, self.connected.is_set)
+        # Prometheus metrics and readiness on loopback, only when [node] metrics_listen is set: a node
+        # that serves none keeps neither the counters nor the library (idle memory, docs/benchmarks.md).
+        self.metrics: NodeMetrics | None = None
         self.metrics_server: MetricsServer | None = None
+        if config.metrics_listen:
+            from nodes.metrics import NodeMetrics
+
+            self.metrics = NodeMetrics(self.ctx, self.connected.is_set)
         self.router = node_router(self.ctx, self.secure, self.overlap, self.metrics)
         if config.audit_key_path.parent == config.state_dir:
             log.warning(
@@ -159,7 +166,7 @@ class NodeDaemon:
         self.watcher = SourceWatcher(config, self.ctx.sources, self.ctx.audit)
         self.watcher.start()
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"{config.node_id}-job")
-        if config.metrics_listen:
+        if self.metrics is not None:
             self.metrics_server = MetricsServer(
                 config.metrics_listen, self.metrics.registry, self.metrics.readiness, "[node]"
             )

@@ -340,14 +340,16 @@ class DataSources:
     def ping(self) -> None:
         """Raise when a source of an exposed dataset does not answer (readiness, nodes/metrics.py):
         each file source's engine, and a fresh short connection to each PostgreSQL source."""
-        import psycopg
-
         for dataset in self._file_datasets():
             with self._version(dataset) as version:
                 version.ping()
         dsns = {
             d.source.dsn for d in self.config.datasets.values() if d.exposed and d.source.kind == "postgres"
         }
+        if not dsns:
+            return  # psycopg is loaded only by nodes with a PostgreSQL source
+        import psycopg
+
         for dsn in sorted(dsns):
             # A connection of its own: the per-thread ones belong to job threads.
             with psycopg.connect(dsn, autocommit=True, connect_timeout=2) as conn:

@@ -13,11 +13,8 @@ import math
 from dataclasses import dataclass
 from functools import lru_cache
 
-import opendp.prelude as dp
-
+from privacy.opendp_lib import opendp
 from protocols.errors import FederationError
-
-dp.enable_features("contrib")
 
 
 class PrivacyError(FederationError):
@@ -58,6 +55,7 @@ def _check_delta(delta: float) -> None:
 
 @lru_cache(maxsize=4096)
 def _epsilon_at_delta(rho: float, delta: float) -> float:
+    dp = opendp()
     # A unit-scale Gaussian at input distance sqrt(2 rho) is exactly rho-zCDP; OpenDP then converts
     # that rho to its privacy profile. OpenDP rounds the map upward, so the result is conservative.
     gaussian = dp.m.make_gaussian(

@@ -20,13 +20,14 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from statistics import NormalDist
-from typing import Literal
-
-import opendp.prelude as dp
+from typing import TYPE_CHECKING, Literal
 
 from privacy.accounting import Cost, PrivacyError, epsilon_at_delta, rho_for_epsilon
+from privacy.opendp_lib import opendp
 
-dp.enable_features("contrib")
+if TYPE_CHECKING:
+    import opendp.prelude as dp
+
 
 __all__ = [
     "AggregateKind",
@@ -260,6 +261,7 @@ def _sd(mechanism: Mechanism, scale: float, integer: bool) -> float:
 
 
 def _measurement(spec: NoiseSpec, scale: float | None = None) -> dp.Measurement:
+    dp = opendp()
     scale = spec.scale if scale is None else scale
     if spec.integer:
         domain = dp.vector_domain(dp.atom_domain(T="i64"))
@@ -295,6 +297,7 @@ def _calibrate(spec: NoiseSpec) -> NoiseSpec:
 
 
 def _component_cost(spec: NoiseSpec) -> Cost:
+    dp = opendp()
     meas = _measurement(spec)
     d_in = _d_in(spec)
     if spec.mechanism == "laplace":
@@ -554,6 +557,7 @@ def _closed_integer_width(accuracy: float) -> float:
 
 
 def _half_width(spec: NoiseSpec, level: float) -> float:
+    dp = opendp()
     alpha = 1.0 - level
     b = _total_scale(spec)
     if spec.mechanism == "laplace":

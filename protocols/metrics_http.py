@@ -13,12 +13,13 @@ import socket
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from socketserver import ThreadingMixIn
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, make_wsgi_app
-
 from protocols.errors import ConfigError
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 Readiness = Callable[[], Mapping[str, bool]]
 
@@ -59,6 +60,9 @@ class MetricsServer:
     """Serves ``registry`` at /metrics and ``readiness`` at /healthz on ``listen`` until ``close()``."""
 
     def __init__(self, listen: str, registry: CollectorRegistry, readiness: Readiness, where: str) -> None:
+        # Loaded here: a process that serves no metrics does not hold the library resident.
+        from prometheus_client import make_wsgi_app
+
         host, port = loopback_address(listen, where)
         metrics = make_wsgi_app(registry)
 

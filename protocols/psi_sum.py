@@ -21,10 +21,12 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-
-from phe import paillier
+from typing import TYPE_CHECKING
 
 from protocols.psi import PsiError, PsiParty, PsiResult, result_from_final_sets, ring_route
+
+if TYPE_CHECKING:
+    from phe import paillier
 
 __all__ = [
     "MaskedSum",
@@ -118,6 +120,8 @@ def _to_bytes(public_key: paillier.PaillierPublicKey, ciphertext: int) -> bytes:
 
 
 def _from_bytes(public_key: paillier.PaillierPublicKey, blob: bytes) -> paillier.EncryptedNumber:
+    from phe import paillier  # loaded on first use: an idle node never needs Paillier
+
     if not isinstance(blob, bytes) or len(blob) != _ciphertext_bytes(public_key):
         raise PsiError("ciphertext has the wrong length for this key", rule="ciphertext_format")
     value = int.from_bytes(blob, "big")
@@ -128,6 +132,8 @@ def _from_bytes(public_key: paillier.PaillierPublicKey, blob: bytes) -> paillier
 
 def public_key_from_bytes(blob: bytes) -> paillier.PaillierPublicKey:
     """The base party's Paillier public key from its wire form (the modulus ``n``, big-endian)."""
+    from phe import paillier
+
     n = int.from_bytes(blob, "big")
     if n.bit_length() < MIN_KEY_BITS or n % 2 == 0:
         raise PsiError(f"Paillier modulus must be odd and at least {MIN_KEY_BITS} bits", rule="key_size")
@@ -156,6 +162,8 @@ class SumBase:
         self.party = party
         self._max_value = max_value
         self._categories = categories
+        from phe import paillier
+
         self.public_key, self._private_key = paillier.generate_paillier_keypair(n_length=key_bits)
         self.layout: SumLayout | None = None
         self._decrypted = False
@@ -200,6 +208,8 @@ def masked_intersection_sum(
     public_key: paillier.PaillierPublicKey,
 ) -> MaskedSum:
     """Coordinator: add the ciphertexts of base items found in every required set, then mask."""
+    from phe import paillier
+
     if not required_sets:
         raise PsiError("an intersection sum needs at least one other party", rule="parties")
     present = [set(tokens) for tokens in required_sets.values()]
