@@ -30,6 +30,8 @@ class CoordinatorConfig:
     max_timeout_seconds: float = 300.0  # the longest per-node (per-step) timeout a job may ask for
     max_concurrent_jobs_per_analyst: int = 4  # jobs one analyst may run at once
     max_concurrent_jobs: int = 32  # jobs running at once in all; the server keeps 16 more threads
+    # Node links held at once; each holds one server thread for its life, apart from the job threads.
+    max_nodes: int = 256
     # Prometheus metrics and /healthz over HTTP on this loopback host:port; "" serves none.
     metrics_listen: str = ""
     # The operator's dashboard ([console] table, docs/dashboard.md); None serves none.
@@ -79,6 +81,7 @@ def load_coordinator_config(path: str | Path) -> CoordinatorConfig:
         max_timeout_seconds=_seconds(raw, "max_timeout_seconds", 300.0),
         max_concurrent_jobs_per_analyst=_count(raw, "max_concurrent_jobs_per_analyst", 4),
         max_concurrent_jobs=_count(raw, "max_concurrent_jobs", 32),
+        max_nodes=_count(raw, "max_nodes", 256),
         projects=parse_projects(document.get("projects")),
         metrics_listen=_metrics_listen(raw),
         console=_console(document.get("console"), p.parent),

@@ -103,12 +103,22 @@ class Caller:
 
 class NodeLinkService(pb_grpc.NodeLinkServicer):
     def __init__(
-        self, registry: Registry, heartbeat_seconds: float, gate: Gate, jobs: JobStore | None = None
+        self,
+        registry: Registry,
+        heartbeat_seconds: float,
+        gate: Gate,
+        jobs: JobStore | None = None,
+        max_links: int = 256,
     ) -> None:
         self.registry = registry
         self.heartbeat_seconds = heartbeat_seconds
         self.gate = gate
         self.jobs = jobs
+        # A link holds a server thread for its whole life; past max_links a node is told to retry,
+        # so links never take the threads that jobs and short analyst calls are sized for.
+        self.max_links = max_links
+        self._links = 0
+        self._links_lock = threading.Lock()
 
     def _keep_head(self, session: NodeSession, response: pb.JobResponse) -> None:
         """Keep the audit head a node sent with an answer to a job it was asked (docs/audit.md).
@@ -146,6 +156,29 @@ class NodeLinkService(pb_grpc.NodeLinkServicer):
                 reject=pb.Refusal(node=first.hello.node_id, rule="wrong_identity", reason=reason)
             )
             return
+        with self._links_lock:
+            full = self._links >= self.max_links
+            if not full:
+                self._links += 1
+        if full:
+            log.warning(
+                "refused node link of %s: %d links held (max_nodes)", first.hello.node_id, self.max_links
+            )
+            yield pb.CoordinatorMessage(
+                reject=pb.Refusal(
+                    node=first.hello.node_id,
+                    rule="too_many_nodes",
+                    reason=f"the coordinator holds its maximum of {self.max_links} node links (max_nodes)",
+                )
+            )
+            return
+        try:
+            yield from self._serve_link(first, request_iterator, context)
+        finally:
+            with self._links_lock:
+                self._links -= 1
+
+    def _serve_link(self, first: pb.NodeMessage, request_iterator: Any, context: grpc.ServicerContext) -> Any:
         session = NodeSession(
             node_id=first.hello.node_id,
             datasets=list(first.hello.datasets),
@@ -703,14 +736,17 @@ class Coordinator:
         self.jobs = JobStore(config.state_dir / "jobs.sqlite", on_finish=self.metrics.finished)
         self.server = grpc.server(
             # Jobs take at most max_concurrent_jobs threads (JobSlots); the rest answer short calls.
+            # Node links hold one thread each for their whole life, on top of those (max_nodes).
             futures.ThreadPoolExecutor(
-                max_workers=config.max_concurrent_jobs + 16, thread_name_prefix="coordinator"
+                max_workers=config.max_concurrent_jobs + 16 + config.max_nodes,
+                thread_name_prefix="coordinator",
             ),
             options=server_options(config.max_message_bytes),
         )
         gate = Gate(config.tls)
         pb_grpc.add_NodeLinkServicer_to_server(
-            NodeLinkService(self.registry, config.heartbeat_seconds, gate, self.jobs), self.server
+            NodeLinkService(self.registry, config.heartbeat_seconds, gate, self.jobs, config.max_nodes),
+            self.server,
         )
         # Requests that do not decode are refused by rule, not failed as INTERNAL (protocols/safe_decode.py).
         add_analyst_service(AnalystService(self.registry, self.jobs, config, gate), self.server)

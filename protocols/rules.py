@@ -259,6 +259,7 @@ _RULES: dict[str, dict[str, str]] = {
         "invalid_timeout": "a job's timeout is not a finite number of seconds within max_timeout_seconds",
         "too_many_concurrent_jobs": "the analyst already runs as many jobs at once as the coordinator allows",
         "coordinator_busy": "the coordinator already runs as many jobs at once as it allows in all",
+        "too_many_nodes": "the coordinator already holds as many node links as it allows (max_nodes)",
         "invalid_page_token": "a job-history page token is not one the coordinator handed out",
     },
     "configuration and tools": {
