@@ -57,7 +57,15 @@ CREATE TABLE IF NOT EXISTS requests (
     last_seen TEXT NOT NULL,
     times INTEGER NOT NULL DEFAULT 1
 );
+CREATE TABLE IF NOT EXISTS rejections (
+    job_hash TEXT PRIMARY KEY,
+    rejected_by TEXT NOT NULL,
+    rejected_at TEXT NOT NULL,
+    note TEXT NOT NULL DEFAULT ''
+);
 """
+# Columns added after the first release of the store; added to older files when opened.
+_ADDED_COLUMNS = {"requests": {"legal_basis": "TEXT NOT NULL DEFAULT ''"}}
 
 
 class ApprovalError(FederationError):
@@ -97,6 +105,7 @@ class Request:
     first_seen: str
     last_seen: str
     times: int
+    legal_basis: str = ""
 
 
 def _now() -> str:
@@ -125,6 +134,12 @@ class ApprovalStore:
         self.node_id = node_id
         self.audit = audit
         store.create(self.path, _SCHEMA)
+        with self._connect() as conn:
+            for table, columns in _ADDED_COLUMNS.items():
+                present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+                for column, declaration in columns.items():
+                    if column not in present:
+                        conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
 
     def _connect(self) -> AbstractContextManager[sqlite3.Connection]:
         return store.session(self.path)
@@ -197,6 +212,30 @@ class ApprovalStore:
             self._audit("revoked", {"hash": digest, "scope": row[1], "by": by, "note": note})
         return self._get(int(row[0]))
 
+    def reject(self, job_hash: str, by: str, note: str = "") -> Request:
+        """Turn down a pending request: it leaves the pending list (audited) until the job is asked
+        again. Nothing is approved, so the job stays refused either way; the note says why."""
+        digest = check_hash(job_hash)
+        by, note = _text(by, "the officer's name", 200), _text(note, "the note")
+        if not by:
+            raise ApprovalError("bad_input", "say who rejects (the officer's name)")
+        pending = {r.job_hash: r for r in self.requests()}
+        if digest not in pending:
+            raise ApprovalError("not_pending", f"job {digest} is not awaiting approval at {self.node_id}")
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO rejections (job_hash, rejected_by, rejected_at, note) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (job_hash) DO UPDATE SET rejected_by = excluded.rejected_by,"
+                " rejected_at = excluded.rejected_at, note = excluded.note",
+                (digest, by, _now(), note),
+            )
+            request = pending[digest]
+            self._audit(
+                "rejected",
+                {"hash": digest, "scope": "job", "by": by, "note": note, "project": request.project},
+            )
+        return request
+
     # ------------------------------------------------------------------ reads
 
     def _get(self, row_id: int) -> Approval:
@@ -228,7 +267,12 @@ class ApprovalStore:
     # ------------------------------------------------------------------ requests (the job path)
 
     def note_request(
-        self, job: pb.JobRequest | pb.ApprovalQuery, kind: str, requested_by: str, purpose: str
+        self,
+        job: pb.JobRequest | pb.ApprovalQuery,
+        kind: str,
+        requested_by: str,
+        purpose: str,
+        legal_basis: str = "",
     ) -> None:
         """Remember a job that needs approval, so the officer can see what its hash stands for."""
         spec = job_spec(job)
@@ -239,9 +283,9 @@ class ApprovalStore:
         with self._write() as conn:
             conn.execute(
                 "INSERT INTO requests (job_hash, template_hash, kind, project, purpose, requested_by, spec_json,"
-                " first_seen, last_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " first_seen, last_seen, legal_basis) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (job_hash) DO UPDATE SET last_seen = excluded.last_seen, times = times + 1,"
-                " requested_by = excluded.requested_by",
+                " requested_by = excluded.requested_by, legal_basis = excluded.legal_basis",
                 (
                     canonical_job_hash(spec),
                     template_hash(spec),
@@ -252,6 +296,7 @@ class ApprovalStore:
                     spec_json[:20000],
                     at,
                     at,
+                    legal_basis[:500],
                 ),
             )
 
@@ -259,13 +304,16 @@ class ApprovalStore:
         """Refused jobs; with ``pending_only`` those that no active approval covers yet."""
         query = (
             "SELECT job_hash, template_hash, kind, project, purpose, requested_by, spec_json, first_seen,"
-            " last_seen, times FROM requests"
+            " last_seen, times, legal_basis FROM requests"
         )
         if pending_only:
             query += (
                 " WHERE NOT EXISTS (SELECT 1 FROM approvals a WHERE a.revoked_at IS NULL AND"
                 " ((a.scope = 'job' AND a.hash = requests.job_hash) OR"
                 " (a.scope = 'template' AND a.hash = requests.template_hash)))"
+                # turned down, and not asked again since
+                " AND NOT EXISTS (SELECT 1 FROM rejections r WHERE r.job_hash = requests.job_hash"
+                " AND r.rejected_at >= requests.last_seen)"
             )
         with self._connect() as conn:
             return [Request(*row) for row in conn.execute(query + " ORDER BY last_seen DESC")]
@@ -299,5 +347,5 @@ def answer_approval_query(store: ApprovalStore, job: pb.JobRequest) -> pb.JobRes
         status.approved_by = found.approved_by
         status.approved_at = found.approved_at
     else:
-        store.note_request(query, query.kind, job.requested_by, job.purpose)
+        store.note_request(query, query.kind, job.requested_by, job.purpose, job.legal_basis)
     return pb.JobResponse(job_id=job.job_id, approval=status)

@@ -93,7 +93,7 @@ def check_approval(config: NodeConfig, store: ApprovalStore, scope: JobScope, jo
     digest, template = canonical_job_hash(scope.spec), template_hash(scope.spec)
     if store.find(digest, template) is not None:
         return
-    store.note_request(job, scope.kind, job.requested_by, scope.purpose)
+    store.note_request(job, scope.kind, job.requested_by, scope.purpose, job.legal_basis)
     # The analyst reads this refusal: it names the command, never the node's local config path.
     raise ProjectRefused(
         "approval_required",

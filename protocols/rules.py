@@ -186,6 +186,7 @@ _RULES: dict[str, dict[str, str]] = {
         "quorum_not_met": "too few nodes approved the job",
         "already_approved": "the job or template is already approved",
         "not_approved": "there is no approval to revoke",
+        "not_pending": "the job is not awaiting approval (approved, rejected or never asked)",
         "bad_hash": "a job or template hash is malformed",
         "bad_scope": "an approval scope is not 'job' or 'template'",
     },
