@@ -16,6 +16,7 @@ from nodes.audit import AuditLog, load_or_create_signing_key
 from nodes.config import NodeConfig, Policy
 from nodes.differencing import DifferencingGuard
 from nodes.keys import load_or_create_secagg_key
+from nodes.release_copies import ReleaseCopies
 from nodes.sources import DataSources
 from privacy.ledger import BudgetPolicy, Ledger
 
@@ -31,6 +32,7 @@ class NodeContext:
     approvals: ApprovalStore
     differencing: DifferencingGuard
     secagg_key: Ed25519PrivateKey
+    releases: ReleaseCopies
 
     @property
     def node_id(self) -> str:
@@ -58,6 +60,7 @@ class NodeContext:
             approvals=ApprovalStore(approvals_path(state), config.node_id, audit),
             differencing=DifferencingGuard(config),
             secagg_key=load_or_create_secagg_key(state),
+            releases=ReleaseCopies(state / "releases.sqlite"),
         )
 
     def close(self) -> None:

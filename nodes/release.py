@@ -9,11 +9,11 @@ that into the refusal and its audit entry.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 from nodes.context import NodeContext
 from nodes.protect import Exact, bounding_summary, needs_units, protect, resolve_budget
+from nodes.release_copies import result_digest
 from nodes.sources import DataSources
 from nodes.validate import Plan, Refused, validate
 from privacy.accounting import epsilon_at_delta
@@ -55,10 +55,6 @@ def compute(plan: Plan, sources: DataSources, exact_release: bool = False, units
     return Exact(
         rows={tuple(row[:width]): tuple(row[width:]) for row in sources.run(plan)}, bounding=bounding
     )
-
-
-def digest(result: pb.QueryResult) -> str:
-    return hashlib.sha256(result.SerializeToString(deterministic=True)).hexdigest()
 
 
 DEFAULT_PROJECT = "default"
@@ -108,8 +104,9 @@ class QueryHandler:
             if not cost.pure:
                 result.cost.epsilon = epsilon_at_delta(cost.rho, delta)
 
-        # audit: durable before the result is handed to the link
-        result.audit_digest = digest(result)
+        # audit: durable before the result is handed to the link; the officer's copy kept first
+        result.audit_digest = result_digest(result)
+        ctx.releases.keep(job.job_id, plan.dataset.name, project, result)
         ctx.audit.append(
             "released",
             job.job_id,

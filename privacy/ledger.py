@@ -582,6 +582,17 @@ class Ledger:
             )
             return Charge(int(cur.lastrowid or 0), job_id, dataset, project, cost.epsilon, cost.rho, at, note)
 
+    def spending(self, dataset: str, project: str, delta: float) -> list[tuple[str, float]]:
+        """(time, epsilon spent so far at ``delta``) after each charge on (dataset, project), oldest
+        first: the officer's chart of spending over time, composed as ``status`` composes it."""
+        pure = rho_all = rho_gauss = 0.0
+        out = []
+        for charge in self.charges(dataset, project):
+            pure, rho_all = pure + charge.epsilon, rho_all + charge.rho
+            rho_gauss += charge.rho if charge.epsilon == 0 else 0.0
+            out.append((charge.at, spent_epsilon(pure, rho_all, rho_gauss, delta)))
+        return out
+
     def charges(self, dataset: str | None = None, project: str | None = None) -> list[Charge]:
         """Recorded charges, oldest first, optionally for one dataset and/or project."""
         sql = "SELECT id, job_id, dataset, project, cost_epsilon, cost_rho, at, note FROM charges"
