@@ -101,6 +101,15 @@ def node_start(
     if errors(findings):
         raise NodeCheckFailed(cfg, errors(findings))
     daemon = NodeDaemon(cfg)
+    if daemon.console_server is not None and daemon.console is not None:
+        # Printed once, to the terminal that started the node; never through the node's logger.
+        err.print(
+            f"officer's console at {daemon.console_server.url} - sign-in token (one use): "
+            f"{daemon.console.token.current}\n  (a new token replaces it when used; read it from "
+            f"{daemon.console.token.path})",
+            markup=False,
+            highlight=False,
+        )
     stop = threading.Event()
     _wait_for_signal(stop)
     worker = threading.Thread(target=daemon.run, daemon=True)
@@ -573,7 +582,7 @@ def approve(
     known = [r for r in store.requests(pending_only=False) if digest in (r.job_hash, r.template_hash)]
     out.print(f"approved at {cfg.node_id}: {done.scope} {done.hash} by {done.approved_by}")
     for request in known[:1]:
-        from federation.spec_text import spec_text
+        from protocols.spec_text import spec_text
 
         out.print(
             f"{request.kind} for project '{request.project}' asked by {request.requested_by}: "
@@ -623,7 +632,7 @@ def approvals(
     """The node's approvals (active and revoked), or with --pending the jobs waiting for one."""
     import pandas as pd
 
-    from federation.spec_text import spec_text
+    from protocols.spec_text import spec_text
 
     _, store = _approvals(config)
     if pending:
@@ -785,6 +794,7 @@ def audit_export(
     import pandas as pd
 
     from nodes.audit import export
+    from nodes.audit_report import CSV_COLUMNS, audit_rows, csv_rows
     from nodes.config import load_node_config
 
     cfg = load_node_config(config)
@@ -794,53 +804,13 @@ def audit_export(
             json.dumps({"node": cfg.node_id, "entries": entries}, indent=2, sort_keys=True) + "\n"
         )
         return
-    rows = _audit_rows(entries)
     if fmt == Format.csv:
-        for row, entry in zip(rows, entries, strict=True):
-            row["payload"] = json.dumps(entry.get("payload", {}), sort_keys=True)
-        columns = ["seq", "time", "kind", "job", "by", "what", "payload"]
-        sys.stdout.write(pd.DataFrame(rows, columns=columns).to_csv(index=False))
+        sys.stdout.write(pd.DataFrame(csv_rows(entries), columns=CSV_COLUMNS).to_csv(index=False))
         return
+    rows = audit_rows(entries)
     for row in rows:
         row["job"] = row["job"][:12]
     print_frame(pd.DataFrame(rows, columns=["seq", "time", "kind", "job", "by", "what"]), fmt)
-
-
-def _audit_rows(entries: list[dict]) -> list[dict]:
-    """Each entry as one readable row; a job's requester is carried from its "received" entry."""
-    from federation.spec_text import spec_text
-
-    requester: dict[str, str] = {}
-    rows = []
-    for e in entries:
-        payload = e.get("payload") or {}
-        job = str(e.get("job_id", ""))
-        if "requested_by" in payload:
-            requester[job.split(":")[0]] = str(payload["requested_by"])
-        what: str
-        if "spec" in payload:
-            what = spec_text(payload["spec"])
-        elif e.get("kind") == "released" and "groups" in payload:
-            what = (
-                f"released {payload.get('dataset', '')} for {payload.get('project', '')}: "
-                f"{payload['groups']} group(s), {payload.get('suppressed', 0)} suppressed, "
-                f"epsilon {payload.get('epsilon', 0)}; digest {str(payload.get('digest', ''))[:16]}"
-            )
-        elif e.get("kind") == "refused":
-            what = f"{payload.get('reason', '')} [rule: {payload.get('rule', '')}]"
-        else:
-            what = json.dumps(payload, sort_keys=True, separators=(", ", ": "))
-        rows.append(
-            {
-                "seq": e.get("seq"),
-                "time": str(e.get("ts", "")).replace("T", " ")[:19],
-                "kind": e.get("kind"),
-                "job": job,
-                "by": requester.get(job.split(":")[0], ""),
-                "what": what,
-            }
-        )
-    return rows
 
 
 # ---------------------------------------------------------------------------- budgets
@@ -866,11 +836,10 @@ def budget_set(
     """Set the total privacy budget of one dataset for one project (privacy officers, at their node)."""
     import getpass
 
+    from nodes.budgets import set_budget
+
     cfg, ledger = _ledger(config)
-    if dataset not in cfg.datasets:
-        raise FederationError("unknown_dataset", f"node {cfg.node_id} has no dataset '{dataset}'")
-    ledger.set_budget(dataset, project, epsilon, delta, by or getpass.getuser())
-    status = ledger.status(dataset, project)
+    status = set_budget(cfg, ledger, dataset, project, epsilon, delta, by or getpass.getuser())
     out.print(
         f"budget of {cfg.node_id}.{dataset} for project '{project}': epsilon {status.total_epsilon:g} "
         f"at delta {status.delta:g}; spent {status.spent_epsilon:.4g}, remaining {status.remaining_epsilon:.4g}"
@@ -888,11 +857,10 @@ def budget_cap(
     """Set the cap of one dataset over all its projects together (privacy officers, at their node)."""
     import getpass
 
+    from nodes.budgets import set_cap
+
     cfg, ledger = _ledger(config)
-    if dataset not in cfg.datasets:
-        raise FederationError("unknown_dataset", f"node {cfg.node_id} has no dataset '{dataset}'")
-    ledger.set_cap(dataset, epsilon, delta, by or getpass.getuser())
-    cap = ledger.cap(dataset)
+    cap = set_cap(cfg, ledger, dataset, epsilon, delta, by or getpass.getuser())
     out.print(
         f"cap of {cfg.node_id}.{dataset} over all projects: epsilon {cap.total_epsilon:g} at delta "
         f"{cap.delta:g}; spent {cap.spent_epsilon:.4g} by {cap.projects} project(s), "

@@ -34,6 +34,8 @@ from protocols.identity import PkiError
 from protocols.metrics_http import MetricsServer
 from protocols.safe_decode import Undecodable, node_link_connect
 from protocols.values import to_value
+from protocols.web.app import Console
+from protocols.web.server import ConsoleServer
 
 if TYPE_CHECKING:
     from nodes.metrics import NodeMetrics
@@ -171,6 +173,24 @@ class NodeDaemon:
                 config.metrics_listen, self.metrics.registry, self.metrics.readiness, "[node]"
             )
             log.info("metrics on http://%s/metrics", config.metrics_listen)
+        # The officer's console, in a thread of this process: it shares the node's ledger, approval
+        # store and audit log (one writer each, under the state lock), so no second process is needed.
+        self.console: Console | None = None
+        self.console_server: ConsoleServer | None = None
+        if config.console is not None:
+            from nodes.console.pages import node_console
+
+            self.console = node_console(self.ctx, config.console, self.connected.is_set)
+            try:
+                self.console_server = ConsoleServer(self.console.app, config.console)
+            except BaseException:
+                self.console.token.remove()
+                if self.metrics_server is not None:
+                    self.metrics_server.close()
+                self.pool.shutdown(wait=False)
+                self.overlap.preblinder.close()
+                self.lock.release()
+                raise
 
     def stop(self) -> None:
         self._stop.set()
@@ -197,6 +217,9 @@ class NodeDaemon:
         self.pool.shutdown(wait=False, cancel_futures=True)
         if self.metrics_server is not None:
             self.metrics_server.close()
+        if self.console_server is not None and self.console is not None:
+            self.console_server.close()
+            self.console.token.remove()
         self.overlap.preblinder.close()
         self.watcher.close()
         self.ctx.close()

@@ -37,9 +37,11 @@ def step_chart(
     limit_label: str = "budget",
     width: int = 760,
     height: int = 280,
+    end: float | None = None,
 ) -> Markup:
     """Cumulative figures over time (x: unix seconds), one stepped line per series, an optional dashed
-    limit line. Each line has its own colour and dash so the legend reads in black and white."""
+    limit line; lines run on to ``end`` (for example now). Each line has its own colour and dash so
+    the legend reads in black and white."""
     left, right, top, bottom = 64, 16, 34, 52
     plot_w, plot_h = width - left - right, height - top - bottom
     points = [p for values in series.values() for p in values]
@@ -55,7 +57,7 @@ def step_chart(
         )
         return Markup("".join(parts))
     x0 = min(x for x, _ in points)
-    x1 = max(max(x for x, _ in points), x0 + 60)
+    x1 = max(max(x for x, _ in points), x0 + 60, end or 0.0)
     y_top = _nice_top(max([y for _, y in points] + ([limit] if limit else [])) * 1.05)
 
     def sx(x: float) -> float:

@@ -13,11 +13,11 @@ from typer.testing import CliRunner
 from federation import pki
 from federation.cli import app
 from federation.query import parse_query
-from federation.spec_text import query_sql, spec_text
 from nodes.approvals import ApprovalStore, approvals_path
 from nodes.audit import AuditLog, load_or_create_signing_key
 from nodes.config import load_node_config
 from protocols import federation_pb2 as pb
+from protocols.spec_text import query_sql, spec_text
 
 SQL = (
     "SELECT region, COUNT(*) AS n, SUM(turnover) AS total FROM vat_returns "
@@ -144,7 +144,7 @@ def test_approve_records_the_kit_subject_or_requires_by(node: Path, tmp_path: Pa
 
 
 def test_spec_text_names_per_query_bounds_and_overlaps() -> None:
-    from federation.spec_text import aggregate_text
+    from protocols.spec_text import aggregate_text
 
     # MessageToDict leaves out a lower bound of 0: it is still shown.
     text = aggregate_text({"function": "SUM", "column": "value", "alias": "s", "bounds": {"upper": 5.0}})
