@@ -34,11 +34,11 @@ from protocols.identity import PkiError
 from protocols.metrics_http import MetricsServer
 from protocols.safe_decode import Undecodable, node_link_connect
 from protocols.values import to_value
-from protocols.web.app import Console
-from protocols.web.server import ConsoleServer
 
 if TYPE_CHECKING:
     from nodes.metrics import NodeMetrics
+    from protocols.web.app import Console
+    from protocols.web.server import ConsoleServer
 
 log = logging.getLogger("federation.node")
 
@@ -178,7 +178,9 @@ class NodeDaemon:
         self.console: Console | None = None
         self.console_server: ConsoleServer | None = None
         if config.console is not None:
+            # The web libraries load only for a node that serves the console (idle memory).
             from nodes.console.pages import node_console
+            from protocols.web.server import ConsoleServer
 
             self.console = node_console(self.ctx, config.console, self.connected.is_set)
             try:

@@ -24,7 +24,19 @@ from federation.scenario import write_scenario
 # Modules a node loads only when a job needs them: the analyst SDK (pandas, pyarrow, sqlglot),
 # OpenDP (noise, accounting), phe (overlap sums), prometheus_client (metrics_listen unset), psycopg
 # (no PostgreSQL source).
-LAZY = ("pandas", "pyarrow", "sqlglot", "opendp", "phe", "gmpy2", "prometheus_client", "psycopg")
+LAZY = (
+    "pandas",
+    "pyarrow",
+    "sqlglot",
+    "opendp",
+    "phe",
+    "gmpy2",
+    "prometheus_client",
+    "psycopg",
+    "starlette",
+    "uvicorn",
+    "jinja2",  # the officer's console loads them only when [console] is set
+)
 # Private (anonymous) resident memory of an idle node measured at about 60 MB; shared library pages
 # come on top and are shared by every node process on the machine.
 MAX_PRIVATE_MB = 120
