@@ -97,7 +97,9 @@ def duck_settings(config: NodeConfig, dataset: Dataset) -> DuckSettings:
 
 def connect(settings: DuckSettings, database: str = ":memory:", read_only: bool = False) -> Any:
     settings.temp_directory.mkdir(parents=True, exist_ok=True)
-    return duckdb.connect(database, read_only=read_only, config=settings.config())
+    conn = duckdb.connect(database, read_only=read_only, config=settings.config())
+    conn.execute("SET enable_progress_bar = false")
+    return conn
 
 
 def scan_sql(dataset: Dataset, path: Path | None = None) -> tuple[str, list[Any]]:
@@ -207,6 +209,7 @@ class FileVersion:
         with self._lock:
             cursor = self._conn.cursor()
         try:
+            cursor.execute("SET enable_progress_bar = false")  # per connection; a node's log is no terminal
             rows: list[tuple[Any, ...]] = cursor.execute(sql, params).fetchall()
         finally:
             cursor.close()
