@@ -40,6 +40,7 @@ class ConsoleServer:
             log_level="warning",
             access_log=False,
             lifespan="off",
+            ws="none",  # no websockets: pages and forms only
             ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
             ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
             ssl_ca_certs=str(settings.tls_ca) if settings.tls_ca else None,
