@@ -212,13 +212,6 @@ class DataSources:
         finally:
             version.release()
 
-    def version_of(self, dataset: Dataset) -> Signature | None:
-        """The file signature of the version a read of ``dataset`` would use now (None: not a file)."""
-        if dataset.source.kind == "postgres":
-            return None
-        with self._version(dataset) as version:
-            return version.signature
-
     def unmapped(self, plan: Plan) -> dict[str, int]:
         """Rows per grouped or filtered category column of ``plan`` whose value maps to nothing;
         counted per version for files, and for PostgreSQL by one scan over every category column

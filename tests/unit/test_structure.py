@@ -51,8 +51,9 @@ def test_the_node_reaches_its_engines_in_one_place() -> None:
         and (_calls(tree, "duckdb", "connect") or _calls(tree, "psycopg", "connect"))
     ]
     # ``federation node check`` (nodes/check.py) opens each source once, before the node starts, to
-    # report on it; it runs no job. Every job's SQL goes through nodes/sources.py.
-    assert places == ["nodes/check.py", "nodes/sources.py"]
+    # report on it; it runs no job. Every job's SQL goes through nodes/sources.py, which opens
+    # PostgreSQL itself and each file source's DuckDB through nodes/file_sources.py.
+    assert places == ["nodes/check.py", "nodes/file_sources.py", "nodes/sources.py"]
 
 
 def test_node_key_files_are_written_in_one_place() -> None:
