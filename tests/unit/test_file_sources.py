@@ -18,7 +18,7 @@ from nodes.config import NodeConfig, load_node_config
 from nodes.file_sources import SOURCES_DIR
 from nodes.sources import DataSources
 from protocols.config_tables import byte_size
-from protocols.errors import ConfigError
+from protocols.errors import ConfigError, FederationError
 
 QUERY = "SELECT port, COUNT(*), SUM(value) FROM declarations GROUP BY port"
 
@@ -261,3 +261,15 @@ def test_duckdb_settings_reach_the_engine(tmp_path: Path, declarations: pd.DataF
         sources.close()
     assert byte_size(limit) <= byte_size("100MB") and int(threads) == 1
     assert Path(spill).is_relative_to(config.state_dir)
+
+
+def test_reload_without_a_running_node_says_so(
+    tmp_path: Path, declarations: pd.DataFrame, customs: Any
+) -> None:
+    from nodes.source_reload import REQUEST_FILE, request_reload
+
+    config = _node(tmp_path, declarations.head(20), customs)
+    with pytest.raises(FederationError) as refused:
+        request_reload(config, timeout=1.0)
+    assert refused.value.rule == "node_not_running"
+    assert not (config.state_dir / REQUEST_FILE).exists()
