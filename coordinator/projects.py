@@ -247,7 +247,7 @@ def resolve_overlap_nodes(spec: pb.OverlapSpec, sessions: list[NodeSession]) -> 
 def check_quorum(
     project: Project,
     kind: str,
-    spec: pb.QuerySpec | pb.OverlapSpec,
+    spec: pb.QuerySpec | pb.OverlapSpec | pb.ModelSpec,
     participants: list[str],
     registry: Registry,
     requested_by: str,
@@ -264,6 +264,8 @@ def check_quorum(
     query = pb.ApprovalQuery(kind=kind)
     if isinstance(spec, pb.OverlapSpec):
         query.overlap.CopyFrom(spec)
+    elif isinstance(spec, pb.ModelSpec):
+        query.model.CopyFrom(spec)
     else:
         query.query.CopyFrom(spec)
     digest = canonical_job_hash(spec)

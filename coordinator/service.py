@@ -26,6 +26,7 @@ from coordinator.distinct import UnionAnswer, run_union, union_aggregates
 from coordinator.jobstore import MAX_SQL_CHARS, JobStore, Viewer
 from coordinator.limits import JobRefused, JobSlots, RateLimited, RateLimiter, job_timeout
 from coordinator.metrics import CoordinatorMetrics
+from coordinator.model_service import ModelJobs
 from coordinator.overlap import OverlapFailed, progress_steps, run_overlap
 from coordinator.progress import ProgressBoard, ProgressIdInvalid
 from coordinator.projects import (
@@ -265,6 +266,25 @@ class AnalystService(pb_grpc.AnalystServicer):
         self.limits = RateLimiter(config.max_queries_per_minute)  # per analyst: coordinator/limits.py
         self.slots = JobSlots(config.max_concurrent_jobs_per_analyst, config.max_concurrent_jobs)
         self.progress = ProgressBoard()  # long jobs' progress, per analyst: coordinator/progress.py
+        self.models = ModelJobs(
+            registry,
+            jobs,
+            self.projects,
+            self.limits,
+            self.slots,
+            config.node_timeout_seconds,
+            config.max_timeout_seconds,
+        )
+
+    def Model(self, request: pb.ModelRequest, context: grpc.ServicerContext) -> pb.ModelResponse:  # noqa: N802
+        """A GLM fitted by Fisher scoring over secure-aggregated rounds (docs/modelling.md)."""
+        return self.models.model(request, self.gate.user(context))
+
+    def ModelRound(  # noqa: N802
+        self, request: pb.ModelRoundRequest, context: grpc.ServicerContext
+    ) -> pb.ModelRoundResponse:
+        """One secure-aggregated round of a model job with the analyst's parameters."""
+        return self.models.round(request, self.gate.user(context))
 
     def Projects(self, request: pb.ProjectsRequest, context: grpc.ServicerContext) -> pb.ProjectsResponse:  # noqa: N802
         """The projects jobs may run for: purpose, legal basis, members, expiry, quorum (docs/projects.md)."""

@@ -17,6 +17,7 @@ from google.protobuf.json_format import MessageToDict
 
 from federation.display import ResultFrame
 from federation.explain import accuracy_epsilon, explain_frame
+from federation.glm import FAMILIES, GLMResult, parse_formula, result_from
 from federation.kit import check_kit, explain_handshake
 from federation.mock import mock_frame
 from federation.overlap import (
@@ -411,6 +412,61 @@ class Client:
         )
         deadline = _overlap_deadline(timeout, len(others) + 1)
         return aggregate_frame(self._follow("OverlapAggregate", request, deadline, progress), sum)
+
+    def glm(
+        self,
+        formula: str,
+        data: str,
+        family: str = "gaussian",
+        *,
+        epsilon: float | None = None,
+        rho: float | None = None,
+        project: str = "",
+        max_iterations: int = 25,
+        tolerance: float = 1e-8,
+        bounds: dict[str, tuple[float, float]] | None = None,
+        max_rows_per_unit: int = 0,
+        node: str = "",
+        timeout: float | None = None,
+    ) -> GLMResult:
+        """Fit a GLM across the nodes serving ``data`` by Fisher scoring (docs/modelling.md).
+
+        Each iteration's statistics are secure-aggregated; with ``epsilon`` or ``rho`` (the total
+        over every iteration) they carry distributed Gaussian noise. ``bounds`` clamps numeric
+        covariates tighter than declared (DP only).
+
+        >>> fed.glm("anomaly ~ turnover + C(sector)", data="vat_returns", family="binomial", epsilon=1.0)
+        """
+        if family not in FAMILIES:
+            raise FederationError(
+                "model_family", f"family must be one of {', '.join(FAMILIES)}, got {family!r}"
+            )
+        infos = [i for i in self.dataset_infos() if i.name == data and (not node or i.node == node)]
+        if not infos:
+            raise FederationError("unknown_dataset", f"no connected node serves dataset '{data}'")
+        spec = parse_formula(formula, infos[0])
+        spec.family = family
+        spec.trainer = "glm"
+        spec.max_iterations = int(max_iterations)
+        spec.tolerance = float(tolerance)
+        spec.project = project
+        spec.max_rows_per_unit = int(max_rows_per_unit)
+        spec.node = node
+        ask = check_privacy(epsilon, rho)
+        spec.privacy.epsilon = ask.epsilon or 0.0
+        spec.privacy.rho = ask.rho or 0.0
+        for cov in spec.covariates:
+            if bounds and cov.column in bounds:
+                cov.bounds.lower, cov.bounds.upper = (float(v) for v in bounds[cov.column])
+        unknown = sorted(set(bounds or {}) - {c.column for c in spec.covariates})
+        if unknown:
+            raise FederationError(
+                "model_formula", f"bounds given for columns not in the formula: {', '.join(unknown)}"
+            )
+        wait = timeout or max(self.timeout, 30.0 * max_iterations)
+        request = pb.ModelRequest(spec=spec, timeout_seconds=timeout or 0.0, formula=formula)
+        response: pb.ModelResponse = self._call("Model", request, timeout=wait)
+        return result_from(response, family, formula, data)
 
     def budget(self, project: str = "") -> pd.DataFrame:
         """What remains of the privacy budget per node and dataset for ``project`` (read-only).

@@ -278,7 +278,7 @@ def _policy(raw: dict[str, Any], base: Policy, where: str) -> Policy:
     return Policy(**values)
 
 
-APPROVAL_KINDS = ("query", "secure", "overlap")
+APPROVAL_KINDS = ("query", "secure", "overlap", "model")
 
 
 def _project_policy(values: dict[str, Any], where: str) -> None:

@@ -20,6 +20,7 @@ from nodes.audit import AuditError
 from nodes.budgets import BudgetHandler
 from nodes.config import NodeConfig
 from nodes.context import NodeContext
+from nodes.model_release import ModelRelease
 from nodes.overlap import OverlapNode
 from nodes.projects import ApprovalHandler, ProjectGate
 from nodes.release import QueryHandler
@@ -103,6 +104,7 @@ def node_router(
             "query": QueryHandler(ctx),
             "secure": secure or SecureRelease(ctx),
             "overlap": overlap or OverlapNode(ctx),
+            "model": ModelRelease(ctx),
             "budget": BudgetHandler(ctx),
             "approval": ApprovalHandler(ctx),
         },

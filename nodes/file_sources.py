@@ -222,6 +222,23 @@ class FileVersion:
             )
         return rows
 
+    def fetch_columns(self, sql: str, params: list[Any], node: str) -> dict[str, Any]:
+        """As ``fetch``, column by column as numpy arrays (model designs of millions of rows)."""
+        with self._lock:
+            cursor = self._conn.cursor()
+        try:
+            columns: dict[str, Any] = cursor.execute(sql, params).fetchnumpy()
+        finally:
+            cursor.close()
+        if self._watched is not None and not self._unchanged():
+            raise SourceError(
+                "source_changed",
+                f"dataset {self.dataset.name}: the source file changed on disk while the job read it; "
+                "nothing is released (ask again once the node has picked up the new file)",
+                node=node,
+            )
+        return columns
+
     def _unchanged(self) -> bool:
         assert self._watched is not None
         try:

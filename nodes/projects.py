@@ -30,11 +30,11 @@ class ProjectRefused(FederationError):
 class JobScope:
     """What a starting job asks of this node: which datasets, for which project and purpose."""
 
-    kind: str  # query, secure or overlap
+    kind: str  # query, secure, overlap or model
     datasets: tuple[Dataset, ...]
     project: str
     purpose: str
-    spec: pb.QuerySpec | pb.OverlapSpec
+    spec: pb.QuerySpec | pb.OverlapSpec | pb.ModelSpec
 
 
 def scope_of(config: NodeConfig, job: pb.JobRequest) -> JobScope | None:
@@ -45,7 +45,7 @@ def scope_of(config: NodeConfig, job: pb.JobRequest) -> JobScope | None:
     spec = job_spec(job)
     if spec is None or not kind:
         return None
-    if isinstance(spec, pb.QuerySpec):
+    if isinstance(spec, pb.QuerySpec | pb.ModelSpec):
         names = [spec.dataset]
     else:
         # An overlap step acts for one party, "node.dataset"; only that dataset is used here.

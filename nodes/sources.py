@@ -330,6 +330,27 @@ class DataSources:
                 node=self.config.node_id,
             ) from None
 
+    def fetch_columns(
+        self, dataset: Dataset, sql: str, params: list[Any], names: list[str]
+    ) -> dict[str, Any]:
+        """As ``fetch``, one numpy array per output column ``names`` (in SELECT order): the rows of
+        a model design stay in this process."""
+        if dataset.source.kind == "postgres":
+            import numpy as np
+
+            rows = self.fetch(dataset, sql, params)
+            return {name: np.asarray([r[i] for r in rows], dtype=object) for i, name in enumerate(names)}
+        try:
+            with self._version(dataset) as version:
+                columns = version.fetch_columns(sql, params, self.config.node_id)
+        except duckdb.Error as exc:
+            raise SourceError(
+                "source_unavailable",
+                f"dataset {dataset.name}: query failed in DuckDB ({type(exc).__name__})",
+                node=self.config.node_id,
+            ) from None
+        return {name: columns[name] for name in names}
+
     def ping(self) -> None:
         """Raise when a source of an exposed dataset does not answer (readiness, nodes/metrics.py):
         each file source's engine, and a fresh short connection to each PostgreSQL source."""

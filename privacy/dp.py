@@ -33,6 +33,7 @@ __all__ = [
     "AggregateKind",
     "Component",
     "Cost",
+    "gaussian_vector_share",
     "NoisePlan",
     "NoiseShare",
     "NoiseSpec",
@@ -607,3 +608,15 @@ def avg_interval(
         return -math.inf, math.inf
     ratios = [s_lo / c_lo, s_lo / c_hi, s_hi / c_lo, s_hi / c_hi]
     return min(ratios), max(ratios)
+
+
+def gaussian_vector_share(n_nodes: int, l2: float, rho: float, *, trusted: int) -> NoiseShare:
+    """Distributed discrete Gaussian for a vector on an integer grid: the sum of ``trusted``
+    shares carries the noise one curator would add at L2 sensitivity ``l2`` (grid units) and
+    budget ``rho`` (zCDP), calibrated against OpenDP's privacy map (KLS21, as for counts)."""
+    if not (isinstance(l2, int | float) and math.isfinite(l2) and l2 > 0):
+        raise PrivacyError("noise_scale", f"L2 sensitivity must be a finite number > 0, got {l2!r}")
+    if not (isinstance(rho, int | float) and math.isfinite(rho) and rho > 0):
+        raise PrivacyError("rho_value", f"rho must be a finite number > 0, got {rho!r}")
+    spec = _calibrate(NoiseSpec(mechanism="gaussian", scale=1.0, sd=1.0, kind="sum", l2=float(l2), rho=rho))
+    return integer_noise_share(n_nodes, spec, trusted=trusted)

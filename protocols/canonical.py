@@ -19,15 +19,17 @@ from google.protobuf.json_format import MessageToDict
 
 from protocols import federation_pb2 as pb
 
-Spec = pb.QuerySpec | pb.OverlapSpec
-JOB_KINDS = ("query", "secure", "overlap")
+Spec = pb.QuerySpec | pb.OverlapSpec | pb.ModelSpec
+JOB_KINDS = ("query", "secure", "overlap", "model")
 
 
 def job_spec(job: pb.JobRequest | pb.ApprovalQuery | Spec) -> Spec | None:
     """The spec a job runs, or ``None`` for a message that starts no job (a later protocol step)."""
-    if isinstance(job, pb.QuerySpec | pb.OverlapSpec):
+    if isinstance(job, pb.QuerySpec | pb.OverlapSpec | pb.ModelSpec):
         return job
     if isinstance(job, pb.ApprovalQuery):
+        if job.kind == "model":
+            return job.model
         return job.overlap if job.kind == "overlap" else job.query
     kind = job.WhichOneof("kind")
     if kind == "query":
@@ -36,6 +38,9 @@ def job_spec(job: pb.JobRequest | pb.ApprovalQuery | Spec) -> Spec | None:
         return job.secure.query
     if kind == "overlap" and job.overlap.phase == pb.OVERLAP_PREPARE:
         return job.overlap.spec
+    if kind == "model" and job.model.round == 0:
+        # Every round of a model job starts a release: each is checked against its spec.
+        return job.model.spec
     if kind == "approval":
         return job_spec(job.approval)
     return None
@@ -71,7 +76,7 @@ def template_of(spec: Spec) -> Spec:
     """A copy of ``spec`` with every filter value blanked; columns, operators and shape are kept."""
     copy = type(spec)()
     copy.CopyFrom(spec)
-    if isinstance(copy, pb.QuerySpec):
+    if isinstance(copy, pb.QuerySpec | pb.ModelSpec):
         if copy.HasField("filter"):
             _blank(copy.filter)
     else:

@@ -886,7 +886,7 @@ class ModelRequest(_message.Message):
     def __init__(self, spec: _Optional[_Union[ModelSpec, _Mapping]] = ..., timeout_seconds: _Optional[float] = ..., formula: _Optional[str] = ...) -> None: ...
 
 class ModelResponse(_message.Message):
-    __slots__ = ("job_id", "ok", "error", "error_rule", "terms", "params", "covariance", "deviance", "null_deviance", "n", "iterations", "converged", "dispersion", "log_likelihood", "nodes", "rho", "noise_sd", "deviance_trace")
+    __slots__ = ("job_id", "ok", "error", "error_rule", "terms", "params", "covariance", "deviance", "null_deviance", "n", "iterations", "converged", "dispersion", "log_likelihood", "nodes", "rho", "noise_sd", "deviance_trace", "seconds_nodes", "seconds_secagg", "seconds_solve")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     OK_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
@@ -905,6 +905,9 @@ class ModelResponse(_message.Message):
     RHO_FIELD_NUMBER: _ClassVar[int]
     NOISE_SD_FIELD_NUMBER: _ClassVar[int]
     DEVIANCE_TRACE_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_NODES_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_SECAGG_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_SOLVE_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     ok: bool
     error: str
@@ -923,7 +926,10 @@ class ModelResponse(_message.Message):
     rho: float
     noise_sd: _containers.RepeatedScalarFieldContainer[float]
     deviance_trace: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, job_id: _Optional[str] = ..., ok: _Optional[bool] = ..., error: _Optional[str] = ..., error_rule: _Optional[str] = ..., terms: _Optional[_Iterable[str]] = ..., params: _Optional[_Iterable[float]] = ..., covariance: _Optional[_Iterable[float]] = ..., deviance: _Optional[float] = ..., null_deviance: _Optional[float] = ..., n: _Optional[float] = ..., iterations: _Optional[int] = ..., converged: _Optional[bool] = ..., dispersion: _Optional[float] = ..., log_likelihood: _Optional[float] = ..., nodes: _Optional[_Iterable[_Union[NodeOutcome, _Mapping]]] = ..., rho: _Optional[float] = ..., noise_sd: _Optional[_Iterable[float]] = ..., deviance_trace: _Optional[_Iterable[float]] = ...) -> None: ...
+    seconds_nodes: float
+    seconds_secagg: float
+    seconds_solve: float
+    def __init__(self, job_id: _Optional[str] = ..., ok: _Optional[bool] = ..., error: _Optional[str] = ..., error_rule: _Optional[str] = ..., terms: _Optional[_Iterable[str]] = ..., params: _Optional[_Iterable[float]] = ..., covariance: _Optional[_Iterable[float]] = ..., deviance: _Optional[float] = ..., null_deviance: _Optional[float] = ..., n: _Optional[float] = ..., iterations: _Optional[int] = ..., converged: _Optional[bool] = ..., dispersion: _Optional[float] = ..., log_likelihood: _Optional[float] = ..., nodes: _Optional[_Iterable[_Union[NodeOutcome, _Mapping]]] = ..., rho: _Optional[float] = ..., noise_sd: _Optional[_Iterable[float]] = ..., deviance_trace: _Optional[_Iterable[float]] = ..., seconds_nodes: _Optional[float] = ..., seconds_secagg: _Optional[float] = ..., seconds_solve: _Optional[float] = ...) -> None: ...
 
 class ApprovalQuery(_message.Message):
     __slots__ = ("kind", "query", "overlap", "model")

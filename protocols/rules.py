@@ -166,6 +166,15 @@ _RULES: dict[str, dict[str, str]] = {
         "node_disconnected": "a node disconnected during the job",
         "timeout": "a node or the coordinator did not answer in time",
     },
+    "models and GLMs": {
+        "model_spec": "the model spec names no outcome, a column twice, or a column that cannot be a covariate",
+        "model_family": "the GLM family is not gaussian, binomial or poisson",
+        "model_iterations": "the round is past the model's iteration cap (the spec's, or the node's own)",
+        "model_disclosure": "the design fails the node's disclosure checks (parameters vs rows, outcome and level sizes)",
+        "model_schema_differs": "the nodes declare the model's columns with different bounds or domains",
+        "model_formula": "the formula cannot be read, or uses interactions, transformations or unknown columns",
+        "model_failed": "the model job failed without a more specific rule",
+    },
     "SGD models driven by Flower strategies": {
         "model_trainer": "the trainer or its hyper-parameters are not in the node's built-in catalogue",
         "model_outcome": "the model's outcome does not fit the trainer (logistic regression needs two classes)",

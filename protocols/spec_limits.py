@@ -41,7 +41,11 @@ RULES = {
     IN_LIST_TOO_LONG: f"an IN (...) list has more than {MAX_IN_LIST_VALUES} values",
 }
 
-_SPECS = (pb.QuerySpec.DESCRIPTOR.full_name, pb.OverlapSpec.DESCRIPTOR.full_name)
+_SPECS = (
+    pb.QuerySpec.DESCRIPTOR.full_name,
+    pb.OverlapSpec.DESCRIPTOR.full_name,
+    pb.ModelSpec.DESCRIPTOR.full_name,
+)
 _FILTER = pb.Filter.DESCRIPTOR.full_name
 
 
@@ -134,7 +138,7 @@ def _fields(message: Message) -> Iterator[tuple[FieldDescriptor, object]]:
             yield field, value
 
 
-def check_spec(spec: pb.QuerySpec | pb.OverlapSpec, node: str = "") -> None:
+def check_spec(spec: pb.QuerySpec | pb.OverlapSpec | pb.ModelSpec, node: str = "") -> None:
     """Every filter of a query or overlap spec within the bounds, every name a short printable label."""
     tally = _Tally(node)
     stack: list[Message] = [spec]
