@@ -644,13 +644,23 @@ def approvals(
                 "kind": r.kind,
                 "project": r.project,
                 "purpose": r.purpose,
+                "legal_basis": r.legal_basis,
                 "requested_by": r.requested_by,
                 "last_seen": r.last_seen,
                 "times": r.times,
             }
             for r in store.requests()
         ]
-        columns = ["job", "job_hash", "template_hash", "kind", "project", "purpose", "requested_by"]
+        columns = [
+            "job",
+            "job_hash",
+            "template_hash",
+            "kind",
+            "project",
+            "purpose",
+            "legal_basis",
+            "requested_by",
+        ]
         print_frame(pd.DataFrame(rows, columns=[*columns, "last_seen", "times"]), fmt)
         return
     rows = [

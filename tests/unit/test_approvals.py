@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
+import time
 import tomllib
 from pathlib import Path
 
@@ -167,6 +168,37 @@ def test_approval_query_changes_no_approval_and_hashes_the_spec_itself(store: Ap
     with pytest.raises(ApprovalError) as info:
         answer_approval_query(store, pb.JobRequest(job_id="q2", approval=pb.ApprovalQuery(kind="drop")))
     assert info.value.rule == "malformed_request"
+
+
+def test_reject_takes_a_request_off_the_list_until_asked_again_and_keeps_its_legal_basis(
+    store: ApprovalStore, tmp_path: Path
+) -> None:
+    spec = _spec()
+    job = pb.JobRequest(
+        job_id="q1",
+        approval=pb.ApprovalQuery(kind="query", query=spec),
+        requested_by="analyst",
+        purpose="port study",
+        legal_basis="MIT covenant",
+    )
+    answer_approval_query(store, job)
+    (request,) = store.requests()
+    assert (request.purpose, request.legal_basis, request.requested_by) == (
+        "port study",
+        "MIT covenant",
+        "analyst",
+    )
+    with pytest.raises(ApprovalError) as info:
+        store.reject("0" * 64, "officer")
+    assert info.value.rule == "not_pending"
+    store.reject(request.job_hash, "officer", "outside the covenant")
+    assert store.requests() == [] and store.approvals() == []
+    entry = [e for e in export(tmp_path / "audit.log") if e["kind"] == "approval"][-1]["payload"]
+    assert (entry["decision"], entry["by"], entry["note"]) == ("rejected", "officer", "outside the covenant")
+    # Still not approved: asked again (a later second), it waits again.
+    time.sleep(1.1)
+    assert not answer_approval_query(store, job).approval.approved
+    assert [r.job_hash for r in store.requests()] == [request.job_hash]
 
 
 # ---------------------------------------------------------------------- purpose checks at the node

@@ -117,6 +117,19 @@ def test_default_budget_and_required_budget(tmp_path: Path) -> None:
     assert strict.charges(project="other") == []
 
 
+def test_spending_over_time_composes_as_status(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "ledger.sqlite", "politie")
+    ledger.set_budget("incidents", "p", 3.0, 1e-6, by="fg")
+    ledger.set_budget("incidents", "other", 3.0, 1e-6, by="fg")
+    ledger.charge("a", "incidents", "p", _pure(0.5))
+    ledger.charge("b", "incidents", "p", Cost(epsilon=0.0, rho=0.01))
+    ledger.charge("c", "incidents", "other", _pure(1.0))
+    points = ledger.spending("incidents", "p", 1e-6)
+    assert [round(spent, 9) for _, spent in points][0] == 0.5 and len(points) == 2
+    assert points[-1][1] == pytest.approx(ledger.status("incidents", "p").spent_epsilon)
+    assert points[0][0] <= points[1][0]
+
+
 def test_gaussian_charges_compose_in_rho(tmp_path: Path) -> None:
     ledger = Ledger(tmp_path / "ledger.sqlite", "politie")
     ledger.set_budget("incidents", "p", 3.0, 1e-6, by="fg")
