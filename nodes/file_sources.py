@@ -276,12 +276,12 @@ def build_version(config: NodeConfig, dataset: Dataset, signature: Signature) ->
     folder = sources_dir(config)
     folder.mkdir(parents=True, exist_ok=True)
     key = version_key(dataset, signature)
-    stem = folder / f"{dataset.name}-{key}"
+    stem = f"{dataset.name}-{key}"
     settings = duck_settings(config, dataset)
     path = Path(signature.path)
     try:
         if dataset.source.kind == "csv":
-            database = stem.with_suffix(".duckdb")
+            database = folder / f"{stem}.duckdb"
             if database.exists():
                 log.info("dataset %s: reusing the conversion of %s", dataset.name, path.name)
             else:
@@ -289,7 +289,7 @@ def build_version(config: NodeConfig, dataset: Dataset, signature: Signature) ->
             conn = connect(settings, str(database), read_only=True)
             files, watched = [database], None
         else:
-            pinned = _pin_parquet(path, stem.with_suffix(".parquet"))
+            pinned = _pin_parquet(path, folder / f"{stem}.parquet")
             conn = connect(settings)
             scan = pinned or path
             conn.execute(
@@ -306,7 +306,7 @@ def build_version(config: NodeConfig, dataset: Dataset, signature: Signature) ->
         ) from None
     try:
         _check_declared(conn, dataset, node)
-        counts = _counts(conn, dataset, stem.with_suffix(".json"))
+        counts = _counts(conn, dataset, folder / f"{stem}.json")
     except duckdb.Error as exc:
         conn.close()
         # Out of memory lands here too: the operator raises memory_limit (docs/config.md).
@@ -318,7 +318,7 @@ def build_version(config: NodeConfig, dataset: Dataset, signature: Signature) ->
     except BaseException:
         conn.close()
         raise
-    files.append(stem.with_suffix(".json"))
+    files.append(folder / f"{stem}.json")
     return FileVersion(
         dataset,
         signature,
@@ -418,8 +418,10 @@ def stale_files(config: NodeConfig, dataset: Dataset, keep: set[Path]) -> list[P
     if not folder.is_dir():
         return []
     prefix = f"{dataset.name}-"
-    return [
-        p
-        for p in folder.iterdir()
-        if p.name.startswith(prefix) and p not in keep and len(p.name.split(".")[0]) == len(prefix) + 16
-    ]
+    found = []
+    for path in folder.iterdir():
+        rest = path.name[len(prefix) :] if path.name.startswith(prefix) else ""
+        ours = len(rest) > 17 and rest[16] == "." and all(c in "0123456789abcdef" for c in rest[:16])
+        if ours and path not in keep:
+            found.append(path)
+    return found

@@ -70,6 +70,8 @@ class DataSources:
         self._refresh_lock = threading.Lock()
         # A changed file is picked up once its signature held still for one check (``refresh``).
         self._seen: dict[str, Signature] = {}
+        # The file state and reason of each source's last failed load, so it is reported once.
+        self._failed: dict[str, tuple[Signature | None, str]] = {}
         # Per PostgreSQL dataset, rows per category column whose value maps to nothing.
         self._unmapped: dict[str, dict[str, int]] = {}
         # PostgreSQL tables change under the node, so their counts are taken again, but at most
@@ -134,43 +136,64 @@ class DataSources:
         report = RefreshReport()
         with self._refresh_lock:
             for dataset in self._file_datasets():
-                name = dataset.name
-                with self._versions_lock:
-                    current = self._versions.get(name)
-                try:
-                    signature = self._signature(dataset)
-                except SourceError as exc:
-                    report.failed[name] = f"{exc.message} [rule: {exc.rule}]"
-                    continue
-                if current is not None and current.signature == signature:
-                    self._seen.pop(name, None)
-                    report.unchanged.append(name)
-                    continue
-                if not force and self._seen.get(name) != signature:
-                    self._seen[name] = signature
-                    report.waiting.append(name)
-                    continue
-                self._seen.pop(name, None)
-                try:
-                    version = self._build(dataset, signature)
-                except SourceError as exc:
-                    report.failed[name] = f"{exc.message} [rule: {exc.rule}]"
-                    continue
-                try:
-                    if announce is not None:
-                        announce(version)
-                except Exception as exc:  # noqa: BLE001 - an unrecorded version never answers
-                    version.retire()
-                    report.failed[name] = f"the new version was not recorded ({type(exc).__name__})"
-                    continue
-                with self._versions_lock:
-                    old = self._versions.get(name)
-                    self._versions[name] = version
-                if old is not None:
-                    old.retire()
-                report.reloaded[name] = version.rows
-                log.info("dataset %s: new version of %s in use (%d rows)", name, signature.path, version.rows)
+                self._refresh_one(dataset, force, announce, report)
         return report
+
+    def _refresh_one(
+        self,
+        dataset: Dataset,
+        force: bool,
+        announce: Callable[[FileVersion], None] | None,
+        report: RefreshReport,
+    ) -> None:
+        name = dataset.name
+        with self._versions_lock:
+            current = self._versions.get(name)
+        try:
+            signature = self._signature(dataset)
+        except SourceError as exc:
+            self._failure(report, name, None, f"{exc.message} [rule: {exc.rule}]", force)
+            return
+        if current is not None and current.signature == signature:
+            self._seen.pop(name, None)
+            self._failed.pop(name, None)
+            report.unchanged.append(name)
+            return
+        if not force and self._failed.get(name, (None, ""))[0] == signature:
+            return  # this file failed to load already: tried again when it changes, or on reload
+        if not force and self._seen.get(name) != signature:
+            self._seen[name] = signature
+            report.waiting.append(name)
+            return
+        self._seen.pop(name, None)
+        try:
+            version = self._build(dataset, signature)
+        except SourceError as exc:
+            self._failure(report, name, signature, f"{exc.message} [rule: {exc.rule}]", force)
+            return
+        try:
+            if announce is not None:
+                announce(version)
+        except Exception as exc:  # noqa: BLE001 - an unrecorded version never answers
+            version.retire()
+            report.failed[name] = f"the new version was not recorded ({type(exc).__name__})"
+            return
+        with self._versions_lock:
+            old = self._versions.get(name)
+            self._versions[name] = version
+        if old is not None:
+            old.retire()
+        self._failed.pop(name, None)
+        report.reloaded[name] = version.rows
+        log.info("dataset %s: new version of %s in use (%d rows)", name, signature.path, version.rows)
+
+    def _failure(
+        self, report: RefreshReport, name: str, signature: Signature | None, reason: str, force: bool
+    ) -> None:
+        """Report a failed load once per file state (and on every reload), not on every check."""
+        if force or self._failed.get(name) != (signature, reason):
+            report.failed[name] = reason
+        self._failed[name] = (signature, reason)
 
     @contextmanager
     def pinned(self) -> Iterator[None]:

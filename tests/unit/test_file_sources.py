@@ -273,3 +273,29 @@ def test_reload_without_a_running_node_says_so(
         request_reload(config, timeout=1.0)
     assert refused.value.rule == "node_not_running"
     assert not (config.state_dir / REQUEST_FILE).exists()
+
+
+def test_a_file_that_fails_to_load_is_reported_once(
+    tmp_path: Path, declarations: pd.DataFrame, customs: Any
+) -> None:
+    config = _node(tmp_path, declarations, customs, "parquet")
+    sources = DataSources(config)
+    path = tmp_path / "data" / "declarations.parquet"
+    try:
+        old = _answer(sources, config, customs)
+        broken = tmp_path / "data" / "broken.parquet"
+        broken.write_bytes(b"PAR1 but not really")
+        os.replace(broken, path)
+        reports = [sources.refresh() for _ in range(5)]
+        assert [bool(r.failed) for r in reports] == [False, True, False, False, False]
+        assert sources.refresh(force=True).failed  # a reload tries, and says, again
+        assert _answer(sources, config, customs) == old
+        _replace(path, declarations.head(50))
+        assert sources.refresh(force=True).reloaded == {"declarations": 50}
+        # Left-overs of earlier versions are removed at the next start.
+        stray = config.state_dir / SOURCES_DIR / "declarations-0123456789abcdef.duckdb"
+        stray.write_bytes(b"")
+    finally:
+        sources.close()
+    DataSources(config).close()
+    assert not stray.exists()
