@@ -103,6 +103,11 @@ class JobRow:
         """The coordinator or a node refused the job (not merely a timeout)."""
         return self.status == "refused" or any(o.status == "refused" for o in self.nodes)
 
+    @property
+    def needs_attention(self) -> bool:
+        """Refused, failed, or answered without every node (a timeout, a disconnect)."""
+        return self.status not in ("complete", "running") or any(o.status != "answered" for o in self.nodes)
+
 
 @dataclass(frozen=True)
 class JobPage:
@@ -217,10 +222,11 @@ class Summary:
     datasets: tuple[str, ...]  # served by a connected node
     projects_active: int
     projects_expired: int
-    recent_refusals: tuple[JobRow, ...]  # the newest refused jobs, at most ``REFUSALS_SHOWN``
+    troubled: tuple[JobRow, ...]  # the newest jobs that need attention, at most ``TROUBLED_SHOWN``
+    looked_at: int  # how many of the newest jobs were looked at
 
 
-REFUSALS_SHOWN = 5
+TROUBLED_SHOWN = 5
 
 
 def summary(node_rows: list[NodeRow], project_rows: list[ProjectRow], recent: JobPage) -> Summary:
@@ -231,5 +237,6 @@ def summary(node_rows: list[NodeRow], project_rows: list[ProjectRow], recent: Jo
         datasets=tuple(sorted({d for n in connected for d in n.datasets})),
         projects_active=sum(1 for p in project_rows if not p.expired),
         projects_expired=sum(1 for p in project_rows if p.expired),
-        recent_refusals=tuple(j for j in recent.rows if j.refused)[:REFUSALS_SHOWN],
+        troubled=tuple(j for j in recent.rows if j.needs_attention)[:TROUBLED_SHOWN],
+        looked_at=len(recent.rows),
     )

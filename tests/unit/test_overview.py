@@ -89,6 +89,9 @@ def test_jobs_keep_refusal_rules_and_reasons_per_node(store: JobStore) -> None:
     store.refused("b" * 32, "bob", _spec("q"), SQL, "not_a_member", "'bob' is not a member of project 'q'")
     store.start("c" * 32, "ann", _spec("p"), SQL)
     store.finish("c" * 32, "complete", "d" * 64, [answered])
+    late = pb.NodeOutcome(node="kmar", status="timeout", reason="node kmar did not answer within 10s")
+    store.start("d" * 32, "ann", _spec("p"), SQL)
+    store.finish("d" * 32, "partial", "e" * 64, [answered, late])
 
     page = overview.jobs(store)
     by_id = {j.job_id: j for j in page.rows}
@@ -105,7 +108,10 @@ def test_jobs_keep_refusal_rules_and_reasons_per_node(store: JobStore) -> None:
     assert refused.refused and refused.status == "refused" and refused.rule == "not_a_member"
     assert "not a member" in refused.reason and "[rule:" not in refused.reason
     assert not done.refused and done.rule == "" and done.epsilon == 0.5 and done.query == SQL
-    assert done.kind == "query"
+    assert done.kind == "query" and not done.needs_attention
+    partial = by_id["d" * 32]
+    assert partial.needs_attention and not partial.refused and partial.rule == ""
+    assert [(o.node, o.status) for o in partial.nodes if o.status != "answered"] == [("kmar", "timeout")]
 
 
 def test_jobs_page_per_project_without_repeats(store: JobStore) -> None:
@@ -157,7 +163,7 @@ def test_projects_show_purpose_members_expiry_and_their_jobs(store: JobStore) ->
 
     summary = overview.summary([], rows, overview.jobs(store))
     assert summary.projects_active == 1 and summary.projects_expired == 1
-    assert [j.job_id for j in summary.recent_refusals] == ["a" * 32]
+    assert [j.job_id for j in summary.troubled] == ["a" * 32] and summary.looked_at == 2
 
 
 def test_split_rule_reads_only_a_trailing_rule() -> None:
