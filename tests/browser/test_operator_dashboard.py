@@ -2,8 +2,9 @@
 nodes as OS processes: sign in with the one-time token, see the nodes, see a refused job with its
 rule and reason, forget a stopped node, and find that change in the operator log.
 
-Screenshots go to the test's folder; with FEDERATION_SCREENSHOTS=docs/screenshots they are also
-written where README.md shows them.
+Headless Chromium comes from the shared harness (tests/browser/conftest.py). Screenshots go to the
+test's folder; with FEDERATION_SCREENSHOTS=docs/screenshots they are also written where README.md
+and docs/dashboard.md show them.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from pathlib import Path
 
 import pytest
 import tomli_w
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
 
 from coordinator.config import load_coordinator_config
 from federation.processes import free_port
@@ -24,12 +27,6 @@ from protocols.errors import FederationError
 from protocols.web.signin import TOKEN_FILE
 from tests.integration.conftest import RunningFederation, _drop_schema, start_federation
 
-webdriver = pytest.importorskip("selenium.webdriver")
-from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-DRIVER = shutil.which("chromedriver")
 NODES = ["douane", "kmar"]
 OPERATOR = "Olga Operator"
 
@@ -54,24 +51,6 @@ def fed(tmp_path_factory: pytest.TempPathFactory, postgres_dsn: str) -> Iterator
         _drop_schema(postgres_dsn, schema)
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[WebDriver]:
-    if CHROMIUM is None or DRIVER is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium and chromedriver must be installed on CI (.ci/run installs them)")
-        pytest.skip("no system chromium/chromedriver")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,900"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=DRIVER))
-    driver.set_page_load_timeout(30)
-    try:
-        yield driver
-    finally:
-        driver.quit()
-
-
 def _shot(driver: WebDriver, folder: Path, name: str) -> None:
     """The whole page down to its footer: the window grown by the page's height and its own frame."""
     bottom = driver.execute_script(
@@ -85,7 +64,7 @@ def _shot(driver: WebDriver, folder: Path, name: str) -> None:
     if target:
         Path(target).mkdir(parents=True, exist_ok=True)
         shutil.copy(path, Path(target) / path.name)
-    driver.set_window_size(1280, 900)
+    driver.set_window_size(1280, 1000)
 
 
 def _wait(predicate: object, seconds: float = 30.0) -> bool:
