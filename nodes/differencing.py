@@ -26,7 +26,9 @@ engine's MD5 of them, enciphered with AES-256 under a key derived from the node-
 keyed digest of its unit, its cell and whether a later cell covers it, in ``differencing.sqlite``
 in the node's state folder (21 bytes per row per release). The key never leaves the node, so ids
 and values cannot be read back from the store. A repeat of a recorded query over unchanged rows is
-recognised by a fingerprint the engine computes, and answered as recorded.
+recognised by a fingerprint the engine computes, and answered as recorded. A version of a file
+source never changes (a changed file becomes a new version), so its fingerprint per query is
+computed once and reused; a PostgreSQL table's is computed again for every release.
 
 A refusal says only that this check refused ("differencing"): no count, no cell, no earlier job.
 What it reveals is a yes/no of the kind small-cell suppression reveals (docs/security.md).
@@ -141,8 +143,11 @@ def fingerprint_sql(plan: Plan, dialect: Dialect, truncate: bool = True) -> tupl
 
 
 def fingerprint(plan: Plan, sources: DataSources) -> str:
+    """``fingerprint_sql`` on the plan's source. A version of a file source never changes, so its
+    fingerprint is computed once per query and version and reused (``DataSources.fetch_stable``):
+    a repeat of a recorded query then costs no scan beyond the answer's own."""
     sql, params = fingerprint_sql(plan, sources.dialect(plan.dataset), sources.needs_truncation(plan))
-    (row,) = sources.fetch(plan.dataset, sql, params)
+    (row,) = sources.fetch_stable(plan.dataset, sql, params)
     return f"{row[0]}:{row[1]}"
 
 

@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ log = logging.getLogger("federation.node")
 
 SOURCES_DIR = "sources"  # under state_dir: converted CSV, pinned Parquet links, counts
 SPILL_DIR = "duckdb_tmp"  # under state_dir, unless temp_directory is set
+STABLE_RESULTS = 256  # small results kept per version (``FileVersion.fetch_stable``)
 
 
 class SourceError(FederationError):
@@ -168,6 +170,8 @@ class FileVersion:
         self._retired = False
         self._closed = False
         self._discard = False
+        # Small results over this version's rows (``fetch_stable``), oldest dropped first.
+        self._stable: OrderedDict[tuple[Any, ...], list[tuple[Any, ...]]] = OrderedDict()
 
     def acquire(self) -> FileVersion:
         with self._lock:
@@ -238,6 +242,35 @@ class FileVersion:
                 node=node,
             )
         return columns
+
+    def fetch_stable(self, sql: str, params: list[Any], node: str) -> list[tuple[Any, ...]]:
+        """``fetch``, computed once per SQL and parameters: a version's rows never change (a
+        changed file becomes a new version), so a result over them can be reused. A version that
+        reads its file in place still checks the file on every use."""
+        try:
+            key: tuple[Any, ...] = (sql, *params)
+            hash(key)
+        except TypeError:
+            return self.fetch(sql, params, node)
+        with self._lock:
+            hit = self._stable.get(key)
+            if hit is not None:
+                self._stable.move_to_end(key)
+        if hit is None:
+            rows = self.fetch(sql, params, node)
+            with self._lock:
+                self._stable[key] = list(rows)
+                while len(self._stable) > STABLE_RESULTS:
+                    self._stable.popitem(last=False)
+            return rows
+        if self._watched is not None and not self._unchanged():
+            raise SourceError(
+                "source_changed",
+                f"dataset {self.dataset.name}: the source file changed on disk while the job read it; "
+                "nothing is released (ask again once the node has picked up the new file)",
+                node=node,
+            )
+        return list(hit)
 
     def _unchanged(self) -> bool:
         assert self._watched is not None

@@ -374,6 +374,23 @@ class DataSources:
             ) from None
         return {name: columns[name] for name in names}
 
+    def fetch_stable(self, dataset: Dataset, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+        """``fetch`` for a small result that depends only on the rows. A file source's version
+        never changes once built (a changed file is a new version), so the version computes it once
+        per SQL and parameters and reuses it; a PostgreSQL table can change under the node, so
+        there it is always computed again."""
+        if dataset.source.kind == "postgres":
+            return self.fetch(dataset, sql, params)
+        try:
+            with self._version(dataset) as version:
+                return version.fetch_stable(sql, params, self.config.node_id)
+        except duckdb.Error as exc:
+            raise SourceError(
+                "source_unavailable",
+                f"dataset {dataset.name}: query failed in DuckDB ({type(exc).__name__})",
+                node=self.config.node_id,
+            ) from None
+
     def ping(self) -> None:
         """Raise when a source of an exposed dataset does not answer (readiness, nodes/metrics.py):
         each file source's engine, and a fresh short connection to each PostgreSQL source."""
