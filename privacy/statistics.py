@@ -11,8 +11,8 @@
   bins over the declared bounds. The bins add across nodes; negative noisy counts are set to 0
   and the quantile is read off the cumulative counts, linear within a bin (the histogram
   estimator of e.g. Smith 2011, "Privacy-preserving statistical estimation with optimal
-  convergence rates"). Its interval maps the rank's noise interval through the same CDF; it
-  covers the noise, not the interpolation within one bin (at most one bin width).
+  convergence rates"). Its interval runs between bin edges: it covers the noise on the counts
+  and where within its bin the quantile lies, which the counts cannot tell (``percentile``).
 
 Pure functions, no I/O; nothing here spends budget.
 """
@@ -142,20 +142,49 @@ def percentile(
     bins: Sequence[float], low: float, high: float, q: float, bin_sd: float = 0.0, z: float = Z95
 ) -> Estimate:
     """PERCENTILE_CONT(q) from row counts per equal-width bin over [low, high]; ``bin_sd`` is the
-    noise sd of each (summed) bin count, 0 for exact counts."""
+    noise sd of each (summed) bin count, 0 for exact counts.
+
+    The interval covers both errors: the noise, and where within its bin the quantile lies, which
+    the counts do not tell (linear interpolation can be off by up to a bin width). Let D(k) be the
+    count below bin edge k minus q times the total; the true quantile lies in the bin b with
+    D(b) <= 0 <= D(b + 1). The noisy D~(k) differs from D(k) by a normal-like error of sd s_k
+    (below), and D~ rises with k (counts are cut at 0). Then D~(b) < z s_b except with
+    probability 2.5%, and D~(b + 1) > -z s_{b+1} likewise, so the interval from the last edge with
+    D~(k) <= -z s_k to the first edge with D~(k) >= z s_k holds the quantile at least 95% of the
+    time whatever the rows look like inside a bin. Exact counts give the quantile's bin.
+    """
     counts = [max(0.0, float(c)) for c in bins]
     total = sum(counts)
     if not counts or not total > 0 or not 0 <= q <= 1:
         return UNDEFINED
     rank = q * total
     value = _read_quantile(counts, low, high, rank)
-    if bin_sd <= 0:
-        return Estimate(value, 0.0, value, value)
-    # The error of (counts below the quantile) - q * total is (1 - q) times the noise on the j bins
-    # below it minus q times the noise on the bins above: variance ((1-q)^2 j + q^2 (B - j)) sd^2.
-    width = (high - low) / len(counts)
-    j = min(len(counts), max(0, int((value - low) / width))) if width > 0 else 0
-    h = z * bin_sd * math.sqrt((1 - q) ** 2 * j + q * q * (len(counts) - j))
-    lo = _read_quantile(counts, low, high, rank - h)
-    hi = _read_quantile(counts, low, high, rank + h)
-    return Estimate(value, (hi - lo) / (2 * z), lo, hi)
+    n_bins = len(counts)
+    width = (high - low) / n_bins
+    # The error of (counts below edge k) - q * total is (1 - q) times the noise on the k bins below
+    # minus q times the noise on the bins above: variance ((1-q)^2 k + q^2 (B - k)) sd^2.
+    margin = [z * bin_sd * math.sqrt((1 - q) ** 2 * k + q * q * (n_bins - k)) for k in range(n_bins + 1)]
+    # The noise alone, mapped through the histogram's CDF: the stated sd.
+    j = min(n_bins, max(0, int((value - low) / width))) if width > 0 else 0
+    sd = 0.0
+    if bin_sd > 0:
+        noise_lo = _read_quantile(counts, low, high, rank - margin[j])
+        noise_hi = _read_quantile(counts, low, high, rank + margin[j])
+        sd = (noise_hi - noise_lo) / (2 * z)
+    cumulative = [0.0]
+    for c in counts:
+        cumulative.append(cumulative[-1] + c)
+    # Exact counts (no margin) give the quantile's own bin.
+    below = [
+        k
+        for k in range(n_bins + 1)
+        if cumulative[k] - rank < -margin[k] or (not bin_sd > 0 and cumulative[k] <= rank)
+    ]
+    above = [
+        k
+        for k in range(n_bins + 1)
+        if cumulative[k] - rank > margin[k] or (not bin_sd > 0 and cumulative[k] >= rank)
+    ]
+    lo = min(value, low + width * max(below)) if below else low
+    hi = max(value, low + width * min(above)) if above else high
+    return Estimate(value, sd, lo, hi)
