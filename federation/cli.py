@@ -332,6 +332,8 @@ def query(
             plan = plan.drop(columns=empty) if fmt == Format.table else plan
             shown = plan.astype(object).where(plan.notna(), "n/a")
             print_frame(shown, fmt, title="expected noise (nothing read, nothing spent)")
+            if fmt == Format.table and plan.attrs.get("hint"):
+                typer.echo(plan.attrs["hint"])
             return
         df = fed.query(
             sql,

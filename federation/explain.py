@@ -254,7 +254,32 @@ def explain_frame(spec: pb.QuerySpec, infos: Sequence[pb.DatasetInfo]) -> pd.Dat
             )
     df = pd.DataFrame(rows)
     df.attrs = {"dataset": spec.dataset, "charged": False}
+    hint = secure_hint(spec, infos)
+    if hint:
+        df.attrs["hint"] = hint
     return df
+
+
+_NOT_SECURE = (pb.VARIANCE, pb.STDDEV, pb.PERCENTILE)  # not released under secure aggregation
+
+
+def secure_hint(spec: pb.QuerySpec, infos: Sequence[pb.DatasetInfo]) -> str:
+    """One line for a plain DP query that secure aggregation could serve: each node adds its own
+    full noise, so the combined figure carries n noises (sqrt(n) times one noise's sd), where
+    ``secure=True`` adds one curator's noise in shares (privacy/distributed.py). Empty when it does
+    not apply: exact release, one node, or an aggregate or group key the secure path lacks."""
+    n = len(infos)
+    dp = spec.privacy.epsilon > 0 or spec.privacy.rho > 0 or any(i.dp_required for i in infos)
+    if spec.secure or not dp or n < 2 or spec.derived:
+        return ""
+    union = set(union_indexes(spec, n))
+    rest = [a for i, a in enumerate(spec.aggregates) if i not in union]
+    if not rest or any(a.function in _NOT_SECURE for a in rest):
+        return ""
+    return (
+        f"hint: these {n} nodes allow secure=True, which adds one noise for all of them instead of one "
+        f"per node: a smaller interval (about 1/sqrt({n}) of this sd; served under zCDP, docs/privacy.md)"
+    )
 
 
 def _avg_note(sum_sd: float, count_sd: float) -> str:

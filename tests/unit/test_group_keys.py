@@ -255,3 +255,32 @@ def test_explain_counts_the_same_keys_as_the_node(node_config: NodeConfig) -> No
     plan = validate(spec, node_config)
     assert node_query(spec, info).n_groups == len(plan.keys) == 5 * 12 * 3 * 5
     assert [a.kind for a in explanation(spec, [info]).aggregates] == ["variance", "percentile", "count"]
+
+
+def test_explain_hints_at_secure_aggregation_when_it_would_narrow_the_interval(
+    node_config: NodeConfig,
+) -> None:
+    from federation.explain import explain_frame
+    from nodes.daemon import dataset_infos
+
+    info = next(i for i in dataset_infos(node_config) if i.name == "declarations")
+    infos = [info]
+    for name in ("politie", "om"):
+        other = pb.DatasetInfo()
+        other.CopyFrom(info)
+        other.node = name
+        infos.append(other)
+
+    def hint(sql: str, nodes: list[pb.DatasetInfo], epsilon: float = 1.0, secure: bool = False) -> str:
+        spec = parse_query(sql)
+        spec.privacy.epsilon = epsilon
+        spec.secure = secure
+        return str(explain_frame(spec, nodes).attrs.get("hint", ""))
+
+    counts = "SELECT port, COUNT(*) AS n, SUM(value) AS total FROM declarations GROUP BY port"
+    line = hint(counts, infos)
+    assert "secure=True" in line and "3 nodes" in line and "sqrt(3)" in line
+    # Nothing to gain: one node, a query already secure, or a statistic the secure path lacks.
+    assert hint(counts, infos[:1]) == ""
+    assert hint(counts, infos, secure=True) == ""
+    assert hint("SELECT port, MEDIAN(value) AS m FROM declarations GROUP BY port", infos) == ""
