@@ -1,6 +1,7 @@
 """Utility of federated DP answers against central DP on the pooled rows, in the same run.
 
     python -m bench.bench_utility [--runs 1000] [--error-runs 300] [--real 20] [--seed 3]
+                                  [--parts central,node,plain,secure,median,distinct,real]
 
 Scenario: six partners, seven countries; at every partner every country has 30-400 accounts
 (drawn from one pool per country, so partners share accounts), 1-3 rows per account at a partner
@@ -19,7 +20,10 @@ at epsilon 1.
 
 Figures: share of groups released, median relative error of COUNT and SUM per group (ratio to
 the central baseline's; SUM also with the clamp tightened per query to [0, 6000], on both sides),
-and 95% interval coverage of COUNT, SUM and AVG.
+and 95% interval coverage of COUNT, SUM and AVG; of MEDIAN (plain: the secure path has no
+percentiles); and the median relative error of the union COUNT(DISTINCT account) across the six
+partners (real PSI union in process, the coordinator's one OpenDP noise) against the central
+baseline's count of distinct accounts. ``--parts`` runs a subset, for long runs in pieces.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ import opendp.prelude as dp
 import pandas as pd
 
 from coordinator.combine import combine
+from coordinator.distinct import UnionAnswer
 from coordinator.secure_query import assemble, secagg_parameters
 from federation.client import Client
 from federation.processes import LocalFederation, free_port
@@ -49,8 +54,12 @@ from nodes.release import compute
 from nodes.secure_release import add_noise, exact_blocks, reuses_count
 from nodes.sources import DataSources
 from nodes.validate import Plan, validate
+from privacy.distinct import groups_per_unit, union_noise
 from privacy.distributed import secure_rho
+from privacy.dp import release_counts
+from privacy.suppression import ThresholdNoise, combined_threshold
 from protocols import federation_pb2 as pb
+from protocols.psi_union import run_union_in_memory
 from protocols.values import from_value, to_value
 
 dp.enable_features("contrib")
@@ -73,6 +82,9 @@ TIGHT_SQL = (
 ALL_SQL = (
     "SELECT country, COUNT(*) AS n, SUM(amount) AS total, AVG(amount) AS mean FROM accounts GROUP BY country"
 )
+MEDIAN_SQL = "SELECT country, MEDIAN(amount) AS med FROM accounts GROUP BY country"
+DISTINCT_SQL = "SELECT country, COUNT(DISTINCT account) AS accounts FROM accounts GROUP BY country"
+PARTS = ("central", "node", "plain", "secure", "median", "distinct", "real")
 
 
 # --------------------------------------------------------------------------- scenario
@@ -159,6 +171,8 @@ class Truth:
     total: pd.Series
     mean: pd.Series
     tight: pd.Series  # sums with the clamp tightened to [0, TIGHT]
+    median: pd.Series  # PERCENTILE_CONT(0.5) of the clamped amounts
+    distinct: pd.Series  # distinct accounts over all partners
 
 
 def truth(frames: dict[str, pd.DataFrame]) -> Truth:
@@ -171,6 +185,8 @@ def truth(frames: dict[str, pd.DataFrame]) -> Truth:
         g.sum().reindex(COUNTRIES),
         g.mean().reindex(COUNTRIES),
         tight.reindex(COUNTRIES),
+        g.median().reindex(COUNTRIES),
+        pooled.groupby("country")["account"].nunique().reindex(COUNTRIES),
     )
 
 
@@ -246,7 +262,8 @@ def load_nodes(paths: dict[str, Path]) -> list[Node]:
         sources = DataSources(config)
         try:
             plans = {
-                sql: validate(parse_query(sql), config) for sql in (COUNT_SQL, SUM_SQL, TIGHT_SQL, ALL_SQL)
+                sql: validate(parse_query(sql), config)
+                for sql in (COUNT_SQL, SUM_SQL, TIGHT_SQL, ALL_SQL, MEDIAN_SQL)
             }
             exact = {sql: compute(plan, sources) for sql, plan in plans.items()}
         finally:
@@ -401,6 +418,62 @@ def federated(nodes: list[Node], t: Truth, runs: int, error_runs: int, secure: b
     return tallies
 
 
+def median_coverage(nodes: list[Node], t: Truth, runs: int) -> Tally:
+    """Plain MEDIAN per country: each node's noisy bin counts, summed by the coordinator."""
+    tally = Tally()
+    for _ in range(runs):
+        for key, cell in cells(plain_rows(nodes, MEDIAN_SQL), 0).items():
+            tally.add(cell, t.median[key])
+    return tally
+
+
+def union_errors(frames: dict[str, pd.DataFrame], t: Truth, runs: int) -> tuple[Tally, float, int]:
+    """Union COUNT(DISTINCT account) per country across the six partners against central DP.
+
+    The union counts come from the real PSI union (``protocols.psi_union``, all parties in this
+    process; it is exact, so it runs once); each run adds the coordinator's one noise
+    (``privacy.distinct.union_noise``, OpenDP discrete Laplace) and decides suppression on the
+    noisy count as the coordinator does. The central baseline counts distinct accounts per country
+    on the pooled rows with OpenDP's Context API under the same neighbouring relation (one
+    account's rows at one partner, at most 3). Returns the federated tally, the central median
+    relative error and the number of groups whose exact union count was wrong.
+    """
+    sets = {
+        p: {(c,): list(f.loc[f["country"] == c, "account"]) for c in COUNTRIES} for p, f in frames.items()
+    }
+    counts, _ = run_union_in_memory(sets, "bench-union")
+    wrong = sum(int(counts.get((c,), 0) != t.distinct[c]) for c in COUNTRIES)
+    noise = union_noise(EPSILON, groups_per_unit(ROWS_PER_UNIT, len(COUNTRIES)))
+    threshold = combined_threshold(10, [ThresholdNoise("laplace", noise.scale, 1)])
+    exact = [int(counts.get((c,), 0)) for c in COUNTRIES]
+    tally = Tally()
+    keys = [(c,) for c in COUNTRIES]
+    for _ in range(runs):
+        values = [float(v) for v in release_counts(exact, noise)]
+        answer = UnionAnswer("bench", keys, values, [v < threshold for v in values], threshold, noise)
+        for i, c in enumerate(COUNTRIES):
+            cell = answer.cell(i)
+            tally.add(None if cell.suppressed else cell, t.distinct[c])
+    pooled = pd.concat(frames.values(), ignore_index=True)
+    unit = dp.unit_of(contributions=ROWS_PER_UNIT)
+    central: list[float] = []
+    measures = []
+    for c in COUNTRIES:
+        accounts = [str(a) for a in pooled.loc[pooled["country"] == c, "account"]]
+        ctx = dp.Context.compositor(
+            data=accounts,
+            privacy_unit=unit,
+            privacy_loss=dp.loss_of(epsilon=EPSILON),
+            split_evenly_over=1,
+            domain=dp.vector_domain(dp.atom_domain(T=str)),
+        )
+        measures.append((ctx.query().count_distinct().laplace().resolve(), accounts))
+    for _ in range(runs):
+        for c, (m, accounts) in zip(COUNTRIES, measures, strict=True):
+            central.append(abs(int(m(accounts)) - t.distinct[c]) / t.distinct[c])
+    return tally, statistics.median(central), wrong
+
+
 def real_processes(paths: dict[str, Path], address: str, root: Path, t: Truth, runs: int) -> dict[str, Tally]:
     procs = LocalFederation(
         coordinator_config=paths["coordinator"],
@@ -442,7 +515,15 @@ def main() -> None:
     parser.add_argument("--error-runs", type=int, default=300, help="of which also measure errors")
     parser.add_argument("--real", type=int, default=20, help="plain queries through real processes")
     parser.add_argument("--seed", type=int, default=3)
+    parser.add_argument(
+        "--parts",
+        default=",".join(PARTS),
+        help=f"comma-separated subset of {','.join(PARTS)} (plain and secure need central for ratios)",
+    )
     args = parser.parse_args()
+    parts = {p.strip() for p in args.parts.split(",") if p.strip()}
+    if parts - set(PARTS):
+        parser.error(f"unknown part(s) {sorted(parts - set(PARTS))}; choose from {','.join(PARTS)}")
     root = Path(tempfile.mkdtemp(prefix="bench-utility-"))
     address = f"127.0.0.1:{free_port()}"
     frames = scenario(args.seed)
@@ -457,21 +538,31 @@ def main() -> None:
     )
     nodes = load_nodes(paths)
     started = time.perf_counter()
-    central = central_errors(frames, t, args.error_runs)
-    print(
-        f"central (OpenDP Context API, pooled rows): median rel. error COUNT {central['count']:.4f}, "
-        f"SUM {central['sum']:.4f}, SUM clamped at {TIGHT:g} {central['tight']:.4f}; "
-        f"COUNT at rho {EPSILON**2 / 2:g} (discrete Gaussian) {central['count_rho']:.4f}; root mean square: "
-        f"COUNT {central['count_rms']:.4f} (at rho {EPSILON**2 / 2:g}: {central['count_rho_rms']:.4f}), "
-        f"SUM {central['sum_rms']:.4f}, clamped {central['tight_rms']:.4f}"
-    )
-    count_share, all_share = node_level_share(nodes, min(args.error_runs, 100))
-    print(
-        f"node-level suppression (each node on its own noisy count): released {count_share:.1%} (COUNT), "
-        f"{all_share:.1%} (COUNT, SUM, AVG)"
-    )
+    central: dict[str, float] = {}
+    if parts & {"central", "plain", "secure"}:
+        central = central_errors(frames, t, args.error_runs)
+        print(
+            f"central (OpenDP Context API, pooled rows): median rel. error COUNT {central['count']:.4f}, "
+            f"SUM {central['sum']:.4f}, SUM clamped at {TIGHT:g} {central['tight']:.4f}; "
+            f"COUNT at rho {EPSILON**2 / 2:g} (discrete Gaussian) {central['count_rho']:.4f}; root mean square: "
+            f"COUNT {central['count_rms']:.4f} (at rho {EPSILON**2 / 2:g}: {central['count_rho_rms']:.4f}), "
+            f"SUM {central['sum_rms']:.4f}, clamped {central['tight_rms']:.4f}"
+        )
+    if "node" in parts:
+        count_share, all_share = node_level_share(nodes, min(args.error_runs, 100))
+        print(
+            f"node-level suppression (each node on its own noisy count): released {count_share:.1%} (COUNT), "
+            f"{all_share:.1%} (COUNT, SUM, AVG)"
+        )
     for secure in (False, True):
-        label = "secure (one discrete Gaussian, rho = eps^2/2)" if secure else "plain (local DP per node)"
+        if ("secure" if secure else "plain") not in parts:
+            continue
+        label = (
+            "secure (one discrete Gaussian, rho = eps^2/2)"
+            if secure
+            else f"plain (local DP per node: {len(PARTNERS)} noises, so about sqrt({len(PARTNERS)}) times "
+            "central's sd by construction; secure=True is the mode that meets the targets)"
+        )
         tallies = federated(nodes, t, args.runs, args.error_runs, secure)
         count, total, tight = tallies["count"], tallies["sum"], tallies["tight"]
         print(
@@ -487,8 +578,22 @@ def main() -> None:
             f"95% coverage COUNT {tallies['cov_count'].coverage:.1%} SUM {tallies['cov_sum'].coverage:.1%} "
             f"AVG {tallies['cov_avg'].coverage:.1%} over {tallies['cov_count'].intervals} intervals each"
         )
+    if "median" in parts:
+        med = median_coverage(nodes, t, args.runs)
+        print(
+            f"plain MEDIAN: released {med.share:.1%}; 95% coverage {med.coverage:.1%} over {med.intervals} "
+            f"intervals; median rel. error {med.median:.4f}"
+        )
+    if "distinct" in parts:
+        union, central_distinct, wrong = union_errors(frames, t, args.runs)
+        print(
+            f"union COUNT(DISTINCT account) across {len(PARTNERS)} partners: exact union wrong in {wrong} of "
+            f"{len(COUNTRIES)} groups; released {union.share:.1%}; median rel. error {union.median:.4f} vs "
+            f"central {central_distinct:.4f} ({union.median / central_distinct:.2f}x); 95% coverage "
+            f"{union.coverage:.1%} over {union.intervals} intervals"
+        )
     print(f"in-process part: {time.perf_counter() - started:.0f}s")
-    if args.real > 0:
+    if args.real > 0 and "real" in parts:
         started = time.perf_counter()
         real = real_processes(paths, address, root, t, args.real)
         for mode in ("plain", "secure"):
