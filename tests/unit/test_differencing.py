@@ -185,6 +185,39 @@ def test_dp_release_repeat_and_wide_difference_pass(node) -> None:
     assert not _released(_ask(router, wide)).groups[0].suppressed
 
 
+def test_a_repeat_over_a_file_source_costs_no_second_scan(tmp_path: Path, customs, monkeypatch) -> None:
+    # A file source is copied into memory at start-up and never changes while the node runs, so
+    # the fingerprint of a query is computed once; the answer's own scan is all a repeat costs.
+    path = customs.write_csv_node(
+        tmp_path,
+        _frame(),
+        policy="dp_required = false\nrequire_budget = false",
+        dataset_policy=f"min_group_size = {MIN}",
+    )
+    ctx = NodeContext.open(load_node_config(path))
+    try:
+        router = node_router(ctx)
+        first = _released(_ask(router, TOTAL))
+        scans: list[str] = []
+        fetch = ctx.sources.fetch
+
+        def counted(dataset, sql, params):  # the real fetch, counted
+            scans.append(sql)
+            return fetch(dataset, sql, params)
+
+        monkeypatch.setattr(ctx.sources, "fetch", counted)
+        again = _released(_ask(router, TOTAL))
+        assert [g.cells[0].count for g in again.groups] == [g.cells[0].count for g in first.groups]
+        # Only the answer's own scans: no fingerprint (hash), no contributing rows (md5).
+        assert scans and not any("hash(" in sql or "md5(" in sql for sql in scans)
+        # A query not on record still runs the whole check against the record.
+        assert _refused(_ask(router, WITHOUT_MOERDIJK)).rule == RULE
+        assert any("md5(" in sql for sql in scans)
+    finally:
+        ctx.differencing.close()
+        ctx.close()
+
+
 def test_a_repeat_over_changed_postgres_rows_is_checked_again(
     tmp_path: Path, postgres_dsn: str, customs
 ) -> None:
