@@ -486,6 +486,7 @@ class Reservation:
 
     release_id: int
     secondary: tuple[int, ...] = ()  # group positions (in ``plan.keys``) to suppress as well
+    on_record: bool = False  # a repeat of a release already marked released: nothing to write
 
 
 def plan_key(plan: Plan) -> str:
@@ -517,6 +518,9 @@ CREATE TABLE IF NOT EXISTS exact_releases (
     fingerprint TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS exact_releases_dataset ON exact_releases (dataset, id);
+-- A repeat is found from the index: the fingerprint is stored after the row digests, so finding it
+-- in the table would read every recorded release's digests.
+CREATE INDEX IF NOT EXISTS exact_releases_repeat ON exact_releases (dataset, plan_key, kind, fingerprint, id);
 """
 
 
@@ -538,7 +542,7 @@ def _repeat(
     """The recorded release of the same query, of the same kind, over the same rows, with what it
     suppressed."""
     found = conn.execute(
-        "SELECT id, cell_status FROM exact_releases WHERE dataset = ? AND plan_key = ? AND kind = ? "
+        "SELECT id, cell_status, status FROM exact_releases WHERE dataset = ? AND plan_key = ? AND kind = ? "
         "AND fingerprint = ? ORDER BY id DESC LIMIT 1",
         (plan.dataset.name, plan_key(plan), kind, mark),
     ).fetchone()
@@ -549,7 +553,7 @@ def _repeat(
         return None
     # Released the same way as then: the cells suppressed on record stay suppressed.
     secondary = np.flatnonzero((recorded == SUPPRESSED) & (status != SUPPRESSED))
-    return Reservation(int(found[0]), tuple(int(g) for g in secondary))
+    return Reservation(int(found[0]), tuple(int(g) for g in secondary), on_record=found[2] == "released")
 
 
 def _same(old: Recorded, new: Contributions, status: npt.NDArray[np.int8]) -> bool:
@@ -728,8 +732,8 @@ class DifferencingGuard:
 
     def record(self, reservation: Reservation | None) -> None:
         """The release went out with its audit entry: mark it released."""
-        if reservation is None:
-            return
+        if reservation is None or reservation.on_record:
+            return  # a repeat of a release on record as released changes nothing (and costs no fsync)
         try:
             with self._lock:
                 conn, _ = self._open()
