@@ -57,6 +57,7 @@ def build_dashboard(
 ) -> tuple[Console, OneTimeToken, OperatorLog]:
     """The dashboard app, its sign-in token (written 0600 to ``state_dir``) and its operator log."""
     oplog = OperatorLog(state_dir)
+    host, _ = settings.address("[console]")
     token = OneTimeToken(state_dir, settings.token_minutes)
     console = Console(
         title="Operator dashboard",
@@ -67,6 +68,9 @@ def build_dashboard(
         templates=TEMPLATES,
         nav=NAV,
         https=settings.https,
+        # On loopback the Host header must name loopback (no DNS rebinding); a remote dashboard is
+        # HTTPS only (protocols/web/settings.py) and reached under the host's own names.
+        hosts=None if host in ("127.0.0.1", "localhost", "::1") else ["*"],
     )
 
     @console.page("/")
