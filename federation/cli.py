@@ -351,6 +351,60 @@ def query(
         _print_meta(df.attrs)
 
 
+@app.command()
+def glm(
+    formula: Annotated[str, typer.Argument(help="outcome ~ column + C(category) [- 1]")],
+    data: Annotated[str, typer.Option("--data", "-d", help="Shared dataset to fit on.")],
+    family: Annotated[str, typer.Option(help="gaussian, binomial or poisson.")] = "gaussian",
+    coordinator: CoordinatorOption = "127.0.0.1:7100",
+    fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
+    epsilon: Annotated[
+        float | None, typer.Option(help="Privacy budget over every iteration (pure DP ask).")
+    ] = None,
+    rho: Annotated[float | None, typer.Option(help="Privacy budget over every iteration (zCDP).")] = None,
+    project: Annotated[str, typer.Option(help="Project the model is fitted for.")] = "",
+    max_iterations: Annotated[int, typer.Option(help="Fisher scoring rounds at most.")] = 25,
+    bounds: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--bounds", help="Tighter clamping of a numeric covariate (DP only): column=lower:upper."
+        ),
+    ] = None,
+) -> None:
+    """Fit a GLM across the federation by Fisher scoring, every round secure-aggregated."""
+    import pandas as pd
+
+    from federation.client import Client
+
+    with Client(coordinator) as fed:
+        result = fed.glm(
+            formula,
+            data=data,
+            family=family,
+            epsilon=epsilon,
+            rho=rho,
+            project=project,
+            max_iterations=max_iterations,
+            bounds=_parse_bounds(bounds) or None,
+        )
+    if fmt == Format.table:
+        sys.stdout.write(result.summary() + "\n")
+        return
+    frame = pd.DataFrame(
+        {
+            "coef": result.params,
+            "std_err": result.bse,
+            "noise_sd": result.noise_sd,
+            "z": result.tvalues,
+            "p": result.pvalues,
+            "ci_low": result.conf_int()[0],
+            "ci_high": result.conf_int()[1],
+        }
+    )
+    frame.index.name = "term"
+    print_frame(frame.reset_index(), fmt, title=f"{formula} ({family}, n = {result.nobs:,.0f})")
+
+
 def _print_meta(attrs: dict) -> None:
     answered = ", ".join(attrs.get("answered", [])) or "none"
     err.print(f"[dim]answered: {answered}[/dim]")

@@ -8,6 +8,9 @@ lands near the exact fit. The nodes' guards refuse designs that would disclose s
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import numpy as np
@@ -155,3 +158,31 @@ def test_too_many_parameters_for_the_rows_is_refused(
     assert not response.ok and response.error_rule == "model_disclosure", response.error
     # One rule whichever check fired, and no count in the reason.
     assert str(int((pooled.x1 < 0.5).sum())) not in response.error.replace("0.33", "")
+
+
+def test_cli_prints_the_summary_table(loans_fed: tuple[RunningFederation, pd.DataFrame]) -> None:
+    fed, pooled = loans_fed
+    env = {
+        **os.environ,
+        "FEDERATION_COORDINATOR": fed.address,
+        "FEDERATION_TLS_DIR": str(fed.root / "pki" / "kits" / "analyst"),
+    }
+    run = subprocess.run(
+        [sys.executable, "-m", "federation.cli", "glm", "amount ~ x1 + C(g)", "--data", "loans"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "Generalized Linear Model" in run.stdout and "C(g)[T.c]" in run.stdout
+    assert f"{len(pooled):,}" in run.stdout
+    bad = subprocess.run(
+        [sys.executable, "-m", "federation.cli", "glm", "amount ~ x1:x2", "--data", "loans"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert bad.returncode != 0 and "model_formula" in bad.stderr + bad.stdout
+    assert "Traceback" not in bad.stderr
