@@ -31,7 +31,7 @@ from protocols.values import from_value
 from protocols.web.app import Console, Refused, Visit
 from protocols.web.charts import step_chart
 from protocols.web.settings import ConsoleSettings
-from protocols.web.signin import OneTimeToken, Sessions
+from protocols.web.signin import OneTimeToken, Sessions, certificate_signin
 
 HERE = Path(__file__).parent
 NAV = [
@@ -215,6 +215,12 @@ def node_console(ctx: NodeContext, settings: ConsoleSettings, linked: Callable[[
         nav=NAV,
         https=settings.https,
         hosts=None if host in ("127.0.0.1", "localhost", "::1") else ["*"],
+        # The node's own officers and operators (their certificate's organisation is the node id).
+        certificate_person=certificate_signin(
+            settings.tls_ca, settings.tls_crl, frozenset({"privacy_officer", "operator"}), config.node_id
+        )
+        if settings.tls_ca
+        else None,
     )
 
     @console.page("/")

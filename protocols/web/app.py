@@ -288,7 +288,20 @@ class Console:
     async def _signin_page(self, request: Request) -> Response:
         if self._session(request) is not None:
             return RedirectResponse("/", status_code=303)
-        person = self.certificate_person(request.scope) if self.certificate_person else None
+        try:
+            person = self.certificate_person(request.scope) if self.certificate_person else None
+        except FederationError as exc:
+            # A certificate that does not fit: say why, record it, and offer the token instead.
+            await run_in_threadpool(
+                self._record,
+                "(certificate)",
+                "/signin",
+                {"method": "certificate"},
+                f"refused [rule: {exc.rule}]: {exc.message}",
+            )
+            return self._signin_form(
+                403, f"Your certificate cannot sign in here: {exc.message} [rule: {exc.rule}]"
+            )
         if person:
             return await run_in_threadpool(self._start, person, "certificate")
         return self._signin_form()
@@ -305,6 +318,7 @@ class Console:
             error=error,
             name=name,
             token_file=str(self.token.path),
+            certificates=self.certificate_person is not None,
         )
         return HTMLResponse(html, status_code=status)
 

@@ -6,16 +6,35 @@ start with the config's words, not a thread that dies. The server stops with ``c
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import ssl
 import threading
 import time
 
 import uvicorn
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from protocols.errors import ConfigError
 from protocols.web.settings import ConsoleSettings
+
+
+class PeerCertificateProtocol(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol that also hands the app the client certificate of the connection
+    (DER, as the TLS handshake verified it against ``tls_ca``) in ``scope["extensions"]["tls"]``."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        ssl_object = transport.get_extra_info("ssl_object")
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        inner = self.app
+
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            scope.setdefault("extensions", {})["tls"] = {"client_cert_der": der}
+            await inner(scope, receive, send)
+
+        self.app = app  # type: ignore[assignment]
 
 
 class ConsoleServer:
@@ -41,6 +60,7 @@ class ConsoleServer:
             access_log=False,
             lifespan="off",
             ws="none",  # no websockets: pages and forms only
+            http=PeerCertificateProtocol if settings.tls_ca else "h11",
             ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
             ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
             ssl_ca_certs=str(settings.tls_ca) if settings.tls_ca else None,

@@ -33,10 +33,11 @@ class ConsoleSettings:
     session_minutes: float = 480.0
     idle_minutes: float = 30.0
     # HTTPS: the console's certificate and key. With tls_ca, browsers may sign in with a federation
-    # certificate (mutual TLS) issued by that root.
+    # certificate (mutual TLS) issued by that root (protocols/web/signin.py, certificate_signin).
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_ca: Path | None = None
+    tls_crl: Path | None = None  # with tls_ca: revoked certificates cannot sign in
 
     @property
     def https(self) -> bool:
@@ -83,7 +84,7 @@ def parse_console(
             raise ConfigError(f"{where} {key} must be a positive number of minutes, not {values[key]!r}")
         if key in values:
             values[key] = float(values[key])
-    for key in ("tls_cert", "tls_key", "tls_ca"):
+    for key in ("tls_cert", "tls_key", "tls_ca", "tls_crl"):
         if key in values:
             path = Path(values[key]).expanduser()
             values[key] = path if path.is_absolute() else (base / path).resolve()

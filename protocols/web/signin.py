@@ -15,8 +15,12 @@ import os
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from protocols.identity import PkiError, check_peer
 
 TOKEN_FILE = "console-token"
 COOKIE = "console_session"
@@ -126,3 +130,28 @@ class Sessions:
     def end(self, session_id: str) -> None:
         with self._lock:
             self._by_id.pop(session_id, None)
+
+
+def certificate_signin(
+    ca: Path, crl: Path | None, roles: frozenset[str], org: str | None = None
+) -> Callable[[Any], str | None]:
+    """Certificate sign-in (mutual TLS): the person a browser's client certificate names, or None
+    without one. The certificate must chain to the federation root ``ca``, be valid now, not be on
+    ``crl`` (re-read at every sign-in), carry one of ``roles``, and where ``org`` is given belong to
+    that organisation (a node's officer signs in to that node only); otherwise a ``PkiError`` names
+    the rule (unknown_ca, expired, revoked, wrong_role, ...)."""
+
+    def person(scope: Any) -> str | None:
+        der = ((scope.get("extensions") or {}).get("tls") or {}).get("client_cert_der")
+        if not der:
+            return None
+        identity = check_peer(der, ca.read_bytes(), crl.read_bytes() if crl else None, expected_roles=roles)
+        if org is not None and identity.org != org:
+            raise PkiError(
+                "wrong_role",
+                f"the certificate of {identity.subject!r} is of organisation {identity.org or 'none'}, "
+                f"not {org}: it signs in to its own organisation's console only",
+            )
+        return f"{identity.subject} (certificate)"
+
+    return person
