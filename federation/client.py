@@ -8,8 +8,9 @@ import os
 import re
 import time
 import uuid
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import pandas as pd
@@ -17,6 +18,7 @@ from google.protobuf.json_format import MessageToDict
 
 from federation.display import ResultFrame
 from federation.explain import accuracy_epsilon, explain_frame
+from federation.flower import FlowerFit, make_grid, run_flower
 from federation.glm import FAMILIES, GLMResult, parse_formula, result_from
 from federation.kit import check_kit, explain_handshake
 from federation.mock import mock_frame
@@ -37,6 +39,9 @@ from protocols.identity import grpc_channel_credentials
 from protocols.privacy_request import check_privacy, check_query
 from protocols.spec_limits import check_name
 from protocols.values import from_value
+
+if TYPE_CHECKING:
+    from federation.flower_grid import FlowerGrid
 
 DEFAULT_COORDINATOR = "127.0.0.1:7100"
 _KINDS = {pb.CATEGORY: "category", pb.NUMERIC: "numeric", pb.DATE: "date", pb.IDENTIFIER: "identifier"}
@@ -248,6 +253,97 @@ class Client:
         if not infos:
             raise FederationError("unknown_dataset", f"no connected node serves dataset '{dataset}'")
         return mock_frame(infos[0], n=n, seed=seed)
+
+    # ------------------------------------------------------------------ Flower strategies
+
+    def flower_grid(
+        self,
+        model: str,
+        data: str,
+        outcome: str,
+        features: Sequence[str],
+        *,
+        rounds: int = 10,
+        epsilon: float | None = None,
+        rho: float | None = None,
+        clip_norm: float = 0.0,
+        learning_rate: float = 0.1,
+        local_epochs: int = 1,
+        batch_size: int = 32,
+        proximal_mu: float = 0.0,
+        l2: float = 0.0,
+        hidden: Sequence[int] = (),
+        seed: int = 0,
+        project: str = "",
+        max_rows_per_unit: int = 0,
+        node_wait: float = 30.0,
+        timeout: float | None = None,
+    ) -> FlowerGrid:
+        """A ``flwr.serverapp.Grid`` over this federation for a Flower strategy (docs/modelling.md).
+
+        ``model`` is a node trainer: logistic, softmax or mlp. Every message batch the strategy
+        sends becomes one secure round on every node serving ``data``; ``rounds`` caps the secure
+        rounds (train and evaluate) and, with ``epsilon``/``rho`` (the total), splits the budget
+        over them (DP-FedAvg: per-unit updates clipped to ``clip_norm``). Flower's config keys
+        ``lr``, ``local-epochs``, ``batch-size`` and ``proximal-mu`` override the defaults here.
+
+        >>> grid = fed.flower_grid("logistic", "loans", "defaulted", ["x1", "x2", "g"])
+        >>> FedAvg(fraction_evaluate=0.0).start(grid=grid, initial_arrays=grid.initial_arrays())
+        """
+        check_timeout(timeout)
+        wait = (timeout or 0.0) * 4 + max(self.timeout, 60.0)
+
+        def call(request: pb.ModelRoundRequest) -> pb.ModelRoundResponse:
+            response: pb.ModelRoundResponse = self._call("ModelRound", request, timeout=wait)
+            return response
+
+        grid, _, _ = make_grid(
+            self.dataset_infos,
+            call,
+            model,
+            data,
+            outcome,
+            list(features),
+            rounds=rounds,
+            node_wait=node_wait,
+            timeout=timeout or 0.0,
+            epsilon=epsilon,
+            rho=rho,
+            clip_norm=clip_norm,
+            learning_rate=learning_rate,
+            local_epochs=local_epochs,
+            batch_size=batch_size,
+            proximal_mu=proximal_mu,
+            l2=l2,
+            hidden=hidden,
+            seed=seed,
+            project=project,
+            max_rows_per_unit=max_rows_per_unit,
+        )
+        return grid
+
+    def fit_flower(
+        self,
+        strategy: Any,
+        *,
+        rounds: int = 10,
+        model: str = "logistic",
+        data: str,
+        outcome: str,
+        features: Sequence[str],
+        train_config: Mapping[str, float | int] | None = None,
+        **options: Any,
+    ) -> FlowerFit:
+        """Run a Flower ``strategy`` (FedAvg, FedAvgM, FedProx, FedAdam, FedYogi, FedAdagrad) for
+        ``rounds`` rounds over the nodes serving ``data``; other keywords as ``flower_grid``.
+
+        >>> fit = fed.fit_flower(FedAvg(fraction_evaluate=0.0), rounds=10, data="loans",
+        ...                      outcome="defaulted", features=["x1", "x2", "g"], local_epochs=5)
+        >>> fit.params, fit.history
+        """
+        return run_flower(
+            self.flower_grid, strategy, rounds, model, data, outcome, features, train_config, options
+        )
 
     # ------------------------------------------------------------------ queries
 

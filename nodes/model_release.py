@@ -28,6 +28,7 @@ import numpy.typing as npt
 from google.protobuf.json_format import MessageToDict
 
 import nodes.trainers.glm  # noqa: F401  (registers the glm trainer)
+import nodes.trainers.sgd_catalogue  # noqa: F401  (registers logistic, softmax and mlp)
 from nodes.context import NodeContext
 from nodes.model_design import (
     Design,

@@ -183,6 +183,7 @@ _RULES: dict[str, dict[str, str]] = {
         "flower_sampling": "a Flower round must include every node serving the dataset",
         "flower_nodes": "fewer nodes serve the dataset than the strategy waits for",
         "flower_message": "a Flower message is not a train or evaluate message with one parameter set",
+        "flower_missing": "Flower is not installed on the analyst's side (pip install 'federation[flower]')",
     },
     "projects and approvals": {
         "unknown_project": "the project is not registered at the coordinator",

@@ -26,13 +26,14 @@ import numpy as np
 import numpy.typing as npt
 
 from protocols.errors import FederationError
+from protocols.sgd_layout import DEFAULT_HIDDEN, layer_shapes
+from protocols.sgd_layout import initial_parameters as initial_vector
 
 Array = npt.NDArray[np.float64]
 
 LOSS_CAP = 10.0  # nats per row: a row's cross-entropy counts at most this much (bounds its sensitivity)
 _EPS = 1e-12
 _CHUNK = 65536  # rows per chunk when a whole table's loss or per-row gradients are computed
-DEFAULT_HIDDEN = (16,)
 MAX_PARAMETERS = 100_000
 
 
@@ -129,10 +130,8 @@ class MLP(Model):
     last column is its bias; the input already carries an intercept column, so layer 1 has none."""
 
     def __init__(self, inputs: int, classes: int, hidden: Sequence[int]) -> None:
-        self.inputs, self.classes = inputs, classes
-        widths = [inputs, *hidden, classes]
-        # (out, in) per layer, the bias column included from layer 2 on
-        self.shapes = [(widths[i + 1], widths[i] + (1 if i else 0)) for i in range(len(widths) - 1)]
+        self.inputs, self.classes, self.hidden = inputs, classes, tuple(hidden)
+        self.shapes = layer_shapes(inputs, classes, hidden)  # (out, in), bias column from layer 2 on
 
     def size(self) -> int:
         return sum(o * i for o, i in self.shapes)
@@ -196,13 +195,10 @@ def build_model(trainer: str, inputs: int, classes: int, hidden: Sequence[int] =
 
 
 def initial_parameters(model: Model, seed: int = 0) -> Array:
-    """Zeros for the convex models; small seeded Glorot-uniform weights for the MLP (zeros would
-    keep its hidden units identical for ever)."""
-    if not isinstance(model, MLP):
-        return np.zeros(model.size())
-    rng = np.random.default_rng(seed)
-    parts = [rng.uniform(-1, 1, o * i) * np.sqrt(6.0 / (o + i)) for o, i in model.shapes]
-    return np.concatenate(parts)
+    """The trainer's start when a round sends no parameters (protocols/sgd_layout.py)."""
+    kind = "mlp" if isinstance(model, MLP) else "softmax" if isinstance(model, Softmax) else "logistic"
+    hidden = model.hidden if isinstance(model, MLP) else ()
+    return initial_vector(kind, model.inputs, model.classes, hidden, seed)
 
 
 def total_loss(model: Model, w: Array, x: Array, y: npt.NDArray[np.int64]) -> float:
