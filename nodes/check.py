@@ -20,6 +20,7 @@ from typing import Any
 import duckdb
 
 from nodes.config import Column, Dataset, NodeConfig
+from nodes.engines import ENGINES, Engine, open_engine
 from nodes.keys import DIFFERENCING_KEY_FILE, SECAGG_KEY_FILE
 from nodes.sqlgen import DUCKDB, POSTGRES, Dialect, SqlBuilder, quote_ident
 from protocols.errors import FederationError
@@ -190,15 +191,40 @@ def _check_postgres(dataset: Dataset) -> list[Finding]:
         conn.close()
 
 
+def _check_engine(dataset: Dataset, engine: Engine) -> list[Finding]:
+    """A dataset on an engine of ``nodes.engines``: its table, columns and unmapped values."""
+    src, where = dataset.source, f"dataset {dataset.name}"
+    try:
+        engine.load(dataset)
+        problems = _check_columns(dataset, engine.columns(dataset))
+        if problems:
+            return problems
+        table = engine.dialect.table(dataset)
+        ((rows,),) = engine.fetch(dataset, f"SELECT count(*) FROM {table}", [])
+        findings = [Finding(OK, where, "source", f"{src.kind} table {src.table or src.location}: {rows} rows")]
+        columns = category_columns(dataset)
+        if columns:
+            sql, params = unmapped_sql(columns, engine.dialect, table)
+            findings += _unmapped_findings(dataset, columns, engine.fetch(dataset, sql, params)[0])
+        return findings
+    except FederationError as exc:
+        return [Finding(ERROR, where, exc.rule, exc.message)]
+
+
 def check_sources(config: NodeConfig) -> list[Finding]:
     findings: list[Finding] = []
+    engines: dict[str, Engine] = {}
     for dataset in config.datasets.values():
         if not dataset.exposed:
             findings.append(Finding(OK, f"dataset {dataset.name}", "source", "not exposed: not checked"))
             continue
-        findings += (
-            _check_postgres(dataset) if dataset.source.kind == "postgres" else _check_file(config, dataset)
-        )
+        kind = dataset.source.kind
+        if kind in ENGINES:
+            if kind not in engines:
+                engines[kind] = open_engine(kind, config)
+            findings += _check_engine(dataset, engines[kind])
+            continue
+        findings += _check_postgres(dataset) if kind == "postgres" else _check_file(config, dataset)
     return findings
 
 

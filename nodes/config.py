@@ -20,7 +20,11 @@ from protocols.web.settings import ConsoleSettings, parse_console
 
 OPERATIONS = ("count", "count_distinct", "sum", "avg", "variance", "percentile")
 COLUMN_KINDS = ("category", "numeric", "date", "identifier")
-SOURCE_KINDS = ("csv", "parquet", "postgres")
+SOURCE_KINDS = ("csv", "parquet", "postgres", "spark")
+# Where a spark source's cluster is: a local session (tests, one machine), a standalone master or
+# Spark Connect (docs/config.md).
+SPARK_URL_PREFIXES = ("local", "spark://", "sc://")
+SPARK_FORMATS = ("parquet", "orc")
 ID_TYPES = ("kvk", "person", "iban", "postcode", "text")
 
 CategoryValue = str | int
@@ -93,6 +97,13 @@ class Source:
     # File sources: this source's DuckDB memory_limit and threads; "" and 0 take the node's.
     memory_limit: str = ""
     threads: int = 0
+    # Spark sources (nodes/spark_source.py): the cluster, files it reads (when not a catalog table),
+    # their format, extra Spark settings, and the environment variable holding a Connect token.
+    url: str = ""
+    location: str = ""
+    format: str = ""
+    conf: tuple[tuple[str, str], ...] = ()
+    token_env: str = ""
 
 
 @dataclass(frozen=True)
@@ -182,6 +193,10 @@ class SourceTable(Table):
     table: str | None = None
     memory_limit: str | None = None
     threads: int | None = None
+    url: str | None = None
+    format: str | None = None
+    conf: dict[str, str] | None = None
+    token_env: str | None = None
 
 
 class ColumnTable(Table):
@@ -380,6 +395,8 @@ def _source(raw: dict[str, Any], base: Path, where: str) -> Source:
             dsn=str(_require(raw, "dsn", f"{where} source")),
             table=str(_require(raw, "table", f"{where} source")),
         )
+    if kind == "spark":
+        return _spark_source(raw, base, where)
     path = Path(str(_require(raw, "path", f"{where} source")))
     return Source(
         kind=kind,
@@ -406,6 +423,42 @@ def _threads(value: int, where: str, key: str) -> int:
     if value < 0:
         raise ConfigError(f"{where}: {key} must be 0 (DuckDB's default) or more, not {value!r}")
     return value
+
+
+def _spark_source(raw: dict[str, Any], base: Path, where: str) -> Source:
+    here = f"{where} source"
+    url = str(_require(raw, "url", here))
+    if not url.startswith(SPARK_URL_PREFIXES):
+        raise ConfigError(f"{here}: url must start with one of {list(SPARK_URL_PREFIXES)}")
+    table, path = raw.get("table"), raw.get("path")
+    if (table is None) == (path is None):
+        raise ConfigError(f"{here}: a spark source names either a catalog table or a path, not both")
+    fmt = str(raw.get("format", "parquet"))
+    if fmt not in SPARK_FORMATS:
+        raise ConfigError(f"{here}: format must be one of {list(SPARK_FORMATS)}")
+    token_env = str(raw.get("token_env", ""))
+    if token_env and not url.startswith("sc://"):
+        raise ConfigError(f"{here}: token_env is for Spark Connect (sc://) urls only")
+    if ";token=" in url.lower():
+        # A token written into the config file would be readable by whoever reads the config.
+        raise ConfigError(f"{here}: put the Spark Connect token in an environment variable (token_env)")
+    if "memory_limit" in raw or "threads" in raw:
+        raise ConfigError(f"{here}: memory_limit and threads are for file sources; Spark takes conf")
+    location = ""
+    if path is not None:
+        location = str(path)
+        # Cluster storage (hdfs://, s3a://, ...) is taken as is; a local path is relative to the config.
+        if "://" not in location and not Path(location).is_absolute():
+            location = str((base / location).resolve())
+    return Source(
+        kind="spark",
+        table=str(table or ""),
+        url=url,
+        location=location,
+        format=fmt if path is not None else "",
+        conf=tuple(sorted((str(k), str(v)) for k, v in (raw.get("conf") or {}).items())),
+        token_env=token_env,
+    )
 
 
 def _dataset(raw: dict[str, Any], base: Path, policy: Policy) -> Dataset:
@@ -448,6 +501,10 @@ def parse_node_config(raw: dict[str, Any], base: Path, path: Path | None = None)
     by_name = {d.name: d for d in datasets}
     if len(by_name) != len(datasets):
         raise ConfigError("config: duplicate dataset names")
+    spark = {(d.source.url, d.source.conf, d.source.token_env) for d in datasets if d.source.kind == "spark"}
+    if len(spark) > 1:
+        # One Spark session per node process: a JVM holds one SparkContext.
+        raise ConfigError("config: every spark source of a node must give the same url, conf and token_env")
     if "heartbeat_seconds" in node and not node["heartbeat_seconds"] > 0:
         raise ConfigError(
             f"[node] heartbeat_seconds must be greater than 0, not {node['heartbeat_seconds']!r}"

@@ -115,7 +115,7 @@ def contribution_sql(plan: Plan, dialect: Dialect, truncate: bool = True) -> tup
     fields = [f"CAST(u AS {text})", *(f"COALESCE(w{i}, chr(30))" for i in range(len(carry)))]
 
     def raw_md5(expr: str) -> str:
-        return f"unhex(md5({expr}))" if dialect.name == "duckdb" else f"decode(md5({expr}), 'hex')"
+        return f"decode(md5({expr}), 'hex')" if dialect.name == "postgres" else f"unhex(md5({expr}))"
 
     unit = raw_md5(f"CAST(u AS {text})")
     content = raw_md5(f"concat_ws(chr(31), {', '.join(fields)})")

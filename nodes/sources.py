@@ -1,10 +1,11 @@
-"""The node's data sources: CSV/Parquet files through DuckDB, or tables inside PostgreSQL.
+"""The node's data sources: CSV/Parquet files through DuckDB, tables inside PostgreSQL, or an
+engine of ``nodes.engines`` (Spark).
 
 File sources are never held in memory: Parquet is queried in place and CSV is converted once into
 a DuckDB file in the node's state (nodes/file_sources.py). Each file source is served as a version;
 a changed file becomes a new version, built aside and swapped in whole (``refresh``), while jobs
 that started on the old version finish on it (``pinned``). PostgreSQL queries run inside the
-partner's database (SQL pushed down).
+partner's database (SQL pushed down), and so do Spark queries in the partner's cluster.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import duckdb
 
 from nodes.check import category_columns, filter_columns, unmapped_sql
 from nodes.config import Dataset, NodeConfig
+from nodes.engines import ENGINES, Engine, open_engine
 from nodes.file_sources import FileVersion, Signature, SourceError, build_version, stale_files
 from nodes.sqlgen import (
     DUCKDB,
@@ -39,6 +41,9 @@ log = logging.getLogger("federation.node")
 
 # How old a PostgreSQL source's count of values outside the domain may be before a job recounts it.
 UNMAPPED_RECOUNT_SECONDS = 60.0
+
+# Sources served as file versions in the node's DuckDB; the rest are queried where they live.
+FILE_KINDS = ("csv", "parquet")
 
 # The file-source versions a job holds, by dataset, from its first read to its end (``pinned``).
 _PINNED: contextvars.ContextVar[dict[str, FileVersion] | None] = contextvars.ContextVar(
@@ -78,10 +83,14 @@ class DataSources:
         # once per UNMAPPED_RECOUNT_SECONDS per dataset: a second full scan on every job would
         # double the work of the release path for a figure that only feeds the operator's log.
         self._unmapped_at: dict[str, float] = {}
+        self._engines: dict[str, Engine] = {}
+        self._engines_lock = threading.Lock()
         try:
             for dataset in config.datasets.values():
-                if dataset.exposed and dataset.source.kind != "postgres":
+                if dataset.exposed and dataset.source.kind in FILE_KINDS:
                     self._versions[dataset.name] = self._build(dataset, self._signature(dataset))
+                elif dataset.exposed and dataset.source.kind in ENGINES:
+                    self._open(dataset)
         except BaseException:
             self.close()
             raise
@@ -89,7 +98,27 @@ class DataSources:
             self._remove_stale(dataset)
 
     def _file_datasets(self) -> list[Dataset]:
-        return [d for d in self.config.datasets.values() if d.exposed and d.source.kind != "postgres"]
+        return [d for d in self.config.datasets.values() if d.exposed and d.source.kind in FILE_KINDS]
+
+    def _open(self, dataset: Dataset) -> None:
+        """Make a dataset on another engine queryable and check its declared columns are there."""
+        engine = self.engine(dataset.source.kind)
+        engine.load(dataset)
+        present = engine.columns(dataset)
+        missing = sorted(c.local for c in dataset.columns.values() if c.local not in present)
+        if missing:
+            raise SourceError(
+                "config",
+                f"dataset {dataset.name}: declared columns missing from its {dataset.source.kind} table: {missing}",
+                node=self.config.node_id,
+            )
+
+    def engine(self, kind: str) -> Engine:
+        """The node's engine for sources of ``kind`` (one of ``nodes.engines.ENGINES``)."""
+        with self._engines_lock:
+            if kind not in self._engines:
+                self._engines[kind] = open_engine(kind, self.config)
+            return self._engines[kind]
 
     def _signature(self, dataset: Dataset) -> Signature:
         path = dataset.source.path
@@ -237,8 +266,8 @@ class DataSources:
 
     def unmapped(self, plan: Plan) -> dict[str, int]:
         """Rows per grouped or filtered category column of ``plan`` whose value maps to nothing;
-        counted per version for files, and for PostgreSQL by one scan over every category column
-        at most once per ``UNMAPPED_RECOUNT_SECONDS``. For the operator's log only."""
+        counted per version for files, and for PostgreSQL and Spark by one scan over every category
+        column at most once per ``UNMAPPED_RECOUNT_SECONDS``. For the operator's log only."""
         used = {c.name for c in plan.group_columns}
         if plan.filter is not None:
             used |= filter_columns(plan.filter)
@@ -246,14 +275,15 @@ class DataSources:
         if not columns:
             return {}
         name = plan.dataset.name
-        if plan.dataset.source.kind != "postgres":
+        if plan.dataset.source.kind in FILE_KINDS:
             with self._version(plan.dataset) as version:
                 known = version.unmapped
             return {c.name: known.get(c.name, 0) for c in columns}
         fresh = time.monotonic() - self._unmapped_at.get(name, -math.inf) < UNMAPPED_RECOUNT_SECONDS
         if not fresh:
             every = category_columns(plan.dataset)
-            sql, params = unmapped_sql(every, POSTGRES, POSTGRES.table(plan.dataset))
+            dialect = self.dialect(plan.dataset, premapped=False)
+            sql, params = unmapped_sql(every, dialect, dialect.table(plan.dataset))
             rows = self.fetch(plan.dataset, sql, params)
             counts = rows[0] if rows else ()
             self._unmapped[name] = {c.name: int(n or 0) for c, n in zip(every, counts, strict=False)}
@@ -288,9 +318,10 @@ class DataSources:
         return conn
 
     def _needs_truncation(self, plan: Plan) -> bool:
-        # PostgreSQL tables are not scanned at start-up, so their rows per unit are always bounded.
+        # PostgreSQL and Spark tables are not scanned at start-up, so their rows per unit are always
+        # bounded.
         within = False
-        if plan.dataset.source.kind != "postgres":
+        if plan.dataset.source.kind in FILE_KINDS:
             with self._version(plan.dataset) as version:
                 within = version.within_bound
         return not within or plan.rows_per_unit < plan.dataset.max_rows_per_unit
@@ -316,6 +347,8 @@ class DataSources:
         read in place, maps them in every query)."""
         if dataset.source.kind == "postgres":
             return POSTGRES
+        if dataset.source.kind in ENGINES:
+            return self.engine(dataset.source.kind).dialect
         return DUCKDB_PREMAPPED if premapped and dataset.source.kind == "csv" else DUCKDB
 
     def run(self, plan: Plan, units: bool = True) -> list[tuple[Any, ...]]:
@@ -329,6 +362,8 @@ class DataSources:
     def fetch(self, dataset: Dataset, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
         """Run SQL the node wrote itself (never analyst text), every value a bound parameter, on the
         dataset's engine. A failure names the dataset and the engine, never the SQL or the data."""
+        if dataset.source.kind in ENGINES:
+            return self.engine(dataset.source.kind).fetch(dataset, sql, params)
         if dataset.source.kind == "postgres":
             import psycopg
 
@@ -397,6 +432,10 @@ class DataSources:
         for dataset in self._file_datasets():
             with self._version(dataset) as version:
                 version.ping()
+        with self._engines_lock:
+            engines = list(self._engines.values())
+        for engine in engines:
+            engine.ping()
         dsns = {
             d.source.dsn for d in self.config.datasets.values() if d.exposed and d.source.kind == "postgres"
         }
@@ -410,6 +449,10 @@ class DataSources:
                 conn.execute("SELECT 1").fetchone()
 
     def close(self) -> None:
+        with self._engines_lock:
+            engines, self._engines = list(self._engines.values()), {}
+        for engine in engines:
+            engine.close()
         for conn in getattr(self._pg_local, "conns", {}).values():
             conn.close()
         with self._versions_lock:

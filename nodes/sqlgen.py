@@ -1,4 +1,4 @@
-"""Generate the node's own SQL for a checked plan, for DuckDB or PostgreSQL, with bound parameters.
+"""Generate the node's own SQL for a checked plan, for DuckDB, PostgreSQL or Spark, with bound parameters.
 
 Analyst text never reaches an engine: identifiers come from the operator's config (quoted), and
 every value is a bound parameter. The query applies the release-path protections inside the
@@ -36,7 +36,8 @@ class Dialect:
     premapped: bool = False  # file sources carry their shared-vocabulary columns from load time
 
     def table(self, dataset: Dataset) -> str:
-        if self.name == "postgres":
+        # A spark source reads a catalog table, or files registered under the node's own view name.
+        if self.name == "postgres" or (self.name == "spark" and dataset.source.table):
             return ".".join(quote_ident(part) for part in dataset.source.table.split("."))
         return quote_ident(table_name(dataset))
 
@@ -44,6 +45,8 @@ class Dialect:
 DUCKDB = Dialect("duckdb", "?", "DOUBLE")
 DUCKDB_PREMAPPED = Dialect("duckdb", "?", "DOUBLE", premapped=True)
 POSTGRES = Dialect("postgres", "%s", "DOUBLE PRECISION")
+# Written as DuckDB text, then rendered for Spark SQL with literals by nodes/spark_sql.py.
+SPARK = Dialect("spark", "?", "DOUBLE")
 
 
 def premapped_name(column: Column) -> str:
