@@ -201,7 +201,9 @@ def _check_engine(dataset: Dataset, engine: Engine) -> list[Finding]:
             return problems
         table = engine.dialect.table(dataset)
         ((rows,),) = engine.fetch(dataset, f"SELECT count(*) FROM {table}", [])
-        findings = [Finding(OK, where, "source", f"{src.kind} table {src.table or src.location}: {rows} rows")]
+        findings = [
+            Finding(OK, where, "source", f"{src.kind} table {src.table or src.location}: {rows} rows")
+        ]
         columns = category_columns(dataset)
         if columns:
             sql, params = unmapped_sql(columns, engine.dialect, table)

@@ -82,6 +82,10 @@ class SparkEngine:
                 for key, value in settings.items():
                     builder = builder.config(key, value)
                 self._session = builder.getOrCreate()
+                # Spark substitutes ${...} even inside string literals: a bound value such as
+                # '${spark.app.name}' would stop being itself. Set per session, after the
+                # operator's conf, so no setting turns it back on.
+                self._session.conf.set("spark.sql.variable.substitute", "false")
                 if not source.url.startswith("sc://"):
                     self._session.sparkContext.setLogLevel("ERROR")
             return self._session
