@@ -49,9 +49,12 @@ def start_federation(
     edit: Callable[[dict[str, Path]], None] | None = None,
     rows: int = ROWS,
     projects: Sequence[str] = (),
+    timeout: float = 90,
 ) -> tuple[RunningFederation, str]:
     """``edit`` may change the written configs (by name) before any process starts; ``rows`` is
     the number of rows per dataset.
+
+    ``timeout`` bounds the start of every process (a node on Spark starts a JVM first).
 
     ``projects`` are listed in the coordinator config, each with its own budget at the nodes;
     any other name runs as the development catch-all '*', whose jobs all share one budget.
@@ -87,7 +90,7 @@ def start_federation(
         log_dir=root / "logs",
         tls_dir=root / "pki" / "kits" / "analyst",
     )
-    procs.start(timeout=90)
+    procs.start(timeout=timeout)
     return RunningFederation(procs, paths, generate(SEED, rows), address, root), schema
 
 
