@@ -136,10 +136,11 @@ class ModelRelease:
                     "secure_busy", f"node {self.config.node_id} already runs {MAX_JOBS} model rounds"
                 )
 
-    def _guards(self, plan: ModelPlan, design: Design) -> None:
-        """DataSHIELD's disclosure checks on the rows; one rule for all (they read the data)."""
+    def _guards(self, plan: ModelPlan, design: Design, parameters: int) -> None:
+        """DataSHIELD's disclosure checks on the rows; one rule for all (they read the data).
+        ``parameters``: the trainer's count, which for an MLP exceeds the design's columns."""
         mgs = plan.dataset.policy.min_group_size
-        failed = plan.size > PARAMETER_RATIO * design.n
+        failed = max(plan.size, parameters) > PARAMETER_RATIO * design.n
         if plan.event is not None or (plan.spec.trainer in ("", "glm") and plan.spec.family == "binomial"):
             events = int(np.sum(design.y > 0.5))
             failed = failed or min(events, design.n - events) < mgs
@@ -255,7 +256,7 @@ class ModelRelease:
         design = self.designs.get(
             design_key(step.model_id, spec), lambda: read_design(plan, self.ctx.sources)
         )
-        self._guards(plan, design)
+        self._guards(plan, design, expected)
         stats = trainer.statistics(plan, design, parameters, rho is not None)
         t = step.config.threshold
         blocks, grid = self._layout(stats, rho, n, t)

@@ -35,6 +35,7 @@ LOSS_CAP = 10.0  # nats per row: a row's cross-entropy counts at most this much 
 _EPS = 1e-12
 _CHUNK = 65536  # rows per chunk when a whole table's loss or per-row gradients are computed
 MAX_PARAMETERS = 100_000
+MAX_WEIGHT = 1e6  # on [-1, 1] features a larger weight means nothing but overflow
 
 
 @dataclass(frozen=True)
@@ -209,9 +210,10 @@ def total_loss(model: Model, w: Array, x: Array, y: npt.NDArray[np.int64]) -> fl
 
 
 def _check(model: Model, w: Array, params: SgdParams) -> None:
-    if w.shape != (model.size(),) or not np.all(np.isfinite(w)):
+    if w.shape != (model.size(),) or not np.all(np.abs(w) <= MAX_WEIGHT):
         raise FederationError(
-            "model_parameters", f"the parameters must be {model.size()} finite numbers for this model"
+            "model_parameters",
+            f"the parameters must be {model.size()} finite numbers within +-{MAX_WEIGHT:g} for this model",
         )
     if not (0 < params.learning_rate <= 10 and 0 <= params.local_epochs <= 100):
         raise FederationError(
