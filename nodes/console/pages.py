@@ -43,6 +43,7 @@ NAV = [
 ]
 ALERT_SHARE = 0.25  # a budget with less than a quarter left is shown as an alert
 AUDIT_PAGE = 100
+RELEASES_PAGE = 25
 
 
 def _number(text: str, what: str) -> float:
@@ -162,13 +163,14 @@ def _cell_text(function: str, cell: Any) -> dict[str, str]:
     return {"value": f"{cell.sum:,.2f}", "noise": _noise(cell.noise_sd)}
 
 
-def _releases(ctx: NodeContext, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Every job this node answered with a release, newest first, with its request and figures."""
+def _releases(ctx: NodeContext, entries: list[dict[str, Any]], page: int) -> tuple[list[dict[str, Any]], int]:
+    """One page of the jobs this node answered with a release, newest first, each with its request
+    and figures; and the number of pages."""
     received = {str(e.get("job_id")): e.get("payload") or {} for e in entries if e.get("kind") == "received"}
+    released = [e for e in reversed(entries) if e.get("kind") == "released"]
+    pages = max(math.ceil(len(released) / RELEASES_PAGE), 1)
     out = []
-    for e in entries:
-        if e.get("kind") != "released":
-            continue
+    for e in released[(page - 1) * RELEASES_PAGE : page * RELEASES_PAGE]:
         payload = e.get("payload") or {}
         job = str(e.get("job_id") or "")
         request = received.get(job) or received.get(job.split(":")[0]) or {}
@@ -191,7 +193,14 @@ def _releases(ctx: NodeContext, entries: list[dict[str, Any]]) -> list[dict[str,
                 "kind": "figures" if figures else "masked or blinded",
             }
         )
-    return list(reversed(out))
+    return out, pages
+
+
+def _page(visit: Visit) -> int:
+    try:
+        return max(int(visit.query("page", "1")), 1)
+    except ValueError:
+        return 1
 
 
 def node_console(ctx: NodeContext, settings: ConsoleSettings, linked: Callable[[], bool]) -> Console:
@@ -347,8 +356,10 @@ def node_console(ctx: NodeContext, settings: ConsoleSettings, linked: Callable[[
 
     @console.page("/releases")
     def releases(visit: Visit) -> HTMLResponse:
+        page = _page(visit)
+        releases, pages = _releases(ctx, _entries(ctx), page)
         return console.render(
-            visit, "releases.html", page_title="Releases", releases=_releases(ctx, _entries(ctx))
+            visit, "releases.html", page_title="Releases", releases=releases, page=page, pages=pages
         )
 
     @console.page("/audit")
@@ -358,10 +369,7 @@ def node_console(ctx: NodeContext, settings: ConsoleSettings, linked: Callable[[
         kind = visit.query("kind")
         if kind:
             rows = [r for r in rows if r["kind"] == kind]
-        try:
-            page = max(int(visit.query("page", "1")), 1)
-        except ValueError:
-            page = 1
+        page = _page(visit)
         pages = max(math.ceil(len(rows) / AUDIT_PAGE), 1)
         return console.render(
             visit,

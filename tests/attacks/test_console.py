@@ -201,3 +201,21 @@ def _cookie(name: str, value: str):  # noqa: ANN202 - http.cookiejar.Cookie
     return http.cookiejar.Cookie(
         0, name, value, None, False, "127.0.0.1", False, False, "/", True, False, None, False, None, None, {}
     )
+
+
+def test_every_page_answers_a_signed_in_officer_whatever_its_query(node: Node) -> None:
+    officer = node.signed_in()
+    for path in (
+        "/",
+        "/budgets",
+        "/approvals",
+        "/releases",
+        "/releases?page=abc",
+        "/releases?page=-5",
+        "/audit?kind=<script>&page=999",
+        "/audit/report.html",
+    ):
+        answer = officer.get(path)
+        assert answer.status == 200, path
+        assert "<script>" not in answer.text and "Traceback" not in answer.text, path
+    assert officer.get("/audit/export.csv").headers["content-disposition"].startswith("attachment")
