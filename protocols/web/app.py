@@ -304,6 +304,7 @@ class Console:
             )
         if person:
             return await run_in_threadpool(self._start, person, "certificate")
+        self.token.current  # noqa: B018 - renews an expired token, so the file holds a live one to read
         return self._signin_form()
 
     def _signin_form(self, status: int = 200, error: str = "", name: str = "") -> HTMLResponse:
@@ -317,7 +318,7 @@ class Console:
             page_title="Sign in",
             error=error,
             name=name,
-            token_file=str(self.token.path),
+            token_file=self.token.path.name,  # its folder is the process's state_dir; no local path is shown
             certificates=self.certificate_person is not None,
         )
         return HTMLResponse(html, status_code=status)
@@ -337,7 +338,8 @@ class Console:
             )
             return self._signin_form(
                 403,
-                f"That token is wrong, used or expired. Read the current one from {self.token.path}.",
+                f"That token is wrong, used or expired. Read the current one from {self.token.path.name} "
+                "in the state folder.",
                 name,
             )
         return await run_in_threadpool(self._start, f"{name} (token)", "token")

@@ -123,6 +123,8 @@ def test_sign_in_token_is_private_one_time_and_expires(node: Node) -> None:
         assert WebClient(node.url).sign_in(stale).status == 403
     finally:
         node.token.lifetime = lifetime
+    # Whoever reaches the sign-in page learns no local path.
+    assert str(node.config.state_dir) not in WebClient(node.url).get("/signin").text + reused.text
     failed = [p for p in node.console_entries() if p["action"] == "/signin" and p["outcome"] != "done"]
     assert failed and all("token" not in p["fields"] for p in failed)  # no token value is written down
 
