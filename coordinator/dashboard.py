@@ -3,9 +3,9 @@
 Pages over the rows of coordinator/overview.py: the overview, nodes, jobs per project (with each
 refusal's rule and reason), projects, and the operators' own log. One change: forgetting a
 disconnected node, the same admin path as ``federation nodes --forget``. The shared console base
-(protocols/web/) signs people in (one-time token, or a federation admin certificate over mutual
-TLS), checks every form's CSRF token and hands each action to the operator log before answering.
-docs/dashboard.md is the operator's guide; docs/security.md says what a signed-in operator learns.
+(protocols/web/) signs people in (one-time token, or over HTTPS a federation admin certificate by
+mutual TLS), checks every form's CSRF token and hands each action to the operator log before
+answering. docs/dashboard.md is the operator's guide; docs/security.md says what an operator learns.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from protocols.errors import FederationError
 from protocols.web.app import Console, Visit
 from protocols.web.server import ConsoleServer
 from protocols.web.settings import ConsoleSettings
-from protocols.web.signin import OneTimeToken, Sessions
+from protocols.web.signin import OneTimeToken, Sessions, certificate_signin
 
 log = logging.getLogger("federation.coordinator.dashboard")
 
@@ -38,6 +38,7 @@ NAV = [
     ("/log", "Operator log"),
 ]
 JOBS_PER_PAGE = 25
+ADMIN_ROLES = frozenset({"admin"})
 LOG_ENTRIES = 200
 
 
@@ -71,6 +72,11 @@ def build_dashboard(
         # On loopback the Host header must name loopback (no DNS rebinding); a remote dashboard is
         # HTTPS only (protocols/web/settings.py) and reached under the host's own names.
         hosts=None if host in ("127.0.0.1", "localhost", "::1") else ["*"],
+        # Over HTTPS with tls_ca: a federation admin's certificate signs in (the role that may
+        # forget a node over the analyst service too); any other role is refused by rule.
+        certificate_person=certificate_signin(settings.tls_ca, settings.tls_crl, ADMIN_ROLES)
+        if settings.tls_ca
+        else None,
     )
 
     @console.page("/")
