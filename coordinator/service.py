@@ -521,6 +521,14 @@ class AnalystService(pb_grpc.AnalystServicer):
                 error_rule="unsupported_under_secure",
                 columns=columns,
             )
+        if any(a.bound_quantile for a in spec.aggregates) and requires_secure(spec, targets):
+            return pb.QueryResponse(
+                job_id=job_id,
+                ok=False,
+                error="bounds chosen by a DP quantile are not available under secure aggregation; give bounds",
+                error_rule="bound_quantile",
+                columns=columns,
+            )
         if spec.derived and (requires_secure(spec, targets) or union_aggregates(spec, len(targets))):
             # Their domains are derived by each node; the secure and union paths size their
             # vectors from the declared category domains alone.
@@ -620,6 +628,10 @@ class AnalystService(pb_grpc.AnalystServicer):
         response.rows.extend(rows)
         clip_rows(spec, list(response.rows), _infos(spec, targets, set(answers)))
         response.diagnostics.extend(combine_diagnostics(answers))
+        for node in sorted(answers):
+            for chosen in answers[node].chosen_bounds:
+                response.chosen_bounds.add().CopyFrom(chosen)
+                response.chosen_bounds[-1].node = node
         return response, "partial" if missing else "complete"
 
     def _with_union(

@@ -10,7 +10,7 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import grpc
 import pandas as pd
@@ -31,6 +31,9 @@ from federation.overlap import (
     result_from_response,
 )
 from federation.query import parse_query, parse_with_post
+from privacy.auto_bounds import DEFAULT_QUANTILE as DEFAULT_BOUND_QUANTILE
+from privacy.auto_bounds import bound_share as bound_share_of
+from privacy.auto_bounds import check_quantile
 from protocols import federation_pb2 as pb
 from protocols import federation_pb2_grpc as pb_grpc
 from protocols.channels import channel_options
@@ -357,10 +360,12 @@ class Client:
         rho: float | None = None,
         project: str = "",
         secure: bool = False,
-        bounds: dict[str, tuple[float, float]] | None = None,
+        bounds: dict[str, tuple[float, float]] | Literal["auto"] | None = None,
         max_rows_per_unit: int | None = None,
         diagnostics: bool = True,
         accuracy: float | dict[str, float] | None = None,
+        bound_quantile: float = DEFAULT_BOUND_QUANTILE,
+        bound_share: float | None = None,
     ) -> pd.DataFrame:
         """Run an aggregate query over every node that serves the dataset; return a DataFrame.
 
@@ -371,6 +376,10 @@ class Client:
         it is spent, or the query is refused with ``accuracy_unreachable``. ``diagnostics=False``
         spends nothing on the truncation and clamping figures.
 
+        ``bounds="auto"`` lets each node choose the upper clamp of every SUM/AVG without bounds as
+        a DP quantile (``bound_quantile``, default 0.99) of its values, spending ``bound_share``
+        of epsilon (default 0.1) on it; ``df.attrs["chosen_bounds"]`` lists what each node chose.
+
         ``df.attrs`` holds the metadata: job id, per-node outcome and cost, suppressed cells, noise,
         the bounding figures and which figures were moved into their feasible range.
 
@@ -378,7 +387,9 @@ class Client:
         and they cost nothing (``df.attrs["post_processing"]`` says which ran).
         """
         check_timeout(timeout)
-        spec = self._spec(sql, epsilon, rho, bounds, max_rows_per_unit, diagnostics)
+        spec = self._spec(
+            sql, epsilon, rho, bounds, max_rows_per_unit, diagnostics, bound_quantile, bound_share
+        )
         spec.min_nodes = max(0, int(min_nodes))
         check_name(project, "the project name")
         spec.project = project
@@ -413,9 +424,11 @@ class Client:
         *,
         epsilon: float | None = None,
         rho: float | None = None,
-        bounds: dict[str, tuple[float, float]] | None = None,
+        bounds: dict[str, tuple[float, float]] | Literal["auto"] | None = None,
         max_rows_per_unit: int | None = None,
         diagnostics: bool = True,
+        bound_quantile: float = DEFAULT_BOUND_QUANTILE,
+        bound_share: float | None = None,
     ) -> pd.DataFrame:
         """What a query would cost and how noisy it would be, before anything is spent.
 
@@ -424,7 +437,9 @@ class Client:
         combined figure (node "all"), then one per node and aggregate: noise sd, 95% half-width,
         the node's suppression threshold and the epsilon it would charge (or why it would refuse).
         """
-        spec = self._spec(sql, epsilon, rho, bounds, max_rows_per_unit, diagnostics)
+        spec = self._spec(
+            sql, epsilon, rho, bounds, max_rows_per_unit, diagnostics, bound_quantile, bound_share
+        )
         return explain_frame(spec, self._infos(spec))
 
     def _infos(self, spec: pb.QuerySpec) -> list[pb.DatasetInfo]:
@@ -439,9 +454,11 @@ class Client:
         sql: str,
         epsilon: float | None,
         rho: float | None,
-        bounds: dict[str, tuple[float, float]] | None,
+        bounds: dict[str, tuple[float, float]] | Literal["auto"] | None,
         max_rows_per_unit: int | None,
         diagnostics: bool,
+        bound_quantile: float = DEFAULT_BOUND_QUANTILE,
+        bound_share: float | None = None,
     ) -> pb.QuerySpec:
         spec = parse_query(sql)
         ask = check_privacy(epsilon, rho)  # the coordinator and every node check it again
@@ -449,7 +466,14 @@ class Client:
             spec.privacy.epsilon = ask.epsilon
         if ask.rho is not None:
             spec.privacy.rho = ask.rho
-        apply_bounds(spec, bounds or {})
+        if isinstance(bounds, str):
+            if bounds != "auto":
+                raise FederationError(
+                    "bounds", f"bounds must be {{column: (lower, upper)}} or 'auto', not {bounds!r}"
+                )
+            apply_auto_bounds(spec, bound_quantile, bound_share)
+        else:
+            apply_bounds(spec, bounds or {})
         if max_rows_per_unit is not None:
             if (
                 isinstance(max_rows_per_unit, bool)
@@ -706,6 +730,23 @@ def apply_bounds(spec: pb.QuerySpec, bounds: dict[str, tuple[float, float]]) -> 
                 agg.bounds.lower, agg.bounds.upper = float(lo), float(hi)
 
 
+def apply_auto_bounds(spec: pb.QuerySpec, quantile: float, share: float | None) -> None:
+    """Ask every node to choose the upper clamp of each SUM/AVG without bounds as a DP quantile
+    (privacy/auto_bounds.py), spending ``share`` of epsilon on it (None: the node's default)."""
+    try:
+        q = check_quantile(quantile)
+        spec.privacy.bound_share = bound_share_of(share) if share is not None else 0.0
+    except FederationError as exc:
+        raise FederationError(exc.rule, exc.message) from None
+    targets = [a for a in spec.aggregates if a.function in (pb.SUM, pb.AVG) and not a.HasField("bounds")]
+    if not targets:
+        raise FederationError(
+            "bound_quantile", "bounds='auto' needs a SUM or AVG without bounds in the query"
+        )
+    for agg in targets:
+        agg.bound_quantile = q
+
+
 def _node_cost(outcome: pb.NodeOutcome) -> str:
     cost = f" eps {outcome.cost.epsilon:.4g}" if outcome.cost.epsilon else ""
     return f"{outcome.node}:{outcome.status}{cost}"
@@ -759,6 +800,12 @@ def to_frame(spec: pb.QuerySpec, response: pb.QueryResponse) -> pd.DataFrame:
         "feasible": _feasible(agg_cols, response),
         "bounding": _bounding(response),
     }
+    if response.chosen_bounds:
+        # Per aggregate, the clamp each node chose by a DP quantile and what choosing it cost.
+        chosen: dict[str, dict[str, Any]] = {}
+        for c in response.chosen_bounds:
+            chosen.setdefault(c.aggregate, {})[c.node] = {"bounds": (c.lower, c.upper), "epsilon": c.epsilon}
+        df.attrs["chosen_bounds"] = chosen
     # Which COUNT(DISTINCT) was computed: "union" (each entity once across nodes) or "per_node_sum".
     kinds = dict(response.distinct)
     if kinds:

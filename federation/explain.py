@@ -14,6 +14,7 @@ from dataclasses import replace
 import pandas as pd
 
 from privacy.agreements import AGGREGATE_KIND
+from privacy.auto_bounds import bound_share
 from privacy.bounds import rows_per_unit, tightened
 from privacy.explain import (
     AggregateExplanation,
@@ -92,6 +93,15 @@ def node_query(spec: pb.QuerySpec, info: pb.DatasetInfo) -> NodeQuery:
         raise FederationError("unknown_column", f"column '{missing[0]}' is not declared", info.node)
     n_groups = math.prod(domains[g] for g in spec.group_by) if spec.group_by else 1
     epsilon, rho = _budget(spec, info)
+    share = _bound_share(spec)
+    if share:
+        if epsilon is None:
+            raise FederationError(
+                "bound_quantile",
+                "bounds chosen by a DP quantile need an epsilon (pure DP); ask with epsilon, or give bounds",
+                info.node,
+            )
+        epsilon *= 1.0 - share  # the answer runs with what choosing the bounds leaves
     return NodeQuery(
         node=info.node,
         aggregates=tuple(aggregates),
@@ -102,6 +112,29 @@ def node_query(spec: pb.QuerySpec, info: pb.DatasetInfo) -> NodeQuery:
         rho=rho,
         diagnostics=not spec.no_diagnostics,
     )
+
+
+def _bound_share(spec: pb.QuerySpec) -> float:
+    """The share of epsilon the nodes spend on choosing bounds (privacy/auto_bounds.py), or 0."""
+    if not any(a.bound_quantile for a in spec.aggregates):
+        return 0.0
+    return bound_share(spec.privacy.bound_share)
+
+
+def _with_bound_choice(
+    spec: pb.QuerySpec, infos: Sequence[pb.DatasetInfo], result: Explanation
+) -> Explanation:
+    """Each answering node also charges its share for choosing bounds, on top of the answer's."""
+    share = _bound_share(spec)
+    if not share:
+        return result
+    nodes = []
+    for info, node in zip(infos, result.nodes, strict=True):
+        if node.refusal is None:
+            epsilon, _ = _budget(spec, info)
+            node = replace(node, epsilon=node.epsilon + (epsilon or 0.0) * share)
+        nodes.append(node)
+    return replace(result, nodes=tuple(nodes))
 
 
 def node_queries(spec: pb.QuerySpec, infos: Sequence[pb.DatasetInfo]) -> list[NodeQuery]:
@@ -140,7 +173,13 @@ def _union_party(spec: pb.QuerySpec, info: pb.DatasetInfo) -> UnionParty:
 
 def explanation(spec: pb.QuerySpec, infos: Sequence[pb.DatasetInfo]) -> Explanation:
     """Per aggregate, the noise of the combined figure; a union COUNT(DISTINCT) is its own release,
-    noised once at the coordinator, charged at every node on top of the other aggregates."""
+    noised once at the coordinator, charged at every node on top of the other aggregates. With
+    bounds chosen by a DP quantile the noise is given at the declared bounds, the most it can be,
+    at the epsilon left after the choice; each node's epsilon includes the choice."""
+    return _with_bound_choice(spec, infos, _explanation(spec, infos))
+
+
+def _explanation(spec: pb.QuerySpec, infos: Sequence[pb.DatasetInfo]) -> Explanation:
     if not infos:
         raise FederationError("unknown_dataset", f"no connected node serves dataset '{spec.dataset}'")
     union = union_indexes(spec, len(infos))
@@ -228,11 +267,14 @@ def explain_frame(spec: pb.QuerySpec, infos: Sequence[pb.DatasetInfo]) -> pd.Dat
                 "epsilon": sum(n.epsilon for n in result.nodes if n.refusal is None),
                 "rho": sum(n.rho for n in result.nodes if n.refusal is None),
                 "refused": "",
-                "note": _avg_note(combined.sd, combined.count_sd)
-                if agg.function == pb.AVG
-                else "union across nodes: noised once at the coordinator"
-                if i in result.union
-                else "",
+                "note": _auto_note(agg, spec)
+                + (
+                    _avg_note(combined.sd, combined.count_sd)
+                    if agg.function == pb.AVG
+                    else "union across nodes: noised once at the coordinator"
+                    if i in result.union
+                    else ""
+                ),
             }
         )
     for node in result.nodes:
@@ -279,6 +321,16 @@ def secure_hint(spec: pb.QuerySpec, infos: Sequence[pb.DatasetInfo]) -> str:
     return (
         f"hint: these {n} nodes allow secure=True, which adds one noise for all of them instead of one "
         f"per node: a smaller interval (about 1/sqrt({n}) of this sd; served under zCDP, docs/privacy.md)"
+    )
+
+
+def _auto_note(agg: pb.Aggregate, spec: pb.QuerySpec) -> str:
+    if not agg.bound_quantile:
+        return ""
+    share = bound_share(spec.privacy.bound_share)
+    return (
+        f"upper clamp chosen per node at run time, near the {agg.bound_quantile:g} quantile, by a DP "
+        f"quantile spending {share:.0%} of epsilon; noise shown at the declared bound (the most it can be). "
     )
 
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from nodes.auto_bounds import choose_bounds
 from nodes.context import NodeContext
 from nodes.protect import Exact, bounding_summary, needs_units, protect, resolve_budget
 from nodes.release_copies import result_digest
 from nodes.sources import DataSources
 from nodes.validate import Plan, Refused, validate
-from privacy.accounting import epsilon_at_delta
+from privacy.accounting import Cost, epsilon_at_delta
 from protocols import federation_pb2 as pb
 
 
@@ -87,12 +88,21 @@ class QueryHandler:
             )
         budget = resolve_budget(spec.privacy, plan.dataset, node)
         project = spec.project or DEFAULT_PROJECT
+        # Clamps chosen by a DP quantile at a share of epsilon; the answer runs with the rest.
+        plan, budget, bounds_cost, chosen = choose_bounds(
+            plan, budget, spec.privacy.bound_share, ctx.sources, node
+        )
 
         # compute
         exact = compute(plan, ctx.sources, exact_release=not budget.dp, units=needs_units(plan, budget))
 
         # protect
         result, cost = protect(plan, exact, budget)
+        if bounds_cost is not None:
+            # The choice is a release too: charged in the same ledger entry, released beside it.
+            cost = Cost(epsilon=cost.epsilon + bounds_cost.epsilon, rho=cost.rho + bounds_cost.rho)
+            result.cost.epsilon, result.cost.rho = cost.epsilon, cost.rho
+            result.chosen_bounds.extend(chosen)
         # Differencing defence (exact releases): suppress further cells or refuse; on record as pending.
         reserved = ctx.differencing.check(job.job_id, plan, project, budget.dp, ctx.sources, result)
 

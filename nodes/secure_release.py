@@ -282,6 +282,12 @@ class SecureRelease:
                 "groups are released; ask VARIANCE, STDDEV, MEDIAN, PERCENTILE_CONT and histogram or "
                 "date-part keys without secure=True",
             )
+        if any(a.bound_quantile for a in plan.aggregates):
+            # Every share must be calibrated to the same bounds; a clamp each node chose differs.
+            raise self._refused(
+                "bound_quantile",
+                "bounds chosen by a DP quantile are not available under secure aggregation; give bounds",
+            )
         n = len(step.config.node_ids)
         if n < dataset.policy.secure_min_nodes:
             raise self._refused(

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from nodes.config import CategoryValue, Column, Dataset, NodeConfig
 from nodes.derived import Derived, derive
+from privacy.auto_bounds import check_quantile
 from privacy.bounds import rows_per_unit, tightened
 from protocols import federation_pb2 as pb
 from protocols.errors import FederationError
@@ -46,6 +47,7 @@ class AggregatePlan:
     alias: str
     bounds: tuple[float, float] | None = None  # numeric aggregates: the clamping bounds of this query
     quantile: float = 0.0  # PERCENTILE only
+    bound_quantile: float = 0.0  # SUM/AVG: upper clamp chosen at this DP quantile (nodes/auto_bounds.py)
 
 
 @dataclass(frozen=True)
@@ -272,6 +274,7 @@ def validate(spec: pb.QuerySpec, config: NodeConfig) -> Plan:
             raise check.refuse("malformed_request", f"{operation.upper()} takes no clamping bounds")
         if agg.function == pb.PERCENTILE and not 0.0 <= agg.quantile <= 1.0:
             raise check.refuse("malformed_request", "PERCENTILE_CONT needs a fraction between 0 and 1")
+        bound_q = _bound_quantile(check, agg)
         aggregates.append(
             AggregatePlan(
                 function=agg.function,
@@ -279,6 +282,7 @@ def validate(spec: pb.QuerySpec, config: NodeConfig) -> Plan:
                 alias=agg.alias or operation,
                 bounds=bounds,
                 quantile=float(agg.quantile) if agg.function == pb.PERCENTILE else 0.0,
+                bound_quantile=bound_q,
             )
         )
 
@@ -309,7 +313,7 @@ def validate(spec: pb.QuerySpec, config: NodeConfig) -> Plan:
         derived=tuple(derived),
     )
     dp = spec.privacy.epsilon > 0 or spec.privacy.rho > 0 or policy.dp_required
-    if plan.tightened and not dp:
+    if (plan.tightened or any(a.bound_quantile for a in plan.aggregates)) and not dp:
         # Exact releases of the same group at two clampings (or truncations) differ by the values
         # of the few rows in between: a way around min_group_size. Under DP the noise covers it.
         raise check.refuse(
@@ -317,6 +321,22 @@ def validate(spec: pb.QuerySpec, config: NodeConfig) -> Plan:
             "tighter bounds or fewer rows per unit are only allowed with differential privacy",
         )
     return plan
+
+
+def _bound_quantile(check: Checker, agg: pb.Aggregate) -> float:
+    """A SUM/AVG's ``bound_quantile`` (0: none), checked: a fraction in (0, 1], without bounds."""
+    if not agg.bound_quantile:
+        return 0.0
+    if agg.function not in (pb.SUM, pb.AVG):
+        raise check.refuse("bound_quantile", "bounds chosen by a DP quantile apply to SUM and AVG only")
+    if agg.HasField("bounds"):
+        raise check.refuse(
+            "bound_quantile", f"{agg.alias}: give clamping bounds or a bound quantile, not both"
+        )
+    try:
+        return check_quantile(agg.bound_quantile)
+    except FederationError as exc:
+        raise check.refuse(exc.rule, f"{agg.alias}: {exc.message}") from None
 
 
 def _clamping(check: Checker, agg: pb.Aggregate, column: Column) -> tuple[float, float]:

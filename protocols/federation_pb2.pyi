@@ -148,20 +148,22 @@ class ClampBounds(_message.Message):
     def __init__(self, lower: _Optional[float] = ..., upper: _Optional[float] = ...) -> None: ...
 
 class Aggregate(_message.Message):
-    __slots__ = ("function", "column", "alias", "bounds", "per_node", "quantile")
+    __slots__ = ("function", "column", "alias", "bounds", "per_node", "quantile", "bound_quantile")
     FUNCTION_FIELD_NUMBER: _ClassVar[int]
     COLUMN_FIELD_NUMBER: _ClassVar[int]
     ALIAS_FIELD_NUMBER: _ClassVar[int]
     BOUNDS_FIELD_NUMBER: _ClassVar[int]
     PER_NODE_FIELD_NUMBER: _ClassVar[int]
     QUANTILE_FIELD_NUMBER: _ClassVar[int]
+    BOUND_QUANTILE_FIELD_NUMBER: _ClassVar[int]
     function: AggregateFunction
     column: str
     alias: str
     bounds: ClampBounds
     per_node: bool
     quantile: float
-    def __init__(self, function: _Optional[_Union[AggregateFunction, str]] = ..., column: _Optional[str] = ..., alias: _Optional[str] = ..., bounds: _Optional[_Union[ClampBounds, _Mapping]] = ..., per_node: _Optional[bool] = ..., quantile: _Optional[float] = ...) -> None: ...
+    bound_quantile: float
+    def __init__(self, function: _Optional[_Union[AggregateFunction, str]] = ..., column: _Optional[str] = ..., alias: _Optional[str] = ..., bounds: _Optional[_Union[ClampBounds, _Mapping]] = ..., per_node: _Optional[bool] = ..., quantile: _Optional[float] = ..., bound_quantile: _Optional[float] = ...) -> None: ...
 
 class DerivedKey(_message.Message):
     __slots__ = ("alias", "column", "transform", "width", "low", "high", "buckets", "part")
@@ -184,12 +186,14 @@ class DerivedKey(_message.Message):
     def __init__(self, alias: _Optional[str] = ..., column: _Optional[str] = ..., transform: _Optional[str] = ..., width: _Optional[float] = ..., low: _Optional[float] = ..., high: _Optional[float] = ..., buckets: _Optional[int] = ..., part: _Optional[str] = ...) -> None: ...
 
 class PrivacyRequest(_message.Message):
-    __slots__ = ("epsilon", "rho")
+    __slots__ = ("epsilon", "rho", "bound_share")
     EPSILON_FIELD_NUMBER: _ClassVar[int]
     RHO_FIELD_NUMBER: _ClassVar[int]
+    BOUND_SHARE_FIELD_NUMBER: _ClassVar[int]
     epsilon: float
     rho: float
-    def __init__(self, epsilon: _Optional[float] = ..., rho: _Optional[float] = ...) -> None: ...
+    bound_share: float
+    def __init__(self, epsilon: _Optional[float] = ..., rho: _Optional[float] = ..., bound_share: _Optional[float] = ...) -> None: ...
 
 class QuerySpec(_message.Message):
     __slots__ = ("dataset", "node", "group_by", "aggregates", "filter", "min_nodes", "privacy", "project", "secure", "max_rows_per_unit", "no_diagnostics", "derived")
@@ -306,18 +310,34 @@ class Diagnostic(_message.Message):
     def __init__(self, name: _Optional[str] = ..., aggregate: _Optional[str] = ..., value: _Optional[float] = ..., noise_sd: _Optional[float] = ..., ci_low: _Optional[float] = ..., ci_high: _Optional[float] = ...) -> None: ...
 
 class QueryResult(_message.Message):
-    __slots__ = ("groups", "cost", "audit_digest", "threshold", "diagnostics")
+    __slots__ = ("groups", "cost", "audit_digest", "threshold", "diagnostics", "chosen_bounds")
     GROUPS_FIELD_NUMBER: _ClassVar[int]
     COST_FIELD_NUMBER: _ClassVar[int]
     AUDIT_DIGEST_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     DIAGNOSTICS_FIELD_NUMBER: _ClassVar[int]
+    CHOSEN_BOUNDS_FIELD_NUMBER: _ClassVar[int]
     groups: _containers.RepeatedCompositeFieldContainer[GroupResult]
     cost: NodeCost
     audit_digest: str
     threshold: Threshold
     diagnostics: _containers.RepeatedCompositeFieldContainer[Diagnostic]
-    def __init__(self, groups: _Optional[_Iterable[_Union[GroupResult, _Mapping]]] = ..., cost: _Optional[_Union[NodeCost, _Mapping]] = ..., audit_digest: _Optional[str] = ..., threshold: _Optional[_Union[Threshold, _Mapping]] = ..., diagnostics: _Optional[_Iterable[_Union[Diagnostic, _Mapping]]] = ...) -> None: ...
+    chosen_bounds: _containers.RepeatedCompositeFieldContainer[ChosenBound]
+    def __init__(self, groups: _Optional[_Iterable[_Union[GroupResult, _Mapping]]] = ..., cost: _Optional[_Union[NodeCost, _Mapping]] = ..., audit_digest: _Optional[str] = ..., threshold: _Optional[_Union[Threshold, _Mapping]] = ..., diagnostics: _Optional[_Iterable[_Union[Diagnostic, _Mapping]]] = ..., chosen_bounds: _Optional[_Iterable[_Union[ChosenBound, _Mapping]]] = ...) -> None: ...
+
+class ChosenBound(_message.Message):
+    __slots__ = ("aggregate", "lower", "upper", "epsilon", "node")
+    AGGREGATE_FIELD_NUMBER: _ClassVar[int]
+    LOWER_FIELD_NUMBER: _ClassVar[int]
+    UPPER_FIELD_NUMBER: _ClassVar[int]
+    EPSILON_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    aggregate: str
+    lower: float
+    upper: float
+    epsilon: float
+    node: str
+    def __init__(self, aggregate: _Optional[str] = ..., lower: _Optional[float] = ..., upper: _Optional[float] = ..., epsilon: _Optional[float] = ..., node: _Optional[str] = ...) -> None: ...
 
 class Refusal(_message.Message):
     __slots__ = ("node", "rule", "reason", "cost")
@@ -1154,7 +1174,7 @@ class NodeOutcome(_message.Message):
     def __init__(self, node: _Optional[str] = ..., status: _Optional[str] = ..., reason: _Optional[str] = ..., cost: _Optional[_Union[NodeCost, _Mapping]] = ..., audit_digest: _Optional[str] = ..., rule: _Optional[str] = ...) -> None: ...
 
 class QueryResponse(_message.Message):
-    __slots__ = ("job_id", "columns", "rows", "nodes", "ok", "error", "error_rule", "diagnostics", "distinct")
+    __slots__ = ("job_id", "columns", "rows", "nodes", "ok", "error", "error_rule", "diagnostics", "distinct", "chosen_bounds")
     class DistinctEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -1171,6 +1191,7 @@ class QueryResponse(_message.Message):
     ERROR_RULE_FIELD_NUMBER: _ClassVar[int]
     DIAGNOSTICS_FIELD_NUMBER: _ClassVar[int]
     DISTINCT_FIELD_NUMBER: _ClassVar[int]
+    CHOSEN_BOUNDS_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     columns: _containers.RepeatedScalarFieldContainer[str]
     rows: _containers.RepeatedCompositeFieldContainer[CombinedRow]
@@ -1180,7 +1201,8 @@ class QueryResponse(_message.Message):
     error_rule: str
     diagnostics: _containers.RepeatedCompositeFieldContainer[Diagnostic]
     distinct: _containers.ScalarMap[str, str]
-    def __init__(self, job_id: _Optional[str] = ..., columns: _Optional[_Iterable[str]] = ..., rows: _Optional[_Iterable[_Union[CombinedRow, _Mapping]]] = ..., nodes: _Optional[_Iterable[_Union[NodeOutcome, _Mapping]]] = ..., ok: _Optional[bool] = ..., error: _Optional[str] = ..., error_rule: _Optional[str] = ..., diagnostics: _Optional[_Iterable[_Union[Diagnostic, _Mapping]]] = ..., distinct: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    chosen_bounds: _containers.RepeatedCompositeFieldContainer[ChosenBound]
+    def __init__(self, job_id: _Optional[str] = ..., columns: _Optional[_Iterable[str]] = ..., rows: _Optional[_Iterable[_Union[CombinedRow, _Mapping]]] = ..., nodes: _Optional[_Iterable[_Union[NodeOutcome, _Mapping]]] = ..., ok: _Optional[bool] = ..., error: _Optional[str] = ..., error_rule: _Optional[str] = ..., diagnostics: _Optional[_Iterable[_Union[Diagnostic, _Mapping]]] = ..., distinct: _Optional[_Mapping[str, str]] = ..., chosen_bounds: _Optional[_Iterable[_Union[ChosenBound, _Mapping]]] = ...) -> None: ...
 
 class JobsRequest(_message.Message):
     __slots__ = ("limit", "project", "page_token")

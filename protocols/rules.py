@@ -64,6 +64,8 @@ _RULES: dict[str, dict[str, str]] = {
         "aggregate_kind": "the noise planner was given an unknown aggregate kind",
         "aggregates": "the noise planner was given no aggregates",
         "bounds": "numeric bounds are missing, not finite, or not lower < upper",
+        "bound_quantile": "bounds chosen by a DP quantile: SUM/AVG only, a fraction in (0, 1], with epsilon, not with bounds or under secure aggregation",
+        "bound_share": "the share of epsilon for choosing bounds must lie strictly between 0 and 1",
         "n_groups": "the number of groups is not a whole number >= 1",
         "n_nodes": "the number of nodes is not a whole number >= 1",
         "trusted_nodes": "the number of nodes trusted to add their noise share is out of range",
