@@ -12,6 +12,7 @@ import pytest
 from federation.query import parse_query
 from nodes.audit import export
 from nodes.config import load_node_config
+from privacy.auto_bounds import candidates
 from protocols import federation_pb2 as pb
 from protocols.errors import FederationError
 from tests.integration.conftest import RunningFederation, _drop_schema, start_federation
@@ -26,7 +27,7 @@ def fed(tmp_path_factory: pytest.TempPathFactory, postgres_dsn: str) -> Iterator
         tmp_path_factory.mktemp("bounds-attacks"),
         postgres_dsn,
         nodes=NODES,
-        projects=("attack-widen", "attack-raw", "attack-exact", "attack-figures"),
+        projects=("attack-widen", "attack-raw", "attack-exact", "attack-figures", "attack-auto"),
     )
     try:
         yield running
@@ -144,3 +145,59 @@ def test_tightened_queries_spend_the_budget_like_any_other(fed: RunningFederatio
     assert info.value.rule == "budget"
     assert answered == int(budget_total)
     assert _spent(fed, project) == pytest.approx(budget_total, rel=1e-6)
+
+
+def test_bounds_chosen_by_dp_are_charged_and_are_no_free_maximum(fed: RunningFederation) -> None:
+    """Choosing the clamp looks at the data: an analyst might hope to learn the largest value (or
+    to get the answer while spending everything on a "bound") for free. The chosen bound is a DP
+    release, charged in the same ledger entry as the answer and only ever a public candidate; a
+    share that leaves nothing for the answer, rho, secure aggregation and exact releases are
+    refused before any data is read, at no cost."""
+    project = "attack-auto"
+    with fed.client() as c:
+        df = c.query(
+            "SELECT SUM(value) AS s, AVG(value) AS m FROM declarations",
+            epsilon=1.0,
+            project=project,
+            bounds="auto",
+            bound_share=0.2,
+        )
+        info = next(d for d in c.dataset_infos() if d.node == "douane" and d.name == "declarations")
+    declared = next((col.lower, col.upper) for col in info.columns if col.name == "value")
+    chosen = df.attrs["chosen_bounds"]
+    assert set(chosen) == {"s", "m"} and set(chosen["s"]) == set(df.attrs["answered"]) == {"douane"}
+    for node in df.attrs["answered"]:
+        low, high = chosen["s"][node]["bounds"]
+        assert chosen["m"][node]["bounds"] == (low, high)  # one choice per column, shared
+        assert low == declared[0] and any(math.isclose(high, v) for v in candidates(declared))
+        assert chosen["s"][node]["epsilon"] == pytest.approx(0.2)
+    # The whole epsilon is charged: the answer's share and the bound's.
+    assert _spent(fed, project) == pytest.approx(1.0, rel=1e-6)
+    # The node's audit entry records the bounds the answer used: the chosen ones.
+    released = [e for e in _audit(fed, "douane") if e["kind"] == "released"][-1]["payload"]
+    assert released["bounds"]["s"] == list(chosen["s"]["douane"]["bounds"])
+
+    def raw(share: float, rho: float = 0.0, secure: bool = False) -> pb.QueryResponse:
+        spec = parse_query("SELECT SUM(value) AS s FROM declarations")
+        spec.aggregates[0].bound_quantile = 0.99
+        spec.privacy.bound_share = share
+        if rho:
+            spec.privacy.rho = rho
+        else:
+            spec.privacy.epsilon = 1.0
+        spec.secure = secure
+        spec.project = project
+        with fed.client() as c:
+            return c._call("Query", pb.QueryRequest(spec=spec))
+
+    for response, rule in (
+        (raw(1.0), "bound_share"),
+        (raw(1.5), "bound_share"),
+        (raw(0.1, rho=0.5), "bound_quantile"),
+        (raw(0.1, secure=True), "bound_quantile"),
+    ):
+        assert not response.ok and response.error_rule == rule, response.error
+    with fed.client() as c, pytest.raises(FederationError) as exact:
+        c.query("SELECT SUM(value) AS s FROM declarations", project=project, bounds="auto")
+    assert exact.value.rule == "bounds_need_dp"
+    assert _spent(fed, project) == pytest.approx(1.0, rel=1e-6)
