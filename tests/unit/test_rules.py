@@ -31,17 +31,24 @@ def _name(node: ast.AST) -> str:
     return node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute) else ""
 
 
-def _rule_positions(trees: list[tuple[Path, ast.AST]]) -> dict[str, set[int]]:
-    """Callable name -> positional index of its ``rule`` parameter (functions, methods, classes)."""
+def _rule_positions(
+    trees: list[tuple[Path, ast.AST]],
+) -> tuple[dict[str, set[int]], dict[tuple[Path, str], set[int]]]:
+    """Callable name -> positional index of its ``rule`` parameter (functions, methods, classes),
+    and the same per (file, name) for private functions, which only their own file calls."""
     positions: dict[str, set[int]] = defaultdict(set)
+    private: dict[tuple[Path, str], set[int]] = defaultdict(set)
     bases: dict[str, list[str]] = {}
-    for _, tree in trees:
+    for path, tree in trees:
         for node in ast.walk(tree):
             if isinstance(node, ast.FunctionDef):
                 params = [a.arg for a in node.args.posonlyargs + node.args.args]
                 params = params[1:] if params[:1] in (["self"], ["cls"]) else params
                 if "rule" in params:
-                    positions[node.name].add(params.index("rule"))
+                    if node.name.startswith("_") and not node.name.startswith("__"):
+                        private[(path, node.name)].add(params.index("rule"))
+                    else:
+                        positions[node.name].add(params.index("rule"))
             elif isinstance(node, ast.ClassDef):
                 bases[node.name] = [_name(b) for b in node.bases]
                 init = next(
@@ -56,13 +63,13 @@ def _rule_positions(trees: list[tuple[Path, ast.AST]]) -> dict[str, set[int]]:
             if cls not in positions:
                 for parent in parents:
                     positions[cls] |= positions.get(parent, set())
-    return positions
+    return positions, private
 
 
 def rule_strings() -> dict[str, list[str]]:
     """Every string literal the sources pass or assign as a rule, with where it occurs."""
     trees = list(_trees())
-    positions = _rule_positions(trees)
+    positions, private = _rule_positions(trees)
     found: dict[str, list[str]] = defaultdict(list)
     for path, tree in trees:
         where = str(path.relative_to(ROOT))
@@ -71,7 +78,8 @@ def rule_strings() -> dict[str, list[str]]:
                 for kw in node.keywords:
                     if kw.arg in RULE_NAMES and (text := _text(kw.value)):
                         found[text].append(f"{where}:{node.lineno}")
-                for i in positions.get(_name(node.func), ()):
+                callee = _name(node.func)
+                for i in private.get((path, callee)) or positions.get(callee, ()):
                     if i < len(node.args) and (text := _text(node.args[i])):
                         found[text].append(f"{where}:{node.lineno}")
             elif isinstance(node, ast.FunctionDef):
