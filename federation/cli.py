@@ -364,6 +364,9 @@ def glm(
     rho: Annotated[float | None, typer.Option(help="Privacy budget over every iteration (zCDP).")] = None,
     project: Annotated[str, typer.Option(help="Project the model is fitted for.")] = "",
     max_iterations: Annotated[int, typer.Option(help="Fisher scoring rounds at most.")] = 25,
+    event: Annotated[
+        str | None, typer.Option(help="Binomial with a category outcome: the level coded 1.")
+    ] = None,
     bounds: Annotated[
         list[str] | None,
         typer.Option(
@@ -386,6 +389,7 @@ def glm(
             project=project,
             max_iterations=max_iterations,
             bounds=_parse_bounds(bounds) or None,
+            event=int(event) if event is not None and event.lstrip("-").isdigit() else event,
         )
     if fmt == Format.table:
         sys.stdout.write(result.summary() + "\n")

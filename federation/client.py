@@ -41,7 +41,7 @@ from protocols.errors import FederationError
 from protocols.identity import grpc_channel_credentials
 from protocols.privacy_request import check_privacy, check_query
 from protocols.spec_limits import check_name
-from protocols.values import from_value
+from protocols.values import from_value, to_value
 
 if TYPE_CHECKING:
     from federation.flower_grid import FlowerGrid
@@ -547,13 +547,15 @@ class Client:
         bounds: dict[str, tuple[float, float]] | None = None,
         max_rows_per_unit: int = 0,
         node: str = "",
+        event: str | int | None = None,
         timeout: float | None = None,
     ) -> GLMResult:
         """Fit a GLM across the nodes serving ``data`` by Fisher scoring (docs/modelling.md).
 
         Each iteration's statistics are secure-aggregated; with ``epsilon`` or ``rho`` (the total
         over every iteration) they carry distributed Gaussian noise. ``bounds`` clamps numeric
-        covariates tighter than declared (DP only).
+        covariates tighter than declared (DP only). ``event`` is the level of a category outcome
+        coded 1 in a binomial model (default: the last level of a two-level category).
 
         >>> fed.glm("anomaly ~ turnover + C(sector)", data="vat_returns", family="binomial", epsilon=1.0)
         """
@@ -572,6 +574,8 @@ class Client:
         spec.project = project
         spec.max_rows_per_unit = int(max_rows_per_unit)
         spec.node = node
+        if event is not None:
+            spec.event.CopyFrom(to_value(event))
         ask = check_privacy(epsilon, rho)
         spec.privacy.epsilon = ask.epsilon or 0.0
         spec.privacy.rho = ask.rho or 0.0

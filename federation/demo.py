@@ -128,6 +128,7 @@ def _tour(address: str, paths: dict[str, Path], console: Console, kit: Path) -> 
         _bounds_tour(fed, console)
         _secure_tour(fed, console)
         _overlap_tour(fed, console)
+        _glm_tour(fed, console)
         _budget_tour(fed, paths, console)
         title, sql = REFUSED
         _panel(console, f"{title}\n[dim]{sql}[/dim]")
@@ -223,6 +224,35 @@ def _secure_tour(fed: Client, console: Console) -> None:
     df = fed.query(CROSS_PARTNER, secure=True, epsilon=1.0)
     print_frame(with_intervals(df), Format.table)
     console.print(_released_line(df))
+
+
+GLM_FORMULA = "phenomenon ~ C(region) + C(year)"
+
+
+def _glm_tour(fed: Client, console: Console) -> None:
+    _panel(
+        console,
+        "A logistic regression across all six partners: the odds that a signal is about drugs, by region "
+        "and year. Each Fisher-scoring round, every partner computes X^T W X and the score on its own rows; "
+        "the coordinator sees only their secure sum, with noise, charged per round (docs/modelling.md)\n"
+        f"[dim]fed.glm({GLM_FORMULA!r}, data='signals', family='binomial', event='drugs', epsilon=1.5, "
+        "max_iterations=5, project='mit-rotterdam')[/dim]",
+    )
+    fit = fed.glm(
+        GLM_FORMULA,
+        data="signals",
+        family="binomial",
+        event="drugs",
+        epsilon=1.5,
+        max_iterations=5,
+        project="mit-rotterdam",
+    )
+    console.print(fit.summary(), markup=False, highlight=False)
+    answered = fit.nodes[fit.nodes["status"] == "answered"]
+    console.print(
+        f"[dim]{len(answered)} partners in every sum; each charged rho {fit.rho:.3g} over {fit.iterations} "
+        f"rounds; {fit.seconds['nodes']:.1f} s node compute, {fit.seconds['secagg']:.1f} s secure aggregation[/dim]"
+    )
 
 
 OVERLAP = ["douane.declarations", "belastingdienst.vat_returns", "politie.incidents", "fiod.investigations"]

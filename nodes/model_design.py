@@ -116,13 +116,17 @@ def plan_model(spec: pb.ModelSpec, config: NodeConfig) -> ModelPlan:
     outcome = check.column(spec.outcome, "model")
     event: CategoryValue | None = None
     if outcome.kind == "category":
-        if len(outcome.domain) != 2:
+        if spec.HasField("event"):
+            level = check.value_for(outcome, spec.event)  # refused unless in the public domain
+            event = level if isinstance(level, str | int) else int(level)
+        elif len(outcome.domain) == 2:
+            event = outcome.domain[-1]
+        else:
             raise check.refuse(
                 "model_outcome",
-                f"outcome '{outcome.name}' is a category of {len(outcome.domain)} levels; a binomial "
-                "model needs two (the last level is the event)",
+                f"outcome '{outcome.name}' is a category of {len(outcome.domain)} levels; name the level "
+                "that is the event (a two-level category's event is its last level)",
             )
-        event = outcome.domain[-1]
         outcome_bounds = (0.0, 1.0)
     elif outcome.kind == "numeric":
         outcome_bounds = outcome.bounds or (0.0, 0.0)

@@ -764,7 +764,7 @@ class TrainerParams(_message.Message):
     def __init__(self, learning_rate: _Optional[float] = ..., local_epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., proximal_mu: _Optional[float] = ..., l2: _Optional[float] = ..., clip_norm: _Optional[float] = ..., hidden: _Optional[_Iterable[int]] = ..., seed: _Optional[int] = ..., classes: _Optional[int] = ...) -> None: ...
 
 class ModelSpec(_message.Message):
-    __slots__ = ("dataset", "outcome", "covariates", "filter", "trainer", "family", "no_intercept", "max_iterations", "tolerance", "privacy", "project", "params", "min_nodes", "max_rows_per_unit", "node")
+    __slots__ = ("dataset", "outcome", "covariates", "filter", "trainer", "family", "no_intercept", "max_iterations", "tolerance", "privacy", "project", "params", "min_nodes", "max_rows_per_unit", "node", "event")
     DATASET_FIELD_NUMBER: _ClassVar[int]
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
     COVARIATES_FIELD_NUMBER: _ClassVar[int]
@@ -780,6 +780,7 @@ class ModelSpec(_message.Message):
     MIN_NODES_FIELD_NUMBER: _ClassVar[int]
     MAX_ROWS_PER_UNIT_FIELD_NUMBER: _ClassVar[int]
     NODE_FIELD_NUMBER: _ClassVar[int]
+    EVENT_FIELD_NUMBER: _ClassVar[int]
     dataset: str
     outcome: str
     covariates: _containers.RepeatedCompositeFieldContainer[Covariate]
@@ -795,7 +796,8 @@ class ModelSpec(_message.Message):
     min_nodes: int
     max_rows_per_unit: int
     node: str
-    def __init__(self, dataset: _Optional[str] = ..., outcome: _Optional[str] = ..., covariates: _Optional[_Iterable[_Union[Covariate, _Mapping]]] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., trainer: _Optional[str] = ..., family: _Optional[str] = ..., no_intercept: _Optional[bool] = ..., max_iterations: _Optional[int] = ..., tolerance: _Optional[float] = ..., privacy: _Optional[_Union[PrivacyRequest, _Mapping]] = ..., project: _Optional[str] = ..., params: _Optional[_Union[TrainerParams, _Mapping]] = ..., min_nodes: _Optional[int] = ..., max_rows_per_unit: _Optional[int] = ..., node: _Optional[str] = ...) -> None: ...
+    event: Value
+    def __init__(self, dataset: _Optional[str] = ..., outcome: _Optional[str] = ..., covariates: _Optional[_Iterable[_Union[Covariate, _Mapping]]] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., trainer: _Optional[str] = ..., family: _Optional[str] = ..., no_intercept: _Optional[bool] = ..., max_iterations: _Optional[int] = ..., tolerance: _Optional[float] = ..., privacy: _Optional[_Union[PrivacyRequest, _Mapping]] = ..., project: _Optional[str] = ..., params: _Optional[_Union[TrainerParams, _Mapping]] = ..., min_nodes: _Optional[int] = ..., max_rows_per_unit: _Optional[int] = ..., node: _Optional[str] = ..., event: _Optional[_Union[Value, _Mapping]] = ...) -> None: ...
 
 class ModelBlock(_message.Message):
     __slots__ = ("name", "length", "scale", "l2", "mechanism", "noise_sd", "parts")
