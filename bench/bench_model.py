@@ -101,7 +101,7 @@ def main() -> None:
     try:
         with Client(address, timeout=1800) as fed:
             t = time.perf_counter()
-            fit = fed.glm(formula, data="features", family="binomial", timeout=1800)
+            fit = fed.glm(formula, data="features", family="binomial", timeout=300)
             federated = time.perf_counter() - t
     finally:
         procs.stop_all()

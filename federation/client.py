@@ -587,7 +587,8 @@ class Client:
             raise FederationError(
                 "model_formula", f"bounds given for columns not in the formula: {', '.join(unknown)}"
             )
-        wait = timeout or max(self.timeout, 30.0 * max_iterations)
+        # ``timeout`` bounds each step at the nodes; the call waits for every round's four steps.
+        wait = max(self.timeout, (timeout or 60.0) * 4 * max_iterations)
         request = pb.ModelRequest(spec=spec, timeout_seconds=timeout or 0.0, formula=formula)
         response: pb.ModelResponse = self._call("Model", request, timeout=wait)
         return result_from(response, family, formula, data)

@@ -393,7 +393,7 @@ class DataSources:
     ) -> dict[str, Any]:
         """As ``fetch``, one numpy array per output column ``names`` (in SELECT order): the rows of
         a model design stay in this process."""
-        if dataset.source.kind == "postgres":
+        if dataset.source.kind == "postgres" or dataset.source.kind in ENGINES:
             import numpy as np
 
             rows = self.fetch(dataset, sql, params)

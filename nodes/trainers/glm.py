@@ -14,11 +14,12 @@ method (McCullagh & Nelder 1989, 2.5). The coordinator adds the nodes' blocks (s
 solves the step.
 
 In DP mode every row's contribution is bounded, so one privacy unit of at most k rows moves each
-block by a stated L2 amount (design columns are within [-1, 1], so |x|^2 <= p):
+block by a stated L2 amount (design columns are within [-1, 1]):
 mu is clamped into the outcome's bounds (poisson: [0, U]), W <= w_max, |y - mu| <= r_max and a
-row's deviance is clipped at d_max:
+row's deviance is clipped at d_max. With c = |x|^2 at most (1 for the intercept, 1 per numeric
+covariate, 1 per category: one of its dummies at most is 1):
 
-    xtwx  k w_max p      score  k r_max sqrt(p)      deviance  k d_max      n  k
+    xtwx  k w_max c      score  k r_max sqrt(c)      deviance  k d_max      n  k
 
 gaussian: w_max 1, r_max = d_max^(1/2) = U - L; binomial: w_max 1/4, r_max 1, d_max 2 ln(1/P_MIN)
 with mu clamped into [P_MIN, 1 - P_MIN]; poisson: w_max = r_max = U, d_max = 2 U ln(U / M_MIN) + 2 U
@@ -90,6 +91,12 @@ def mean_and_weight(family: str, eta: Array) -> tuple[Array, Array]:
     return mu, mu
 
 
+def design_norm2(plan: ModelPlan) -> float:
+    """Largest |x|^2 of a design row: 1 per numeric column (scaled into [-1, 1]), 1 per category
+    (one of its dummies at most is 1) and 1 for the intercept."""
+    return float((0 if plan.spec.no_intercept else 1) + len(plan.numeric) + len(plan.categories))
+
+
 class GlmTrainer:
     """The ``glm`` entry of the trainer catalogue."""
 
@@ -150,10 +157,11 @@ class GlmTrainer:
                     ylogy = np.where(y > 0, y * np.log(np.where(y > 0, y, 1.0)), 0.0)
                 loglik += float(np.sum(ylogy - y - gammaln(y + 1)))
         k = plan.rows_per_unit if dp else 0
+        norm2 = design_norm2(plan)
         upper = xtwx[np.triu_indices(p)]
         blocks = [
-            StatBlock("xtwx", upper, k * w_max * p),
-            StatBlock("score", score, k * r_max * math.sqrt(p)),
+            StatBlock("xtwx", upper, k * w_max * norm2),
+            StatBlock("score", score, k * r_max * math.sqrt(norm2)),
             StatBlock("deviance", np.array([deviance]), k * d_max),
             StatBlock("n", np.array([float(design.n)]), float(k)),
         ]
