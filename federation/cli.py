@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 from rich.console import Console
@@ -291,6 +291,13 @@ def _parse_bounds(items: list[str] | None) -> dict[str, tuple[float, float]]:
     return out
 
 
+def _query_bounds(items: list[str] | None) -> dict[str, tuple[float, float]] | Literal["auto"]:
+    """``--bounds auto`` (each node chooses its clamp by a DP quantile), or ``column=lo:hi`` options."""
+    if items == ["auto"]:
+        return "auto"
+    return _parse_bounds(items)
+
+
 @app.command()
 def query(
     sql: Annotated[str, typer.Argument(help="SELECT ... FROM dataset [WHERE ...] [GROUP BY ...]")],
@@ -303,7 +310,11 @@ def query(
     project: Annotated[str, typer.Option(help="Project the query is run for.")] = "",
     bounds: Annotated[
         list[str] | None,
-        typer.Option("--bounds", help="Tighter clamping for a column's SUM/AVG: column=lower:upper."),
+        typer.Option(
+            "--bounds",
+            help="Tighter clamping for a column's SUM/AVG: column=lower:upper; or 'auto': each node "
+            "chooses its upper clamp by a DP quantile at 10% of epsilon.",
+        ),
     ] = None,
     max_rows_per_unit: Annotated[
         int | None, typer.Option(help="Rows one unit may contribute, below the dataset's maximum.")
@@ -321,7 +332,7 @@ def query(
     """Run an aggregate query across the federation."""
     from federation.client import Client, with_intervals
 
-    clamp = _parse_bounds(bounds)
+    clamp = _query_bounds(bounds)
     with Client(coordinator) as fed:
         if explain:
             plan = fed.explain(
@@ -434,6 +445,9 @@ def _print_meta(attrs: dict) -> None:
         for alias, c in bounding.get("values_clamped", {}).items():
             parts.append(f"values clamped in {alias} {interval_text(c['value'], *c['ci95'])}")
         err.print(f"[dim]noisy bounding figures: {'; '.join(parts)}[/dim]", markup=True)
+    for alias, per_node in attrs.get("chosen_bounds", {}).items():
+        chosen = ", ".join(f"{node} [{c['bounds'][0]:g}, {c['bounds'][1]:g}]" for node, c in per_node.items())
+        err.print(f"clamp of {alias} chosen by DP quantile: {chosen}", style="dim", markup=False)
 
 
 @app.command()

@@ -80,3 +80,13 @@ def test_explain_charges_the_choice_and_plans_the_rest(node_config: NodeConfig) 
     assert a.iloc[0]["noise_sd"] == pytest.approx(p.iloc[0]["noise_sd"])
     assert a.iloc[0]["epsilon"] == pytest.approx(1.0) and p.iloc[0]["epsilon"] == pytest.approx(0.8)
     assert "DP quantile" in a.iloc[0]["note"] and "20%" in a.iloc[0]["note"]
+
+
+def test_the_cli_takes_bounds_auto() -> None:
+    from federation.cli import _query_bounds
+
+    assert _query_bounds(["auto"]) == "auto"
+    assert _query_bounds(["value=0:500"]) == {"value": (0.0, 500.0)}
+    with pytest.raises(FederationError) as info:
+        _query_bounds(["value=auto"])
+    assert info.value.rule == "bounds"
