@@ -38,7 +38,9 @@ def _flower() -> Any:
     return grid
 
 
-def design_terms(info: pb.DatasetInfo, features: Sequence[str], outcome: str) -> tuple[list[str], int]:
+def design_terms(
+    info: pb.DatasetInfo, features: Sequence[str], outcome: str, model: str = "logistic"
+) -> tuple[list[str], int]:
     """(term names, outcome classes) as every node builds the design (nodes/model_design.py):
     intercept, numeric features, then one dummy per level of a category but its first."""
     columns = {c.name: c for c in info.columns}
@@ -57,6 +59,9 @@ def design_terms(info: pb.DatasetInfo, features: Sequence[str], outcome: str) ->
             terms += [f"{name}[{from_value(level)}]" for level in column.domain[1:]]
         else:
             raise FederationError("model_spec", f"feature '{name}' is neither numeric nor a category")
+    target = columns[outcome]
+    if model in ("softmax", "mlp") and target.kind == pb.CATEGORY and len(target.domain) > 2:
+        return terms, len(target.domain)  # y is the level's index in the domain (nodes/model_design.py)
     return terms, 2
 
 
@@ -143,7 +148,7 @@ def make_grid(
     if not served:
         raise FederationError("unknown_dataset", f"no connected node serves dataset '{data}'")
     spec = build_spec(served[0], model, outcome, features, rounds=rounds, **options)
-    terms, classes = design_terms(served[0], features, outcome)
+    terms, classes = design_terms(served[0], features, outcome, model)
     hidden = tuple(spec.params.hidden)
     start = initial_parameters(model, len(terms), classes, hidden, spec.params.seed)
     assert len(start) == parameter_count(model, len(terms), classes, hidden)

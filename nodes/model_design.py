@@ -34,6 +34,8 @@ from protocols.model_terms import scaling
 from protocols.spec_limits import SpecTooLarge, check_spec
 
 MAX_COVARIATES = 50
+MULTICLASS_TRAINERS = ("softmax", "mlp")  # nodes/trainers/sgd_catalogue.py
+MAX_CLASSES = 50
 MAX_TERMS = 200
 DESIGN_TTL_SECONDS = 600.0
 MAX_DESIGNS = 4
@@ -63,6 +65,8 @@ class ModelPlan:
     terms: tuple[Term, ...]
     filter: pb.Filter | None
     rows_per_unit: int
+    # softmax and mlp on a category of more than two levels: y is the level's index in its domain
+    classes: tuple[CategoryValue, ...] = ()
 
     @property
     def size(self) -> int:
@@ -115,7 +119,15 @@ def plan_model(spec: pb.ModelSpec, config: NodeConfig) -> ModelPlan:
         raise check.refuse("oversized_request", f"more than {MAX_COVARIATES} covariates")
     outcome = check.column(spec.outcome, "model")
     event: CategoryValue | None = None
-    if outcome.kind == "category":
+    classes: tuple[CategoryValue, ...] = ()
+    if outcome.kind == "category" and spec.trainer in MULTICLASS_TRAINERS and len(outcome.domain) > 2:
+        if len(outcome.domain) > MAX_CLASSES:
+            raise check.refuse(
+                "model_outcome", f"outcome '{outcome.name}' has more than {MAX_CLASSES} levels"
+            )
+        classes = tuple(outcome.domain)
+        outcome_bounds = (0.0, float(len(classes) - 1))
+    elif outcome.kind == "category":
         if spec.HasField("event"):
             level = check.value_for(outcome, spec.event)  # refused unless in the public domain
             event = level if isinstance(level, str | int) else int(level)
@@ -175,6 +187,7 @@ def plan_model(spec: pb.ModelSpec, config: NodeConfig) -> ModelPlan:
         outcome=outcome,
         outcome_bounds=outcome_bounds,
         event=event,
+        classes=classes,
         numeric=tuple(numeric),
         categories=tuple(categories),
         terms=tuple(terms),
@@ -236,7 +249,10 @@ def read_design(plan: ModelPlan, sources: DataSources) -> Design:
             hit = np.asarray(by_column[term.column]) == term.level
             x[:, j] = hit
             counts[term.name] = int(hit.sum())
-    if plan.event is not None:
+    if plan.classes:
+        index = {level: i for i, level in enumerate(plan.classes)}
+        y = np.array([index[v] for v in by_column[plan.outcome.name]], dtype=np.float64)
+    elif plan.event is not None:
         y = (np.asarray(by_column[plan.outcome.name]) == plan.event).astype(np.float64)
     else:
         y = np.asarray(by_column[plan.outcome.name], dtype=np.float64)

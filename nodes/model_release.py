@@ -144,6 +144,9 @@ class ModelRelease:
         if plan.event is not None or (plan.spec.trainer in ("", "glm") and plan.spec.family == "binomial"):
             events = int(np.sum(design.y > 0.5))
             failed = failed or min(events, design.n - events) < mgs
+        if plan.classes:  # every outcome class of a softmax or mlp outcome, as for a binary one
+            per_class = np.bincount(np.rint(design.y).astype(np.int64), minlength=len(plan.classes))
+            failed = failed or int(per_class.min()) < mgs
         failed = failed or any(count < mgs for count in design.level_counts.values())
         if failed:
             raise self._refused(

@@ -59,8 +59,8 @@ class SgdTrainer:
             raise FederationError(exc.rule, f"node {node}: {exc.message}", node) from None
 
     def _classes(self, plan: ModelPlan) -> int:
-        # A binary outcome: the design's y is 0/1 (a two-level category's last level is 1).
-        return 2
+        # A category of K > 2 levels: y is the level's index; else a binary outcome, y in {0, 1}.
+        return len(plan.classes) or 2
 
     def check(self, plan: ModelPlan, node: str) -> None:
         self._model(plan, node)
@@ -73,10 +73,10 @@ class SgdTrainer:
                     node,
                 )
         lo, hi = plan.outcome_bounds
-        if plan.event is None and not (lo >= 0 and hi <= 1):
+        if not plan.classes and plan.event is None and not (lo >= 0 and hi <= 1):
             raise FederationError(
                 "model_outcome",
-                f"node {node}: the {self.kind} trainer needs a 0/1 outcome or a two-level category",
+                f"node {node}: the {self.kind} trainer needs a 0/1 outcome or a category (logistic: of two levels)",
                 node,
             )
 

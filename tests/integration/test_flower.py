@@ -134,3 +134,27 @@ def test_dp_fedavg_charges_every_node_once_per_round(
     assert np.all(np.isfinite(fit.params.to_numpy()))
     loans = budget[budget.dataset == "loans"]
     assert set(loans.node) == set(NODES) and (loans.releases >= 2).all()
+
+
+@pytest.mark.parametrize(("model", "size"), [("softmax", 3 * 3), ("mlp", 16 * 3 + 3 * 17)])
+def test_multiclass_trainers_learn_a_three_level_outcome(
+    loans_fed: tuple[RunningFederation, pd.DataFrame], model: str, size: int
+) -> None:
+    fed, pooled = loans_fed
+    with fed.client() as client:
+        fit = client.fit_flower(
+            FedAvg(fraction_evaluate=0.0, min_available_nodes=3, min_train_nodes=3),
+            rounds=2,
+            model=model,
+            data="loans",
+            outcome="g",
+            features=["x1", "x2"],
+            learning_rate=0.5,
+            local_epochs=2,
+        )
+    assert len(fit.params) == size  # K x d, or the MLP's two layers (16 tanh units by default)
+    assert set(fit.history["examples"]) == {len(pooled)}
+    # g's shares are 0.5/0.3/0.2 whatever x1, x2: the loss falls towards their entropy (1.03).
+    assert fit.history["loss"].iloc[-1] < fit.history["loss"].iloc[0]
+    if model == "softmax":
+        assert fit.history["loss"].iloc[0] == pytest.approx(np.log(3), rel=1e-9)  # zeros: uniform
