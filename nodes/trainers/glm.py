@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.special import gammaln
+from scipy.special import gammaln, xlogy
 
 from nodes.model_design import Design, ModelPlan
 from nodes.trainers.registry import Array, StatBlock, register
@@ -72,13 +72,11 @@ def unit_deviance(family: str, y: Array, mu: Array) -> Array:
     if family == "gaussian":
         return (y - mu) ** 2
     if family == "binomial":
-        with np.errstate(divide="ignore", invalid="ignore"):
-            a = np.where(y > 0, y * np.log(np.where(y > 0, y / mu, 1.0)), 0.0)
-            b = np.where(y < 1, (1 - y) * np.log(np.where(y < 1, (1 - y) / (1 - mu), 1.0)), 0.0)
-        return 2.0 * (a + b)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        a = np.where(y > 0, y * np.log(np.where(y > 0, y / mu, 1.0)), 0.0)
-    return 2.0 * (a - (y - mu))
+        if np.all((y == 0.0) | (y == 1.0)):
+            # 0/1 outcomes, the common case: one logarithm per row.
+            return -2.0 * np.log(np.where(y > 0.5, mu, 1.0 - mu))
+        return 2.0 * (xlogy(y, y / mu) + xlogy(1.0 - y, (1.0 - y) / (1.0 - mu)))
+    return 2.0 * (xlogy(y, y / mu) - (y - mu))
 
 
 def mean_and_weight(family: str, eta: Array) -> tuple[Array, Array]:
@@ -153,9 +151,7 @@ class GlmTrainer:
             dev = unit_deviance(family, y, mu)
             deviance += float(np.sum(np.minimum(dev, d_max) if dp else dev))
             if family == "poisson":
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    ylogy = np.where(y > 0, y * np.log(np.where(y > 0, y, 1.0)), 0.0)
-                loglik += float(np.sum(ylogy - y - gammaln(y + 1)))
+                loglik += float(np.sum(xlogy(y, y) - y - gammaln(y + 1)))
         k = plan.rows_per_unit if dp else 0
         norm2 = design_norm2(plan)
         upper = xtwx[np.triu_indices(p)]
