@@ -156,14 +156,14 @@ class GLMResult:
             f"Privacy: {'DP, rho ' + format(self.rho, '.4g') + ' per node' if self.dp else 'exact (no noise)'}",
             "=" * 78,
         ]
-        head = f"{'':<24}{'coef':>11}{'std err':>11}{'z':>8}{'P>|z|':>8}{'[0.025':>10}{'0.975]':>10}"
+        head = f"{'':<30}{'coef':>11}{'std err':>11}{'z':>8}{'P>|z|':>8}{'[0.025':>10}{'0.975]':>10}"
         if self.dp:
             head += f"{'noise sd':>10}"
         rows.append(head)
         rows.append("-" * len(head))
         for name in self.params.index:
             line = (
-                f"{name[:24]:<24}{self.params[name]:>11.4f}{self.bse[name]:>11.4f}{self.tvalues[name]:>8.3f}"
+                f"{name[:30]:<30}{self.params[name]:>11.4f}{self.bse[name]:>11.4f}{self.tvalues[name]:>8.3f}"
                 f"{self.pvalues[name]:>8.3f}{ci.loc[name, 0]:>10.3f}{ci.loc[name, 1]:>10.3f}"
             )
             if self.dp:
