@@ -413,15 +413,32 @@ def _check_declared(conn: Any, dataset: Dataset, node: str) -> None:
         )
 
 
+def _read_counts(path: Path) -> dict[str, Any] | None:
+    try:
+        known = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return known if isinstance(known, dict) and set(known) == {"rows", "within_bound", "unmapped"} else None
+
+
+def known_counts(config: NodeConfig, dataset: Dataset) -> dict[str, Any] | None:
+    """What the node counted in the file's current version, if it has loaded that version before
+    (``federation node check`` then need not scan a large file again at every start)."""
+    if dataset.source.path is None:
+        return None
+    try:
+        signature = Signature.of(dataset.source.path)
+    except OSError:
+        return None
+    return _read_counts(sources_dir(config) / f"{dataset.name}-{version_key(dataset, signature)}.json")
+
+
 def _counts(conn: Any, dataset: Dataset, path: Path) -> dict[str, Any]:
     """Rows, whether every unit is within ``max_rows_per_unit``, and unmapped rows per category
     column: read from ``path`` when this version was counted before, else counted and kept."""
-    try:
-        known: dict[str, Any] = json.loads(path.read_text())
-        if set(known) == {"rows", "within_bound", "unmapped"}:
-            return known
-    except (OSError, ValueError):
-        pass
+    known = _read_counts(path)
+    if known is not None:
+        return known
     name = quote_ident(table_name(dataset))
     unit = quote_ident(dataset.columns[dataset.privacy_unit].local)
     top = conn.execute(

@@ -3,6 +3,7 @@ read in place, changed files picked up whole, jobs pinned to one version, DuckDB
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import tomllib
@@ -299,3 +300,22 @@ def test_a_file_that_fails_to_load_is_reported_once(
         sources.close()
     DataSources(config).close()
     assert not stray.exists()
+
+
+@pytest.mark.parametrize("kind", ["csv", "parquet"])
+def test_node_check_reuses_the_counts_of_a_loaded_version(
+    tmp_path: Path, declarations: pd.DataFrame, customs: Any, kind: str
+) -> None:
+    from nodes.check import check_sources
+
+    config = _node(tmp_path, declarations, customs, kind)
+    scanned = check_sources(config)
+    DataSources(config).close()
+    assert list((config.state_dir / SOURCES_DIR).glob("*.json"))
+    # Same findings (rows, unmapped values per column) without scanning the file again.
+    assert check_sources(config) == scanned
+    assert any(f.rule == "unmapped_values" for f in scanned)
+    # ... read from what the node kept, not from another scan:
+    (kept,) = (config.state_dir / SOURCES_DIR).glob("*.json")
+    kept.write_text(json.dumps({**json.loads(kept.read_text()), "rows": 123456789}))
+    assert any("123456789 rows" in f.message for f in check_sources(config))
