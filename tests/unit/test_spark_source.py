@@ -8,6 +8,7 @@ One Spark session for the whole module: starting the JVM is the slow part.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,10 +18,11 @@ import pytest
 import sqlglot
 
 from nodes.check import ERROR, OK, WARNING, check_sources
-from nodes.config import NodeConfig, load_node_config
+from nodes.config import NodeConfig, Source, load_node_config
 from nodes.differencing import contribution_rows, fingerprint
 from nodes.distinct import unit_rows
 from nodes.sources import DataSources
+from nodes.spark_source import connect_url
 from nodes.spark_sql import RenderError, literal, spark_sql
 from nodes.sqlgen import SPARK, build_sql
 from protocols.errors import ConfigError, FederationError
@@ -107,6 +109,18 @@ def test_bad_spark_sources_are_refused_naming_the_rule(tmp_path: Path, source: s
     path.write_text(toml_text(source))
     with pytest.raises(ConfigError, match=rule):
         load_node_config(path)
+
+
+def test_a_connect_token_comes_from_the_environment_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    source = Source(kind="spark", url="sc://spark.example:15002/;use_ssl=true", table="t", token_env="TOK")
+    monkeypatch.delenv("TOK", raising=False)
+    with pytest.raises(FederationError, match="TOK") as caught:
+        connect_url(source)  # fails closed, naming the variable, not a value
+    assert caught.value.rule == "source_unavailable"
+    monkeypatch.setenv("TOK", "s3cret")
+    assert connect_url(source) == "sc://spark.example:15002/;use_ssl=true;token=s3cret"
+    bare = dataclasses.replace(source, url="sc://spark.example:15002")
+    assert connect_url(bare) == "sc://spark.example:15002/;token=s3cret"
 
 
 # ------------------------------------------------------------------ a real local Spark session
