@@ -200,7 +200,13 @@ def one_job(fed: Client, kind: str) -> str:
         return f"lost:{type(exc).__name__}"
 
 
-def run(soak: Soak, jobs: int, restart_every: int, window: int) -> SoakReport:
+def run(
+    soak: Soak,
+    jobs: int,
+    restart_every: int,
+    window: int,
+    on_window: Callable[[int, Window], None] | None = None,
+) -> SoakReport:
     windows: list[Window] = []
     lost: list[str] = []
     restarts: list[str] = []
@@ -228,6 +234,8 @@ def run(soak: Soak, jobs: int, restart_every: int, window: int) -> SoakReport:
             if i % window == 0 or i == jobs:
                 current.coordinator, current.nodes = soak.state()
                 windows.append(current)
+                if on_window is not None:
+                    on_window(i, current)
                 current = Window()
         if restarter is not None:
             restarter.join(timeout=180)
@@ -277,6 +285,16 @@ def check_ledgers(soak: Soak, listed: dict[str, dict[str, float]]) -> dict[str, 
     return dict(counts)
 
 
+def progress(done: int, window: Window) -> None:
+    """One line per finished window, as the run goes (a long run can be read before it ends)."""
+    print(
+        f"{done:6d} jobs {time.strftime('%H:%M:%S')}: {dict(window.outcomes)}, "
+        f"p50 {statistics.median(window.latencies) * 1e3:.0f} ms, p99 {percentile(window.latencies, 0.99) * 1e3:.0f} ms, "
+        f"coordinator {window.coordinator[0]} MB {window.coordinator[1]} fds",
+        flush=True,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--queries", type=int, default=10_000)
@@ -287,7 +305,7 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="soak-"))
     started = time.perf_counter()
     with Soak(root, args.rows) as soak:
-        report = run(soak, args.queries, args.restart_every, args.window)
+        report = run(soak, args.queries, args.restart_every, args.window, progress)
     print(
         f"soak: {args.queries} jobs, a node restarted every {args.restart_every}, "
         f"{time.perf_counter() - started:.0f}s in all; logs in {root / 'logs'}"

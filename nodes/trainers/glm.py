@@ -29,9 +29,9 @@ with mu clamped into [M_MIN, U].
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
-from scipy.special import gammaln, xlogy
 
 from nodes.model_design import Design, ModelPlan
 from nodes.trainers.registry import Array, StatBlock, register
@@ -59,12 +59,19 @@ def family_bounds(family: str, outcome: tuple[float, float]) -> tuple[float, flo
     return u, u, 2.0 * u * math.log(u / M_MIN) + 2.0 * u
 
 
+def _special() -> Any:
+    """``scipy.special``, loaded when a model is first fitted: an idle node never needs it."""
+    import scipy.special
+
+    return scipy.special
+
+
 def _loglik_bound(outcome: tuple[float, float]) -> float:
     """Largest |y ln y - y - ln y!| over whole counts y in [0, U] (the poisson constant's row bound)."""
     top = int(max(0.0, outcome[1]))
     y = np.arange(0, min(top, 10_000_000) + 1, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
-        f = np.where(y > 0, y * np.log(np.where(y > 0, y, 1.0)), 0.0) - y - gammaln(y + 1)
+        f = np.where(y > 0, y * np.log(np.where(y > 0, y, 1.0)), 0.0) - y - _special().gammaln(y + 1)
     return float(np.max(np.abs(f))) if len(f) else 0.0
 
 
@@ -75,8 +82,8 @@ def unit_deviance(family: str, y: Array, mu: Array) -> Array:
         if np.all((y == 0.0) | (y == 1.0)):
             # 0/1 outcomes, the common case: one logarithm per row.
             return -2.0 * np.log(np.where(y > 0.5, mu, 1.0 - mu))
-        return 2.0 * (xlogy(y, y / mu) + xlogy(1.0 - y, (1.0 - y) / (1.0 - mu)))
-    return 2.0 * (xlogy(y, y / mu) - (y - mu))
+        return 2.0 * (_special().xlogy(y, y / mu) + _special().xlogy(1.0 - y, (1.0 - y) / (1.0 - mu)))
+    return 2.0 * (_special().xlogy(y, y / mu) - (y - mu))
 
 
 def mean_and_weight(family: str, eta: Array) -> tuple[Array, Array]:
@@ -151,7 +158,7 @@ class GlmTrainer:
             dev = unit_deviance(family, y, mu)
             deviance += float(np.sum(np.minimum(dev, d_max) if dp else dev))
             if family == "poisson":
-                loglik += float(np.sum(xlogy(y, y) - y - gammaln(y + 1)))
+                loglik += float(np.sum(_special().xlogy(y, y) - y - _special().gammaln(y + 1)))
         k = plan.rows_per_unit if dp else 0
         norm2 = design_norm2(plan)
         upper = xtwx[np.triu_indices(p)]
