@@ -123,6 +123,8 @@ def _kind(spec_json: str) -> str:
         return "query"
     if isinstance(spec, dict) and "datasets" in spec:
         return "distinct" if "distinct" in spec else "overlap"
+    if isinstance(spec, dict) and "outcome" in spec:
+        return "model"
     return "query"
 
 

@@ -95,6 +95,14 @@ def spec_text(spec: dict[str, Any] | str) -> str:
         return json.dumps(spec)
     if "aggregates" in spec and "dataset" in spec:
         return query_sql(spec)
+    if "outcome" in spec and "dataset" in spec:
+        terms = " + ".join(
+            str(c.get("column", "")) for c in spec.get("covariates", []) if isinstance(c, dict)
+        )
+        family = (
+            spec.get("family", "gaussian") if spec.get("trainer", "glm") == "glm" else spec.get("trainer")
+        )
+        return f"MODEL {family}: {spec['outcome']} ~ {terms or '1'} ON {spec['dataset']}"
     if "on" in spec:
         if spec.get("distinct"):
             return f"{query_sql(spec['distinct'])} -- union of distinct {spec['on']} across nodes"
