@@ -22,12 +22,19 @@ from protocols.spec_limits import SpecTooLarge, check_spec
 MAX_FORMULA_CHARS = 2000
 
 
-def _same_schema(spec: pb.ModelSpec, infos: list[pb.DatasetInfo]) -> None:
+def same_schema(spec: pb.ModelSpec, infos: list[pb.DatasetInfo]) -> None:
     """Every node must declare the model's columns alike: the statistics are summed entry by entry."""
     used = {spec.outcome, *(c.column for c in spec.covariates)}
 
     def shape(info: pb.DatasetInfo) -> list[bytes]:
-        return [c.SerializeToString(deterministic=True) for c in info.columns if c.name in used]
+        # What the statistics depend on: kind, domain and bounds (not the description).
+        return [
+            pb.ColumnInfo(
+                name=c.name, kind=c.kind, domain=c.domain, lower=c.lower, upper=c.upper
+            ).SerializeToString(deterministic=True)
+            for c in info.columns
+            if c.name in used
+        ]
 
     if len({tuple(shape(i)) for i in infos}) > 1:
         raise FederationError(
@@ -71,7 +78,7 @@ class ModelJobs:
         check_spec(spec)
         timeout = job_timeout(timeout_seconds, self.node_timeout, self.max_timeout)
         targets = self._targets(spec)
-        _same_schema(spec, [d for s in targets for d in s.datasets if d.name == spec.dataset])
+        same_schema(spec, [d for s in targets for d in s.datasets if d.name == spec.dataset])
         project = self.projects.admit(spec.project, user)
         spec.project = project.name
         check_quorum(project, "model", spec, [s.node_id for s in targets], self.registry, user, timeout)
@@ -185,4 +192,4 @@ class ModelJobs:
         return response
 
 
-__all__ = ["ModelJobs"]
+__all__ = ["ModelJobs", "same_schema"]

@@ -44,3 +44,18 @@ def test_a_model_job_reads_as_one_line_in_the_history() -> None:
 
     text = spec_text(MessageToDict(_spec(1.0), preserving_proto_field_name=True))
     assert text == "MODEL binomial: defaulted ~ x1 ON loans"
+
+
+def test_nodes_declaring_a_model_column_differently_are_refused() -> None:
+    from coordinator.model_service import same_schema
+    from protocols.errors import FederationError
+
+    def info(upper: float, description: str) -> pb.DatasetInfo:
+        x1 = pb.ColumnInfo(name="x1", kind=pb.NUMERIC, lower=0.0, upper=upper, description=description)
+        y = pb.ColumnInfo(name="defaulted", kind=pb.NUMERIC, lower=0.0, upper=1.0)
+        return pb.DatasetInfo(name="loans", columns=[x1, y])
+
+    same_schema(_spec(1.0), [info(100.0, "age"), info(100.0, "leeftijd")])  # descriptions may differ
+    with pytest.raises(FederationError) as refused:
+        same_schema(_spec(1.0), [info(100.0, "age"), info(120.0, "age")])
+    assert refused.value.rule == "model_schema_differs"
