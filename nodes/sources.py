@@ -413,8 +413,8 @@ class DataSources:
         """``fetch`` for a small result that depends only on the rows. A file source's version
         never changes once built (a changed file is a new version), so the version computes it once
         per SQL and parameters and reuses it; a PostgreSQL table can change under the node, so
-        there it is always computed again."""
-        if dataset.source.kind == "postgres":
+        there it is always computed again, and so is a Spark table."""
+        if dataset.source.kind not in FILE_KINDS:
             return self.fetch(dataset, sql, params)
         try:
             with self._version(dataset) as version:
