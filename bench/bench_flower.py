@@ -151,7 +151,8 @@ def flower_runtime(
         result = json.loads(out.read_text()) if out.exists() else {}
         if not result.get("round_seconds"):
             raise RuntimeError(
-                f"Flower's runtime finished no round in {timeout:.0f} s; see {root}/flwr-*.log"
+                f"Flower's runtime ended without finishing a round (timeout {timeout:.0f} s); "
+                f"see {root}/flwr-*.log"
             )
         return dict(result)
     finally:
