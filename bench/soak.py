@@ -243,7 +243,8 @@ def run(
     return SoakReport(jobs, windows, lost, restarts, check_ledgers(soak, listed), window)
 
 
-_NODE_COST = re.compile(r"([\w-]+):(\w+)(?: eps ([0-9.eE+-]+))?")
+# "node:status eps 0.01" per node; an overlap names its parties "node.dataset".
+_NODE_COST = re.compile(r"([\w.-]+):(\w+)(?: eps ([0-9.eE+-]+))?")
 
 
 def job_list(fed: Client, jobs: int) -> dict[str, dict[str, float]]:
@@ -251,7 +252,11 @@ def job_list(fed: Client, jobs: int) -> dict[str, dict[str, float]]:
     frame = fed.jobs(limit=jobs + 100, project=PROJECT)
     out: dict[str, dict[str, float]] = {}
     for job_id, nodes in zip(frame["job_id"], frame["nodes"], strict=True):
-        out[job_id] = {m.group(1): float(m.group(3) or 0) for m in _NODE_COST.finditer(nodes)}
+        charged: dict[str, float] = {}
+        for m in _NODE_COST.finditer(nodes):
+            node = m.group(1).split(".")[0]
+            charged[node] = charged.get(node, 0.0) + float(m.group(3) or 0)
+        out[job_id] = charged
     return out
 
 

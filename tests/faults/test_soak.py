@@ -9,8 +9,8 @@ from pathlib import Path
 
 from bench.soak import CYCLE, Soak, run
 
-JOBS = 200
-RESTART_EVERY = 100  # one restart, at job 100, while the jobs go on
+JOBS = 120
+RESTART_EVERY = 60  # one restart, at job 60, while the jobs go on
 
 
 def test_short_soak_loses_no_job_and_charges_no_budget_twice(tmp_path: Path) -> None:
