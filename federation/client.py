@@ -290,7 +290,7 @@ class Client:
         over them (DP-FedAvg: per-unit updates clipped to ``clip_norm``). Flower's config keys
         ``lr``, ``local-epochs``, ``batch-size`` and ``proximal-mu`` override the defaults here.
 
-        >>> grid = fed.flower_grid("logistic", "loans", "defaulted", ["x1", "x2", "g"])
+        >>> grid = fed.flower_grid("softmax", "signals", "phenomenon", ["region", "year"])
         >>> FedAvg(fraction_evaluate=0.0).start(grid=grid, initial_arrays=grid.initial_arrays())
         """
         check_timeout(timeout)
@@ -340,8 +340,8 @@ class Client:
         """Run a Flower ``strategy`` (FedAvg, FedAvgM, FedProx, FedAdam, FedYogi, FedAdagrad) for
         ``rounds`` rounds over the nodes serving ``data``; other keywords as ``flower_grid``.
 
-        >>> fit = fed.fit_flower(FedAvg(fraction_evaluate=0.0), rounds=10, data="loans",
-        ...                      outcome="defaulted", features=["x1", "x2", "g"], local_epochs=5)
+        >>> fit = fed.fit_flower(FedAvg(fraction_evaluate=0.0), rounds=10, model="softmax",
+        ...                      data="signals", outcome="phenomenon", features=["region", "year"])
         >>> fit.params, fit.history
         """
         return run_flower(
