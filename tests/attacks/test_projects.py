@@ -274,7 +274,7 @@ def test_analyst_service_has_no_call_that_changes_approvals_or_budgets() -> None
     # The budget call only reads: it names a project and nothing to set.
     assert set(pb.BudgetRequest.DESCRIPTOR.fields_by_name) == {"project"}
     # The only approval message on the wire is a question, carried on the node link.
-    assert set(pb.ApprovalQuery.DESCRIPTOR.fields_by_name) == {"kind", "query", "overlap"}
+    assert set(pb.ApprovalQuery.DESCRIPTOR.fields_by_name) == {"kind", "query", "overlap", "model"}
 
 
 @pytest.mark.parametrize("who", ["analyst", "officer-douane"])
