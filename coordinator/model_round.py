@@ -15,12 +15,12 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping
-from concurrent import futures
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from coordinator.registry import NodeGone, NodeSession
+from coordinator.registry import NodeSession
+from coordinator.round_exchange import exchange, feed
 from coordinator.secure_query import secagg_parameters
 from protocols import federation_pb2 as pb
 from protocols import wide_fixed_point as wide
@@ -104,42 +104,13 @@ class ModelRound:
         }
 
     def _exchange(self, rnd: int, steps: Mapping[str, pb.ModelStep]) -> dict[str, pb.ModelReply]:
-        request_id = f"{self.job_id}:{rnd}"
-        pending = {}
-        for node, step in steps.items():
-            job = pb.JobRequest(job_id=request_id, model=step, requested_by=self.requested_by)
-            pending[node] = self.parties[node].session.send_job(job)
-        futures.wait(list(pending.values()), timeout=self.timeout)
-        replies: dict[str, pb.ModelReply] = {}
-        for node, future in pending.items():
-            party = self.parties[node]
-            if not future.done():
-                party.session.forget(request_id)
-                party.drop("timeout", f"node {node} did not answer round {rnd} within {self.timeout:g}s")
-            elif isinstance(future.exception(), NodeGone):
-                party.drop("disconnected", f"node {node} disconnected in round {rnd}")
-            else:
-                response = future.result()
-                kind = response.WhichOneof("outcome")
-                if kind == "refusal":
-                    party.drop("refused", response.refusal.reason, response.refusal.rule)
-                elif kind == "model" and response.model.job_id == self.job_id and response.model.round == rnd:
-                    replies[node] = response.model
-                else:
-                    party.drop(
-                        "refused", f"node {node} answered round {rnd} out of protocol", "secure_protocol"
-                    )
+        replies: dict[str, pb.ModelReply] = exchange(
+            self.parties, self.job_id, rnd, steps, "model", self.requested_by, self.timeout
+        )
         return replies
 
     def _feed(self, server: SecAggServer, replies: Mapping[str, pb.ModelReply]) -> list[str]:
-        accepted = []
-        for node, reply in sorted(replies.items()):
-            try:
-                server.receive(bytes(reply.payload))
-                accepted.append(node)
-            except SecAggError as exc:
-                self.parties[node].drop("refused", f"node {node}: {exc.message}", exc.rule)
-        return accepted
+        return feed(server, self.parties, replies)
 
     def _failure(self, rule: str, message: str) -> RoundFailed:
         gone = [p.outcome for p in self.parties.values() if not p.active]

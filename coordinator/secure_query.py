@@ -22,14 +22,14 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Mapping
-from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from coordinator.combine import Z95
-from coordinator.registry import NodeGone, NodeSession
+from coordinator.registry import NodeSession
+from coordinator.round_exchange import exchange, feed
 from privacy.accounting import PrivacyError
 from privacy.agreements import reuses_count, secure_layout
 from privacy.dp import NoiseSpec, interval
@@ -128,49 +128,16 @@ class SecureQuery:
     # ------------------------------------------------------------------ transport
 
     def _exchange(self, rnd: int, steps: Mapping[str, pb.SecureStep]) -> dict[str, pb.SecureReply]:
-        request_id = f"{self.job_id}:{rnd}"
-        pending = {}
-        for node, step in steps.items():
-            job = pb.JobRequest(job_id=request_id, secure=step, requested_by=self.requested_by)
-            pending[node] = self.parties[node].session.send_job(job)
-        futures.wait(list(pending.values()), timeout=self.timeout)
-        replies: dict[str, pb.SecureReply] = {}
-        for node, future in pending.items():
-            party = self.parties[node]
-            if not future.done():
-                party.session.forget(request_id)
-                party.drop("timeout", f"node {node} did not answer round {rnd} within {self.timeout:g}s")
-            elif isinstance(future.exception(), NodeGone):
-                party.drop("disconnected", f"node {node} disconnected in round {rnd}")
-            else:
-                response = future.result()
-                kind = response.WhichOneof("outcome")
-                if kind == "refusal":
-                    party.drop("refused", response.refusal.reason, response.refusal.rule)
-                elif (
-                    kind == "secure"
-                    and response.secure.job_id == self.job_id
-                    and response.secure.round == rnd
-                ):
-                    replies[node] = response.secure
-                else:
-                    party.drop(
-                        "refused", f"node {node} answered round {rnd} out of protocol", "secure_protocol"
-                    )
+        replies: dict[str, pb.SecureReply] = exchange(
+            self.parties, self.job_id, rnd, steps, "secure", self.requested_by, self.timeout
+        )
         for observer in [*observers, _recorder()]:
             if observer is not None:
                 observer(self.job_id, rnd, replies)
         return replies
 
     def _feed(self, server: SecAggServer, replies: Mapping[str, pb.SecureReply]) -> list[str]:
-        accepted = []
-        for node, reply in sorted(replies.items()):
-            try:
-                server.receive(bytes(reply.payload))
-                accepted.append(node)
-            except SecAggError as exc:
-                self.parties[node].drop("refused", f"node {node}: {exc.message}", exc.rule)
-        return accepted
+        return feed(server, self.parties, replies)
 
     def _close(self, server: SecAggServer) -> dict[str, bytes]:
         try:
