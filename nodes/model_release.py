@@ -16,7 +16,6 @@ with one rule whichever of them fired, and names no count (docs/modelling.md).
 
 from __future__ import annotations
 
-import hashlib
 import math
 import threading
 import time
@@ -41,6 +40,7 @@ from nodes.model_design import (
 )
 from nodes.protect import Budget, resolve_budget
 from nodes.release import DEFAULT_PROJECT
+from nodes.secagg_steps import answer_step
 from nodes.secure_release import verify_key_bytes
 from nodes.trainers.registry import StatBlock, trainer_for
 from nodes.validate import Refused
@@ -48,11 +48,9 @@ from privacy.accounting import Cost, epsilon_at_delta
 from privacy.distributed import secure_rho
 from privacy.dp import gaussian_vector_share, release_counts
 from protocols import federation_pb2 as pb
-from protocols import secagg_messages as m
 from protocols import wide_fixed_point as wide
 from protocols.errors import FederationError
 from protocols.secagg import SecAggClient, SecAggConfig
-from protocols.secagg_errors import SecAggError
 
 JOB_TTL_SECONDS = 300.0
 MAX_JOBS = 8
@@ -307,41 +305,17 @@ class ModelRelease:
                 "secure_unknown_job", f"no running model round {step.job_id} (unknown or expired)"
             )
         reply = pb.ModelReply(job_id=step.job_id, iteration=state.iteration, round=step.round)
-        with state.lock:
-            if step.round == m.ROUND_SHARE_KEYS:
-                reply.payload = state.client.share_keys(bytes(step.payload)).to_bytes()
-            elif step.round == m.ROUND_MASKED_INPUT:
-                if state.vector is None:
-                    raise SecAggError("secagg_wrong_round", "the masked input was already sent")
-                if not state.charged:
-                    self.ctx.ledger.charge(
-                        step.job_id, state.dataset, state.project, state.cost, note=state.requested_by
-                    )
-                    state.charged = True
-                masked = state.client.masked_input(bytes(step.payload), state.vector).to_bytes()
-                state.vector = None
-                reply.audit_digest = hashlib.sha256(masked).hexdigest()
-                self.ctx.audit.append(
-                    "released",
-                    step.job_id,
-                    {
-                        "dataset": state.dataset,
-                        "project": state.project,
-                        "digest": reply.audit_digest,
-                        "model_id": state.model_id,
-                        "iteration": state.iteration,
-                        "trainer": state.trainer,
-                        "secure": True,
-                        "epsilon": state.cost.epsilon,
-                        "rho": state.cost.rho,
-                    },
-                )
-                reply.payload = masked
-            elif step.round == m.ROUND_UNMASK:
-                reply.payload = state.client.unmask(bytes(step.payload)).to_bytes()
-                self._drop(step.job_id)
-            else:
-                raise SecAggError("secagg_wrong_round", f"there is no secure step {step.round}")
+        audit = {"model_id": state.model_id, "iteration": state.iteration, "trainer": state.trainer}
+        answer_step(
+            self.ctx,
+            step.job_id,
+            state,
+            step.round,
+            bytes(step.payload),
+            reply,
+            audit,
+            done=lambda: self._drop(step.job_id),
+        )
         return pb.JobResponse(job_id=job.job_id, model=reply)
 
     def _drop(self, job_id: str) -> None:

@@ -18,7 +18,6 @@ Per-job protocol state lives in memory only, for at most ``JOB_TTL_SECONDS``, an
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 from collections.abc import Callable
@@ -33,17 +32,16 @@ from nodes.context import NodeContext
 from nodes.differencing import Reservation
 from nodes.protect import Budget, exact_columns, resolve_budget
 from nodes.release import DEFAULT_PROJECT, compute, spec_summary
+from nodes.secagg_steps import answer_step
 from nodes.validate import Plan, Refused, validate
 from privacy.accounting import Cost, epsilon_at_delta
 from privacy.agreements import MEASURE_KIND, count_stands_in, layout
 from privacy.distributed import secure_rho
 from privacy.dp import NoisePlan, integer_noise_share, plan_noise, release_counts
 from protocols import federation_pb2 as pb
-from protocols import secagg_messages as m
 from protocols.errors import FederationError
 from protocols.fixed_point import FixedPointCodec
 from protocols.secagg import SecAggClient, SecAggConfig
-from protocols.secagg_errors import SecAggError
 from protocols.values import to_value
 
 JOB_TTL_SECONDS = 300.0
@@ -364,42 +362,17 @@ class SecureRelease:
                 "secure_unknown_job", f"no running secure job {step.job_id} (unknown or expired)"
             )
         reply = pb.SecureReply(job_id=step.job_id, round=step.round)
-        with state.lock:
-            if step.round == m.ROUND_SHARE_KEYS:
-                reply.payload = state.client.share_keys(bytes(step.payload)).to_bytes()
-            elif step.round == m.ROUND_MASKED_INPUT:
-                if state.vector is None:
-                    raise SecAggError("secagg_wrong_round", "the masked input was already sent")
-                if not state.charged:
-                    # Charged before the masked input leaves; never twice for one job id.
-                    self.ctx.ledger.charge(
-                        step.job_id, state.dataset, state.project, state.cost, note=state.requested_by
-                    )
-                    state.charged = True
-                masked = state.client.masked_input(bytes(step.payload), state.vector).to_bytes()
-                state.vector = None
-                reply.audit_digest = hashlib.sha256(masked).hexdigest()
-                # Durable before the masked input leaves the node.
-                self.ctx.audit.append(
-                    "released",
-                    step.job_id,
-                    {
-                        "dataset": state.dataset,
-                        "project": state.project,
-                        "digest": reply.audit_digest,
-                        "groups": state.groups,
-                        "secure": True,
-                        "epsilon": state.cost.epsilon,
-                        "rho": state.cost.rho,
-                    },
-                )
-                self.ctx.differencing.record(state.differencing)
-                reply.payload = masked
-            elif step.round == m.ROUND_UNMASK:
-                reply.payload = state.client.unmask(bytes(step.payload)).to_bytes()
-                self._drop(step.job_id)
-            else:
-                raise SecAggError("secagg_wrong_round", f"there is no secure step {step.round}")
+        answer_step(
+            self.ctx,
+            step.job_id,
+            state,
+            step.round,
+            bytes(step.payload),
+            reply,
+            {"groups": state.groups},
+            done=lambda: self._drop(step.job_id),
+            released=lambda: self.ctx.differencing.record(state.differencing),
+        )
         return pb.JobResponse(job_id=job.job_id, secure=reply)
 
     def _drop(self, job_id: str) -> None:
