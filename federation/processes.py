@@ -55,10 +55,16 @@ class LocalFederation:
         self._spawn(node, ["node", "start", "--config", str(self.node_configs[node])])
 
     def start(self, timeout: float = 60.0) -> None:
-        self.start_coordinator()
-        for node in self.node_configs:
-            self.start_node(node)
-        self.wait_for_nodes(set(self.node_configs), timeout=timeout)
+        """Start the coordinator and every node; if they do not all come up, stop what did start,
+        so a failed start leaves no process behind."""
+        try:
+            self.start_coordinator()
+            for node in self.node_configs:
+                self.start_node(node)
+            self.wait_for_nodes(set(self.node_configs), timeout=timeout)
+        except BaseException:
+            self.stop_all()
+            raise
 
     def wait_for_nodes(self, nodes: set[str], timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
