@@ -40,7 +40,7 @@ from nodes.model_design import (
 )
 from nodes.protect import Budget, resolve_budget
 from nodes.release import DEFAULT_PROJECT
-from nodes.secagg_steps import answer_step
+from nodes.secagg_steps import answer_step, roster_config
 from nodes.secure_release import verify_key_bytes
 from nodes.trainers.registry import StatBlock, trainer_for
 from nodes.validate import Refused
@@ -184,23 +184,9 @@ class ModelRelease:
         return blocks, grid
 
     def _secagg_config(self, step: pb.ModelStep, dim: int) -> tuple[SecAggConfig, dict[str, bytes]]:
-        cfg = step.config
-        node = self.config.node_id
-        ids = list(cfg.node_ids)
-        if len(cfg.verify_keys) != len(ids):
-            raise self._refused("secure_config", "the roster and its verification keys do not match")
-        keys = dict(zip(ids, (bytes(k) for k in cfg.verify_keys), strict=True))
-        if keys.get(node) != self.verify_key:
-            raise self._refused(
-                "secagg_inconsistent", f"the roster does not carry node {node}'s own verification key"
-            )
-        if cfg.bits != BITS:
-            raise self._refused("secure_config", f"model rounds run in a 2^{BITS} ring, not 2^{cfg.bits}")
-        if cfg.dim not in (0, dim):  # 0: sized from the layout this node states
-            raise self._refused(
-                "secure_layout", f"the job declares {cfg.dim} vector entries, this node's layout has {dim}"
-            )
-        return SecAggConfig(step.job_id, tuple(ids), cfg.threshold, cfg.neighbours, dim, bits=BITS), keys
+        return roster_config(
+            self.config.node_id, self.verify_key, step.job_id, step.config, dim, BITS, "model rounds", True
+        )
 
     def _start(self, job: pb.JobRequest, step: pb.ModelStep) -> pb.JobResponse:
         node = self.config.node_id

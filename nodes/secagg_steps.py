@@ -15,10 +15,44 @@ import numpy as np
 import numpy.typing as npt
 
 from nodes.context import NodeContext
+from nodes.validate import Refused
 from privacy.accounting import Cost
+from protocols import federation_pb2 as pb
 from protocols import secagg_messages as m
-from protocols.secagg import SecAggClient
+from protocols.secagg import SecAggClient, SecAggConfig
 from protocols.secagg_errors import SecAggError
+
+
+def roster_config(
+    node: str,
+    verify_key: bytes,
+    job_id: str,
+    cfg: pb.SecureConfig,
+    dim: int,
+    bits: int,
+    what: str,
+    sized_by_node: bool = False,
+) -> tuple[SecAggConfig, dict[str, bytes]]:
+    """The SecAgg config of a job from its roster, refused unless the roster carries this node's own
+    verification key, the ring is ``bits`` wide and the vector has this node's ``dim`` entries
+    (``sized_by_node``: a declared 0 means "as each node lays it out")."""
+    ids = list(cfg.node_ids)
+    if len(cfg.verify_keys) != len(ids):
+        raise Refused("secure_config", "the roster and its verification keys do not match", node=node)
+    keys = dict(zip(ids, (bytes(k) for k in cfg.verify_keys), strict=True))
+    if keys.get(node) != verify_key:
+        raise Refused(
+            "secagg_inconsistent", f"the roster does not carry node {node}'s own verification key", node=node
+        )
+    if cfg.bits != bits:
+        raise Refused("secure_config", f"{what} run in a 2^{bits} ring, not 2^{cfg.bits}", node=node)
+    if cfg.dim != dim and not (sized_by_node and cfg.dim == 0):
+        raise Refused(
+            "secure_layout",
+            f"the job declares {cfg.dim} vector entries, this node's layout has {dim}",
+            node=node,
+        )
+    return SecAggConfig(job_id, tuple(ids), cfg.threshold, cfg.neighbours, dim, bits=bits), keys
 
 
 class MaskedJob(Protocol):

@@ -32,7 +32,7 @@ from nodes.context import NodeContext
 from nodes.differencing import Reservation
 from nodes.protect import Budget, exact_columns, resolve_budget
 from nodes.release import DEFAULT_PROJECT, compute, spec_summary
-from nodes.secagg_steps import answer_step
+from nodes.secagg_steps import answer_step, roster_config
 from nodes.validate import Plan, Refused, validate
 from privacy.accounting import Cost, epsilon_at_delta
 from privacy.agreements import MEASURE_KIND, count_stands_in, layout
@@ -242,24 +242,9 @@ class SecureRelease:
                 )
 
     def _secagg_config(self, step: pb.SecureStep, dim: int) -> tuple[SecAggConfig, dict[str, bytes]]:
-        cfg = step.config
-        node = self.config.node_id
-        ids = list(cfg.node_ids)
-        if len(cfg.verify_keys) != len(ids):
-            raise self._refused("secure_config", "the roster and its verification keys do not match")
-        keys = dict(zip(ids, (bytes(k) for k in cfg.verify_keys), strict=True))
-        if keys.get(node) != self.verify_key:
-            raise self._refused(
-                "secagg_inconsistent", f"the roster does not carry node {node}'s own verification key"
-            )
-        if cfg.bits != BITS:
-            raise self._refused("secure_config", f"secure queries run in a 2^{BITS} ring, not 2^{cfg.bits}")
-        if cfg.dim != dim:
-            raise self._refused(
-                "secure_layout", f"the job declares {cfg.dim} vector entries, this node's layout has {dim}"
-            )
-        config = SecAggConfig(step.job_id, tuple(ids), cfg.threshold, cfg.neighbours, dim, bits=BITS)
-        return config, keys
+        return roster_config(
+            self.config.node_id, self.verify_key, step.job_id, step.config, dim, BITS, "secure queries"
+        )
 
     def _start(self, job: pb.JobRequest, step: pb.SecureStep) -> pb.JobResponse:
         node = self.config.node_id

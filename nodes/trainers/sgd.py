@@ -19,6 +19,7 @@ nodes never import flwr.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -51,23 +52,25 @@ class SgdParams:
     seed: int = 0
 
 
-class Model:
+class Model(ABC):
     """A model as a flat parameter vector; per-row gradients take per-row parameters (n, P) or one
     shared vector broadcast to every row, so DP mode can train every unit at once."""
 
     classes: int
     inputs: int
 
-    def size(self) -> int:
-        raise NotImplementedError
+    @abstractmethod
+    def size(self) -> int: ...
 
+    @abstractmethod
     def probabilities(self, w: Array, x: Array) -> Array:
         """(n, K) class probabilities; ``w`` is (P,) or (n, P)."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def row_gradients(self, w: Array, x: Array, y: npt.NDArray[np.int64]) -> Array:
         """(n, P) gradients of each row's cross-entropy at its parameters."""
-        raise NotImplementedError
+        ...
 
     def row_losses(self, w: Array, x: Array, y: npt.NDArray[np.int64]) -> Array:
         p = self.probabilities(w, x)
