@@ -214,13 +214,16 @@ def run(
     with Client(soak.address, timeout=TIMEOUT, tls_dir=soak.kit) as fed:
         current = Window()
         for i in range(1, jobs + 1):
+            # A restart starts with the first job of a window, and a window's snapshot waits for it
+            # to end: every snapshot sees all six nodes and their links (a node caught stopping
+            # would drop its descriptors from the count and show a false step when it is back).
             if (
                 restart_every
-                and i % restart_every == 0
-                and i < jobs
+                and i > 1
+                and (i - 1) % restart_every == 0
                 and (restarter is None or not restarter.is_alive())
             ):
-                node = NODES[(i // restart_every - 1) % len(NODES)]
+                node = NODES[((i - 1) // restart_every - 1) % len(NODES)]
                 restarts.append(f"{node}@{i}")
                 restarter = threading.Thread(target=soak.restart, args=(node,), daemon=True)
                 restarter.start()  # while the jobs go on: some meet the node stopping or starting
@@ -232,6 +235,8 @@ def run(
             if outcome.startswith("lost"):
                 lost.append(f"{i}:{kind}:{outcome}")
             if i % window == 0 or i == jobs:
+                if restarter is not None:
+                    restarter.join(timeout=180)
                 current.coordinator, current.nodes = soak.state()
                 windows.append(current)
                 if on_window is not None:
@@ -295,7 +300,8 @@ def progress(done: int, window: Window) -> None:
     print(
         f"{done:6d} jobs {time.strftime('%H:%M:%S')}: {dict(window.outcomes)}, "
         f"p50 {statistics.median(window.latencies) * 1e3:.0f} ms, p99 {percentile(window.latencies, 0.99) * 1e3:.0f} ms, "
-        f"coordinator {window.coordinator[0]} MB {window.coordinator[1]} fds",
+        f"coordinator {window.coordinator[0]} MB {window.coordinator[1]} fds, "
+        f"nodes (MB, fds) {window.nodes}",
         flush=True,
     )
 
