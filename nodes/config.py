@@ -145,6 +145,9 @@ class NodeConfig:
     duckdb_memory_limit: str = "1GB"
     duckdb_threads: int = 0
     duckdb_temp_directory: Path | None = None
+    # Parquet files smaller than this are converted once into a DuckDB file with codes mapped, as
+    # CSV is (fast repeated queries); larger ones are read in place. "0": every file in place.
+    parquet_convert_below: str = "256MB"
     # How often the node looks for file sources changed on disk (0: only on `federation node reload`).
     source_check_seconds: float = 2.0
 
@@ -531,6 +534,7 @@ def parse_node_config(raw: dict[str, Any], base: Path, path: Path | None = None)
         ),
         duckdb_threads=_threads(node.get("duckdb_threads", 0), "[node]", "duckdb_threads"),
         duckdb_temp_directory=_spill_folder(node, base),
+        parquet_convert_below=_convert_below(node),
         source_check_seconds=_check_interval(node),
     )
 
@@ -542,6 +546,20 @@ def _spill_folder(node: dict[str, Any], base: Path) -> Path | None:
     if not raw.strip():
         raise ConfigError("[node] duckdb_temp_directory must be a folder path")
     return (base / Path(raw).expanduser()).resolve()
+
+
+def _convert_below(node: dict[str, Any]) -> str:
+    value = node.get("parquet_convert_below", "256MB")
+    if value == "0":
+        return value
+    try:
+        byte_size(value)
+    except ValueError:
+        raise ConfigError(
+            "[node] parquet_convert_below must be a size such as '256MB', or '0' (every Parquet file "
+            f"read in place), not {value!r}"
+        ) from None
+    return str(value).strip()
 
 
 def _check_interval(node: dict[str, Any]) -> float:

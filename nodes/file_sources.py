@@ -1,20 +1,25 @@
-"""File sources as versions: Parquet queried in place, CSV converted once into a DuckDB file.
+"""File sources as versions: CSV and small Parquet converted once into a DuckDB file, large
+Parquet queried in place.
 
 A node never holds a file source in memory. Each version of a source is a DuckDB database of its
 own, opened with the operator's ``memory_limit``, ``threads`` and a spill folder in the node's
 state (DuckDB spills sorts, joins and aggregates past the limit to ``temp_directory``):
 
-* **Parquet** is read where it lies, through a view over ``read_parquet``, so DuckDB pushes
-  projections and filters down into the scan. The version reads a hard link to the file made in
-  the state folder when that is possible: a file replaced by rename (the safe way to publish one)
-  then leaves the old version's rows intact until its last job ends. Every query re-checks the
-  file's size and modification time afterwards, so a file rewritten in place under a running job
-  fails that job (``source_changed``) instead of answering from two versions.
-* **CSV** is converted once into ``<state_dir>/sources/<dataset>-<key>.duckdb``, with the shared
-  vocabulary mapped at conversion (as the in-memory load did before); ``key`` digests the file's
-  path, size and modification time and the dataset's declaration, so a restart over the same file
-  reuses the conversion and a changed file or mapping makes a new one. Conversion writes a
-  temporary file and renames it, so a half-converted file is never opened.
+* **CSV, and Parquet smaller than ``parquet_convert_below``** (node config, default 256MB), are
+  converted once into ``<state_dir>/sources/<dataset>-<key>.duckdb``, with the shared vocabulary
+  mapped at conversion; ``key`` digests the file's path, size and modification time and the
+  dataset's declaration, so a restart over the same file reuses the conversion and a changed file
+  or mapping makes a new one. Conversion writes a temporary file and renames it, so a
+  half-converted file is never opened. A Parquet file is converted because reading it in place
+  costs every query the decompression and the code mapping (``CASE`` per row) again: on a 1M-row
+  file that is most of the node's time for a count (docs/benchmarks.md).
+* **Larger Parquet** is read where it lies, through a view over ``read_parquet`` that adds the
+  shared-vocabulary columns as expressions, so DuckDB pushes projections and filters down into the
+  scan and the query text is the same as over a conversion. The version reads a hard link to the
+  file made in the state folder when that is possible: a file replaced by rename (the safe way to
+  publish one) then leaves the old version's rows intact until its last job ends. Every query
+  re-checks the file's size and modification time afterwards, so a file rewritten in place under a
+  running job fails that job (``source_changed``) instead of answering from two versions.
 
 What a version counts when it is built (rows per unit within the declared maximum, rows whose
 category value maps to nothing) is kept next to it in ``<dataset>-<key>.json``, so a restart does
@@ -39,6 +44,7 @@ import duckdb
 from nodes.check import category_columns, unmapped_sql
 from nodes.config import Dataset, NodeConfig
 from nodes.sqlgen import DUCKDB, SqlBuilder, premapped_name, quote_ident, table_name
+from protocols.config_tables import byte_size
 from protocols.errors import FederationError
 
 log = logging.getLogger("federation.node")
@@ -313,12 +319,12 @@ def build_version(config: NodeConfig, dataset: Dataset, signature: Signature) ->
     settings = duck_settings(config, dataset)
     path = Path(signature.path)
     try:
-        if dataset.source.kind == "csv":
+        if converts(config, dataset, signature):
             database = folder / f"{stem}.duckdb"
             if database.exists():
                 log.info("dataset %s: reusing the conversion of %s", dataset.name, path.name)
             else:
-                _convert_csv(dataset, signature, database, settings, node)
+                _convert(dataset, signature, database, settings, node)
             conn = connect(settings, str(database), read_only=True)
             files, watched = [database], None
         else:
@@ -326,7 +332,8 @@ def build_version(config: NodeConfig, dataset: Dataset, signature: Signature) ->
             conn = connect(settings)
             scan = pinned or path
             conn.execute(
-                f"CREATE VIEW {quote_ident(table_name(dataset))} AS SELECT * FROM read_parquet({_literal(str(scan))})"
+                f"CREATE VIEW {quote_ident(table_name(dataset))} AS SELECT *{_mapped_columns(dataset)} "
+                f"FROM read_parquet({_literal(str(scan))})"
             )
             files, watched = ([pinned] if pinned else []), scan
             if pinned is not None and Signature.of(path) != signature:
@@ -374,10 +381,38 @@ def _changed(dataset: Dataset, node: str) -> SourceError:
     )
 
 
-def _convert_csv(
+def converts(config: NodeConfig, dataset: Dataset, signature: Signature) -> bool:
+    """Whether this version is converted into a DuckDB file (every CSV file; a Parquet file
+    smaller than ``parquet_convert_below``) rather than read in place."""
+    if dataset.source.kind == "csv":
+        return True
+    limit = config.parquet_convert_below
+    return limit != "0" and signature.size < byte_size(limit)
+
+
+class _Literals(SqlBuilder):
+    """Writes values into the text: a view cannot hold bound parameters."""
+
+    def bind(self, value: Any) -> str:
+        if isinstance(value, str):
+            return _literal(value)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        raise TypeError(f"no SQL literal for {type(value).__name__}")
+
+
+def _mapped_columns(dataset: Dataset) -> str:
+    """The shared-vocabulary columns a conversion adds, as expressions of a view over the file, so
+    one SQL text serves both ways (nodes/sqlgen.py, ``premapped``); mapped per row as it is read."""
+    builder = _Literals(DUCKDB)
+    mapped = [c for c in dataset.columns.values() if c.kind == "category" and c.codes]
+    return "".join(f", {builder.shared(c)} AS {quote_ident(premapped_name(c))}" for c in mapped)
+
+
+def _convert(
     dataset: Dataset, signature: Signature, database: Path, settings: DuckSettings, node: str
 ) -> None:
-    """CSV into a DuckDB file, shared vocabulary mapped once; written aside, then renamed."""
+    """The file into a DuckDB file, shared vocabulary mapped once; written aside, then renamed."""
     partial = database.with_name(f"{database.name}.partial-{os.getpid()}")
     partial.unlink(missing_ok=True)
     name = quote_ident(table_name(dataset))

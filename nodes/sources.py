@@ -1,8 +1,9 @@
 """The node's data sources: CSV/Parquet files through DuckDB, tables inside PostgreSQL, or an
 engine of ``nodes.engines`` (Spark).
 
-File sources are never held in memory: Parquet is queried in place and CSV is converted once into
-a DuckDB file in the node's state (nodes/file_sources.py). Each file source is served as a version;
+File sources are never held in memory: CSV and Parquet files below ``parquet_convert_below`` are
+converted once into a DuckDB file in the node's state, larger Parquet files are queried in place
+(nodes/file_sources.py). Each file source is served as a version;
 a changed file becomes a new version, built aside and swapped in whole (``refresh``), while jobs
 that started on the old version finish on it (``pinned``). PostgreSQL queries run inside the
 partner's database (SQL pushed down), and so do Spark queries in the partner's cluster.
@@ -342,14 +343,14 @@ class DataSources:
         return tuple(int(v or 0) for v in rows[0]) if rows else (0,) * (1 + numeric)
 
     def dialect(self, dataset: Dataset, premapped: bool = True) -> Dialect:
-        """The SQL dialect of the dataset's engine; ``premapped`` reads the shared-vocabulary
-        columns that converting a CSV source added instead of mapping codes in SQL (Parquet,
-        read in place, maps them in every query)."""
+        """The SQL dialect of the dataset's engine; ``premapped`` reads a file source's
+        shared-vocabulary columns (stored by a conversion, computed by the view over a Parquet
+        file read in place) instead of mapping codes in the query."""
         if dataset.source.kind == "postgres":
             return POSTGRES
         if dataset.source.kind in ENGINES:
             return self.engine(dataset.source.kind).dialect
-        return DUCKDB_PREMAPPED if premapped and dataset.source.kind == "csv" else DUCKDB
+        return DUCKDB_PREMAPPED if premapped else DUCKDB
 
     def run(self, plan: Plan, units: bool = True) -> list[tuple[Any, ...]]:
         """Exact per-group aggregates of a checked plan, in the SQL of the dataset's engine."""

@@ -1,5 +1,6 @@
-"""File sources as versions (nodes/file_sources.py, nodes/sources.py): CSV converted once, Parquet
-read in place, changed files picked up whole, jobs pinned to one version, DuckDB memory limits."""
+"""File sources as versions (nodes/file_sources.py, nodes/sources.py): CSV and small Parquet
+converted once, larger Parquet read in place, changed files picked up whole, jobs pinned to one
+version, DuckDB memory limits."""
 
 from __future__ import annotations
 
@@ -22,10 +23,17 @@ from protocols.config_tables import byte_size
 from protocols.errors import ConfigError, FederationError
 
 QUERY = "SELECT port, COUNT(*), SUM(value) FROM declarations GROUP BY port"
+# The ways a file source is served: CSV converted, Parquet converted (a small file, by default),
+# Parquet read in place (``parquet_convert_below = "0"``).
+WAYS = ["csv", "parquet", "parquet-in-place"]
 
 
 def _node(folder: Path, frame: pd.DataFrame, customs: Any, kind: str = "csv", **node: Any) -> NodeConfig:
-    """The customs node over ``frame`` written as ``kind``, with extra [node] settings."""
+    """The customs node over ``frame`` written as ``kind`` (one of ``WAYS``), with extra [node]
+    settings."""
+    if kind == "parquet-in-place":
+        kind = "parquet"
+        node.setdefault("parquet_convert_below", "0")
     path = customs.write_csv_node(folder, frame)
     if kind == "parquet":
         frame.to_parquet(folder / "data" / "declarations.parquet", index=False)
@@ -50,7 +58,7 @@ def _replace(path: Path, frame: pd.DataFrame) -> None:
     os.replace(aside, path)
 
 
-@pytest.mark.parametrize("kind", ["csv", "parquet"])
+@pytest.mark.parametrize("kind", WAYS)
 def test_answers_match_the_in_memory_load(
     tmp_path: Path, declarations: pd.DataFrame, customs: Any, kind: str
 ) -> None:
@@ -91,7 +99,7 @@ def test_csv_is_converted_once_and_reused(tmp_path: Path, declarations: pd.DataF
     assert sorted((config.state_dir / SOURCES_DIR).glob("declarations-*.duckdb")) == converted
 
 
-@pytest.mark.parametrize("kind", ["csv", "parquet"])
+@pytest.mark.parametrize("kind", WAYS)
 def test_changed_file_becomes_a_new_version(
     tmp_path: Path, declarations: pd.DataFrame, customs: Any, kind: str
 ) -> None:
@@ -100,7 +108,8 @@ def test_changed_file_becomes_a_new_version(
     try:
         old = _answer(sources, config, customs)
         assert sources.refresh().unchanged == ["declarations"]
-        _replace(tmp_path / "data" / f"declarations.{kind}", declarations.head(len(declarations) // 2))
+        suffix = kind.removesuffix("-in-place")
+        _replace(tmp_path / "data" / f"declarations.{suffix}", declarations.head(len(declarations) // 2))
         # The timer waits until the file held still for one check; a reload takes it at once.
         assert sources.refresh().waiting == ["declarations"]
         assert _answer(sources, config, customs) == old
@@ -115,10 +124,45 @@ def test_changed_file_becomes_a_new_version(
         sources.close()
 
 
-def test_a_job_reads_one_version_while_a_new_one_is_swapped_in(
+def test_a_small_parquet_file_is_converted_once_and_a_large_one_read_in_place(
     tmp_path: Path, declarations: pd.DataFrame, customs: Any
 ) -> None:
     config = _node(tmp_path, declarations, customs, "parquet")
+    size = (tmp_path / "data" / "declarations.parquet").stat().st_size
+    assert size < byte_size(config.parquet_convert_below)  # the default threshold
+    folder = config.state_dir / SOURCES_DIR
+    first = DataSources(config)
+    answer = _answer(first, config, customs)
+    first.close()
+    (converted,) = folder.glob("declarations-*.duckdb")
+    assert not list(folder.glob("*.parquet")), "read in place, not converted"
+    before = converted.stat()
+    second = DataSources(config)
+    try:
+        assert _answer(second, config, customs) == answer
+    finally:
+        second.close()
+    after = converted.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns), "converted again"
+    # Past the threshold the same file is read in place; the conversion is left over, then removed.
+    path = tmp_path / "node.toml"
+    raw = tomllib.loads(path.read_text())
+    raw["node"]["parquet_convert_below"] = f"{size}B"
+    path.write_text(tomli_w.dumps(raw))
+    large = load_node_config(path)
+    third = DataSources(large)
+    try:
+        assert _answer(third, large, customs) == answer
+        assert len(list(folder.glob("*.parquet"))) == 1
+        assert not list(folder.glob("*.duckdb"))
+    finally:
+        third.close()
+
+
+def test_a_job_reads_one_version_while_a_new_one_is_swapped_in(
+    tmp_path: Path, declarations: pd.DataFrame, customs: Any
+) -> None:
+    config = _node(tmp_path, declarations, customs, "parquet-in-place")
     sources = DataSources(config)
     path = tmp_path / "data" / "declarations.parquet"
     try:
@@ -155,7 +199,7 @@ def test_a_job_reads_one_version_while_a_new_one_is_swapped_in(
 def test_a_file_rewritten_in_place_during_a_read_fails_the_job(
     tmp_path: Path, declarations: pd.DataFrame, customs: Any
 ) -> None:
-    config = _node(tmp_path, declarations, customs, "parquet")
+    config = _node(tmp_path, declarations, customs, "parquet-in-place")
     sources = DataSources(config)
     try:
         pinned = next((config.state_dir / SOURCES_DIR).glob("*.parquet"))
@@ -211,6 +255,7 @@ def test_small_memory_limit_over_a_larger_parquet_file(tmp_path: Path, customs: 
         "memory_limit": "24MB",
     }
     raw["node"]["duckdb_threads"] = 1
+    raw["node"]["parquet_convert_below"] = "0"  # read in place, as a file past the threshold is
     path.write_text(tomli_w.dumps(raw))
     config = load_node_config(path)
     sources = DataSources(config)
@@ -232,6 +277,7 @@ def test_small_memory_limit_over_a_larger_parquet_file(tmp_path: Path, customs: 
         ("node", "duckdb_memory_limit", 1024, "duckdb_memory_limit must be a"),
         ("node", "duckdb_threads", -1, "duckdb_threads must be 0"),
         ("node", "source_check_seconds", -2.0, "source_check_seconds must be 0"),
+        ("node", "parquet_convert_below", "small", "parquet_convert_below must be a size"),
         ("source", "memory_limit", "1 gallon", "memory_limit must be a size"),
         ("source", "memroy_limit", "1GB", "unknown key 'memroy_limit'"),
     ],
@@ -302,7 +348,7 @@ def test_a_file_that_fails_to_load_is_reported_once(
     assert not stray.exists()
 
 
-@pytest.mark.parametrize("kind", ["csv", "parquet"])
+@pytest.mark.parametrize("kind", WAYS)
 def test_node_check_reuses_the_counts_of_a_loaded_version(
     tmp_path: Path, declarations: pd.DataFrame, customs: Any, kind: str
 ) -> None:
