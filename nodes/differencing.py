@@ -48,10 +48,8 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import numpy.typing as npt
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -63,6 +61,15 @@ from nodes.sqlgen import Dialect, SqlBuilder, bounded_rows
 from nodes.validate import Plan, Refused
 from privacy import store
 from protocols import federation_pb2 as pb
+from protocols.lazy import lazy_module
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    Digests = npt.NDArray[np.uint64]
+else:
+    np = lazy_module("numpy")
 
 RULE = "differencing"
 SHAPE_RULE = "dp_required_for_shape"
@@ -83,8 +90,6 @@ SECONDARY = "differencing: suppressed so that no smaller cell can be recovered b
 RELEASED, SUPPRESSED, MAYBE = 0, 1, 2  # MAYBE: a secure cell the coordinator may have suppressed
 # Row state in a recorded release: covered by later released cells, or only by ones that may be.
 OPEN, COVERED, MAYBE_COVERED = 0, 1, 2
-
-Digests = npt.NDArray[np.uint64]
 
 
 class DifferencingRefused(Refused):

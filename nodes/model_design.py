@@ -19,9 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-
-import numpy as np
-import numpy.typing as npt
+from typing import TYPE_CHECKING
 
 from nodes.config import CategoryValue, Column, Dataset, NodeConfig
 from nodes.sources import DataSources
@@ -30,8 +28,17 @@ from nodes.validate import AggregatePlan, Checker, Plan, Refused
 from privacy.bounds import rows_per_unit, tightened
 from protocols import federation_pb2 as pb
 from protocols.errors import FederationError
+from protocols.lazy import lazy_module
 from protocols.model_terms import scaling
 from protocols.spec_limits import SpecTooLarge, check_spec
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    Array = npt.NDArray[np.float64]
+else:
+    np = lazy_module("numpy")
 
 MAX_COVARIATES = 50
 MULTICLASS_TRAINERS = ("softmax", "mlp")  # nodes/trainers/sgd_catalogue.py
@@ -39,7 +46,6 @@ MAX_CLASSES = 50
 MAX_TERMS = 200
 DESIGN_TTL_SECONDS = 600.0
 MAX_DESIGNS = 4
-Array = npt.NDArray[np.float64]
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,8 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import numpy as np
-import numpy.typing as npt
 from google.protobuf.json_format import MessageToDict
 
 import nodes.trainers.glm  # noqa: F401  (registers the glm trainer)
@@ -50,7 +49,14 @@ from privacy.dp import gaussian_vector_share, release_counts
 from protocols import federation_pb2 as pb
 from protocols import wide_fixed_point as wide
 from protocols.errors import FederationError
+from protocols.lazy import lazy_module
 from protocols.secagg import SecAggClient, SecAggConfig
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+else:
+    np = lazy_module("numpy")
 
 JOB_TTL_SECONDS = 300.0
 MAX_JOBS = 8

@@ -9,18 +9,22 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
-
-import numpy as np
-import numpy.typing as npt
+from typing import TYPE_CHECKING, Any, Protocol
 
 from nodes.context import NodeContext
 from nodes.validate import Refused
 from privacy.accounting import Cost
 from protocols import federation_pb2 as pb
 from protocols import secagg_messages as m
+from protocols.lazy import lazy_module
 from protocols.secagg import SecAggClient, SecAggConfig
 from protocols.secagg_errors import SecAggError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+else:
+    np = lazy_module("numpy")
 
 
 def roster_config(

@@ -22,9 +22,8 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
-import numpy as np
-import numpy.typing as npt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
@@ -41,8 +40,15 @@ from privacy.dp import NoisePlan, integer_noise_share, plan_noise, release_count
 from protocols import federation_pb2 as pb
 from protocols.errors import FederationError
 from protocols.fixed_point import FixedPointCodec
+from protocols.lazy import lazy_module
 from protocols.secagg import SecAggClient, SecAggConfig
 from protocols.values import to_value
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+else:
+    np = lazy_module("numpy")
 
 JOB_TTL_SECONDS = 300.0
 MAX_JOBS = 8

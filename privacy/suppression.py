@@ -27,11 +27,16 @@ import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from privacy.accounting import PrivacyError
 from privacy.dp import NoiseSpec, threshold_for
+from protocols.lazy import lazy_module
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    np = lazy_module("numpy")
 
 __all__ = ["THRESHOLD_P", "ThresholdNoise", "combined_threshold", "sum_upper_tail"]
 

@@ -19,9 +19,8 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import numpy as np
-import numpy.typing as npt
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -30,10 +29,17 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 
 from protocols import secagg_messages as m
 from protocols.fixed_point import FixedPointCodec
+from protocols.lazy import lazy_module
 from protocols.secagg_errors import SecAggError
 from protocols.secagg_graph import neighbour_graph
 from protocols.secagg_prg import apply_masks, derive_key, pair_secret, pairwise_mask_key, self_mask_key
 from protocols.shamir import Share, combine_shares, split_secret
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+else:
+    np = lazy_module("numpy")
 
 __all__ = [
     "FixedPointCodec",

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar, Self
+from typing import TYPE_CHECKING, ClassVar, Self
 
-import numpy as np
-import numpy.typing as npt
-
+from protocols.lazy import lazy_module
 from protocols.secagg_errors import SecAggError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+else:
+    np = lazy_module("numpy")
 
 MAGIC = b"SAG1"
 ROUND_ADVERTISE = 1

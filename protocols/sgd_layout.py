@@ -8,9 +8,16 @@ column (the design already has an intercept). d counts the design's columns, int
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import numpy as np
-import numpy.typing as npt
+from protocols.lazy import lazy_module
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+else:
+    np = lazy_module("numpy")
+
 
 TRAINERS = ("logistic", "softmax", "mlp")
 DEFAULT_HIDDEN = (16,)

@@ -12,11 +12,16 @@ into the exact integer sum, which is exact whenever |sum| < 2^(width - 1).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import numpy as np
-import numpy.typing as npt
-
+from protocols.lazy import lazy_module
 from protocols.secagg_errors import SecAggError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+else:
+    np = lazy_module("numpy")
 
 LIMB_BITS = 32
 LIMBS = 4

@@ -29,13 +29,19 @@ with mu clamped into [M_MIN, U].
 from __future__ import annotations
 
 import math
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from nodes.model_design import Design, ModelPlan
-from nodes.trainers.registry import Array, StatBlock, register
+from nodes.trainers.registry import StatBlock, register
 from protocols.errors import FederationError
+from protocols.lazy import lazy_module
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from nodes.trainers.registry import Array
+else:
+    np = lazy_module("numpy")
 
 FAMILIES = ("gaussian", "binomial", "poisson")
 P_MIN = 1e-6

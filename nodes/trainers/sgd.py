@@ -22,15 +22,21 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-import numpy as np
-import numpy.typing as npt
+from typing import TYPE_CHECKING
 
 from protocols.errors import FederationError
+from protocols.lazy import lazy_module
 from protocols.sgd_layout import DEFAULT_HIDDEN, layer_shapes
 from protocols.sgd_layout import initial_parameters as initial_vector
 
-Array = npt.NDArray[np.float64]
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    Array = npt.NDArray[np.float64]
+else:
+    np = lazy_module("numpy")
+
 
 LOSS_CAP = 10.0  # nats per row: a row's cross-entropy counts at most this much (bounds its sensitivity)
 _EPS = 1e-12

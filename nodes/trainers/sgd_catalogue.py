@@ -15,10 +15,10 @@ of DP-FedAvg (McMahan et al., ICLR 2018) is planned from the spec alone.
 
 from __future__ import annotations
 
-import numpy as np
+from typing import TYPE_CHECKING
 
 from nodes.model_design import Design, ModelPlan
-from nodes.trainers.registry import Array, StatBlock, register
+from nodes.trainers.registry import StatBlock, register
 from nodes.trainers.sgd import (
     LOSS_CAP,
     Model,
@@ -29,6 +29,14 @@ from nodes.trainers.sgd import (
 )
 from protocols import federation_pb2 as pb
 from protocols.errors import FederationError
+from protocols.lazy import lazy_module
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from nodes.trainers.registry import Array
+else:
+    np = lazy_module("numpy")
 
 MAX_CLIP_NORM = 1e3
 

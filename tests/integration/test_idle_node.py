@@ -23,8 +23,10 @@ from federation.scenario import write_scenario
 
 # Modules a node loads only when a job needs them: the analyst SDK (pandas, pyarrow, sqlglot),
 # OpenDP (noise, accounting), phe (overlap sums), prometheus_client (metrics_listen unset), psycopg
-# (no PostgreSQL source), scipy (model fits), pyspark (no Spark source).
+# (no PostgreSQL source), scipy (model fits), pyspark (no Spark source), numpy (secure and model
+# jobs, the differencing check of exact releases, the overlap shuffle).
 LAZY = (
+    "numpy",
     "pandas",
     "pyarrow",
     "sqlglot",
