@@ -88,9 +88,13 @@ def node_start(
     from nodes.check import ERROR, NodeCheckFailed, check_node, errors
     from nodes.config import load_node_config
     from nodes.daemon import NodeDaemon
+    from nodes.prepare import prepare_in_child
 
     _setup_logging(not quiet)
     cfg = load_node_config(config)
+    # File sources converted and counted, and the values to pre-blind read, in a child process:
+    # the node opens no DuckDB database until its first job (idle memory, nodes/prepare.py).
+    values = prepare_in_child(config)
     findings = check_node(cfg)
     for finding in findings:
         if finding.level != "ok":
@@ -100,7 +104,7 @@ def node_start(
             )
     if errors(findings):
         raise NodeCheckFailed(cfg, errors(findings))
-    daemon = NodeDaemon(cfg)
+    daemon = NodeDaemon(cfg, preblind_values=values)
     if daemon.console_server is not None and daemon.console is not None:
         # Printed once, to the terminal that started the node; never through the node's logger.
         err.print(

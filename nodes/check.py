@@ -116,6 +116,20 @@ def _check_file(config: NodeConfig, dataset: Dataset) -> list[Finding]:
     src, where = dataset.source, f"dataset {dataset.name}"
     if src.path is None or not src.path.exists():
         return [Finding(ERROR, where, "source_unavailable", f"source file {src.path} does not exist")]
+    columns = category_columns(dataset)
+    known = known_counts(config, dataset)
+    if known is not None:
+        # The node counted this very file (same size, time and declaration) when it loaded it, and
+        # checked its declared columns then: no DuckDB database is opened (idle node memory).
+        rows = known["rows"]
+        findings = [
+            Finding(OK, where, "source", f"{src.kind} file {src.path.name}: {rows} rows, columns present")
+        ]
+        if columns:
+            findings += _unmapped_findings(
+                dataset, columns, [known["unmapped"].get(c.name, 0) for c in columns]
+            )
+        return findings
     # Scanned in place with the source's own DuckDB settings: a file larger than memory is
     # checked without being loaded.
     scan, scan_params = scan_sql(dataset)
@@ -128,12 +142,7 @@ def _check_file(config: NodeConfig, dataset: Dataset) -> list[Finding]:
         problems = _check_columns(dataset, present)
         if problems:
             return problems
-        columns = category_columns(dataset)
-        known = known_counts(config, dataset)
-        if known is not None:
-            # The node counted this very file (same size, time and declaration) when it loaded it.
-            counted = (*(known["unmapped"].get(c.name, 0) for c in columns), known["rows"])
-        elif columns:
+        if columns:
             sql, params = unmapped_sql(columns, DUCKDB, scan)
             counted = con.execute(_with_count(sql), params + scan_params).fetchone() or (0,)
         else:

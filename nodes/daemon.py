@@ -121,6 +121,7 @@ class NodeDaemon:
         credentials: grpc.ChannelCredentials | None = None,
         max_backoff: float = 10.0,
         workers: int = 4,
+        preblind_values: dict[tuple[str, str], list[Any]] | None = None,
     ) -> None:
         if credentials is None and config.tls is None and not config.insecure:
             raise ConfigError(
@@ -145,7 +146,8 @@ class NodeDaemon:
         # Set when the coordinator refused this node for good; ``run`` returns and the node stops.
         self.fatal: FederationError | None = None
         self.secure = SecureRelease(self.ctx)
-        self.overlap = OverlapNode(self.ctx)
+        # Values read ahead for the overlap offline phase (nodes/prepare.py), if any.
+        self.overlap = OverlapNode(self.ctx, preblind_values)
         self._stop = threading.Event()
         self._call: Any = None
         self.connected = threading.Event()

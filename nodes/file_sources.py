@@ -35,7 +35,9 @@ import logging
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -153,12 +155,13 @@ class FileVersion:
         dataset: Dataset,
         signature: Signature,
         key: str,
-        conn: Any,
+        conn: Any | None,
         files: list[Path],
         within_bound: bool,
         unmapped: dict[str, int],
         watched: Path | None,
         rows: int,
+        opener: Callable[[], Any] | None = None,
     ) -> None:
         self.dataset = dataset
         self.signature = signature
@@ -170,7 +173,10 @@ class FileVersion:
         # The file this version reads in place (Parquet): checked after each query.
         self._watched = watched
         self._watched_signature = Signature.of(watched) if watched is not None else None
+        # Opened on first use when the version was counted before (``build_version``): an idle
+        # node then holds no DuckDB database at all (docs/benchmarks.md, "Node memory at idle").
         self._conn = conn
+        self._opener = opener
         self._lock = threading.Lock()
         self._users = 0
         self._retired = False
@@ -208,16 +214,35 @@ class FileVersion:
                 return
             self._closed = True
         try:
-            self._conn.close()
+            if self._conn is not None:
+                self._conn.close()
         except duckdb.Error:
             pass
         if self._discard:
             for path in self.files:
                 path.unlink(missing_ok=True)
 
+    def _connection(self, node: str) -> Any:
+        """The version's database, opened now if this is its first use; call under ``_lock``."""
+        if self._conn is None:
+            if self._opener is None or self._closed:
+                raise SourceError(
+                    "source_unavailable", f"dataset {self.dataset.name}: this version is closed", node=node
+                )
+            try:
+                self._conn = self._opener()
+            except duckdb.Error as exc:
+                raise SourceError(
+                    "source_unavailable",
+                    f"dataset {self.dataset.name}: cannot open {Path(self.signature.path).name} "
+                    f"({type(exc).__name__})",
+                    node=node,
+                ) from None
+        return self._conn
+
     def fetch(self, sql: str, params: list[Any], node: str) -> list[tuple[Any, ...]]:
         with self._lock:
-            cursor = self._conn.cursor()
+            cursor = self._connection(node).cursor()
         try:
             cursor.execute("SET enable_progress_bar = false")  # per connection; a node's log is no terminal
             rows: list[tuple[Any, ...]] = cursor.execute(sql, params).fetchall()
@@ -235,7 +260,7 @@ class FileVersion:
     def fetch_columns(self, sql: str, params: list[Any], node: str) -> dict[str, Any]:
         """As ``fetch``, column by column as numpy arrays (model designs of millions of rows)."""
         with self._lock:
-            cursor = self._conn.cursor()
+            cursor = self._connection(node).cursor()
         try:
             columns: dict[str, Any] = cursor.execute(sql, params).fetchnumpy()
         finally:
@@ -287,6 +312,13 @@ class FileVersion:
 
     def ping(self) -> None:
         with self._lock:
+            if self._conn is None:
+                # Not opened yet: its files must still be there; opening it would undo the lazy open.
+                for path in [p for p in self.files if p.suffix != ".json"] + [
+                    w for w in [self._watched] if w
+                ]:
+                    os.stat(path)
+                return
             cursor = self._conn.cursor()
         try:
             cursor.execute("SELECT 1").fetchone()
@@ -318,6 +350,8 @@ def build_version(config: NodeConfig, dataset: Dataset, signature: Signature) ->
     stem = f"{dataset.name}-{key}"
     settings = duck_settings(config, dataset)
     path = Path(signature.path)
+    counted = folder / f"{stem}.json"
+    opener: Callable[[], Any]
     try:
         if converts(config, dataset, signature):
             database = folder / f"{stem}.duckdb"
@@ -325,39 +359,41 @@ def build_version(config: NodeConfig, dataset: Dataset, signature: Signature) ->
                 log.info("dataset %s: reusing the conversion of %s", dataset.name, path.name)
             else:
                 _convert(dataset, signature, database, settings, node)
-            conn = connect(settings, str(database), read_only=True)
+            opener = partial(connect, settings, str(database), True)
             files, watched = [database], None
         else:
             pinned = _pin_parquet(path, folder / f"{stem}.parquet")
-            conn = connect(settings)
             scan = pinned or path
-            conn.execute(
-                f"CREATE VIEW {quote_ident(table_name(dataset))} AS SELECT *{_mapped_columns(dataset)} "
-                f"FROM read_parquet({_literal(str(scan))})"
-            )
+            opener = partial(_parquet_view, settings, dataset, scan)
             files, watched = ([pinned] if pinned else []), scan
             if pinned is not None and Signature.of(path) != signature:
                 raise _changed(dataset, node)
+        # Counted before (same file, same declaration: the key digests both), so its declared
+        # columns were checked then too: the database opens on the version's first query.
+        counts = _read_counts(counted)
+        conn = opener() if counts is None else None
     except duckdb.Error as exc:
         raise SourceError(
             "source_unavailable",
             f"dataset {dataset.name}: cannot read {path} ({type(exc).__name__})",
             node=node,
         ) from None
-    try:
-        _check_declared(conn, dataset, node)
-        counts = _counts(conn, dataset, folder / f"{stem}.json")
-    except duckdb.Error as exc:
-        conn.close()
-        # Out of memory lands here too: the operator raises memory_limit (docs/config.md).
-        raise SourceError(
-            "source_unavailable",
-            f"dataset {dataset.name}: cannot count {path.name} ({type(exc).__name__})",
-            node=node,
-        ) from None
-    except BaseException:
-        conn.close()
-        raise
+    if conn is not None:
+        try:
+            _check_declared(conn, dataset, node)
+            counts = _counts(conn, dataset, counted)
+        except duckdb.Error as exc:
+            conn.close()
+            # Out of memory lands here too: the operator raises memory_limit (docs/config.md).
+            raise SourceError(
+                "source_unavailable",
+                f"dataset {dataset.name}: cannot count {path.name} ({type(exc).__name__})",
+                node=node,
+            ) from None
+        except BaseException:
+            conn.close()
+            raise
+    assert counts is not None
     files.append(folder / f"{stem}.json")
     return FileVersion(
         dataset,
@@ -369,7 +405,23 @@ def build_version(config: NodeConfig, dataset: Dataset, signature: Signature) ->
         unmapped={k: int(v) for k, v in counts["unmapped"].items()},
         watched=watched,
         rows=int(counts["rows"]),
+        opener=opener,
     )
+
+
+def _parquet_view(settings: DuckSettings, dataset: Dataset, scan: Path) -> Any:
+    """A database with one view over the Parquet file (shared codes mapped in the view), under
+    the dataset's table name."""
+    conn = connect(settings)
+    try:
+        conn.execute(
+            f"CREATE VIEW {quote_ident(table_name(dataset))} AS SELECT *{_mapped_columns(dataset)} "
+            f"FROM read_parquet({_literal(str(scan))})"
+        )
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
 
 def _changed(dataset: Dataset, node: str) -> SourceError:

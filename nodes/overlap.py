@@ -105,13 +105,15 @@ class _Party:
 class OverlapNode:
     """The overlap phases for one node; state lives here between the coordinator's messages."""
 
-    def __init__(self, ctx: NodeContext) -> None:
+    def __init__(
+        self, ctx: NodeContext, preblind_values: dict[tuple[str, str], list[Any]] | None = None
+    ) -> None:
         self.ctx = ctx
         self.config = ctx.config
         self._parties: dict[tuple[str, str], _Party] = {}
         self._lock = threading.Lock()
         self._handling = 0
-        self.preblinder = PreBlinder(self.config, self._all_ids, busy=self._busy)
+        self.preblinder = PreBlinder(self.config, self._all_ids, busy=self._busy, selected=preblind_values)
 
     def _busy(self) -> bool:
         with self._lock:
@@ -122,11 +124,7 @@ class OverlapNode:
 
         At most ``overlap_max_set + 1`` values are read: more means the column is not pre-blinded.
         """
-        sql, params = select_ids_sql(
-            dataset, dataset.columns[column], None, 1, self.ctx.sources.dialect(dataset, premapped=False)
-        )
-        limit = int(dataset.policy.overlap_max_set) + 1
-        return [row[0] for row in self.ctx.sources.fetch(dataset, f"{sql} LIMIT {limit}", params)]
+        return all_ids(self.ctx.sources, dataset, column)
 
     # ------------------------------------------------------------------ dispatch
 
@@ -754,6 +752,15 @@ def select_ids_sql(
         f"FROM {dialect.table(dataset)} WHERE {' AND '.join(where)}"
     )
     return f"SELECT DISTINCT v FROM ({inner}) AS bounded WHERE rn <= {b.bind(sensitivity)}", b.params
+
+
+def all_ids(sources: DataSources, dataset: Dataset, column: str) -> list[Any]:
+    """Every distinct raw value of an identifier column, at most ``overlap_max_set + 1`` of them."""
+    sql, params = select_ids_sql(
+        dataset, dataset.columns[column], None, 1, sources.dialect(dataset, premapped=False)
+    )
+    limit = int(dataset.policy.overlap_max_set) + 1
+    return [row[0] for row in sources.fetch(dataset, f"{sql} LIMIT {limit}", params)]
 
 
 def _select_ids(

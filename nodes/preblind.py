@@ -47,11 +47,26 @@ def _lower_priority() -> None:
         pass
 
 
+def preblind_columns(config: NodeConfig) -> list[Key]:
+    """The (dataset, column) pairs a node pre-blinds: exposed, allowed, and identifiers."""
+    out = []
+    for dataset in config.datasets.values():
+        if not dataset.exposed or not dataset.policy.overlap_preblind:
+            continue
+        for name in dataset.policy.overlap_columns:
+            column = dataset.column(name)
+            if column is not None and column.kind == "identifier":
+                out.append((dataset.name, name))
+    return out
+
+
 class PreBlinder:
     """Keeps one pre-blinded set ready per (dataset, overlap column) that allows it.
 
     ``select`` returns the raw distinct values of a column; ``busy`` says whether an overlap
-    job is running, so the offline phase does not take CPU from one.
+    job is running, so the offline phase does not take CPU from one. ``selected`` holds values
+    read ahead for a column's first set (``nodes/prepare.py``: read in a child process at start,
+    so the node itself opens no DuckDB database before its first job).
     """
 
     def __init__(
@@ -59,9 +74,11 @@ class PreBlinder:
         config: NodeConfig,
         select: Callable[[Dataset, str], list[Any]],
         busy: Callable[[], bool] = lambda: False,
+        selected: dict[Key, list[Any]] | None = None,
     ) -> None:
         self.config = config
         self._select = select
+        self._selected = dict(selected or {})
         self._busy = busy
         self._ready: dict[Key, PreBlinded] = {}
         self._queued: set[Key] = set()
@@ -72,15 +89,7 @@ class PreBlinder:
 
     def columns(self) -> list[Key]:
         """The (dataset, column) pairs this node pre-blinds."""
-        out = []
-        for dataset in self.config.datasets.values():
-            if not dataset.exposed or not dataset.policy.overlap_preblind:
-                continue
-            for name in dataset.policy.overlap_columns:
-                column = dataset.column(name)
-                if column is not None and column.kind == "identifier":
-                    out.append((dataset.name, name))
-        return out
+        return preblind_columns(self.config)
 
     def start(self) -> None:
         """Start the background worker and queue every eligible column."""
@@ -166,7 +175,9 @@ class PreBlinder:
         column = dataset.column(key[1])
         if column is None or not column.id_type:
             return
-        raw = self._select(dataset, key[1])
+        with self._lock:
+            ahead = self._selected.pop(key, None)
+        raw = ahead if ahead is not None else self._select(dataset, key[1])
         if not raw or len(raw) > dataset.policy.overlap_max_set:
             log.info("offline phase skipped for %s.%s: %d or more distinct values", key[0], key[1], len(raw))
             return
