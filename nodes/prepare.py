@@ -16,8 +16,11 @@ itself and reports what went wrong.
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import os
 import pickle
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -26,12 +29,27 @@ from typing import Any
 log = logging.getLogger("federation.node")
 
 Values = dict[tuple[str, str], list[Any]]
+PR_SET_PDEATHSIG = 1  # prctl(2)
 
 
 def prepare_in_child(config_path: Path) -> Values | None:
     """Run the start-up reads in a child process; the values to pre-blind, or ``None`` if it failed."""
+    parent = os.getpid()
+
+    def die_with_parent() -> None:
+        # Linux: a node stopped (or killed) while the child runs takes the child with it.
+        try:
+            ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        except (OSError, AttributeError):
+            pass
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signal.SIGKILL)
+
     done = subprocess.run(
-        [sys.executable, "-m", "nodes.prepare", str(config_path)], capture_output=True, check=False
+        [sys.executable, "-m", "nodes.prepare", str(config_path)],
+        capture_output=True,
+        check=False,
+        preexec_fn=die_with_parent,  # noqa: PLW1509 - runs before any node thread is started
     )
     if done.returncode != 0:
         last = done.stderr.decode(errors="replace").strip().splitlines()[-1:]
