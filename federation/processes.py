@@ -40,7 +40,7 @@ class LocalFederation:
         log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child process
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.procs[name] = subprocess.Popen(
-            [sys.executable, "-m", "federation.cli", *args],
+            [sys.executable, "-m", "federation.entry", *args],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

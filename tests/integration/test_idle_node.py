@@ -39,6 +39,9 @@ LAZY = (
     "starlette",
     "uvicorn",
     "jinja2",  # the officer's console loads them only when [console] is set
+    "typer",
+    "rich",
+    "click",  # the command line: `node start` runs without it (federation/entry.py)
 )
 # An idle node measured at about 90 MB resident (VmRSS, shared library pages included) and 40 MB
 # private (RssAnon); the margins hold on a loaded machine.
@@ -49,7 +52,7 @@ NODE = """
 import json, sys, threading, time
 from pathlib import Path
 
-import federation.cli  # the console script's module, as `federation node start` loads it
+import federation.entry  # the console script's module, as `federation node start` loads it
 from nodes.check import check_node, errors
 from nodes.config import load_node_config
 from nodes.daemon import NodeDaemon
