@@ -1,9 +1,11 @@
 """A node whose datasets live on Spark, over real processes and gRPC: its answers equal the pooled
 answers the DuckDB nodes are held to, alone and combined with a DuckDB node (KMar, CSV).
 
-Douane's two datasets are served by a local Spark session (``local[1]``) reading the scenario's
-own rows from Parquet; everything else about the node (policy, mapping, bounds) is as generated.
-One federation (one JVM, in the Douane node process) for the module.
+Douane's two datasets are served through Spark Connect, the way a node reaches a production
+cluster: a Spark Connect server (pyspark's own, ``local[1]``, on loopback) reads the scenario's own
+rows from Parquet, and the node dials it at ``sc://``. Local sessions (``local[N]``), the same
+engine code in the node's process, are held to DuckDB's answers in tests/unit/test_spark_source.py.
+One server and one federation for the module.
 """
 
 from __future__ import annotations
@@ -16,32 +18,28 @@ from pathlib import Path
 import pytest
 import tomli_w
 
+from bench.spark_connect import spark_connect_server
 from federation import scenario as vocabulary
 from federation.scenario import generate, ground_truth_overlap
 from tests.integration.conftest import ROWS, SEED, RunningFederation, _drop_schema, start_federation
 from tests.integration.expected import assert_same, pooled
 
 NODES = ["douane", "kmar"]
-# The Spark node checks and opens its sources in a fresh JVM before it dials the coordinator: that
-# takes seconds on an idle machine and minutes on a loaded one.
+# The Spark node checks and opens its sources on a JVM that is still warming up before it dials the
+# coordinator: that takes seconds on an idle machine and minutes on a loaded one.
 START = 300
 # Per-node time for one job: a Spark job plans and runs in a JVM that is still warming up.
 JOB = 120.0
-# Quick start on a busy machine: C1 only and a serial collector for a short-lived small JVM.
-SPARK_CONF = {
-    "spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC",
-    "spark.sql.shuffle.partitions": "1",
-}
 
 
-def _spark_douane(paths: dict[str, Path]) -> None:
+def _spark_douane(paths: dict[str, Path], url: str) -> None:
     """Serve every Douane dataset from Spark over the same rows the CSV files hold."""
     config = tomllib.loads(paths["douane"].read_text())
     frames = generate(SEED, ROWS).local_frames
     for dataset in config["datasets"]:
         parquet = paths["douane"].parent.parent / "data" / "douane" / f"{dataset['name']}.parquet"
         frames[f"douane.{dataset['name']}"].to_parquet(parquet, index=False)
-        dataset["source"] = {"kind": "spark", "url": "local[1]", "path": str(parquet), "conf": SPARK_CONF}
+        dataset["source"] = {"kind": "spark", "url": url, "path": str(parquet)}
     for node in NODES:
         text = tomllib.loads(paths[node].read_text())
         text["policy"].update(overlap_dp_required=False, overlap_check_epsilon=0.5)
@@ -53,19 +51,21 @@ def _spark_douane(paths: dict[str, Path]) -> None:
 
 @pytest.fixture(scope="module")
 def spark_fed(tmp_path_factory: pytest.TempPathFactory, postgres_dsn: str) -> Iterator[RunningFederation]:
-    running, schema = start_federation(
-        tmp_path_factory.mktemp("spark"), postgres_dsn, nodes=NODES, edit=_spark_douane, timeout=START
-    )
-    try:
-        yield running
-    finally:
-        running.procs.stop_all()
-        _drop_schema(postgres_dsn, schema)
+    root = tmp_path_factory.mktemp("spark")
+    with spark_connect_server(root / "spark-connect.log", timeout=START) as url:
+        running, schema = start_federation(
+            root, postgres_dsn, nodes=NODES, edit=lambda paths: _spark_douane(paths, url), timeout=START
+        )
+        try:
+            yield running
+        finally:
+            running.procs.stop_all()
+            _drop_schema(postgres_dsn, schema)
 
 
 def test_the_spark_node_answers_like_the_duckdb_nodes(spark_fed: RunningFederation) -> None:
     source = tomllib.loads(spark_fed.paths["douane"].read_text())["datasets"][0]["source"]
-    assert source["kind"] == "spark"
+    assert source["kind"] == "spark" and source["url"].startswith("sc://127.0.0.1:")
     sql = (
         "SELECT port, COUNT(*) AS n, SUM(value) AS total, AVG(value) AS mean, "
         "COUNT(DISTINCT company) AS companies FROM declarations "
