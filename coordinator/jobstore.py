@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -136,6 +137,13 @@ class JobStore:
             # The refusing rule per node, apart from its reason (stores made before it existed).
             self._db.execute("ALTER TABLE job_nodes ADD COLUMN rule TEXT NOT NULL DEFAULT ''")
         self._lock = threading.Lock()
+        # Audit heads waiting for their group commit (``record_head``), by arrival number.
+        self._heads_cv = threading.Condition()
+        self._heads_queue: list[tuple[str, int, str, str, int]] = []
+        self._heads_queued = 0
+        self._heads_committed = 0
+        self._heads_writing = False
+        self._heads_failed: set[int] = set()
 
     def start(
         self,
@@ -319,11 +327,55 @@ class JobStore:
         """
         if not 0 < head.seq <= _MAX_SEQ or not _HEX64.fullmatch(head.hash):
             return False
-        with self._lock:
-            self._db.execute(
-                "INSERT OR IGNORE INTO audit_heads (node, seq, hash, job_id, seen_ms) VALUES (?, ?, ?, ?, ?)",
-                (node, head.seq, head.hash, job_id[:128], int(time.time() * 1000)),
-            )
+        row = (node, head.seq, head.hash, job_id[:128], int(time.time() * 1000))
+        # Group commit: every node of a job answers at about the same time, and one durable commit
+        # per answer put a hundred fsyncs in a row on the job's path. A caller's row is queued; the
+        # first caller with nothing being written writes every queued row in one transaction, the
+        # others wait until a commit holding their row is done. Each caller still returns only once
+        # its head is on disk.
+        with self._heads_cv:
+            self._heads_queue.append(row)
+            self._heads_queued += 1
+            ticket = self._heads_queued
+            while self._heads_committed < ticket:
+                if not self._heads_writing:
+                    self._heads_writing = True
+                    batch, self._heads_queue = self._heads_queue, []
+                    upto = self._heads_queued
+                    break
+                self._heads_cv.wait()
+            else:
+                if ticket in self._heads_failed:
+                    self._heads_failed.discard(ticket)
+                    raise sqlite3.OperationalError("the audit heads written with this one were not kept")
+                return True
+        failed: BaseException | None = None
+        try:
+            with self._lock:
+                self._db.execute("BEGIN")
+                try:
+                    self._db.executemany(
+                        "INSERT OR IGNORE INTO audit_heads (node, seq, hash, job_id, seen_ms)"
+                        " VALUES (?, ?, ?, ?, ?)",
+                        batch,
+                    )
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+        except BaseException as exc:
+            failed = exc
+            raise
+        finally:
+            with self._heads_cv:
+                if failed is not None:
+                    # The other callers of this batch report the failure too (they log it).
+                    self._heads_failed.update(
+                        t for t in range(upto - len(batch) + 1, upto + 1) if t != ticket
+                    )
+                self._heads_committed = upto
+                self._heads_writing = False
+                self._heads_cv.notify_all()
         return True
 
     def heads(self, node: str = "", every: bool = False) -> pb.AuditHeadsResponse:
