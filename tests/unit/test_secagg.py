@@ -198,6 +198,36 @@ def test_forged_advertisement_is_rejected_by_coordinator_and_nodes() -> None:
     assert err.value.rule == "secagg_bad_signature"
 
 
+def test_each_node_gets_and_checks_only_its_neighbours_keys() -> None:
+    """SecAgg+ with 30 nodes and k = 6: a node's key directory holds its 6 neighbours and itself,
+    not all 30, and a node spends no signature check on a key it never uses."""
+    p = Party(30, 4, 6, 3)
+    adverts = {u: c.advertise() for u, c in p.clients.items()}
+    for advert in adverts.values():
+        p.server.receive(advert.to_bytes())
+    directories = p.server.close_round()
+    for u, directory in directories.items():
+        assert isinstance(directory, m.KeyDirectory)
+        assert {a.node_id for a in directory.adverts} == p.config.graph[u] | {u}
+    u = p.config.node_ids[0]
+    stranger = next(v for v in p.config.node_ids if v != u and v not in p.config.graph[u])
+    neighbour = next(iter(p.config.graph[u]))
+
+    def directory_with_forged(v: str) -> m.KeyDirectory:
+        forged = replace(adverts[v], mask_public=bytes(31) + b"\x09")  # under the original signature
+        return m.KeyDirectory("job-1", tuple(forged if w == v else adverts[w] for w in sorted(adverts)))
+
+    # A full directory with a forged stranger: not a key this node uses, so nothing to refuse.
+    shares = p.clients[u].share_keys(directory_with_forged(stranger))
+    assert {s.recipient for s in shares.shares} == p.config.graph[u]
+    # A forged neighbour is caught as before.
+    fresh = SecAggClient(p.config, u, p.signing[u], p.verify)
+    fresh.advertise()
+    with pytest.raises(SecAggError) as err:
+        fresh.share_keys(directory_with_forged(neighbour))
+    assert err.value.rule == "secagg_bad_signature"
+
+
 def test_message_replayed_from_another_job_is_rejected() -> None:
     old = Party(3, 2, 2, 4, job_id="job-old")
     new = Party(3, 2, 2, 4, job_id="job-new")
