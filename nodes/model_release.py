@@ -261,7 +261,7 @@ class ModelRelease:
         if rho is not None:
             # Only checked here: the charge comes with the masked input (round 3).
             self.ctx.ledger.charge(step.job_id, dataset.name, project, cost, dry_run=True)
-            reply.cost.delta = self.ctx.ledger.status(dataset.name, project).delta
+            reply.cost.delta = self.ctx.ledger.delta(dataset.name, project)
             reply.cost.epsilon = epsilon_at_delta(cost.rho, reply.cost.delta)
             reply.cost.rho = cost.rho
         client = SecAggClient(config, node, self.signing_key, keys)

@@ -261,7 +261,7 @@ class OverlapNode:
 
         reply = pb.OverlapReply(set_size=len(ids), id_type=column.id_type, sensitivity=sensitivity)
         if epsilon is not None:
-            delta = self.ctx.ledger.status(dataset.name, project).delta
+            delta = self.ctx.ledger.delta(dataset.name, project)
             reply.cost.epsilon = cost.epsilon
             reply.cost.delta = delta
             reply.check_cost.epsilon = check_cost.epsilon
@@ -342,7 +342,7 @@ class OverlapNode:
             key = _check_key(step)
             self.ctx.ledger.charge(key, dataset.name, project, cost, note=job.requested_by)
             charged.epsilon = cost.epsilon
-            charged.delta = self.ctx.ledger.status(dataset.name, project).delta
+            charged.delta = self.ctx.ledger.delta(dataset.name, project)
             outcome = check_size(size, lower, upper, policy.overlap_check_epsilon, sensitivity)
             passed, below = outcome.passed, outcome.below
             # Durable before the outcome leaves the node; the charge above has its entry here.
@@ -417,7 +417,7 @@ class OverlapNode:
         if union.cost.epsilon > 0:
             self.ctx.ledger.charge(_charge_key(step), dataset.name, project, union.cost, dry_run=True)
             reply.cost.epsilon = union.cost.epsilon
-            reply.cost.delta = self.ctx.ledger.status(dataset.name, project).delta
+            reply.cost.delta = self.ctx.ledger.delta(dataset.name, project)
         reply.malformed = union.malformed if union.cost.epsilon == 0 else -1
         state = _Party(
             job_id=step.job_id,

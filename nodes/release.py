@@ -109,7 +109,7 @@ class QueryHandler:
         # account: charged before anything leaves; the same job id is never charged twice.
         if budget.dp:
             ctx.ledger.charge(job.job_id, plan.dataset.name, project, cost, note=job.requested_by)
-            delta = ctx.ledger.status(plan.dataset.name, project).delta
+            delta = ctx.ledger.delta(plan.dataset.name, project)
             result.cost.delta = delta
             if not cost.pure:
                 result.cost.epsilon = epsilon_at_delta(cost.rho, delta)

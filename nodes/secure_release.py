@@ -317,7 +317,7 @@ class SecureRelease:
             # Only checked here: the charge comes with the masked input (round 3), the first thing
             # computed from the data that leaves, so a job that fails before costs nothing.
             self.ctx.ledger.charge(step.job_id, dataset.name, project, cost, dry_run=True)
-            reply.cost.delta = self.ctx.ledger.status(dataset.name, project).delta
+            reply.cost.delta = self.ctx.ledger.delta(dataset.name, project)
             reply.cost.epsilon = cost.epsilon if cost.pure else epsilon_at_delta(cost.rho, reply.cost.delta)
             reply.cost.rho = cost.rho
         client = SecAggClient(config, node, self.signing_key, keys)

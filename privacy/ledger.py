@@ -439,6 +439,13 @@ class Ledger:
             dataset, project, total, delta, spent, max(total - spent, 0.0), rho_all, n, is_default
         )
 
+    def delta(self, dataset: str, project: str) -> float:
+        """The delta of (dataset, project)'s budget, as ``status`` gives it, without composing what
+        was spent (an OpenDP conversion): what a release reports its epsilon at."""
+        dataset, project = _name(dataset, "dataset"), _name(project, "project")
+        with self._connect() as conn:
+            return self._budget(conn, dataset, project)[1]
+
     def remaining(self, dataset: str, project: str) -> float:
         """Epsilon (at the budget's delta) still available to (dataset, project)."""
         dataset, project = _name(dataset, "dataset"), _name(project, "project")

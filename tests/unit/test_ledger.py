@@ -356,3 +356,15 @@ def test_processes_on_two_projects_never_exceed_the_cap(tmp_path: Path) -> None:
     cap = setup.cap("declarations")
     assert cap.charges == 12 and cap.spent_epsilon <= 6.0 + 1e-9
     assert all(setup.status("declarations", p).spent_epsilon <= 5.0 for p in ("project-0", "project-1"))
+
+
+def test_delta_is_the_budgets_delta_as_status_gives_it(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "ledger.sqlite", "douane", require_budget=False, default_delta=1e-6)
+    ledger.set_budget("declarations", "mit-2024", 5.0, 1e-7, by="officer-b")
+    ledger.charge("job-1", "declarations", "mit-2024", _pure(0.5))
+    for project in ("mit-2024", "unset"):
+        assert ledger.delta("declarations", project) == ledger.status("declarations", project).delta
+    assert ledger.delta("declarations", "mit-2024") == 1e-7 and ledger.delta("declarations", "unset") == 1e-6
+    strict = Ledger(tmp_path / "strict.sqlite", "douane")
+    with pytest.raises(BudgetMissing):
+        strict.delta("declarations", "unset")  # no budget, no delta: refused as status refuses
