@@ -327,6 +327,14 @@ class DataSources:
                 within = version.within_bound
         return not within or plan.rows_per_unit < plan.dataset.max_rows_per_unit
 
+    def known_rows(self, dataset: Dataset) -> int | None:
+        """Rows in a file source's current version (counted when it was built); None for engines
+        whose tables are not scanned at start-up."""
+        if dataset.source.kind not in FILE_KINDS:
+            return None
+        with self._version(dataset) as version:
+            return version.rows
+
     def needs_truncation(self, plan: Plan) -> bool:
         """Whether the plan's rows must be truncated per unit (not when every unit of a file source
         is within the bound already); ``run`` and the differencing check decide alike."""
