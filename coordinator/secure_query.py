@@ -195,14 +195,15 @@ class SecureQuery:
         def shape(r: pb.SecureReply) -> tuple[bytes, ...]:
             return tuple(x.SerializeToString(deterministic=True) for x in [*r.keys, *r.components])
 
+        shapes = {node: shape(reply) for node, reply in replies.items()}  # once per node
         counts: dict[tuple[bytes, ...], list[str]] = {}
-        for node, reply in replies.items():
-            counts.setdefault(shape(reply), []).append(node)
+        for node, layout in shapes.items():
+            counts.setdefault(layout, []).append(node)
         if not counts:
             raise _Failed("secagg_threshold", "no node started the secure aggregation")
         # The layout most nodes agree on; a node whose bounds, domains or noise differ is left out.
         reference = max(counts.items(), key=lambda kv: len(kv[1]))[0]
-        for node in [n for n, r in replies.items() if shape(r) != reference]:
+        for node in [n for n, layout in shapes.items() if layout != reference]:
             self.parties[node].drop(
                 "refused",
                 f"node {node} declared a different layout (domains, bounds or noise) than the others",
