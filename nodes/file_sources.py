@@ -3,7 +3,9 @@ Parquet queried in place.
 
 A node never holds a file source in memory. Each version of a source is a DuckDB database of its
 own, opened with the operator's ``memory_limit``, ``threads`` and a spill folder in the node's
-state (DuckDB spills sorts, joins and aggregates past the limit to ``temp_directory``):
+state (DuckDB spills sorts, joins and aggregates past the limit to ``temp_directory``). A version
+counted before (its counts file below) opens its database on its first query, so an idle node
+holds none (``nodes/prepare.py``):
 
 * **CSV, and Parquet smaller than ``parquet_convert_below``** (node config, default 256MB), are
   converted once into ``<state_dir>/sources/<dataset>-<key>.duckdb``, with the shared vocabulary
