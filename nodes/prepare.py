@@ -24,12 +24,24 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from nodes.config import NodeConfig
 
 log = logging.getLogger("federation.node")
 
 Values = dict[tuple[str, str], list[Any]]
 PR_SET_PDEATHSIG = 1  # prctl(2)
+
+
+def has_start_reads(config: NodeConfig) -> bool:
+    """Whether the node has anything for the child to read: a file source or a column to pre-blind."""
+    from nodes.preblind import preblind_columns
+    from nodes.sources import FILE_KINDS
+
+    files = any(d.exposed and d.source.kind in FILE_KINDS for d in config.datasets.values())
+    return files or bool(preblind_columns(config))
 
 
 def prepare_in_child(config_path: Path) -> Values | None:

@@ -27,13 +27,13 @@ def serve(config: Path, quiet: bool = False) -> None:
     from nodes.check import ERROR, NodeCheckFailed, check_node, errors
     from nodes.config import load_node_config
     from nodes.daemon import NodeDaemon
-    from nodes.prepare import prepare_in_child
+    from nodes.prepare import has_start_reads, prepare_in_child
 
     setup_logging(not quiet)
     cfg = load_node_config(config)
     # File sources converted and counted, and the values to pre-blind read, in a child process:
     # the node opens no DuckDB database until its first job (idle memory, nodes/prepare.py).
-    values = prepare_in_child(config)
+    values = prepare_in_child(config) if has_start_reads(cfg) else None
     findings = check_node(cfg)
     for finding in findings:
         if finding.level != "ok":
