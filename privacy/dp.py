@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from statistics import NormalDist
 from typing import TYPE_CHECKING, Literal
 
@@ -262,15 +263,22 @@ def _sd(mechanism: Mechanism, scale: float, integer: bool) -> float:
 
 
 def _measurement(spec: NoiseSpec, scale: float | None = None) -> dp.Measurement:
+    return _measurement_of(spec.mechanism, spec.integer, spec.scale if scale is None else scale)
+
+
+# Building an OpenDP measurement (domains, metric, constructor) cost more than sampling from it,
+# and a node built the same few per job. A measurement is immutable and every call samples fresh
+# noise, so one per (mechanism, integer, scale) is kept; so are the pure functions of a spec below.
+@lru_cache(maxsize=512)
+def _measurement_of(mechanism: Mechanism, integer: bool, scale: float) -> dp.Measurement:
     dp = opendp()
-    scale = spec.scale if scale is None else scale
-    if spec.integer:
+    if integer:
         domain = dp.vector_domain(dp.atom_domain(T="i64"))
-        if spec.mechanism == "laplace":
+        if mechanism == "laplace":
             return dp.m.make_laplace(domain, dp.l1_distance(T="i64"), scale=scale)
         return dp.m.make_gaussian(domain, dp.l2_distance(T=float), scale=scale)
     domain = dp.vector_domain(dp.atom_domain(T=float, nan=False))
-    if spec.mechanism == "laplace":
+    if mechanism == "laplace":
         return dp.m.make_laplace(domain, dp.l1_distance(T=float), scale=scale)
     return dp.m.make_gaussian(domain, dp.l2_distance(T=float), scale=scale)
 
@@ -281,6 +289,7 @@ def _d_in(spec: NoiseSpec) -> float | int:
     return spec.l2
 
 
+@lru_cache(maxsize=1024)
 def _calibrate(spec: NoiseSpec) -> NoiseSpec:
     """Set the scale so the OpenDP measurement's privacy map at the sensitivity meets the share."""
     share = spec.epsilon if spec.mechanism == "laplace" else spec.rho
@@ -297,6 +306,7 @@ def _calibrate(spec: NoiseSpec) -> NoiseSpec:
     return replace(spec, scale=scale, sd=_sd(spec.mechanism, scale, spec.integer))
 
 
+@lru_cache(maxsize=1024)
 def _component_cost(spec: NoiseSpec) -> Cost:
     dp = opendp()
     meas = _measurement(spec)
@@ -402,6 +412,7 @@ def plan_noise(
 # --------------------------------------------------------------------------- release
 
 
+@lru_cache(maxsize=1024)
 def _guard(spec: NoiseSpec) -> dp.Measurement:
     if spec.mechanism not in ("laplace", "gaussian"):
         raise PrivacyError("mechanism", f"unknown mechanism '{spec.mechanism}': use laplace or gaussian")

@@ -407,3 +407,32 @@ def test_spent_epsilon_takes_the_smaller_bound() -> None:
     with pytest.raises(PrivacyError) as err:
         Cost(epsilon=-1.0, rho=0.0)
     assert err.value.rule == "cost_value"
+
+
+def test_measurements_are_built_once_and_still_draw_fresh_noise() -> None:
+    """A plan's OpenDP measurements are kept per (mechanism, integer, scale) and its calibration
+    per spec: the same plan again gives the same scales and cost without building anything, and
+    each release from a kept measurement still samples new noise."""
+    from privacy import dp as dp_module
+
+    for cached in (
+        dp_module._measurement_of,
+        dp_module._calibrate,
+        dp_module._component_cost,
+        dp_module._guard,
+    ):
+        cached.cache_clear()
+    aggregates = [("count", None), ("sum", (0.0, 100.0))]
+    first = plan_noise(aggregates, 2, rho=0.25, n_groups=12)
+    built = dp_module._measurement_of.cache_info().misses
+    again = plan_noise(aggregates, 2, rho=0.25, n_groups=12)
+    assert again == first  # same scales, sds and cost
+    assert dp_module._measurement_of.cache_info().misses == built  # nothing built again
+    # The calibrated scale is the one an uncached calibration finds.
+    for component in first.components:
+        raw = replace(component.spec, scale=1.0, sd=1.0)
+        assert dp_module._calibrate.__wrapped__(raw) == component.spec
+    spec = first.columns[0]
+    draws = {tuple(release_counts([0] * 20, spec)) for _ in range(5)}
+    assert len(draws) > 1  # fresh noise on every call
+    assert dp_module._guard(spec) is dp_module._guard(spec)
