@@ -46,12 +46,12 @@ from protocols.privacy_request import check_wire
 from protocols.psi import TOKEN_BYTES, pattern_counts, unpack_tokens
 from protocols.psi_sum import SumLayout, masked_intersection_sum, public_key_from_bytes
 from protocols.refusals import NOT_COMPUTED, OVERLAP_NOT_COMPUTED, is_data_dependent
+from protocols.spec_limits import check_parties
 from protocols.values import from_value
 
 log = logging.getLogger("federation.coordinator.overlap")
 T = TypeVar("T")
 
-MAX_PARTIES = 8
 RECORD_ENV = "FEDERATION_RECORD_DIR"
 # Room for the message envelope around one chunk of tokens.
 _ENVELOPE_BYTES = 64 * 1024
@@ -131,8 +131,11 @@ class OverlapJob:
         spec = self.spec
         if not spec.on:
             raise OverlapFailed("malformed_request", "name the identifier column to match on (on=...)")
-        if not 2 <= len(spec.datasets) <= MAX_PARTIES:
-            raise OverlapFailed("malformed_request", f"an overlap takes 2 to {MAX_PARTIES} datasets")
+        try:
+            # A union COUNT(DISTINCT) runs over the nodes serving the dataset: the same cap.
+            check_parties(len(spec.datasets))
+        except FederationError as exc:
+            raise OverlapFailed(exc.rule, exc.message) from None
         if aggregate != spec.HasField("aggregate"):
             raise OverlapFailed(
                 "malformed_request", "an intersection sum needs group_by and sum; an overlap none"
@@ -420,10 +423,10 @@ class OverlapJob:
             response.epsilon = epsilon
             response.noise_sd = spec.sd
             response.ci_half_width = interval(0.0, spec)[1]
-        for m, value in zip(members, values, strict=True):
-            response.patterns.add(datasets=m, count=value)
-        for party in self.parties:
-            size = sum(v for m, v in zip(members, values, strict=True) if party.name in m)
+        for mask, value in zip(masks, values, strict=True):
+            response.patterns.add(members=mask, count=value)
+        for bit, party in enumerate(self.parties):
+            size = sum(v for mask, v in zip(masks, values, strict=True) if mask >> bit & 1)
             response.parties.add(
                 dataset=party.name,
                 node=party.node,

@@ -420,7 +420,7 @@ def _print_meta(attrs: dict) -> None:
 @app.command()
 def overlap(
     on: Annotated[str, typer.Option("--on", help="Identifier column to match on, e.g. company.")],
-    dataset: Annotated[list[str], typer.Option("--dataset", "-d", help="node.dataset; give 2 to 8.")],
+    dataset: Annotated[list[str], typer.Option("--dataset", "-d", help="node.dataset; give 2 to 12.")],
     where: Annotated[
         list[str] | None,
         typer.Option(help="node.dataset=CONDITION, e.g. \"douane.declarations=port = 'Rotterdam'\"."),

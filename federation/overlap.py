@@ -17,6 +17,7 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from google.protobuf.json_format import MessageToDict
 
@@ -24,11 +25,12 @@ from federation.query import parse_query
 from protocols import federation_pb2 as pb
 from protocols.errors import FederationError, QueryError
 from protocols.privacy_request import check_privacy
+from protocols.spec_limits import MAX_OVERLAP_PARTIES, check_parties
 from protocols.values import from_value
 
 __all__ = ["OverlapResult", "aggregate_frame", "build_request", "parse_where", "result_from_response"]
 
-MAX_DATASETS = 8
+MAX_DATASETS = MAX_OVERLAP_PARTIES  # the SDK, the coordinator and every node refuse more
 
 
 @dataclass(frozen=True)
@@ -92,10 +94,7 @@ def build_request(
     if isinstance(datasets, str):
         raise QueryError("malformed_request", "datasets must be a list of names, not one string")
     names = list(datasets)
-    if not 2 <= len(names) <= MAX_DATASETS:
-        raise QueryError(
-            "malformed_request", f"an overlap takes 2 to {MAX_DATASETS} datasets, got {len(names)}"
-        )
+    check_parties(len(names))
     keys = [_split(n) for n in names]
     if len(set(keys)) != len(keys):
         raise QueryError("malformed_request", "a dataset is named twice")
@@ -177,17 +176,27 @@ class OverlapResult:
     @property
     def pairwise(self) -> pd.DataFrame:
         """Entities shared by each pair of datasets; the diagonal is each dataset's set size."""
-        matrix = pd.DataFrame(0, index=self.datasets, columns=self.datasets, dtype="int64")
-        for pattern, value in self.counts.items():
-            for a in pattern:
-                for b in pattern:
-                    matrix.loc[a, b] += self._value(value)
+        # One pass over the 2^n - 1 patterns into a plain matrix (element-wise .loc took seconds
+        # from 8 datasets on): membership (patterns x datasets), then M^T diag(counts) M.
+        index = {name: i for i, name in enumerate(self.datasets)}
+        members = np.zeros((len(self.counts), len(self.datasets)), dtype=np.int64)
+        values = np.zeros(len(self.counts), dtype=np.int64)
+        for row, (pattern, value) in enumerate(self.counts.items()):
+            members[row, [index[name] for name in pattern]] = 1
+            values[row] = self._value(value)
+        matrix = pd.DataFrame(
+            members.T @ (members * values[:, None]), index=self.datasets, columns=self.datasets, dtype="int64"
+        )
         matrix.attrs = self._attrs()
         return matrix
 
     @property
     def set_sizes(self) -> dict[str, int]:
-        return {name: int(self.pairwise.loc[name, name]) for name in self.datasets}
+        sizes = dict.fromkeys(self.datasets, 0)
+        for pattern, value in self.counts.items():
+            for name in pattern:
+                sizes[name] += self._value(value)
+        return sizes
 
     def at_least(self, k: int) -> int:
         """Entities present at ``k`` or more of the named datasets."""
@@ -294,10 +303,19 @@ def _nodes(response: pb.OverlapResponse) -> list[dict[str, Any]]:
     return [MessageToDict(n, preserving_proto_field_name=True) for n in response.nodes]
 
 
+def _members(pattern: pb.OverlapPatternCount, datasets: Sequence[str]) -> frozenset[str]:
+    """The datasets of one pattern: bit i of ``members`` is ``datasets[i]``, or the names given."""
+    if not pattern.members:
+        return frozenset(pattern.datasets)
+    if pattern.members >> len(datasets):
+        raise FederationError("malformed_result", "a pattern names a dataset outside the overlap")
+    return frozenset(name for bit, name in enumerate(datasets) if pattern.members >> bit & 1)
+
+
 def result_from_response(response: pb.OverlapResponse) -> OverlapResult:
     """The analyst's view of a coordinator answer; raises the refusal with its rule."""
     _check(response)
-    counts = {frozenset(p.datasets): float(p.count) for p in response.patterns}
+    counts = {_members(p, response.datasets): float(p.count) for p in response.patterns}
     return OverlapResult(
         datasets=list(response.datasets),
         counts=counts,

@@ -64,10 +64,10 @@ from protocols.psi_union import (
     wrap_items,
 )
 from protocols.refusals import ChargedRefusal
+from protocols.spec_limits import MAX_OVERLAP_PARTIES, check_parties
 from protocols.values import to_value
 
 DEFAULT_PROJECT = "default"
-MAX_PARTIES = 8
 # A job whose coordinator went away must not keep keys in memory for ever.
 STATE_TTL_SECONDS = 3600.0
 DEFAULT_CHUNK_BYTES = 3 * 1024 * 1024
@@ -202,8 +202,7 @@ class OverlapNode:
             {"requested_by": job.requested_by, "overlap": step.job_id, "party": step.party, "on": spec.on},
         )
         dataset, index = self._dataset_for(step)
-        if not 2 <= len(spec.datasets) <= MAX_PARTIES:
-            raise Refused("malformed_request", f"an overlap takes 2 to {MAX_PARTIES} datasets", node=node)
+        check_parties(len(spec.datasets), node)
         policy = dataset.policy
         column = _identifier(dataset, spec.on, node)
         if spec.HasField("distinct"):
@@ -575,7 +574,7 @@ class OverlapNode:
         so the list the coordinator can read carries no owner."""
         state = self._state(step)
         node = self.config.node_id
-        if not state.distinct or not 2 <= step.parties <= MAX_PARTIES:
+        if not state.distinct or not 2 <= step.parties <= MAX_OVERLAP_PARTIES:
             raise Refused("protocol_order", "only a union's mixing party mixes", node=node)
         with state.lock:
             if step.owner in state.mixed:

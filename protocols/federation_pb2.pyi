@@ -638,12 +638,14 @@ class OverlapReply(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., party: _Optional[str] = ..., hop_key: _Optional[bytes] = ..., set_size: _Optional[int] = ..., malformed: _Optional[int] = ..., cost: _Optional[_Union[NodeCost, _Mapping]] = ..., audit_digest: _Optional[str] = ..., id_type: _Optional[str] = ..., sensitivity: _Optional[int] = ..., paillier_key: _Optional[bytes] = ..., max_value: _Optional[int] = ..., slot_bits: _Optional[int] = ..., categories: _Optional[_Iterable[_Union[Value, _Mapping]]] = ..., chunk: _Optional[bytes] = ..., chunk_index: _Optional[int] = ..., chunk_count: _Optional[int] = ..., sealed: _Optional[bool] = ..., decrypted: _Optional[bytes] = ..., check_cost: _Optional[_Union[NodeCost, _Mapping]] = ...) -> None: ...
 
 class OverlapPatternCount(_message.Message):
-    __slots__ = ("datasets", "count")
+    __slots__ = ("datasets", "count", "members")
     DATASETS_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
     datasets: _containers.RepeatedScalarFieldContainer[str]
     count: float
-    def __init__(self, datasets: _Optional[_Iterable[str]] = ..., count: _Optional[float] = ...) -> None: ...
+    members: int
+    def __init__(self, datasets: _Optional[_Iterable[str]] = ..., count: _Optional[float] = ..., members: _Optional[int] = ...) -> None: ...
 
 class OverlapParty(_message.Message):
     __slots__ = ("dataset", "node", "set_size", "malformed")

@@ -26,12 +26,16 @@ MAX_IN_LIST_VALUES = 1000  # values in one IN (...) list
 MAX_FILTER_VALUES = 2000  # literal values in one spec, over all its filters
 MAX_TEXT_CHARS = 256  # one text literal
 MAX_NAME_CHARS = 128  # a dataset, node, column, alias or project name
+# Datasets (parties, "node.dataset") in one overlap. The answer holds one count per membership
+# pattern, 2^n - 1 of them (4,095 at 12), and the ring costs n^2 blindings per identifier.
+MAX_OVERLAP_PARTIES = 12
 
 EXPRESSION_TOO_DEEP = "expression_too_deep"
 EXPRESSION_TOO_LARGE = "expression_too_large"
 IN_LIST_TOO_LONG = "in_list_too_long"
 OVERSIZED_REQUEST = "oversized_request"
 MALFORMED_REQUEST = "malformed_request"
+TOO_MANY_PARTIES = "too_many_parties"
 
 RULES = {
     EXPRESSION_TOO_DEEP: f"a filter nests NOT, AND and OR more than {MAX_FILTER_DEPTH} levels deep",
@@ -39,6 +43,7 @@ RULES = {
         f"a spec has more than {MAX_FILTER_TERMS} filter terms or {MAX_FILTER_VALUES} literal values"
     ),
     IN_LIST_TOO_LONG: f"an IN (...) list has more than {MAX_IN_LIST_VALUES} values",
+    TOO_MANY_PARTIES: f"an overlap names more than {MAX_OVERLAP_PARTIES} datasets",
 }
 
 _SPECS = (
@@ -63,6 +68,21 @@ def check_name(value: str, what: str, node: str = "") -> None:
         raise _refuse(OVERSIZED_REQUEST, f"{what} is longer than {MAX_NAME_CHARS} characters", node)
     if not value.isprintable():
         raise _refuse(MALFORMED_REQUEST, f"{what} holds control or non-printable characters", node)
+
+
+def check_parties(count: int, node: str = "") -> None:
+    """An overlap over ``count`` datasets: at least 2 (``malformed_request``), at most
+    ``MAX_OVERLAP_PARTIES`` (``too_many_parties``)."""
+    if count > MAX_OVERLAP_PARTIES:
+        raise _refuse(
+            TOO_MANY_PARTIES,
+            f"an overlap takes at most {MAX_OVERLAP_PARTIES} datasets (node.dataset), this one names {count}",
+            node,
+        )
+    if count < 2:
+        raise _refuse(
+            MALFORMED_REQUEST, f"an overlap takes 2 to {MAX_OVERLAP_PARTIES} datasets, got {count}", node
+        )
 
 
 def _check_value(value: pb.Value, node: str) -> None:
@@ -139,7 +159,10 @@ def _fields(message: Message) -> Iterator[tuple[FieldDescriptor, object]]:
 
 
 def check_spec(spec: pb.QuerySpec | pb.OverlapSpec | pb.ModelSpec, node: str = "") -> None:
-    """Every filter of a query or overlap spec within the bounds, every name a short printable label."""
+    """Every filter of a query or overlap spec within the bounds, every name a short printable label,
+    and no more overlap parties than the cap."""
+    if isinstance(spec, pb.OverlapSpec) and len(spec.datasets) > MAX_OVERLAP_PARTIES:
+        check_parties(len(spec.datasets), node)
     tally = _Tally(node)
     stack: list[Message] = [spec]
     while stack:

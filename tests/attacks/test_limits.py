@@ -183,6 +183,41 @@ def test_huge_in_list_is_refused_by_rule_before_any_node_is_asked(fed: RunningFe
     assert received_after == received_before, "no node is asked"
 
 
+def _overlap_spec(parties: int) -> pb.OverlapSpec:
+    """An overlap on ``company`` over Douane's declarations and ``parties - 1`` other datasets."""
+    spec = pb.OverlapSpec(on="company")
+    spec.datasets.add(node="douane", dataset="declarations")
+    for i in range(1, parties):
+        spec.datasets.add(node=f"partner{i:02d}", dataset="signals")
+    return spec
+
+
+def _received(root: Path) -> int:
+    """Jobs Douane logged as received (its log is created with its first entry)."""
+    if not (root / "state" / "douane" / "audit.log").exists():
+        return 0
+    return sum(1 for e in _audit(root, "douane") if e["kind"] == "received")
+
+
+def test_overlap_past_the_party_cap_is_refused_by_rule_before_any_node_is_asked(
+    fed: RunningFederation,
+) -> None:
+    with fed.client() as client, pytest.raises(FederationError) as info:
+        client.overlap("company", [f"{d.node}.{d.dataset}" for d in _overlap_spec(13).datasets])
+    assert info.value.rule == "too_many_parties" and "at most 12" in info.value.message
+
+    received_before = _received(fed.root)
+    with fed.client() as client:
+        # Past the SDK: the coordinator checks the spec before it resolves or asks any node.
+        answer = client._stub.Overlap(pb.OverlapRequest(spec=_overlap_spec(13)), timeout=30)
+        assert not answer.ok and answer.error_rule == "too_many_parties", answer.error
+        assert "at most 12 datasets" in answer.error and "names 13" in answer.error
+        # At the cap the count passes; this one fails on its absent partners instead.
+        answer = client._stub.Overlap(pb.OverlapRequest(spec=_overlap_spec(12)), timeout=30)
+        assert not answer.ok and answer.error_rule != "too_many_parties", answer.error
+    assert _received(fed.root) == received_before, "no node is asked"
+
+
 # --------------------------------------------------------------------------- timeouts and workers
 
 
@@ -409,6 +444,36 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[_Hostile
     finally:
         procs.stop_all()
         coordinator.stop()
+
+
+def test_node_refuses_an_overlap_past_the_party_cap_before_it_is_received(
+    hostile: tuple[_HostileCoordinator, Path],
+) -> None:
+    coordinator, root = hostile
+    for parties, job_id in ((13, "overlap-13"), (12, "overlap-12")):
+        step = pb.OverlapStep(
+            job_id=job_id,
+            phase=pb.OVERLAP_PREPARE,
+            party="douane.declarations",
+            spec=_overlap_spec(parties),
+            parties=parties,
+        )
+        coordinator.send_job(
+            pb.JobRequest(job_id=job_id, requested_by="mallory", overlap=step).SerializeToString()
+        )
+    refused = coordinator.answer("overlap-13")
+    assert refused.WhichOneof("outcome") == "refusal"
+    assert (refused.refusal.rule, refused.refusal.node) == ("too_many_parties", "douane"), refused.refusal
+    assert "at most 12 datasets" in refused.refusal.reason
+    # Twelve datasets: within the cap, the node prepares its set and answers its hop key.
+    accepted = coordinator.answer("overlap-12")
+    assert accepted.WhichOneof("outcome") == "overlap" and len(accepted.overlap.hop_key) == 32, accepted
+    finish = pb.OverlapStep(job_id="overlap-12", phase=pb.OVERLAP_FINISH, party="douane.declarations")
+    coordinator.send_job(pb.JobRequest(job_id="finish-12", overlap=finish).SerializeToString())
+    assert coordinator.answer("finish-12").WhichOneof("outcome") == "overlap"
+    audit = _audit(root, "douane")
+    assert any(e["job_id"] == "overlap-13" and e["kind"] == "refused" for e in audit)
+    assert not any(e["job_id"] == "overlap-13" and e["kind"] == "received" for e in audit)
 
 
 def test_node_refuses_jobs_it_cannot_decode_or_that_cross_the_bounds_and_keeps_its_link(

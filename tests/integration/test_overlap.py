@@ -24,8 +24,23 @@ from protocols.psi import DOMAIN, TOKEN_BYTES, hash_to_group, unpack_tokens
 from protocols.refusals import NOT_COMPUTED, OVERLAP_NOT_COMPUTED
 from tests.integration.conftest import ROWS, SEED, RunningFederation, _drop_schema, project_entry
 
-NODES = ["douane", "belastingdienst", "politie", "fiod"]
+NODES = ["douane", "belastingdienst", "politie", "fiod", "om", "kmar"]
 FOUR = ["douane.declarations", "belastingdienst.vat_returns", "politie.incidents", "fiod.investigations"]
+# Ten parties on six nodes: an overlap party is a dataset ("node.dataset"), several per node.
+TEN = [
+    *FOUR,
+    "om.cases",
+    "kmar.crossings",
+    "douane.signals",
+    "belastingdienst.signals",
+    "fiod.signals",
+    "om.signals",
+]
+# Small sets keep the ring (10 x 10 blindings per identifier) to seconds; each stays above its minimum.
+TEN_WHERE = {
+    "belastingdienst.vat_returns": "year = 2023",
+    **{name: "year = 2023" for name in TEN if name.endswith(".signals")},
+}
 ROTTERDAM_2023 = "port = 'Rotterdam' AND year = 2023"
 # Under DP every party checks its set size on a noisy size charged at this epsilon first; at 0.5
 # the sets used here are far enough from their bounds that a check never fails by chance.
@@ -125,6 +140,25 @@ def test_exact_overlap_equals_pooled_ground_truth(fed_overlap: RunningFederation
     sets = [set(rotterdam["company"])] + [set(s.frames[k]["company"].dropna()) for k in FOUR[1:]]
     planted = sum(1 for c in network if sum(c in ids for ids in sets) >= 3)
     assert 0 < planted <= o.at_least(3)
+
+
+def test_ten_party_overlap_equals_pooled_ground_truth(fed_overlap: RunningFederation) -> None:
+    s = fed_overlap.scenario
+    with fed_overlap.client() as fed:
+        o = fed.overlap(on="company", datasets=TEN, where=TEN_WHERE)
+    filtered = s
+    for name, condition in TEN_WHERE.items():
+        filtered = _filtered(filtered, name, condition.replace(" = ", " == "))
+    truth = ground_truth_overlap(filtered, "company", TEN)
+    assert o.exact and len(o.datasets) == 10
+    assert {p: int(c) for p, c in o.counts.items() if c} == truth
+    assert len(o.patterns) == 2**10 - 1
+    sizes = {name: len(set(filtered.frames[name]["company"].dropna())) for name in TEN}
+    assert o.set_sizes == sizes and min(sizes.values()) >= 100
+    assert o.pairwise.loc["om.cases", "kmar.crossings"] == sum(
+        c for p, c in truth.items() if {"om.cases", "kmar.crossings"} <= p
+    )
+    assert o.at_least(5) == sum(c for p, c in truth.items() if len(p) >= 5) > 0
 
 
 def test_coordinator_sees_only_fully_blinded_tokens(fed_overlap: RunningFederation) -> None:
@@ -307,7 +341,7 @@ def test_non_identifiers_and_absent_nodes_are_refused(fed_overlap: RunningFedera
             fed.overlap(on="person", datasets=["politie.incidents", "douane.declarations"])
         assert info.value.rule == "unknown_column"
         with pytest.raises(FederationError) as info:
-            fed.overlap(on="company", datasets=["douane.declarations", "kmar.crossings"])
+            fed.overlap(on="company", datasets=["douane.declarations", "rivm.registrations"])
         assert info.value.rule == "node_unreachable"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from itertools import combinations
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from federation.overlap import (
 from protocols import federation_pb2 as pb
 from protocols.errors import FederationError
 from protocols.psi import run_in_memory
+from protocols.spec_limits import MAX_OVERLAP_PARTIES, check_spec
 
 SETS = {
     "douane.declarations": {f"{10_000_000 + i}" for i in range(0, 60)},
@@ -144,6 +146,46 @@ def test_bad_requests_name_their_rule(kwargs: dict, rule: str) -> None:
     assert info.value.rule == rule, str(info.value)
 
 
+def test_overlap_takes_up_to_the_cap_and_refuses_past_it_by_rule() -> None:
+    names = [f"n{i:02d}.signals" for i in range(MAX_OVERLAP_PARTIES + 1)]
+    request = build_request("company", names[:MAX_OVERLAP_PARTIES])
+    assert len(request.spec.datasets) == MAX_OVERLAP_PARTIES == 12
+    check_spec(request.spec)  # the check the coordinator and every node run on the spec
+    with pytest.raises(FederationError) as info:
+        build_request("company", names)
+    assert info.value.rule == "too_many_parties"
+    assert "at most 12 datasets" in info.value.message and "names 13" in info.value.message
+    request.spec.datasets.add(node="n12", dataset="signals")
+    with pytest.raises(FederationError) as info:
+        check_spec(request.spec, node="douane")
+    assert (info.value.rule, info.value.node) == ("too_many_parties", "douane")
+
+
+def test_twelve_party_views_equal_a_pattern_by_pattern_sum() -> None:
+    """2^12 - 1 noisy patterns: pairwise, set sizes and at_least equal the plain sums over patterns."""
+    names = [f"n{i:02d}.signals" for i in range(MAX_OVERLAP_PARTIES)]
+    rng = random.Random(12)
+    counts = {
+        frozenset(m): float(rng.randint(-3, 40))
+        for k in range(1, len(names) + 1)
+        for m in combinations(names, k)
+    }
+    # As the coordinator sends them: one bit per dataset instead of the names, 2^12 - 1 patterns.
+    response = pb.OverlapResponse(job_id="j12", ok=True, datasets=names)
+    for pattern, value in counts.items():
+        response.patterns.add(members=sum(1 << names.index(n) for n in pattern), count=value)
+    assert response.ByteSize() < 64 * 1024
+    result = result_from_response(response)
+    assert result.counts == counts
+    assert len(result.patterns) == 4095
+    matrix = result.pairwise
+    for a, b in [(names[0], names[0]), (names[0], names[11]), (names[5], names[7])]:
+        assert matrix.loc[a, b] == sum(int(v) for p, v in counts.items() if a in p and b in p), (a, b)
+    assert (matrix.to_numpy() == matrix.to_numpy().T).all()
+    assert result.set_sizes == {n: int(matrix.loc[n, n]) for n in names}
+    assert result.at_least(11) == sum(int(v) for p, v in counts.items() if len(p) >= 11)
+
+
 def test_responses_become_results_or_refusals() -> None:
     response = pb.OverlapResponse(job_id="j1", ok=True, datasets=["a.x", "b.y"], epsilon=1.0, noise_sd=2.0)
     response.patterns.add(datasets=["a.x"], count=5)
@@ -156,6 +198,11 @@ def test_responses_become_results_or_refusals() -> None:
     with pytest.raises(FederationError) as info:
         result_from_response(refused)
     assert info.value.rule == "set_too_small"
+    outside = pb.OverlapResponse(job_id="j3", ok=True, datasets=["a.x", "b.y"])
+    outside.patterns.add(members=0b100, count=1)
+    with pytest.raises(FederationError) as info:
+        result_from_response(outside)
+    assert info.value.rule == "malformed_result"
 
     sums = pb.OverlapResponse(job_id="j2", ok=True, group_by="goods_category", datasets=["a.x", "b.y"])
     sums.groups.add(key=pb.Value(text="fruit"), count=4, sum=1200.5)
