@@ -9,6 +9,13 @@ In the same run it times:
 - the federation with the offline phase: nodes pre-blind their column when idle, then the job.
 
 All processes share this machine's cores; loopback, development mode (plaintext gRPC).
+
+With ``--parties 8 10 12`` it measures instead how an overlap grows with the number of parties:
+one node process per party (``--ids`` numbers each, party k shifted by k/20 of them), every job
+cold (no offline phase), the party counts interleaved over ``--repeat`` rounds, 8 as the baseline.
+Per count: the job as the analyst's RPC sees it (exact, and with epsilon 1), the answer's size,
+the coordinator's CPU seconds per job, the SDK's views (patterns, pairwise, set sizes), and under
+DP the error of the set sizes, which are sums of 2^(n-1) noisy pattern counts.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -23,8 +31,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.signals import wait_until_idle
+from bench.signals import _cpu_seconds, percentile, wait_until_idle
 from federation.client import Client
+from federation.overlap import build_request, result_from_response
 from federation.processes import LocalFederation, free_port
 from protocols.psi import run_in_memory
 
@@ -35,7 +44,9 @@ def partner_ids(n: int) -> dict[str, list[str]]:
     return {p: [f"{i:08d}" for i in range(k * n // 10, k * n // 10 + n)] for k, p in enumerate(PARTNERS)}
 
 
-def write_federation(root: Path, ids: dict[str, list[str]], address: str, preblind: bool) -> dict[str, Path]:
+def write_federation(
+    root: Path, ids: dict[str, list[str]], address: str, preblind: bool, policy: str = ""
+) -> dict[str, Path]:
     root.mkdir(parents=True, exist_ok=True)
     paths = {"coordinator": root / "coordinator.toml"}
     paths["coordinator"].write_text(
@@ -55,7 +66,7 @@ def write_federation(root: Path, ids: dict[str, list[str]], address: str, prebli
         paths[node].write_text(
             f'[node]\nid = "{node}"\ncoordinator = "{address}"\ninsecure = true\nstate_dir = "state"\n\n'
             "[policy]\ndp_required = false\noverlap_dp_required = false\n"
-            f'overlap_columns = ["company"]\noverlap_preblind = {str(preblind).lower()}\n\n'
+            f'overlap_columns = ["company"]\noverlap_preblind = {str(preblind).lower()}\n{policy}\n'
             '[[datasets]]\nname = "companies"\nprivacy_unit = "company"\nmax_rows_per_unit = 1\n\n'
             '[datasets.source]\nkind = "parquet"\npath = "companies.parquet"\n\n'
             '[[datasets.columns]]\nname = "company"\nlocal = "kvk"\nkind = "identifier"\nid_type = "kvk"\n\n'
@@ -112,11 +123,116 @@ def time_federation(
     return times, offline
 
 
+def _memory_mb(pid: int) -> dict[str, int]:
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            out[key] = int(value.split()[0]) // 1024
+    return out
+
+
+def scaling(counts: list[int], n_ids: int, repeat: int) -> int:
+    """Cost of one overlap at each party count in ``counts`` (the first is the baseline)."""
+    most = max(counts)
+    names = [f"p{k:02d}" for k in range(1, most + 1)]
+    ids = {
+        name: [f"{i:08d}" for i in range(k * n_ids // 20, k * n_ids // 20 + n_ids)]
+        for k, name in enumerate(names)
+    }
+    print(f"cores: {os.cpu_count()}, load average before: {os.getloadavg()[0]:.2f}")
+    figures: dict[int, dict[str, list[float]]] = {n: {} for n in counts}
+    policy = "require_budget = false\nbudget_epsilon = 1000000.0\ndataset_budget_epsilon = 1000000.0\n"
+    with tempfile.TemporaryDirectory(prefix="bench-overlap-parties-") as tmp:
+        root = Path(tmp)
+        address = f"127.0.0.1:{free_port()}"
+        paths = write_federation(root, ids, address, preblind=False, policy=policy)
+        procs = LocalFederation(
+            coordinator_config=paths["coordinator"],
+            node_configs={n: paths[n] for n in names},
+            address=address,
+            log_dir=root / "logs",
+        )
+        try:
+            procs.start(timeout=300)
+            coordinator = procs.procs["coordinator"].pid
+            with Client(address, timeout=900) as fed:
+                for round_ in range(repeat + 1):  # round 0 warms every node up, untimed
+                    for n in counts:
+                        datasets = [f"{name}.companies" for name in names[:n]]
+                        for epsilon in (None, 1.0):
+                            request = build_request("company", datasets, epsilon=epsilon, timeout=300)
+                            cpu = _cpu_seconds(coordinator)
+                            start = time.perf_counter()
+                            response = fed._stub.Overlap(request, timeout=900)
+                            seconds = time.perf_counter() - start
+                            cpu = _cpu_seconds(coordinator) - cpu
+                            if not response.ok:
+                                raise SystemExit(
+                                    f"{n} parties: {response.error} [rule: {response.error_rule}]"
+                                )
+                            start = time.perf_counter()
+                            result = result_from_response(response)
+                            _ = result.patterns, result.pairwise, result.set_sizes, result.at_least(n)
+                            views = time.perf_counter() - start
+                            if round_ == 0:
+                                continue
+                            mode = "exact" if epsilon is None else "dp"
+                            f = figures[n]
+                            f.setdefault(f"{mode}_seconds", []).append(seconds)
+                            f.setdefault(f"{mode}_coordinator_cpu", []).append(cpu)
+                            f.setdefault(f"{mode}_views", []).append(views)
+                            f.setdefault(f"{mode}_bytes", []).append(float(response.ByteSize()))
+                            if epsilon is None:
+                                exact_sizes = result.set_sizes
+                                if exact_sizes != {d: n_ids for d in datasets}:
+                                    raise SystemExit(f"wrong set sizes at {n} parties: {exact_sizes}")
+                            else:
+                                f.setdefault("noise_sd", []).append(response.noise_sd)
+                                f.setdefault("size_error", []).extend(
+                                    abs(v - n_ids) for v in result.set_sizes.values()
+                                )
+                    print(f"  round {round_} done, load average {os.getloadavg()[0]:.1f}")
+                memory = _memory_mb(coordinator)
+        finally:
+            procs.stop_all()
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
+    base = counts[0]
+    med = statistics.median
+    print(
+        f"\n{repeat} rounds, {n_ids} identifiers per party, cold (no offline phase); p50 over rounds, "
+        f"ratio to {base} parties\n"
+    )
+    print(
+        "| parties | patterns | exact job (s) | ratio | DP job (s) | ratio | answer (bytes) | "
+        "coordinator CPU per job (s) | SDK views (ms) | noise sd per pattern | set-size error, p50 (p90) |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for n in counts:
+        f, b = figures[n], figures[base]
+        sizes = f["size_error"]
+        print(
+            f"| {n} | {2**n - 1} | {med(f['exact_seconds']):.2f} | "
+            f"{med(f['exact_seconds']) / med(b['exact_seconds']):.2f}x | {med(f['dp_seconds']):.2f} | "
+            f"{med(f['dp_seconds']) / med(b['dp_seconds']):.2f}x | {med(f['dp_bytes']):.0f} | "
+            f"{med(f['dp_coordinator_cpu']):.2f} | {med(f['dp_views']) * 1e3:.0f} | "
+            f"{med(f['noise_sd']):.2f} | {med(sizes):.0f} ({percentile(sizes, 0.9):.0f}) |"
+        )
+    print(f"\ncoordinator after the run: VmRSS {memory['VmRSS']} MB, peak {memory['VmHWM']} MB")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ids", type=int, default=100_000, help="identifiers per partner")
     parser.add_argument("--jobs", type=int, default=2, help="jobs per federation")
+    parser.add_argument("--parties", type=int, nargs="+", help="party counts to compare, e.g. 8 10 12")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds over the party counts (--parties)")
     args = parser.parse_args(argv)
+    if args.parties:
+        if min(args.parties) < 2:
+            parser.error("--parties takes counts of 2 or more")
+        return scaling(args.parties, args.ids, args.repeat)
     ids = partner_ids(args.ids)
     print(f"cores: {os.cpu_count()}, load average before: {os.getloadavg()[0]:.2f}")
 
