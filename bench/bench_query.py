@@ -1,10 +1,11 @@
 """Federated GROUP BY over six nodes vs the same query on the pooled rows in one DuckDB.
 
-    python -m bench.bench_query [--rows 1000000] [--repeat 30]
+    python -m bench.bench_query [--rows 1000000] [--repeat 30] [--no-differencing] [--parquet-in-place]
 
-Both sides run in the same run on the same machine: six node processes (Parquet sources) and a
-coordinator over real gRPC, and one in-process DuckDB holding all six partners' rows. Prints
-p50/p90 latency for each and the ratio federated / pooled.
+Both sides run in the same run on the same machine: six node processes (Parquet sources, converted
+into DuckDB files at start as files below ``parquet_convert_below`` are; ``--parquet-in-place``
+reads them in place instead) and a coordinator over real gRPC, and one in-process DuckDB holding
+all six partners' rows. Prints p50/p90 latency for each and the ratio federated / pooled.
 """
 
 from __future__ import annotations
@@ -46,6 +47,11 @@ def main() -> None:
         action="store_true",
         help="nodes run exact releases without the differencing check (differencing_history = 0)",
     )
+    parser.add_argument(
+        "--parquet-in-place",
+        action="store_true",
+        help='nodes read their Parquet files in place (parquet_convert_below = "0")',
+    )
     args = parser.parse_args()
     if args.quick:
         args.rows, args.repeat = 100_000, 10
@@ -58,8 +64,13 @@ def main() -> None:
         for node in NODES:
             text = paths[node].read_text()
             paths[node].write_text(text.replace("[policy]\n", "[policy]\ndifferencing_history = 0\n", 1))
+    if args.parquet_in_place:
+        for node in NODES:
+            text = paths[node].read_text()
+            paths[node].write_text(text.replace("[node]\n", '[node]\nparquet_convert_below = "0"\n', 1))
     check = "off" if args.no_differencing else "on"
-    print(f"exact releases; differencing check {check}")
+    way = "read in place" if args.parquet_in_place else "converted below parquet_convert_below"
+    print(f"exact releases; differencing check {check}; Parquet sources {way}")
     total_rows = sum(len(f) for f in scenario.frames.values())
     print(f"data: {total_rows:,} rows over {len(NODES)} nodes, written in {time.perf_counter() - t0:.1f}s")
 
