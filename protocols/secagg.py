@@ -170,7 +170,10 @@ class SecAggClient:
         self.config = config
         self.node_id = node_id
         self._signing_key = signing_key
-        self._verify = {n: _load_verify_key(verify_keys[n]) for n in config.node_ids}
+        # Only the keys this node checks: its neighbours' and its own (k + 1, not n).
+        self._verify = {
+            n: _load_verify_key(verify_keys[n]) for n in sorted(config.graph[node_id] | {node_id})
+        }
         self._cipher_key = X25519PrivateKey.generate()
         self._mask_key = X25519PrivateKey.generate()
         self._round = m.ROUND_ADVERTISE

@@ -210,6 +210,7 @@ def test_each_node_gets_and_checks_only_its_neighbours_keys() -> None:
         assert isinstance(directory, m.KeyDirectory)
         assert {a.node_id for a in directory.adverts} == p.config.graph[u] | {u}
     u = p.config.node_ids[0]
+    assert set(p.clients[u]._verify) == p.config.graph[u] | {u}  # k + 1 keys loaded, not n
     stranger = next(v for v in p.config.node_ids if v != u and v not in p.config.graph[u])
     neighbour = next(iter(p.config.graph[u]))
 
