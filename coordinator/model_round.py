@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from coordinator.registry import NodeSession
-from coordinator.round_exchange import exchange, feed
+from coordinator.round_exchange import encode_round, exchange, feed
 from coordinator.secure_query import secagg_parameters
 from protocols import federation_pb2 as pb
 from protocols import wide_fixed_point as wide
@@ -131,7 +131,7 @@ class ModelRound:
 
     def _close(self, server: SecAggServer) -> dict[str, bytes]:
         try:
-            return {node: msg.to_bytes() for node, msg in server.close_round().items()}
+            return encode_round(server)
         except SecAggError as exc:
             raise self._failure(exc.rule, f"secure aggregation stopped: {exc.message}") from None
 

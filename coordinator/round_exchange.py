@@ -71,3 +71,15 @@ def feed(server: SecAggServer, parties: Mapping[str, RoundParty], replies: Mappi
         except SecAggError as exc:
             parties[node].drop("refused", f"node {node}: {exc.message}", exc.rule)
     return accepted
+
+
+def encode_round(server: SecAggServer) -> dict[str, bytes]:
+    """Close the server's round and encode what each node is sent; a message sent alike to many
+    nodes (the unmask request lists every survivor) is encoded once, not once per node."""
+    encoded: dict[int, bytes] = {}
+    out = {}
+    for node, msg in server.close_round().items():
+        if id(msg) not in encoded:
+            encoded[id(msg)] = msg.to_bytes()
+        out[node] = encoded[id(msg)]
+    return out

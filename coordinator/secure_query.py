@@ -29,7 +29,7 @@ import numpy as np
 
 from coordinator.combine import Z95
 from coordinator.registry import NodeSession
-from coordinator.round_exchange import exchange, feed
+from coordinator.round_exchange import encode_round, exchange, feed
 from privacy.accounting import PrivacyError
 from privacy.agreements import reuses_count, secure_layout
 from privacy.dp import NoiseSpec, interval
@@ -141,7 +141,7 @@ class SecureQuery:
 
     def _close(self, server: SecAggServer) -> dict[str, bytes]:
         try:
-            return {node: msg.to_bytes() for node, msg in server.close_round().items()}
+            return encode_round(server)
         except SecAggError as exc:
             raise self._threshold_failure(exc) from None
 

@@ -71,6 +71,7 @@ class SecAggConfig:
     bits: int = 64
     graph_seed: bytes = b""
     graph: Mapping[str, frozenset[str]] = field(init=False, repr=False, compare=False)
+    _positions: Mapping[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         ids = tuple(self.node_ids)
@@ -96,10 +97,14 @@ class SecAggConfig:
             )
         object.__setattr__(self, "node_ids", tuple(sorted(ids)))
         object.__setattr__(self, "graph", graph)
+        object.__setattr__(self, "_positions", {n: i + 1 for i, n in enumerate(self.node_ids)})
 
     def index(self, node_id: str) -> int:
         """The node's Shamir evaluation point (1-based position in the sorted roster)."""
-        return self.node_ids.index(node_id) + 1
+        try:
+            return self._positions[node_id]
+        except KeyError:
+            raise ValueError(f"{node_id!r} is not in the roster") from None
 
     @property
     def modulus_mask(self) -> np.uint64:
@@ -362,6 +367,10 @@ class SecAggServer:
         self._acc = np.zeros(config.dim, dtype=np.uint64)
         self._masked: set[str] = set()  # U3
         self._responses: dict[str, m.UnmaskResponse] = {}
+        # Revealed shares by (kind, owner): (holder, share bytes), filled as responses arrive, so
+        # unmasking reads each owner's shares at once rather than scanning every response (O(n k)
+        # per job, not O(n^2 k)).
+        self._revealed: dict[tuple[int, str], list[tuple[str, bytes]]] = {}
         self._result: npt.NDArray[np.uint64] | None = None
 
     @property
@@ -489,16 +498,17 @@ class SecAggServer:
         if not owners_b <= self._masked or not owners_s <= self._shared - self._masked:
             raise SecAggError("secagg_inconsistent", f"{u!r} revealed shares for the wrong nodes")
         self._responses[u] = msg
+        for kind, revealed in ((0, msg.self_mask_shares), (1, msg.mask_key_shares)):
+            for owner, raw in revealed:
+                self._revealed.setdefault((kind, owner), []).append((u, raw))
 
     def _collect(self, owner: str, kind: int) -> list[Share]:
         shares = []
-        for holder, resp in self._responses.items():
-            for o, raw in resp.self_mask_shares if kind == 0 else resp.mask_key_shares:
-                if o == owner:
-                    share = Share.from_bytes(raw)
-                    if share.x != self.config.index(holder):
-                        raise SecAggError("secagg_bad_share", f"{holder!r} sent a share that is not its own")
-                    shares.append(share)
+        for holder, raw in self._revealed.get((kind, owner), []):
+            share = Share.from_bytes(raw)
+            if share.x != self.config.index(holder):
+                raise SecAggError("secagg_bad_share", f"{holder!r} sent a share that is not its own")
+            shares.append(share)
         return shares
 
     def _recover(self, owner: str, kind: int, what: str) -> bytes:

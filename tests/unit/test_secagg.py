@@ -368,3 +368,22 @@ def test_masks_split_over_threads_equal_one_stream() -> None:
     secagg_prg._mask_range(values, terms, whole, 0, len(values))
     assert np.array_equal(split, whole)
     assert not np.array_equal(split, values)
+
+
+def test_a_message_sent_alike_to_every_survivor_is_encoded_once() -> None:
+    from coordinator.round_exchange import encode_round
+
+    p = Party(12, 4, 6, 3)
+    for c in p.clients.values():
+        p.server.receive(c.advertise().to_bytes())
+    for u, directory in encode_round(p.server).items():
+        p.server.receive(p.clients[u].share_keys(directory).to_bytes())
+    codec = FixedPointCodec(lo=0, hi=100, bits=64, max_parties=12)
+    for u, delivery in encode_round(p.server).items():
+        p.server.receive(p.clients[u].masked_input(delivery, codec.encode(np.arange(3))).to_bytes())
+    requests = encode_round(p.server)
+    assert len(requests) == 12 and len({id(b) for b in requests.values()}) == 1  # one encoding
+    for u, request in requests.items():
+        p.server.receive(p.clients[u].unmask(request).to_bytes())
+    encode_round(p.server)
+    assert codec.decode_sum(p.server.result()).tolist() == [0.0, 12.0, 24.0]
