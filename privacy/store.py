@@ -47,16 +47,24 @@ def create(path: Path, schema: str, busy_timeout_s: float = BUSY_TIMEOUT_S) -> N
 # a process that opens many stores (a test run) holds few files open.
 _IDLE_PER_STORE = 2
 _IDLE_STORES = 16
-_idle: OrderedDict[tuple[int, str, float], list[tuple[sqlite3.Connection, tuple[int, int]]]] = OrderedDict()
+_idle: OrderedDict[tuple[int, str, float], list[tuple[sqlite3.Connection, tuple[int, ...]]]] = OrderedDict()
 _idle_lock = threading.Lock()
 
 
-def _file_id(path: Path) -> tuple[int, int] | None:
+def _file_id(path: Path) -> tuple[int, ...] | None:
+    """The store's file and its write-ahead-log index, as (device, inode) pairs.
+
+    The index (``-shm``) lives as long as any connection to the store is open, so a kept
+    connection finds it where it left it; a store whose files were removed or replaced under the
+    node (a restore, a failing disk) no longer does, and its next unit of work opens the file anew
+    and meets whatever is there now.
+    """
     try:
         st = os.stat(path)
+        shm = os.stat(f"{path}-shm")
     except OSError:
         return None
-    return (st.st_dev, st.st_ino)
+    return (st.st_dev, st.st_ino, shm.st_dev, shm.st_ino)
 
 
 @contextmanager
@@ -69,7 +77,7 @@ def session(path: Path, busy_timeout_s: float = BUSY_TIMEOUT_S) -> Iterator[sqli
     """
     key = (os.getpid(), os.fspath(path), busy_timeout_s)
     conn: sqlite3.Connection | None = None
-    opened_on: tuple[int, int] | None = None
+    opened_on: tuple[int, ...] | None = None
     with _idle_lock:
         idle = _idle.get(key, [])
         while idle and conn is None:
@@ -87,7 +95,7 @@ def session(path: Path, busy_timeout_s: float = BUSY_TIMEOUT_S) -> Iterator[sqli
         keep = not conn.in_transaction and opened_on is not None
     finally:
         if keep and opened_on is not None:
-            evicted: list[tuple[sqlite3.Connection, tuple[int, int]]] = []
+            evicted: list[tuple[sqlite3.Connection, tuple[int, ...]]] = []
             with _idle_lock:
                 idle = _idle.setdefault(key, [])
                 _idle.move_to_end(key)
