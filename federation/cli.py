@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from federation.entry import run_reporting
 from protocols.errors import FederationError
 
 if TYPE_CHECKING:
@@ -1085,25 +1086,8 @@ _mount_optional()
 
 
 def main() -> None:
-    """Run the CLI. Every error a user can cause is a ``FederationError`` (transport errors become one
-    at the client boundary): one line naming its rule, exit code 1. Anything else is a bug: one line
-    naming its type, exit code 2, and the stack trace only with FEDERATION_DEBUG=1."""
-    try:
-        app()
-    except FederationError as exc:
-        err.print(f"error: {exc}", style="red", markup=False, highlight=False)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        sys.exit(130)
-    except Exception as exc:  # noqa: BLE001 - a bug still gets one line, never a stack trace
-        if os.environ.get("FEDERATION_DEBUG"):
-            raise
-        err.print(
-            f"error: internal error ({type(exc).__name__}); set FEDERATION_DEBUG=1 for details",
-            style="red",
-            markup=False,
-        )
-        sys.exit(2)
+    """Run the CLI: errors as ``federation.entry.run_reporting`` reports them, in red."""
+    run_reporting(app, lambda text: err.print(text, style="red", markup=False, highlight=False))
 
 
 if __name__ == "__main__":

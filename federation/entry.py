@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from protocols.errors import FederationError
@@ -35,9 +36,30 @@ def _node_start(args: list[str]) -> tuple[Path, bool] | None:
     return (config, quiet) if config is not None else None
 
 
+def run_reporting(command: Callable[[], object], say: Callable[[str], None]) -> None:
+    """Run ``command``. Every error a user can cause is a ``FederationError``: one line naming its
+    rule through ``say``, exit code 1. Anything else is a bug: one line naming its type, exit code
+    2, and the stack trace only with FEDERATION_DEBUG=1."""
+    try:
+        command()
+    except FederationError as exc:
+        say(f"error: {exc}")
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - a bug still gets one line, never a stack trace
+        if os.environ.get("FEDERATION_DEBUG"):
+            raise
+        say(f"error: internal error ({type(exc).__name__}); set FEDERATION_DEBUG=1 for details")
+        sys.exit(2)
+
+
+def _stderr(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
 def main() -> None:
-    """Run the CLI; a plain ``node start`` without it. Errors as in ``federation.cli.main``: one
-    line naming the rule, exit code 1; a bug gets one line and exit code 2."""
+    """Run the CLI; a plain ``node start`` without it, its errors reported alike."""
     plain = _node_start(sys.argv[1:])
     if plain is None:
         from federation.cli import main as cli_main
@@ -46,21 +68,7 @@ def main() -> None:
         return
     from nodes.serve import serve
 
-    try:
-        serve(*plain)
-    except FederationError as exc:
-        print(f"error: {exc}", file=sys.stderr, flush=True)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        sys.exit(130)
-    except Exception as exc:  # noqa: BLE001 - a bug still gets one line, never a stack trace
-        if os.environ.get("FEDERATION_DEBUG"):
-            raise
-        print(
-            f"error: internal error ({type(exc).__name__}); set FEDERATION_DEBUG=1 for details",
-            file=sys.stderr,
-        )
-        sys.exit(2)
+    run_reporting(lambda: serve(*plain), _stderr)
 
 
 if __name__ == "__main__":

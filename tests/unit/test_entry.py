@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from federation.entry import _node_start
+from federation.entry import _node_start, run_reporting
+from protocols.errors import FederationError
 
 
 @pytest.mark.parametrize(
@@ -47,3 +48,30 @@ def test_plain_node_start_reports_an_error_in_one_line_without_the_cli(tmp_path:
         f"error: config file not found: {tmp_path / 'missing.toml'} [rule: config_missing]"
     ]
     assert done.stdout.strip() == "[]"
+
+
+def _fails(error: BaseException) -> None:
+    raise error
+
+
+@pytest.mark.parametrize(
+    ("error", "code", "line"),
+    [
+        (
+            FederationError("config", "node om: no such file"),
+            1,
+            "error: node om: no such file [rule: config]",
+        ),
+        (ValueError("secret detail"), 2, "error: internal error (ValueError); set FEDERATION_DEBUG=1"),
+    ],
+)
+def test_errors_are_one_line_and_an_exit_code(
+    error: BaseException, code: int, line: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("FEDERATION_DEBUG", raising=False)
+    said: list[str] = []
+    with pytest.raises(SystemExit) as exit_:
+        run_reporting(lambda: _fails(error), said.append)
+    assert exit_.value.code == code
+    assert len(said) == 1 and said[0].startswith(line), said
+    assert "secret detail" not in said[0]  # a bug's message may quote data: its type only
