@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import statistics
 import tempfile
 import time
@@ -22,9 +21,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bench.bench_scale import QUERY, warm_up, write_federation
+from bench.bench_scale import QUERY, processes, warm_up, write_federation
 from federation.client import Client
-from federation.processes import LocalFederation, free_port
+from federation.processes import free_port
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -44,14 +43,7 @@ def main() -> None:
     address = f"127.0.0.1:{free_port()}"
     paths, ids = write_federation(root, args.nodes, 200, address)
     kit = root / "pki" / "kits" / "analyst"
-    procs = LocalFederation(
-        coordinator_config=paths["coordinator"],
-        node_configs={node: paths[node] for node in ids},
-        address=address,
-        log_dir=root / "logs",
-        tls_dir=kit,
-    )
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    procs = processes(root, paths, ids, address)
     lines = []
     try:
         procs.start(timeout=900)

@@ -109,6 +109,20 @@ def write_federation(root: Path, n: int, rows: int, address: str) -> tuple[dict[
     return paths, ids
 
 
+def processes(root: Path, paths: dict[str, Path], ids: list[str], address: str) -> LocalFederation:
+    """The federation's processes (not started yet); a SIGTERM to the benchmark stops them all."""
+    procs = LocalFederation(
+        coordinator_config=paths["coordinator"],
+        node_configs={node: paths[node] for node in ids},
+        address=address,
+        log_dir=root / "logs",
+        tls_dir=root / "pki" / "kits" / "analyst",
+    )
+    # A signal stops every process this run started (the caller's finally), not only the benchmark.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    return procs
+
+
 def timed(run: Any, repeat: int) -> list[float]:
     times = []
     for _ in range(repeat):
@@ -145,15 +159,7 @@ def main() -> None:
         f"set-up: {args.nodes} nodes x {args.rows} rows, PKI and configs in {time.perf_counter() - t0:.1f}s"
     )
     kit = root / "pki" / "kits" / "analyst"
-    procs = LocalFederation(
-        coordinator_config=paths["coordinator"],
-        node_configs={node: paths[node] for node in ids},
-        address=address,
-        log_dir=root / "logs",
-        tls_dir=kit,
-    )
-    # A signal stops every process this run started (finally below), not only the benchmark.
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    procs = processes(root, paths, ids, address)
     results: list[str] = []
     try:
         t0 = time.perf_counter()
