@@ -429,6 +429,9 @@ def overlap(
     epsilon: Annotated[float | None, typer.Option(help="Privacy budget to spend (pure DP).")] = None,
     project: Annotated[str, typer.Option(help="Project the overlap is run for.")] = "",
     at_least: Annotated[int, typer.Option("--at-least", help="Report entities at >= K datasets.")] = 0,
+    top: Annotated[
+        int, typer.Option("--top", min=0, help="Table: the K largest patterns only (0: all of them).")
+    ] = 20,
     plot: Annotated[Path | None, typer.Option("--plot", help="Write an UpSet-style chart (PNG).")] = None,
     timeout: Annotated[float, typer.Option(help="Per-step timeout in seconds.")] = 0.0,
     coordinator: CoordinatorOption = "127.0.0.1:7100",
@@ -457,10 +460,17 @@ def overlap(
     if fmt != Format.table:
         print_frame(patterns, fmt)
     else:
-        shown = patterns.copy()
+        # 2^n - 1 patterns: 4,095 at twelve datasets. The table shows the largest (patterns are
+        # sorted by count); csv and json carry them all.
+        shown = (patterns.head(top) if top else patterns).copy()
         for name in result.datasets:
             shown[name] = shown[name].map({True: "x", False: ""})
         print_frame(shown, fmt, title="Entities per exact membership pattern")
+        if len(shown) < len(patterns):
+            err.print(
+                f"[dim]the {len(shown)} largest of {len(patterns)} patterns; --top 0 shows all, "
+                "--format csv writes all[/dim]"
+            )
         print_frame(
             result.pairwise.reset_index(names="dataset"), fmt, title="Shared entities (diagonal: set size)"
         )

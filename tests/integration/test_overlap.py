@@ -397,6 +397,17 @@ def test_cli_prints_patterns_and_writes_the_chart(fed_overlap: RunningFederation
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[0] == "douane.declarations,fiod.investigations,n_datasets,count"
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = subprocess.run(
+        [
+            sys.executable, "-m", "federation.cli", "overlap", "--on", "company",
+            "--dataset", "douane.declarations", "--dataset", "fiod.investigations",
+            "--coordinator", fed_overlap.address, "--top", "1",
+        ],
+        capture_output=True, text=True, timeout=60,
+        env=dict(os.environ, FEDERATION_TLS_DIR=str(fed_overlap.root / "pki" / "kits" / "analyst")),
+    )  # fmt: skip
+    assert table.returncode == 0, table.stderr
+    assert "the 1 largest of 3 patterns; --top 0 shows all" in table.stderr
 
 
 def test_dp_intersection_sum_is_noisy_and_charged(fed_overlap: RunningFederation) -> None:
