@@ -328,6 +328,11 @@ def query(
     print_frame(with_intervals(df) if fmt == Format.table else df, fmt)
     if fmt == Format.table:
         _print_meta(df.attrs)
+        from federation.display import swamped_hint
+
+        hint = swamped_hint(df)
+        if hint:
+            err.print(hint, style="yellow", markup=False)
 
 
 @app.command()

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.panel import Panel
 
 from federation.client import Client, with_intervals
+from federation.display import swamped_hint
 from federation.processes import LocalFederation, free_port
 from federation.scenario import postgres_available, write_scenario
 from protocols.errors import FederationError
@@ -121,6 +122,9 @@ def _tour(address: str, paths: dict[str, Path], console: Console, kit: Path) -> 
                     f"; {len(df.attrs['suppressed'])} group(s) suppressed (noisy unit count below threshold)"
                 )
             console.print(f"[dim]{note}[/dim]")
+            hint = swamped_hint(df)
+            if hint:
+                console.print(hint, style="yellow", markup=False)
             if len(df.attrs["answered"]) > 1:
                 console.print(_released_line(df))
             if df.attrs.get("distinct") == "union" and len(df.attrs["answered"]) > 1:

@@ -9,6 +9,7 @@ noise interval). The values themselves stay numbers.
 from __future__ import annotations
 
 import math
+import statistics
 from typing import Any
 
 import pandas as pd
@@ -48,6 +49,36 @@ def intervals_by_group(df: pd.DataFrame) -> dict[str, dict[tuple[Any, ...], tupl
     for column, cells in df.attrs.get("noise", {}).items():
         out[column] = {tuple(cell["group"].values()): tuple(cell["ci95"]) for cell in cells}
     return out
+
+
+def swamped_columns(df: pd.DataFrame) -> list[str]:
+    """Noisy columns whose median 95% half-width is larger than their median released figure.
+
+    A SUM or AVG under its dataset's declared clamp and rows per unit can carry noise larger than
+    the totals themselves; a figure of 0 with an interval of [0, 2e8] says nothing, and the
+    analyst should tighten the clamp for the query instead of spending more budget.
+    """
+    out = []
+    for column, cells in df.attrs.get("noise", {}).items():
+        if not cells or column not in df.columns:
+            continue
+        widths = [(high - low) / 2 for low, high in (cell["ci95"] for cell in cells)]
+        values = [abs(float(v)) for v in pd.to_numeric(df[column], errors="coerce").dropna()]
+        if values and statistics.median(widths) > statistics.median(values):
+            out.append(column)
+    return out
+
+
+def swamped_hint(df: pd.DataFrame) -> str | None:
+    """One line for the analyst when noise swamps a column's figures, naming what to change."""
+    columns = swamped_columns(df)
+    if not columns:
+        return None
+    return (
+        f"{', '.join(columns)}: the 95% interval is wider than the figure itself. Tighten the clamp "
+        "for this query (SUM(LEAST(GREATEST(x, 0), cap)), bounds=, max_rows_per_unit=) and check "
+        "the interval first with --explain (fed.explain); nothing is spent to check."
+    )
 
 
 def with_interval_text(df: pd.DataFrame) -> pd.DataFrame:

@@ -11,7 +11,7 @@ import pytest
 
 from coordinator.bounding import clip_rows, combine_diagnostics
 from federation.client import Client
-from federation.display import ResultFrame, interval_text, with_interval_text
+from federation.display import ResultFrame, interval_text, swamped_columns, swamped_hint, with_interval_text
 from federation.query import parse_query
 from nodes.config import NodeConfig
 from nodes.protect import Budget, protect
@@ -368,6 +368,32 @@ def test_notebook_view_shows_each_figure_with_its_interval() -> None:
     assert "1,234 ± 56" in html and "95% interval" in html
     assert isinstance(df[df["port"] == "A"], ResultFrame)
     assert df["n"].iloc[0] == 1234  # the data stays numeric
+
+
+def test_a_column_whose_noise_swamps_its_figures_gets_a_hint() -> None:
+    # As a customs total under the declared clamp: most ports' totals moved to 0, intervals of 1e8.
+    ports = ["Rotterdam", "Amsterdam", "Vlissingen"]
+    df = ResultFrame({"port": ports, "n": [5176, 2036, 1086], "total": [5.5e8, 0.0, 0.0]})
+
+    def cells(cis: list[tuple[float, float]]) -> list[dict[str, Any]]:
+        return [
+            {"group": {"port": p}, "sd": 1.0, "ci95": ci, "clipped": False}
+            for p, ci in zip(ports, cis, strict=True)
+        ]
+
+    df.attrs = {
+        "noise": {
+            "n": cells([(5018.0, 5334.0), (1878.0, 2194.0), (928.0, 1244.0)]),
+            "total": cells([(2.4e8, 8.7e8), (0.0, 2.0e8), (0.0, 1.6e8)]),
+        }
+    }
+    assert swamped_columns(df) == ["total"]
+    hint = swamped_hint(df)
+    assert hint is not None and hint.startswith("total: the 95% interval is wider") and "--explain" in hint
+    # Tightened for the query: intervals a fraction of the figures, no hint.
+    df["total"] = [3.1e8, 1.2e8, 6.0e7]
+    df.attrs["noise"]["total"] = cells([(3.0e8, 3.2e8), (1.1e8, 1.3e8), (5.0e7, 7.0e7)])
+    assert swamped_columns(df) == [] and swamped_hint(df) is None
 
 
 def test_explain_union_is_the_coordinators_one_noise() -> None:
