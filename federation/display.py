@@ -8,6 +8,7 @@ noise interval). The values themselves stay numbers.
 
 from __future__ import annotations
 
+import html
 import math
 import statistics
 from typing import Any
@@ -122,4 +123,10 @@ class ResultFrame(pd.DataFrame):
             if self.attrs.get("noise")
             else ""
         )
+        try:
+            hint = swamped_hint(self)
+        except (KeyError, TypeError, ValueError):
+            hint = None
+        if hint:
+            note += f"<p><small><b>{html.escape(hint)}</b></small></p>"
         return (shown._repr_html_() or "") + note

@@ -390,6 +390,7 @@ def test_a_column_whose_noise_swamps_its_figures_gets_a_hint() -> None:
     assert swamped_columns(df) == ["total"]
     hint = swamped_hint(df)
     assert hint is not None and hint.startswith("total: the 95% interval is wider") and "--explain" in hint
+    assert "total: the 95% interval is wider" in df._repr_html_()  # the notebook view says it too
     # Tightened for the query: intervals a fraction of the figures, no hint.
     df["total"] = [3.1e8, 1.2e8, 6.0e7]
     df.attrs["noise"]["total"] = cells([(3.0e8, 3.2e8), (1.1e8, 1.3e8), (5.0e7, 7.0e7)])
