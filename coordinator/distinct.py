@@ -35,10 +35,22 @@ from privacy.suppression import ThresholdNoise, combined_threshold
 from protocols import federation_pb2 as pb
 from protocols.errors import FederationError
 from protocols.psi_union import WRAPPED_BYTES, union_counts, unpack_fixed
+from protocols.spec_limits import MAX_OVERLAP_PARTIES, TOO_MANY_PARTIES
 
 log = logging.getLogger("federation.coordinator.distinct")
 
-__all__ = ["UnionAnswer", "run_union", "union_aggregates"]
+__all__ = ["UnionAnswer", "check_union_parties", "run_union", "union_aggregates"]
+
+
+def check_union_parties(column: str, n_nodes: int) -> None:
+    """A union takes the overlap's party cap (``too_many_parties``): say so in the query's terms."""
+    if n_nodes > MAX_OVERLAP_PARTIES:
+        raise FederationError(
+            TOO_MANY_PARTIES,
+            f"COUNT(DISTINCT {column}) over {n_nodes} nodes: the union counts each {column} once by "
+            f"private set intersection over at most {MAX_OVERLAP_PARTIES} nodes; ask for "
+            f"COUNT_DISTINCT_PER_NODE({column}) (each {column} once per node, summed) instead",
+        )
 
 
 def union_aggregates(spec: pb.QuerySpec, n_nodes: int) -> list[int]:

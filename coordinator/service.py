@@ -22,7 +22,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from coordinator.bounding import clip_rows, combine_diagnostics
 from coordinator.combine import combine
 from coordinator.config import CoordinatorConfig
-from coordinator.distinct import UnionAnswer, run_union, union_aggregates
+from coordinator.distinct import UnionAnswer, check_union_parties, run_union, union_aggregates
 from coordinator.jobstore import MAX_SQL_CHARS, JobStore, Viewer
 from coordinator.limits import JobRefused, JobSlots, RateLimited, RateLimiter, job_timeout
 from coordinator.metrics import CoordinatorMetrics
@@ -652,6 +652,10 @@ class AnalystService(pb_grpc.AnalystServicer):
         # Each union step is cryptographic work over every (group, unit) item, not one SQL query:
         # it waits at least UNION_STEP_SECONDS, within the coordinator's cap.
         step_timeout = min(max(timeout, UNION_STEP_SECONDS), self.config.max_timeout_seconds)
+        try:
+            check_union_parties(column, len(targets))
+        except FederationError as exc:
+            return pb.QueryResponse(ok=False, error=exc.message, error_rule=exc.rule), "failed"
         try:
             answer = run_union(
                 ProjectRegistry(self.registry, project),

@@ -269,7 +269,7 @@ _RULES: dict[str, dict[str, str]] = {
         "expression_too_deep": "a filter nests NOT, AND and OR deeper than the federation allows",
         "expression_too_large": "a spec has more filter terms or literal values than the federation allows",
         "in_list_too_long": "an IN (...) list has more values than the federation allows",
-        "too_many_parties": "an overlap names more datasets than the federation allows (MAX_OVERLAP_PARTIES, 12)",
+        "too_many_parties": "an overlap names more datasets, or a COUNT(DISTINCT) union spans more nodes, than the federation allows (MAX_OVERLAP_PARTIES, 12)",
         "invalid_timeout": "a job's timeout is not a finite number of seconds within max_timeout_seconds",
         "too_many_concurrent_jobs": "the analyst already runs as many jobs at once as the coordinator allows",
         "coordinator_busy": "the coordinator already runs as many jobs at once as it allows in all",
