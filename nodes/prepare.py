@@ -5,7 +5,8 @@ phase reads each pre-blinded column's distinct values; a DuckDB database that ha
 leaves the engine's code and threads in the process for good (about 35 MB resident,
 docs/benchmarks.md, "Node memory at idle"). ``federation node start`` therefore runs these reads
 in a child process first: it converts and counts every exposed file source (kept in the node's
-state folder, as the node itself would) and sends back the distinct values to pre-blind. The
+state folder, as the node itself would) and sends back the distinct values to pre-blind from
+them (the node reads those of PostgreSQL and Spark sources itself). The
 node then finds every version counted, opens each source's database on its first query, and
 blinds the values itself (nodes/preblind.py). The child holds the node's state lock while it
 runs, so it never writes beside a running node. If it fails, the node does the same work
@@ -17,6 +18,7 @@ itself and reports what went wrong.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import logging
 import os
 import pickle
@@ -35,13 +37,22 @@ Values = dict[tuple[str, str], list[Any]]
 PR_SET_PDEATHSIG = 1  # prctl(2)
 
 
-def has_start_reads(config: NodeConfig) -> bool:
-    """Whether the node has anything for the child to read: a file source or a column to pre-blind."""
-    from nodes.preblind import preblind_columns
+def file_config(config: NodeConfig) -> NodeConfig:
+    """The node's config with its file sources only: the child opens DuckDB and nothing else.
+
+    A PostgreSQL or Spark source gains nothing from being read in a child (the node opens its
+    connection or session anyway, and a local Spark session would start a second JVM), so the
+    node reads those itself.
+    """
     from nodes.sources import FILE_KINDS
 
-    files = any(d.exposed and d.source.kind in FILE_KINDS for d in config.datasets.values())
-    return files or bool(preblind_columns(config))
+    files = {name: d for name, d in config.datasets.items() if d.exposed and d.source.kind in FILE_KINDS}
+    return dataclasses.replace(config, datasets=files)
+
+
+def has_start_reads(config: NodeConfig) -> bool:
+    """Whether the node has a file source for the child to convert, count or read ahead."""
+    return bool(file_config(config).datasets)
 
 
 def prepare_in_child(config_path: Path) -> Values | None:
@@ -80,7 +91,7 @@ def _read(config_path: Path) -> Values:
     from nodes.sources import DataSources
     from nodes.state_lock import StateLock
 
-    config = load_node_config(config_path)
+    config = file_config(load_node_config(config_path))
     lock = StateLock(config.state_dir, config.node_id).acquire()
     try:
         sources = DataSources(config)
