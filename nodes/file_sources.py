@@ -13,8 +13,8 @@ holds none (``nodes/prepare.py``):
   dataset's declaration, so a restart over the same file reuses the conversion and a changed file
   or mapping makes a new one. Conversion writes a temporary file and renames it, so a
   half-converted file is never opened. A Parquet file is converted because reading it in place
-  costs every query the decompression and the code mapping (``CASE`` per row) again: on a 1M-row
-  file that is most of the node's time for a count (docs/benchmarks.md).
+  costs every query the decompression and the code mapping (a list lookup per row) again: on a
+  1M-row file a count takes about three times as long in place (docs/benchmarks.md).
 * **Larger Parquet** is read where it lies, through a view over ``read_parquet`` that adds the
   shared-vocabulary columns as expressions, so DuckDB pushes projections and filters down into the
   scan and the query text is the same as over a conversion. The version reads a hard link to the
@@ -457,7 +457,9 @@ class _Literals(SqlBuilder):
 
 def _mapped_columns(dataset: Dataset) -> str:
     """The shared-vocabulary columns a conversion adds, as expressions of a view over the file, so
-    one SQL text serves both ways (nodes/sqlgen.py, ``premapped``); mapped per row as it is read."""
+    one SQL text serves both ways (nodes/sqlgen.py, ``premapped``); mapped per row as it is read,
+    by a lookup in the list of codes (``SqlBuilder.lookup``), with the codes and values written as
+    quoted literals from the operator's config."""
     builder = _Literals(DUCKDB)
     mapped = [c for c in dataset.columns.values() if c.kind == "category" and c.codes]
     return "".join(f", {builder.shared(c)} AS {quote_ident(premapped_name(c))}" for c in mapped)
