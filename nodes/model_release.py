@@ -39,7 +39,7 @@ from nodes.model_design import (
 )
 from nodes.protect import Budget, resolve_budget
 from nodes.release import DEFAULT_PROJECT
-from nodes.secagg_steps import answer_step, roster_config
+from nodes.secagg_steps import RunningJobs, answer_step, roster_config
 from nodes.secure_release import verify_key_bytes
 from nodes.trainers.registry import StatBlock, trainer_for
 from nodes.validate import Refused
@@ -58,8 +58,6 @@ if TYPE_CHECKING:
 else:
     np = lazy_module("numpy")
 
-JOB_TTL_SECONDS = 300.0
-MAX_JOBS = 8
 BITS = 64
 MAX_ITERATIONS = 100  # a node runs no model job past this many rounds, whatever the spec says
 DEFAULT_ITERATIONS = 25  # R's glm.control(maxit = 25)
@@ -102,8 +100,7 @@ class ModelRelease:
         self.verify_key = verify_key_bytes(ctx.secagg_key)
         self.clock = clock
         self.designs = DesignCache()
-        self._jobs: dict[str, ModelJob] = {}
-        self._lock = threading.Lock()
+        self.jobs: RunningJobs[ModelJob] = RunningJobs(self.config.node_id, "model round", clock)
 
     def handle(self, job: pb.JobRequest) -> pb.JobResponse:
         step = job.model
@@ -118,27 +115,12 @@ class ModelRelease:
 
     def abandon(self, job: pb.JobRequest) -> None:
         if job.model.round != 0:
-            self._drop(job.model.job_id)
+            self.jobs.drop(job.model.job_id)
 
     # ------------------------------------------------------------------ round 0
 
     def _refused(self, rule: str, message: str) -> Refused:
         return Refused(rule, message, node=self.config.node_id)
-
-    def _admit(self, job_id: str, model_id: str) -> None:
-        now = self.clock()
-        with self._lock:
-            for old in [j for j, s in self._jobs.items() if now - s.started > JOB_TTL_SECONDS]:
-                del self._jobs[old]
-            for name, value in (("job", job_id), ("model", model_id)):
-                if not value or ":" in value or len(value) > 128:
-                    raise self._refused("secure_job_id", f"{name} id {value!r} is empty or malformed")
-            if job_id in self._jobs:
-                raise self._refused("secure_duplicate", f"secure job {job_id} is already running")
-            if len(self._jobs) >= MAX_JOBS:
-                raise self._refused(
-                    "secure_busy", f"node {self.config.node_id} already runs {MAX_JOBS} model rounds"
-                )
 
     def _guards(self, plan: ModelPlan, design: Design, parameters: int) -> None:
         """DataSHIELD's disclosure checks on the rows; one rule for all (they read the data).
@@ -197,7 +179,7 @@ class ModelRelease:
     def _start(self, job: pb.JobRequest, step: pb.ModelStep) -> pb.JobResponse:
         node = self.config.node_id
         spec = step.spec
-        self._admit(step.job_id, step.model_id)
+        self.jobs.admit(step.job_id, model=step.model_id)
         self.ctx.audit.append(
             "received",
             step.job_id,
@@ -268,10 +250,9 @@ class ModelRelease:
         reply.payload = client.advertise().to_bytes()
         reply.blocks.extend(blocks)
         reply.terms.extend(t.name for t in plan.terms)
-        with self._lock:
-            if step.job_id in self._jobs:
-                raise self._refused("secure_duplicate", f"secure job {step.job_id} is already running")
-            self._jobs[step.job_id] = ModelJob(
+        self.jobs.add(
+            step.job_id,
+            ModelJob(
                 client,
                 vector,
                 dataset.name,
@@ -283,19 +264,14 @@ class ModelRelease:
                 self.clock(),
                 charged=rho is None,
                 requested_by=job.requested_by,
-            )
+            ),
+        )
         return pb.JobResponse(job_id=job.job_id, model=reply)
 
     # ------------------------------------------------------------------ rounds 2-4
 
     def _continue(self, job: pb.JobRequest, step: pb.ModelStep) -> pb.JobResponse:
-        with self._lock:
-            state = self._jobs.get(step.job_id)
-        if state is None or self.clock() - state.started > JOB_TTL_SECONDS:
-            self._drop(step.job_id)
-            raise self._refused(
-                "secure_unknown_job", f"no running model round {step.job_id} (unknown or expired)"
-            )
+        state = self.jobs.running(step.job_id)
         reply = pb.ModelReply(job_id=step.job_id, iteration=state.iteration, round=step.round)
         audit = {"model_id": state.model_id, "iteration": state.iteration, "trainer": state.trainer}
         answer_step(
@@ -306,13 +282,9 @@ class ModelRelease:
             bytes(step.payload),
             reply,
             audit,
-            done=lambda: self._drop(step.job_id),
+            done=lambda: self.jobs.drop(step.job_id),
         )
         return pb.JobResponse(job_id=job.job_id, model=reply)
-
-    def _drop(self, job_id: str) -> None:
-        with self._lock:
-            self._jobs.pop(job_id, None)
 
 
 __all__ = ["DEFAULT_ITERATIONS", "MAX_ITERATIONS", "ModelRelease", "iterations_of"]

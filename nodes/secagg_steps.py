@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from nodes.context import NodeContext
 from nodes.validate import Refused
@@ -68,6 +68,77 @@ class MaskedJob(Protocol):
     charged: bool
     requested_by: str
     lock: threading.Lock
+
+
+# Per-job SecAgg state lives in memory only, for at most JOB_TTL_SECONDS, and at most MAX_JOBS
+# jobs of a kind run at once at a node.
+JOB_TTL_SECONDS = 300.0
+MAX_JOBS = 8
+MAX_ID_CHARS = 128
+
+
+class _Started(Protocol):
+    started: float
+
+
+S = TypeVar("S", bound=_Started)
+
+
+class RunningJobs(Generic[S]):
+    """A node's jobs of one kind between their round 0 and their last SecAgg round.
+
+    Bounded in number (``MAX_JOBS``, ``secure_busy``) and in age: a job older than
+    ``JOB_TTL_SECONDS`` is forgotten, and a later round for it is refused (``secure_unknown_job``),
+    so an abandoned job holds no key material for long.
+    """
+
+    def __init__(self, node: str, kind: str, clock: Callable[[], float]) -> None:
+        self.node = node
+        self.kind = kind  # "secure job", "model round": as the refusals name it
+        self.clock = clock
+        self._jobs: dict[str, S] = {}
+        self._lock = threading.Lock()
+
+    def _refused(self, rule: str, message: str) -> Refused:
+        return Refused(rule, message, node=self.node)
+
+    def admit(self, job_id: str, **ids: str) -> None:
+        """Before round 0's work: the ids are well formed, the job is new and there is room."""
+        now = self.clock()
+        with self._lock:
+            for old in [j for j, s in self._jobs.items() if now - s.started > JOB_TTL_SECONDS]:
+                del self._jobs[old]
+            for name, value in {"job": job_id, **ids}.items():
+                if not value or ":" in value or len(value) > MAX_ID_CHARS:
+                    raise self._refused("secure_job_id", f"{name} id {value!r} is empty or malformed")
+            if job_id in self._jobs:
+                raise self._refused("secure_duplicate", f"{self.kind} {job_id} is already running")
+            if len(self._jobs) >= MAX_JOBS:
+                raise self._refused("secure_busy", f"node {self.node} already runs {MAX_JOBS} {self.kind}s")
+
+    def add(self, job_id: str, state: S) -> None:
+        """After round 0's work: the job's state, unless the same id started meanwhile."""
+        with self._lock:
+            if job_id in self._jobs:
+                raise self._refused("secure_duplicate", f"{self.kind} {job_id} is already running")
+            self._jobs[job_id] = state
+
+    def running(self, job_id: str) -> S:
+        """The state of a running job; an unknown or expired one is dropped and refused."""
+        with self._lock:
+            state = self._jobs.get(job_id)
+        if state is None or self.clock() - state.started > JOB_TTL_SECONDS:
+            self.drop(job_id)
+            raise self._refused("secure_unknown_job", f"no running {self.kind} {job_id} (unknown or expired)")
+        return state
+
+    def drop(self, job_id: str) -> None:
+        with self._lock:
+            self._jobs.pop(job_id, None)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._jobs)
 
 
 def answer_step(

@@ -12,8 +12,8 @@ no single node's counts are ever seen; when the query names its DP budget and as
 but not COUNT(DISTINCT unit), on the summed noisy COUNT(*) against a threshold in rows, and the
 node skips the distinct-unit scan (``reuses_count``).
 
-Per-job protocol state lives in memory only, for at most ``JOB_TTL_SECONDS``, and at most
-``MAX_JOBS`` secure jobs run at once.
+Per-job protocol state lives in memory only (``nodes.secagg_steps.RunningJobs``: at most
+``MAX_JOBS`` secure jobs at once, each for at most ``JOB_TTL_SECONDS``).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from nodes.context import NodeContext
 from nodes.differencing import Reservation
 from nodes.protect import Budget, exact_columns, resolve_budget
 from nodes.release import DEFAULT_PROJECT, compute, spec_summary
-from nodes.secagg_steps import answer_step, roster_config
+from nodes.secagg_steps import RunningJobs, answer_step, roster_config
 from nodes.validate import Plan, Refused, validate
 from privacy.accounting import Cost, epsilon_at_delta
 from privacy.agreements import MEASURE_KIND, count_stands_in, layout
@@ -50,8 +50,6 @@ if TYPE_CHECKING:
 else:
     np = lazy_module("numpy")
 
-JOB_TTL_SECONDS = 300.0
-MAX_JOBS = 8
 BITS = 64
 # A group sum must fit 2^24 rows at the bound of largest magnitude on the fixed-point grid, and
 # the grid must stay exact in float64 (2^53) when the coordinator decodes it.
@@ -205,8 +203,7 @@ class SecureRelease:
         self.signing_key = ctx.secagg_key
         self.verify_key = verify_key_bytes(ctx.secagg_key)
         self.clock = clock
-        self._jobs: dict[str, SecureJob] = {}
-        self._lock = threading.Lock()
+        self.jobs: RunningJobs[SecureJob] = RunningJobs(self.config.node_id, "secure job", clock)
 
     def handle(self, job: pb.JobRequest) -> pb.JobResponse:
         step = job.secure
@@ -226,26 +223,12 @@ class SecureRelease:
         """A failed round ends the job here (fail closed); a refused start registered nothing, and
         must not end a running job that happens to share its id."""
         if job.secure.round != 0:
-            self._drop(job.secure.job_id)
+            self.jobs.drop(job.secure.job_id)
 
     # ------------------------------------------------------------------ round 0
 
     def _refused(self, rule: str, message: str) -> Refused:
         return Refused(rule, message, node=self.config.node_id)
-
-    def _admit(self, job_id: str) -> None:
-        now = self.clock()
-        with self._lock:
-            for old in [j for j, s in self._jobs.items() if now - s.started > JOB_TTL_SECONDS]:
-                del self._jobs[old]
-            if not job_id or ":" in job_id:
-                raise self._refused("secure_job_id", f"secure job id {job_id!r} is empty or malformed")
-            if job_id in self._jobs:
-                raise self._refused("secure_duplicate", f"secure job {job_id} is already running")
-            if len(self._jobs) >= MAX_JOBS:
-                raise self._refused(
-                    "secure_busy", f"node {self.config.node_id} already runs {MAX_JOBS} secure jobs"
-                )
 
     def _secagg_config(self, step: pb.SecureStep, dim: int) -> tuple[SecAggConfig, dict[str, bytes]]:
         return roster_config(
@@ -255,7 +238,7 @@ class SecureRelease:
     def _start(self, job: pb.JobRequest, step: pb.SecureStep) -> pb.JobResponse:
         node = self.config.node_id
         spec = step.query
-        self._admit(step.job_id)
+        self.jobs.admit(step.job_id)
         self.ctx.audit.append(
             "received",
             step.job_id,
@@ -325,10 +308,9 @@ class SecureRelease:
         for key in plan.keys:
             reply.keys.add().key.extend(to_value(k) for k in key)
         reply.components.extend(components)
-        with self._lock:
-            if step.job_id in self._jobs:
-                raise self._refused("secure_duplicate", f"secure job {step.job_id} is already running")
-            self._jobs[step.job_id] = SecureJob(
+        self.jobs.add(
+            step.job_id,
+            SecureJob(
                 client,
                 vector,
                 dataset.name,
@@ -339,19 +321,14 @@ class SecureRelease:
                 charged=not budget.dp,
                 requested_by=job.requested_by,
                 differencing=reserved,
-            )
+            ),
+        )
         return pb.JobResponse(job_id=job.job_id, secure=reply)
 
     # ------------------------------------------------------------------ rounds 2-4
 
     def _continue(self, job: pb.JobRequest, step: pb.SecureStep) -> pb.JobResponse:
-        with self._lock:
-            state = self._jobs.get(step.job_id)
-        if state is None or self.clock() - state.started > JOB_TTL_SECONDS:
-            self._drop(step.job_id)
-            raise self._refused(
-                "secure_unknown_job", f"no running secure job {step.job_id} (unknown or expired)"
-            )
+        state = self.jobs.running(step.job_id)
         reply = pb.SecureReply(job_id=step.job_id, round=step.round)
         answer_step(
             self.ctx,
@@ -361,23 +338,16 @@ class SecureRelease:
             bytes(step.payload),
             reply,
             {"groups": state.groups},
-            done=lambda: self._drop(step.job_id),
+            done=lambda: self.jobs.drop(step.job_id),
             released=lambda: self.ctx.differencing.record(state.differencing),
         )
         return pb.JobResponse(job_id=job.job_id, secure=reply)
 
-    def _drop(self, job_id: str) -> None:
-        with self._lock:
-            self._jobs.pop(job_id, None)
-
     def active(self) -> int:
-        with self._lock:
-            return len(self._jobs)
+        return len(self.jobs)
 
 
 __all__ = [
-    "MAX_JOBS",
-    "JOB_TTL_SECONDS",
     "SecureRelease",
     "grid_scale",
     "measurements",
