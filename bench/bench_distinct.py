@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.signals import percentile, wait_until_idle, write_signals
+from bench.signals import local_federation, percentile, wait_until_idle, write_signals
 from federation.client import Client
-from federation.processes import LocalFederation, free_port
+from federation.processes import free_port
 from federation.scenario import NODES
 
 WHERE = "WHERE year >= 2021"
@@ -55,12 +55,7 @@ def main() -> None:
         f"data: {args.rows:,} rows per node over {len(NODES)} nodes; {items:,} (region, company) items; "
         f"the per-node sum is {excess.min():.0%}-{excess.max():.0%} above the union per region"
     )
-    procs = LocalFederation(
-        coordinator_config=paths["coordinator"],
-        node_configs={n: paths[n] for n in NODES},
-        address=address,
-        log_dir=root / "logs",
-    )
+    procs = local_federation(root, paths, NODES, address)
     procs.start(timeout=300)
     print(f"nodes idle {wait_until_idle(procs, 600):.1f}s after connecting")
     times: dict[str, list[float]] = {name: [] for name in QUERIES}

@@ -35,9 +35,9 @@ from flwr.app import ArrayRecord, MetricRecord
 from flwr.serverapp.strategy import FedAvg
 
 from bench.bench_model import BOUND, add_dataset
-from bench.signals import wait_until_idle, write_signals
+from bench.signals import local_federation, wait_until_idle, write_signals
 from federation.client import Client
-from federation.processes import LocalFederation, free_port
+from federation.processes import free_port
 from federation.scenario import NODES
 
 LEARNING_RATE, EPOCHS, BATCH = 0.5, 1, 64
@@ -193,12 +193,7 @@ def main() -> None:
     designs = [design(f, args.features) for f in frames]
     print(f"data: {args.rows:,} rows x {args.features} features on each of {len(nodes)} nodes")
 
-    procs = LocalFederation(
-        coordinator_config=paths["coordinator"],
-        node_configs={n: paths[n] for n in nodes},
-        address=address,
-        log_dir=root / "logs",
-    )
+    procs = local_federation(root, paths, nodes, address)
     procs.start(timeout=300)
     print(f"nodes idle {wait_until_idle(procs, 600):.1f}s after connecting")
     marks: list[float] = []

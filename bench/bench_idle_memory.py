@@ -19,8 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.signals import wait_until_idle, write_signals
-from federation.processes import LocalFederation, free_port
+from bench.signals import local_federation, wait_until_idle, write_signals
+from federation.processes import free_port
 from federation.scenario import NODES
 
 FLOOR = (
@@ -48,12 +48,7 @@ def main() -> None:
     floor = subprocess.Popen(
         [sys.executable, "-c", FLOOR], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
-    procs = LocalFederation(
-        coordinator_config=paths["coordinator"],
-        node_configs={n: paths[n] for n in NODES},
-        address=address,
-        log_dir=root / "logs",
-    )
+    procs = local_federation(root, paths, NODES, address)
     try:
         assert floor.stdout is not None and floor.stdout.readline().strip() == "ready"
         procs.start(timeout=300)

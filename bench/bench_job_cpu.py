@@ -13,7 +13,6 @@ below by that sum (plus the coordinator's) divided by two.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import tempfile
 import time
@@ -22,16 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.bench_scale import QUERY, processes, warm_up, write_federation
+from bench.signals import cpu_seconds
 from federation.client import Client
 from federation.processes import free_port
-
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process so far (fields 14 and 15 of /proc/PID/stat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
 
 
 def main() -> None:

@@ -22,9 +22,9 @@ import numpy as np
 import pandas as pd
 import tomli_w
 
-from bench.signals import wait_until_idle, write_signals
+from bench.signals import local_federation, wait_until_idle, write_signals
 from federation.client import Client
-from federation.processes import LocalFederation, free_port
+from federation.processes import free_port
 from federation.scenario import NODES
 
 BOUND = 4.0
@@ -94,12 +94,7 @@ def main() -> None:
     names = [f"x{j}" for j in range(args.features)]
     formula = "y ~ " + " + ".join(names)
 
-    procs = LocalFederation(
-        coordinator_config=paths["coordinator"],
-        node_configs={n: paths[n] for n in NODES},
-        address=address,
-        log_dir=root / "logs",
-    )
+    procs = local_federation(root, paths, NODES, address)
     procs.start(timeout=300)
     print(f"nodes idle {wait_until_idle(procs, 600):.1f}s after connecting")
     try:

@@ -31,10 +31,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.signals import _cpu_seconds, percentile, wait_until_idle
+from bench.signals import cpu_seconds, local_federation, percentile, wait_until_idle
 from federation.client import Client
 from federation.overlap import build_request, result_from_response
-from federation.processes import LocalFederation, free_port
+from federation.processes import free_port
 from protocols.psi import run_in_memory
 
 PARTNERS = ["politie", "om", "fiod", "douane", "belastingdienst", "kmar"]
@@ -93,12 +93,7 @@ def time_federation(
     """Seconds per overlap job, and how long the nodes' offline phase took after start."""
     address = f"127.0.0.1:{free_port()}"
     paths = write_federation(root, ids, address, preblind)
-    procs = LocalFederation(
-        coordinator_config=paths["coordinator"],
-        node_configs={n: paths[n] for n in PARTNERS},
-        address=address,
-        log_dir=root / "logs",
-    )
+    procs = local_federation(root, paths, PARTNERS, address)
     datasets = [f"{n}.companies" for n in PARTNERS]
     times = []
     try:
@@ -147,12 +142,7 @@ def scaling(counts: list[int], n_ids: int, repeat: int) -> int:
         root = Path(tmp)
         address = f"127.0.0.1:{free_port()}"
         paths = write_federation(root, ids, address, preblind=False, policy=policy)
-        procs = LocalFederation(
-            coordinator_config=paths["coordinator"],
-            node_configs={n: paths[n] for n in names},
-            address=address,
-            log_dir=root / "logs",
-        )
+        procs = local_federation(root, paths, names, address)
         try:
             procs.start(timeout=300)
             coordinator = procs.procs["coordinator"].pid
@@ -162,11 +152,11 @@ def scaling(counts: list[int], n_ids: int, repeat: int) -> int:
                         datasets = [f"{name}.companies" for name in names[:n]]
                         for epsilon in (None, 1.0):
                             request = build_request("company", datasets, epsilon=epsilon, timeout=300)
-                            cpu = _cpu_seconds(coordinator)
+                            cpu = cpu_seconds(coordinator)
                             start = time.perf_counter()
                             response = fed._stub.Overlap(request, timeout=900)
                             seconds = time.perf_counter() - start
-                            cpu = _cpu_seconds(coordinator) - cpu
+                            cpu = cpu_seconds(coordinator) - cpu
                             if not response.ok:
                                 raise SystemExit(
                                     f"{n} parties: {response.error} [rule: {response.error_rule}]"

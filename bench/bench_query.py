@@ -20,9 +20,9 @@ import duckdb
 import pandas as pd
 
 from bench.signals import QUERIES as SIGNAL_QUERIES
-from bench.signals import percentile, wait_until_idle, write_signals
+from bench.signals import local_federation, percentile, wait_until_idle, write_signals
 from federation.client import Client
-from federation.processes import LocalFederation, free_port
+from federation.processes import free_port
 from federation.scenario import NODES
 
 QUERIES = {"count + distinct": SIGNAL_QUERIES["distinct"], "count": SIGNAL_QUERIES["rows"]}
@@ -80,12 +80,7 @@ def main() -> None:
     pooled.execute("CREATE TABLE pooled AS SELECT * FROM pooled_df")
     del frame
 
-    fed_procs = LocalFederation(
-        coordinator_config=paths["coordinator"],
-        node_configs={n: paths[n] for n in NODES},
-        address=address,
-        log_dir=root / "logs",
-    )
+    fed_procs = local_federation(root, paths, NODES, address)
     fed_procs.start(timeout=300)
     # Nodes pre-blind their overlap columns once after start (nodes/preblind.py); measure after.
     print(f"nodes idle {wait_until_idle(fed_procs, 600):.1f}s after connecting (overlap offline phase done)")

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.signals import percentile
+from bench.signals import local_federation, percentile
 from federation import pki
 from federation.client import Client
 from federation.overlap import MAX_DATASETS
@@ -111,13 +111,7 @@ def write_federation(root: Path, n: int, rows: int, address: str) -> tuple[dict[
 
 def processes(root: Path, paths: dict[str, Path], ids: list[str], address: str) -> LocalFederation:
     """The federation's processes (not started yet); a SIGTERM to the benchmark stops them all."""
-    procs = LocalFederation(
-        coordinator_config=paths["coordinator"],
-        node_configs={node: paths[node] for node in ids},
-        address=address,
-        log_dir=root / "logs",
-        tls_dir=root / "pki" / "kits" / "analyst",
-    )
+    procs = local_federation(root, paths, ids, address, tls_dir=root / "pki" / "kits" / "analyst")
     # A signal stops every process this run started (the caller's finally), not only the benchmark.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     return procs

@@ -26,9 +26,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.signals import QUERIES, percentile, wait_until_idle, write_signals
+from bench.signals import QUERIES, local_federation, percentile, wait_until_idle, write_signals
 from federation.client import Client
-from federation.processes import LocalFederation, free_port
+from federation.processes import free_port
 from federation.scenario import NODES
 from nodes.config import load_node_config
 from nodes.context import open_ledger
@@ -62,12 +62,7 @@ def main() -> None:
         ledger.set_budget("signals", "*", 1e6, 1e-6, by="benchmark")
         ledger.set_cap("signals", 1e6, 1e-6, by="benchmark")
 
-    procs = LocalFederation(
-        coordinator_config=paths["coordinator"],
-        node_configs={n: paths[n] for n in NODES},
-        address=address,
-        log_dir=root / "logs",
-    )
+    procs = local_federation(root, paths, NODES, address)
     procs.start(timeout=300)
     # Nodes pre-blind their overlap columns once after start (nodes/preblind.py); measure after.
     print(f"nodes idle {wait_until_idle(procs, 600):.1f}s after connecting (overlap offline phase done)")

@@ -41,11 +41,12 @@ import numpy as np
 import opendp.prelude as dp
 import pandas as pd
 
+from bench.signals import local_federation
 from coordinator.combine import combine
 from coordinator.distinct import UnionAnswer
 from coordinator.secure_query import assemble, secagg_parameters
 from federation.client import Client
-from federation.processes import LocalFederation, free_port
+from federation.processes import free_port
 from federation.query import parse_query
 from federation.scenario import coordinator_config
 from nodes.config import NodeConfig, load_node_config
@@ -475,12 +476,7 @@ def union_errors(frames: dict[str, pd.DataFrame], t: Truth, runs: int) -> tuple[
 
 
 def real_processes(paths: dict[str, Path], address: str, root: Path, t: Truth, runs: int) -> dict[str, Tally]:
-    procs = LocalFederation(
-        coordinator_config=paths["coordinator"],
-        node_configs={p: paths[p] for p in PARTNERS},
-        address=address,
-        log_dir=root / "logs",
-    )
+    procs = local_federation(root, paths, PARTNERS, address)
     tallies = {f"{mode}_{name}": Tally() for mode in ("plain", "secure") for name in ("count", "sum", "avg")}
     procs.start(timeout=90)
     try:

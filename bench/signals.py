@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import statistics
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 from federation.processes import LocalFederation
@@ -26,19 +27,34 @@ QUERIES = {
 IDLE_SECONDS = 1.5
 
 
-def _cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process so far (fields 14 and 15 of /proc/PID/stat)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def local_federation(
+    root: Path, paths: dict[str, Path], nodes: Iterable[str], address: str, tls_dir: Path | None = None
+) -> LocalFederation:
+    """The coordinator and ``nodes`` of ``paths`` as processes on loopback, not started yet; their
+    logs go to ``root/logs``, and ``tls_dir`` is the analyst's kit when the links use mutual TLS."""
+    return LocalFederation(
+        coordinator_config=paths["coordinator"],
+        node_configs={n: paths[n] for n in nodes},
+        address=address,
+        log_dir=root / "logs",
+        tls_dir=tls_dir,
+    )
 
 
 def wait_until_idle(procs: LocalFederation, timeout: float) -> float:
     """Seconds until no node process uses CPU for IDLE_SECONDS (the offline phase is done)."""
     start = time.monotonic()
     pids = [p.pid for name, p in procs.procs.items() if name != "coordinator"]
-    last = sum(_cpu_seconds(pid) for pid in pids)
+    last = sum(cpu_seconds(pid) for pid in pids)
     while time.monotonic() - start < timeout:
         time.sleep(IDLE_SECONDS)
-        now = sum(_cpu_seconds(pid) for pid in pids)
+        now = sum(cpu_seconds(pid) for pid in pids)
         if now - last < 0.05 * IDLE_SECONDS:
             return time.monotonic() - start - IDLE_SECONDS
         last = now
