@@ -138,6 +138,25 @@ class Registry:
             session = self._sessions.get(node_id)
         return session if session is not None and self.alive(session) else None
 
+    def absent(self, dataset: str) -> list[tuple[str, float]]:
+        """Nodes that announced ``dataset`` but are not connected now, with seconds since last heard.
+
+        A query names them among the missing, so an answer without a partner says so.
+        """
+        now = time.time()
+        with self._lock:
+            sessions = dict(self._sessions)
+            known = dict(self._known)
+            announced = dict(self._announced)
+        out = []
+        for node_id, (_, datasets, _) in sorted(announced.items()):
+            session = sessions.get(node_id)
+            if dataset not in datasets or (session is not None and self.alive(session)):
+                continue
+            last_seen = session.last_seen if session is not None else known.get(node_id, now)
+            out.append((node_id, max(0.0, now - last_seen)))
+        return out
+
     def forget(self, node_id: str) -> str:
         """Drop a disconnected node's entry: "forgotten", "connected" (kept) or "unknown"."""
         with self._lock:
