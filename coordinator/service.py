@@ -872,7 +872,7 @@ def _name_absent(response: pb.QueryResponse, absent: list[tuple[str, float]]) ->
     named = {o.node for o in response.nodes}
     extra = [
         pb.NodeOutcome(
-            node=node, status="disconnected", reason=f"not connected (last heard {seconds:.0f}s ago)"
+            node=node, status="disconnected", reason=f"not connected: last heard {seconds:.0f}s ago"
         )
         for node, seconds in absent
         if node not in named
