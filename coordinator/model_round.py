@@ -148,7 +148,7 @@ class ModelRound:
         if n < 2:
             raise RoundFailed(
                 "secure_min_nodes",
-                f"a model job needs at least 2 nodes serving dataset '{self.spec.dataset}'; {n} serve it",
+                f"a model job needs at least 2 nodes serving dataset '{self.spec.dataset}'; {n} connected node(s) serve it",
             )
         keys = {node: bytes(info.secagg_verify_key) for node, info in self.infos.items()}
         lacking = sorted(node for node, key in keys.items() if len(key) != 32)

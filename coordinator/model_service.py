@@ -14,7 +14,7 @@ from coordinator.jobstore import JobStore
 from coordinator.limits import JobRefused, JobSlots, RateLimited, RateLimiter, job_timeout
 from coordinator.model_round import ModelRound, RoundFailed, RoundResult
 from coordinator.projects import ProjectRefused, Projects, bound, check_quorum
-from coordinator.registry import NodeSession, Registry
+from coordinator.registry import NodeSession, Registry, name_absent
 from protocols import federation_pb2 as pb
 from protocols.errors import FederationError
 from protocols.spec_limits import SpecTooLarge, check_spec
@@ -137,6 +137,8 @@ class ModelJobs:
         else:
             response.ok = True
         response.nodes.extend(costs.values())
+        if not spec.node:
+            name_absent(response, self.registry.absent(spec.dataset))
         response.rho = max((o.cost.rho for o in costs.values()), default=0.0)
         response.seconds_nodes, response.seconds_secagg, response.seconds_solve = (
             times.nodes,
@@ -185,6 +187,8 @@ class ModelJobs:
             response.blocks.extend(result.blocks)
             response.terms.extend(result.terms)
             response.nodes.extend(result.nodes)
+        if not spec.node:
+            name_absent(response, self.registry.absent(spec.dataset))
         error = "" if response.ok else f"{response.error} [rule: {response.error_rule or 'refused'}]"
         self.jobs.finish(
             response.job_id, "complete" if response.ok else "failed", "", list(response.nodes), error=error

@@ -7,10 +7,13 @@ import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeAlias
 
 from protocols import federation_pb2 as pb
 from protocols.errors import FederationError
+
+# Answers that list their nodes' outcomes and say why they failed.
+Answer: TypeAlias = pb.QueryResponse | pb.ModelResponse | pb.ModelRoundResponse
 
 MAX_VERSION_CHARS = 64  # a node names its own software version; kept as short, printable text
 
@@ -228,3 +231,22 @@ class Registry:
                     )
                 )
         return out
+
+
+def name_absent(response: Answer, absent: list[tuple[str, float]]) -> None:
+    """Name the nodes that serve the dataset but were not connected among the answer's outcomes.
+
+    Without them a partial answer or a ``min_nodes`` refusal would not say which partner is absent.
+    """
+    named = {o.node for o in response.nodes}
+    extra = [
+        pb.NodeOutcome(
+            node=node, status="disconnected", reason=f"not connected: last heard {seconds:.0f}s ago"
+        )
+        for node, seconds in absent
+        if node not in named
+    ]
+    response.nodes.extend(extra)
+    if extra and not response.ok and response.error_rule in ("min_nodes", "secure_min_nodes"):
+        listed = "; ".join(f"{o.node}: {o.status} ({o.reason})" for o in extra)
+        response.error = f"{response.error.rstrip('; ')}; {listed}"

@@ -39,7 +39,7 @@ from coordinator.projects import (
     resolve_overlap_nodes,
     stamp,
 )
-from coordinator.registry import NodeGone, NodeSession, Registry, clean_version
+from coordinator.registry import NodeGone, NodeSession, Registry, clean_version, name_absent
 from coordinator.secure_query import requires_secure, run_secure_query
 from protocols import federation_pb2 as pb
 from protocols import federation_pb2_grpc as pb_grpc
@@ -563,7 +563,7 @@ class AnalystService(pb_grpc.AnalystServicer):
         del response.columns[:]
         response.columns.extend(columns)
         if not spec.node:
-            _name_absent(response, self.registry.absent(spec.dataset))
+            name_absent(response, self.registry.absent(spec.dataset))
         for i, agg in enumerate(spec.aggregates):
             if agg.function == pb.COUNT_DISTINCT:
                 response.distinct[agg.alias] = "union" if i in union or len(targets) == 1 else "per_node_sum"
@@ -862,22 +862,3 @@ class Coordinator:
             session.close()
         self.server.stop(grace).wait()
         self.jobs.close()
-
-
-def _name_absent(response: pb.QueryResponse, absent: list[tuple[str, float]]) -> None:
-    """Name the nodes that serve the dataset but were not connected, as missing from the answer.
-
-    Without them a partial answer or a ``min_nodes`` refusal would not say which partner is absent.
-    """
-    named = {o.node for o in response.nodes}
-    extra = [
-        pb.NodeOutcome(
-            node=node, status="disconnected", reason=f"not connected: last heard {seconds:.0f}s ago"
-        )
-        for node, seconds in absent
-        if node not in named
-    ]
-    response.nodes.extend(extra)
-    if extra and not response.ok and response.error_rule == "min_nodes":
-        listed = "; ".join(f"{o.node}: {o.status} ({o.reason})" for o in extra)
-        response.error = f"{response.error.rstrip('; ')}; {listed}"

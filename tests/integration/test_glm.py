@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -158,6 +160,31 @@ def test_too_many_parameters_for_the_rows_is_refused(
     assert not response.ok and response.error_rule == "model_disclosure", response.error
     # One rule whichever check fired, and no count in the reason.
     assert str(int((pooled.x1 < 0.5).sum())) not in response.error.replace("0.33", "")
+
+
+def test_a_refused_fit_names_the_disconnected_node(loans_fed: tuple[RunningFederation, pd.DataFrame]) -> None:
+    fed, _ = loans_fed
+    proc = fed.procs.procs["kmar"]
+    os.kill(proc.pid, signal.SIGSTOP)
+    try:
+        deadline = time.monotonic() + 30
+        with fed.client() as client:
+            # Heartbeats are 1 s here: after three missed ones kmar is no longer asked.
+            while time.monotonic() < deadline:
+                listed = client.nodes()
+                if not listed.loc[listed["node"] == "kmar", "connected"].item():
+                    break
+                time.sleep(0.5)
+            with pytest.raises(FederationError) as info:
+                client.glm("amount ~ x1", data="loans", family="gaussian")
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
+    fed.procs.wait_for_nodes(set(NODES), timeout=30)
+    # The two connected nodes refuse to join a sum of fewer than 3; the refusal says who is absent.
+    message = str(info.value)
+    assert info.value.rule == "secure_min_nodes", message
+    assert "this one has 2" in message
+    assert "kmar: disconnected (not connected: last heard" in message
 
 
 def test_cli_prints_the_summary_table(loans_fed: tuple[RunningFederation, pd.DataFrame]) -> None:
