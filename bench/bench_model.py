@@ -139,7 +139,8 @@ def main() -> None:
     if noisy is not None:
         in_se = ((noisy.params - fit.params).abs() / fit.bse).max()
         print(
-            f"DP fit at total rho {args.dp_rho:g} over {noisy.iterations} rounds: {dp_seconds:.2f} s; "
+            f"DP fit at total rho {args.dp_rho:g}, cap {args.dp_iterations} rounds: {noisy.iterations} run "
+            f"(converged {noisy.converged}, rho {noisy.rho:.3f} charged per node), {dp_seconds:.2f} s; "
             f"largest |coef_dp - coef_exact| = {in_se:.3f} standard errors (target <= 0.5); "
             f"largest noise sd / SE {(noisy.noise_sd / fit.bse).max():.3f}"
         )

@@ -14,7 +14,10 @@ covariance to A Cov A^T.
 DP mode: the statistics carry Gaussian noise of a known sd per block. The noise on the score
 moves the last step by H^-1 e, e ~ N(0, s^2 I), so each coefficient gets a noise sd from
 diag(H^-1 H^-1) s^2 (mapped by A), reported next to the sampling standard error; a noisy
-X^T W X is first made positive definite (eigenvalues floored), which is post-processing.
+X^T W X is first made positive definite (eigenvalues floored), which is post-processing. The
+deviance criterion cannot hold under noise, so a DP fit stops when its score is indistinguishable
+from the noise (``within_noise``, a chi-square test at level 0.99): later rounds would only spend
+budget. Stopping is decided on released figures, so it is post-processing too.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from protocols.model_terms import scaling
 
 DEFAULT_TOLERANCE = 1e-8
 DEFAULT_ITERATIONS = 25
+NOISE_LEVEL = 0.99  # a DP fit stops once its score is this likely to be noise alone
 _EIGEN_FLOOR = 1e-8  # relative to the largest eigenvalue, for a noisy X^T W X
 
 
@@ -77,6 +81,25 @@ def back_transform(spec: pb.ModelSpec, info: pb.DatasetInfo, terms: list[str]) -
     return a
 
 
+def within_noise(result: RoundResult, p: int, level: float = NOISE_LEVEL) -> bool:
+    """Under DP, the noisy score is what noise alone would give at the optimum: the fit has converged.
+
+    Each round's score carries noise e_k ~ N(0, s^2 I), and each noisy step leaves the coefficients
+    off the optimum by H^-1 e_{k-1}, so at the noisy fixed point the score is e_{k-1} + e_k to first
+    order and |score|^2 / (2 s^2) follows chi-square with p degrees of freedom. Below its ``level``
+    quantile no further round could tell a better coefficient from the noise, so the rounds left
+    are not run and not charged. Exact fits (s = 0) never stop here; they use the deviance
+    criterion.
+    """
+    score_sd = next((b.noise_sd for b in result.blocks if b.name == "score"), 0.0)
+    if score_sd <= 0:
+        return False
+    from scipy.stats import chi2  # loaded on the first DP fit, not at coordinator start
+
+    score = result.block("score")
+    return float(score @ score) / (2 * score_sd**2) <= float(chi2.ppf(level, p))
+
+
 def fit(
     spec: pb.ModelSpec,
     info: pb.DatasetInfo,
@@ -110,6 +133,9 @@ def fit(
         times.solve += solve
         times.per_round.append((result.seconds_nodes, result.seconds_secagg, solve))
         if previous is not None and abs(dev - previous) / (abs(dev) + 0.1) < tolerance:
+            converged = True
+            break
+        if within_noise(result, p):
             converged = True
             break
         previous = dev
@@ -146,4 +172,12 @@ def fit(
     response.log_likelihood = llf
 
 
-__all__ = ["DEFAULT_ITERATIONS", "DEFAULT_TOLERANCE", "FitTimes", "back_transform", "fit", "unpack_upper"]
+__all__ = [
+    "DEFAULT_ITERATIONS",
+    "DEFAULT_TOLERANCE",
+    "FitTimes",
+    "back_transform",
+    "fit",
+    "unpack_upper",
+    "within_noise",
+]

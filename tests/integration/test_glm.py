@@ -91,6 +91,24 @@ def test_dp_glm_lands_near_the_exact_fit(loans_fed: tuple[RunningFederation, pd.
         assert row.rho == pytest.approx(1.0 / 6 * noisy.iterations, rel=1e-6)
 
 
+def test_dp_glm_stops_once_its_score_is_noise_and_spends_only_those_rounds(
+    loans_fed: tuple[RunningFederation, pd.DataFrame],
+) -> None:
+    fed, _ = loans_fed
+    formula = "defaulted ~ x1 + x2 + C(g)"
+    with fed.client() as client:
+        exact = client.glm(formula, data="loans", family="binomial")
+        noisy = client.glm(formula, data="loans", family="binomial", rho=1.0, max_iterations=25)
+    # The deviance criterion cannot hold under noise; the score test ends the fit well before the cap.
+    assert noisy.converged and noisy.iterations < 25, noisy.iterations
+    for row in noisy.nodes.itertuples():
+        assert row.rho == pytest.approx(1.0 / 25 * noisy.iterations, rel=1e-6) and row.rho < 1.0
+    gap = (noisy.params - exact.params).abs()
+    assert (gap <= 5 * noisy.noise_sd + 0.5 * exact.bse).all(), pd.DataFrame(
+        {"gap": gap, "sd": noisy.noise_sd}
+    )
+
+
 def _audit(fed: RunningFederation, node: str) -> list[dict]:
     log = fed.root / "state" / node / "audit.log"
     return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]

@@ -1,0 +1,40 @@
+"""A DP fit stops when its noisy score is consistent with zero (coordinator.glm.within_noise)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from coordinator.glm import within_noise
+from coordinator.model_round import RoundResult
+from protocols import federation_pb2 as pb
+
+
+def _round(score: list[float], score_sd: float) -> RoundResult:
+    return RoundResult(
+        sums=np.asarray(score),
+        blocks=[pb.ModelBlock(name="score", noise_sd=score_sd)],
+        terms=[f"t{i}" for i in range(len(score))],
+        nodes=[],
+        survivors=3,
+        block_values={"score": np.asarray(score)},
+    )
+
+
+def test_an_exact_fit_never_stops_on_the_score_test() -> None:
+    assert not within_noise(_round([0.0, 0.0], 0.0), 2)
+
+
+def test_a_score_the_size_of_its_noise_stops_the_fit() -> None:
+    # |score|^2 / (2 sd^2) = 1 with p = 5: well inside chi-square(5).
+    assert within_noise(_round([1.0, -1.0, 0.0, 0.0, 0.0], 1.0), 5)
+
+
+def test_a_score_far_above_its_noise_goes_on() -> None:
+    # |score|^2 / (2 sd^2) = 20 with p = 5: above the 0.99 quantile (15.1).
+    assert not within_noise(_round([4.0, -4.0, 2.0, 2.0, 0.0], 1.0), 5)
+
+
+def test_the_quantile_grows_with_the_number_of_coefficients() -> None:
+    score = [4.0] * 3  # |score|^2 / 2 = 24: too large for p = 3 (quantile 11.3), fine for p = 30
+    assert not within_noise(_round(score, 1.0), 3)
+    assert within_noise(_round(score, 1.0), 30)
