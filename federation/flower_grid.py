@@ -120,7 +120,7 @@ class RoundRecord:
     examples: float
     loss: float
     job_id: str
-    nodes: list[str] = field(default_factory=list)
+    nodes: list[str] = field(default_factory=list)  # the nodes in the round's sum
     rho: float = 0.0  # the largest zCDP cost one node charged for this round (0: exact)
 
 
@@ -279,7 +279,7 @@ class FlowerGrid(Grid):
                 examples=examples,
                 loss=loss,
                 job_id=response.job_id,
-                nodes=[n.node for n in response.nodes],
+                nodes=[n.node for n in response.nodes if n.status == "answered"],
                 rho=max((n.cost.rho for n in response.nodes), default=0.0),
             )
         )
