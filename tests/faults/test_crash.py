@@ -119,17 +119,20 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 def test_coordinator_killed_mid_job(fed: RunningFederation) -> None:
     project = "crash"
     kmar = fed.procs.procs["kmar"]
-    os.kill(kmar.pid, signal.SIGSTOP)  # kmar holds the job: the coordinator waits for it
     failure: dict[str, Any] = {}
+    # Connected before kmar stops, so the query starts within kmar's heartbeat window and kmar is asked.
+    asking = fed.client(timeout=30)
+    asking.nodes()
 
     def ask() -> None:
-        with fed.client(timeout=30) as client:
+        with asking as client:
             try:
                 client.query("SELECT COUNT(*) AS n FROM signals", epsilon=0.5, project=project, timeout=20)
             except FederationError as exc:
                 failure["error"] = exc
 
     asker = threading.Thread(target=ask)
+    os.kill(kmar.pid, signal.SIGSTOP)  # kmar holds the job: the coordinator waits for it
     try:
         asker.start()
         deadline = time.monotonic() + 20

@@ -63,9 +63,10 @@ def test_health_service_reports_serving(faulty: RunningFederation) -> None:
 
 def test_slow_node_times_out_and_is_named(faulty: RunningFederation) -> None:
     proc = faulty.procs.procs["kmar"]
-    os.kill(proc.pid, signal.SIGSTOP)  # a real hang: the process is alive but does not answer
     try:
-        with faulty.client() as fed:
+        with faulty.client() as fed:  # connected first, so the query starts within kmar's heartbeat window
+            fed.nodes()
+            os.kill(proc.pid, signal.SIGSTOP)  # a real hang: the process is alive but does not answer
             df = fed.query("SELECT COUNT(*) AS n FROM signals", timeout=2)
         assert "kmar" in df.attrs["missing"]
         assert "did not answer within 2s" in df.attrs["missing"]["kmar"]

@@ -373,12 +373,14 @@ def _freeze(fed: SecureFederation, node: str) -> int:
 
 
 def test_node_stopped_before_is_left_out(fed: SecureFederation) -> None:
-    pid = _freeze(fed, "fiod")
-    try:
-        with fed.client() as client:
+    # The client connects first, so the query starts within fiod's heartbeat window (it is asked).
+    with fed.client() as client:
+        client.nodes()
+        pid = _freeze(fed, "fiod")
+        try:
             df = client.query("SELECT COUNT(*) AS n FROM signals", secure=True, timeout=3)
-    finally:
-        os.kill(pid, signal.SIGCONT)
+        finally:
+            os.kill(pid, signal.SIGCONT)
     outcome = _outcomes(df)["fiod"]
     assert outcome["status"] == "timeout" and "left out" in outcome["reason"]
     assert int(df["n"].iloc[0]) == _signals_total(fed, ["douane", "kmar", "politie"])
@@ -386,13 +388,15 @@ def test_node_stopped_before_is_left_out(fed: SecureFederation) -> None:
 
 
 def test_below_threshold_fails_and_names_the_dropped(fed: SecureFederation) -> None:
-    pids = [_freeze(fed, n) for n in ("kmar", "fiod")]
-    try:
-        with fed.client() as client, pytest.raises(FederationError) as info:
-            client.query("SELECT COUNT(*) AS n FROM signals", secure=True, timeout=3)
-    finally:
-        for pid in pids:
-            os.kill(pid, signal.SIGCONT)
+    with fed.client() as client:
+        client.nodes()
+        pids = [_freeze(fed, n) for n in ("kmar", "fiod")]
+        try:
+            with pytest.raises(FederationError) as info:
+                client.query("SELECT COUNT(*) AS n FROM signals", secure=True, timeout=3)
+        finally:
+            for pid in pids:
+                os.kill(pid, signal.SIGCONT)
     assert info.value.rule == "secagg_threshold"
     assert "kmar" in str(info.value) and "fiod" in str(info.value)
     fed.procs.wait_for_nodes(set(NODES), timeout=30)
