@@ -6,6 +6,7 @@ PostgreSQL (required under CI; elsewhere the suite skips when no server is reach
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -32,6 +33,18 @@ class RunningFederation:
     def client(self, **kwargs: object) -> Client:
         kwargs.setdefault("tls_dir", self.root / "pki" / "kits" / "analyst")
         return Client(self.address, **kwargs)  # type: ignore[arg-type]
+
+
+def wait_disconnected(client: Client, node: str, timeout: float = 30.0) -> None:
+    """Wait until the coordinator lists ``node`` as not connected (tests use 1 s heartbeats, so
+    three missed ones take about 3 s)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        listed = client.nodes()
+        if not listed.loc[listed["node"] == node, "connected"].item():
+            return
+        assert time.monotonic() < deadline, f"{node} still listed as connected after {timeout:.0f}s"
+        time.sleep(0.5)
 
 
 def _drop_schema(dsn: str, schema: str) -> None:

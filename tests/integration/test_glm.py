@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -23,7 +22,7 @@ import statsmodels.formula.api as smf
 
 from protocols import federation_pb2 as pb
 from protocols.errors import FederationError
-from tests.integration.conftest import RunningFederation, _drop_schema
+from tests.integration.conftest import RunningFederation, _drop_schema, wait_disconnected
 from tests.integration.glm_federation import NODES, start_loans
 
 ROWS = 1500
@@ -185,14 +184,8 @@ def test_a_refused_fit_names_the_disconnected_node(loans_fed: tuple[RunningFeder
     proc = fed.procs.procs["kmar"]
     os.kill(proc.pid, signal.SIGSTOP)
     try:
-        deadline = time.monotonic() + 30
         with fed.client() as client:
-            # Heartbeats are 1 s here: after three missed ones kmar is no longer asked.
-            while time.monotonic() < deadline:
-                listed = client.nodes()
-                if not listed.loc[listed["node"] == "kmar", "connected"].item():
-                    break
-                time.sleep(0.5)
+            wait_disconnected(client, "kmar")  # after three missed heartbeats kmar is no longer asked
             with pytest.raises(FederationError) as info:
                 client.glm("amount ~ x1", data="loans", family="gaussian")
     finally:
