@@ -100,6 +100,38 @@ def within_noise(result: RoundResult, p: int, level: float = NOISE_LEVEL) -> boo
     return float(score @ score) / (2 * score_sd**2) <= float(chi2.ppf(level, p))
 
 
+_MEAN_AT_ZERO = {"gaussian": 0.0, "binomial": 0.5, "poisson": 1.0}  # g^-1(0) per canonical link
+
+
+def null_coefficients(family: str, first: RoundResult) -> np.ndarray | None:
+    """The intercept-only model's coefficients, read from the first round's statistics at b = 0.
+
+    With an intercept, that model's fitted mean is the mean outcome y_bar for every canonical link
+    (McCullagh & Nelder 1989, 2.5), and the intercept's score at b = 0 is sum(y) - n g^-1(0). The
+    design's other columns are centred by their bounds, so b = (g(y_bar), 0, ..., 0) is that model.
+    None without an intercept, or when y_bar sits on the edge of the family's range.
+    """
+    if not first.terms or first.terms[0] != "Intercept":
+        return None
+    n = float(first.block("n")[0])
+    if n <= 0:
+        return None
+    y_bar = (float(first.block("score")[0]) + n * _MEAN_AT_ZERO[family]) / n
+    if family == "binomial":
+        if not 0.0 < y_bar < 1.0:
+            return None
+        eta = math.log(y_bar / (1.0 - y_bar))
+    elif family == "poisson":
+        if y_bar <= 0.0:
+            return None
+        eta = math.log(y_bar)
+    else:
+        eta = y_bar
+    b = np.zeros(len(first.terms))
+    b[0] = eta
+    return b
+
+
 def fit(
     spec: pb.ModelSpec,
     info: pb.DatasetInfo,
@@ -115,10 +147,12 @@ def fit(
     beta: np.ndarray | None = None
     previous: float | None = None
     result: RoundResult | None = None
+    first: RoundResult | None = None
     converged = False
     iteration = 0
     for iteration in range(1, cap + 1):
         result = run_round(iteration, [] if beta is None else beta.tolist())
+        first = first or result
         started = time.monotonic()
         p = len(result.terms)
         if beta is None:
@@ -170,6 +204,15 @@ def fit(
     response.converged = converged
     response.dispersion = dispersion
     response.log_likelihood = llf
+    response.null_deviance = math.nan
+    null = null_coefficients(family, first) if first is not None and score_sd == 0 else None
+    if null is not None and iteration < cap:
+        # Exact fits only: one more round at the intercept-only model. Under DP it would spend
+        # budget on a figure the analyst did not ask for, so it is not released there.
+        extra = run_round(iteration + 1, null.tolist())
+        times.nodes += extra.seconds_nodes
+        times.secagg += extra.seconds_secagg
+        response.null_deviance = float(extra.block("deviance")[0])
 
 
 __all__ = [
@@ -178,6 +221,7 @@ __all__ = [
     "FitTimes",
     "back_transform",
     "fit",
+    "null_coefficients",
     "unpack_upper",
     "within_noise",
 ]

@@ -106,6 +106,8 @@ class GLMResult:
     nodes: pd.DataFrame = field(default_factory=pd.DataFrame)
     deviance_trace: list[float] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    # The intercept-only model's deviance (exact fits with an intercept; NaN otherwise).
+    null_deviance: float = math.nan
 
     @property
     def dp(self) -> bool:
@@ -153,6 +155,9 @@ class GLMResult:
             f"Family: {FAMILIES.get(self.family, self.family):<26} No. Observations: {self.nobs:>14,.0f}",
             f"Iterations: {self.iterations:<8} Converged: {str(self.converged):<16} Deviance: {self.deviance:>18.4f}",
             f"Log-Likelihood: {self.llf:<18.4f} AIC: {self.aic:<18.4f} Scale: {self.scale:.4g}",
+            f"Null deviance: {self.null_deviance:<19.4f} Df: {self.nobs - 1:<,.0f}"
+            if math.isfinite(self.null_deviance)
+            else "Null deviance: -- (exact fits with an intercept that converge below the cap)",
             f"Privacy: {'DP, rho ' + format(self.rho, '.4g') + ' per node' if self.dp else 'exact (no noise)'}",
             "=" * 78,
         ]
@@ -207,6 +212,7 @@ def result_from(response: pb.ModelResponse, family: str, formula: str, dataset: 
         job_id=response.job_id,
         nodes=nodes,
         deviance_trace=list(response.deviance_trace),
+        null_deviance=response.null_deviance,
         seconds={
             "nodes": response.seconds_nodes,
             "secagg": response.seconds_secagg,

@@ -8,6 +8,7 @@ lands near the exact fit. The nodes' guards refuse designs that would disclose s
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -62,6 +63,8 @@ def test_exact_glm_equals_statsmodels_on_pooled_rows(
     np.testing.assert_allclose(result.bse, reference.bse[order], rtol=1e-6)
     assert result.nobs == len(pooled)
     assert result.deviance == pytest.approx(reference.deviance, rel=1e-9)
+    assert result.null_deviance == pytest.approx(reference.null_deviance, rel=1e-9)
+    assert f"Null deviance: {result.null_deviance:.4f}" in result.summary()
     assert result.aic == pytest.approx(reference.aic, rel=1e-9)
     np.testing.assert_allclose(result.pvalues, reference.pvalues[order], rtol=1e-5, atol=1e-12)
     np.testing.assert_allclose(result.conf_int(), reference.conf_int().loc[order], rtol=1e-6, atol=1e-9)
@@ -77,6 +80,7 @@ def test_dp_glm_lands_near_the_exact_fit(loans_fed: tuple[RunningFederation, pd.
         noisy = client.glm(formula, data="loans", family="binomial", rho=1.0, max_iterations=6)
     assert noisy.dp and (noisy.noise_sd > 0).all()
     assert noisy.iterations <= 6
+    assert math.isnan(noisy.null_deviance)  # no budget is spent on it
     # Noise-aware: the difference stays within a few of the stated noise sds, and within the
     # sampling standard errors on this many rows.
     gap = (noisy.params - exact.params).abs()
@@ -122,7 +126,8 @@ def test_every_round_is_audited_as_a_secure_release(
     for node in NODES:
         released = [e["payload"] for e in _audit(fed, node) if e["kind"] == "released"]
         mine = [p for p in released if p.get("model_id") == result.job_id]
-        assert sorted(p["iteration"] for p in mine) == list(range(1, result.iterations + 1))
+        # The Fisher-scoring rounds, then one round at the intercept-only model for the null deviance.
+        assert sorted(p["iteration"] for p in mine) == list(range(1, result.iterations + 2))
         assert all(p["secure"] and len(p["digest"]) == 64 for p in mine)
 
 
