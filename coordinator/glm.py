@@ -103,33 +103,34 @@ def within_noise(result: RoundResult, p: int, level: float = NOISE_LEVEL) -> boo
 _MEAN_AT_ZERO = {"gaussian": 0.0, "binomial": 0.5, "poisson": 1.0}  # g^-1(0) per canonical link
 
 
-def null_coefficients(family: str, first: RoundResult) -> np.ndarray | None:
-    """The intercept-only model's coefficients, read from the first round's statistics at b = 0.
+def _xlogy(x: float, y: float) -> float:
+    return 0.0 if x == 0.0 else x * math.log(y)
+
+
+def null_deviance(family: str, first: RoundResult) -> float | None:
+    """The intercept-only model's deviance, in closed form from the first round's figures at b = 0.
 
     With an intercept, that model's fitted mean is the mean outcome y_bar for every canonical link
-    (McCullagh & Nelder 1989, 2.5), and the intercept's score at b = 0 is sum(y) - n g^-1(0). The
-    design's other columns are centred by their bounds, so b = (g(y_bar), 0, ..., 0) is that model.
-    None without an intercept, or when y_bar sits on the edge of the family's range.
+    (McCullagh & Nelder 1989, 2.5). At b = 0 every row has mu_0 = g^-1(0), so the first round gives
+    S = sum(y) = score_0 + n mu_0 and D_0 = sum d(y, mu_0), and the null deviance follows without
+    another pass over the rows:
+    gaussian D_0 - n y_bar^2; poisson D_0 + 2 S - 2 n - 2 S ln y_bar;
+    binomial D_0 - 2 n ln 2 - 2 S ln y_bar - 2 (n - S) ln(1 - y_bar).
+    None without an intercept.
     """
     if not first.terms or first.terms[0] != "Intercept":
         return None
     n = float(first.block("n")[0])
     if n <= 0:
         return None
-    y_bar = (float(first.block("score")[0]) + n * _MEAN_AT_ZERO[family]) / n
-    if family == "binomial":
-        if not 0.0 < y_bar < 1.0:
-            return None
-        eta = math.log(y_bar / (1.0 - y_bar))
-    elif family == "poisson":
-        if y_bar <= 0.0:
-            return None
-        eta = math.log(y_bar)
-    else:
-        eta = y_bar
-    b = np.zeros(len(first.terms))
-    b[0] = eta
-    return b
+    d0 = float(first.block("deviance")[0])
+    total = float(first.block("score")[0]) + n * _MEAN_AT_ZERO[family]
+    y_bar = total / n
+    if family == "gaussian":
+        return d0 - n * y_bar**2
+    if family == "poisson":
+        return d0 + 2.0 * total - 2.0 * n - 2.0 * _xlogy(total, y_bar)
+    return d0 - 2.0 * n * math.log(2.0) - 2.0 * _xlogy(total, y_bar) - 2.0 * _xlogy(n - total, 1.0 - y_bar)
 
 
 def fit(
@@ -152,7 +153,8 @@ def fit(
     iteration = 0
     for iteration in range(1, cap + 1):
         result = run_round(iteration, [] if beta is None else beta.tolist())
-        first = first or result
+        if first is None:
+            first = result
         started = time.monotonic()
         p = len(result.terms)
         if beta is None:
@@ -204,15 +206,9 @@ def fit(
     response.converged = converged
     response.dispersion = dispersion
     response.log_likelihood = llf
-    response.null_deviance = math.nan
-    null = null_coefficients(family, first) if first is not None and score_sd == 0 else None
-    if null is not None and iteration < cap:
-        # Exact fits only: one more round at the intercept-only model. Under DP it would spend
-        # budget on a figure the analyst did not ask for, so it is not released there.
-        extra = run_round(iteration + 1, null.tolist())
-        times.nodes += extra.seconds_nodes
-        times.secagg += extra.seconds_secagg
-        response.null_deviance = float(extra.block("deviance")[0])
+    # Exact fits only: under DP the first round's figures are clipped as well as noisy.
+    null = null_deviance(family, first) if first is not None and score_sd == 0 else None
+    response.null_deviance = math.nan if null is None else null
 
 
 __all__ = [
@@ -221,7 +217,7 @@ __all__ = [
     "FitTimes",
     "back_transform",
     "fit",
-    "null_coefficients",
+    "null_deviance",
     "unpack_upper",
     "within_noise",
 ]

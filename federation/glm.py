@@ -157,7 +157,7 @@ class GLMResult:
             f"Log-Likelihood: {self.llf:<18.4f} AIC: {self.aic:<18.4f} Scale: {self.scale:.4g}",
             f"Null deviance: {self.null_deviance:<19.4f} Df: {self.nobs - 1:<,.0f}"
             if math.isfinite(self.null_deviance)
-            else "Null deviance: -- (exact fits with an intercept that converge below the cap)",
+            else "Null deviance: -- (exact fits with an intercept only)",
             f"Privacy: {'DP, rho ' + format(self.rho, '.4g') + ' per node' if self.dp else 'exact (no noise)'}",
             "=" * 78,
         ]

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from coordinator.glm import null_coefficients, within_noise
+from coordinator.glm import null_deviance, within_noise
 from coordinator.model_round import RoundResult
+from nodes.trainers.glm import mean_and_weight, unit_deviance
 from protocols import federation_pb2 as pb
 
 
@@ -40,29 +42,41 @@ def test_the_quantile_grows_with_the_number_of_coefficients() -> None:
     assert within_noise(_round(score, 1.0), 30)
 
 
-def _first(terms: list[str], score0: float, n: float) -> RoundResult:
-    p = len(terms)
-    return RoundResult(
-        sums=np.zeros(p),
+@pytest.mark.parametrize(
+    ("family", "y"),
+    [
+        ("gaussian", np.array([3.0, -1.5, 7.25, 0.0, 12.0, 4.5])),
+        ("poisson", np.array([0.0, 1.0, 4.0, 2.0, 9.0, 0.0, 3.0])),
+        ("binomial", np.array([0.0, 1.0, 1.0, 0.0, 1.0, 0.0, 0.0])),
+        ("binomial", np.array([0.0, 0.25, 1.0, 0.6, 0.9, 0.0])),  # proportions
+    ],
+)
+def test_the_null_deviance_in_closed_form_equals_the_direct_sum(family: str, y: np.ndarray) -> None:
+    # The first round's figures at b = 0, as a node computes them (nodes/trainers/glm.py).
+    mu0 = mean_and_weight(family, np.zeros_like(y))[0]
+    first = RoundResult(
+        sums=np.zeros(1),
         blocks=[],
-        terms=terms,
+        terms=["Intercept", "x1"],
         nodes=[],
         survivors=3,
-        block_values={"score": np.asarray([score0] + [0.0] * (p - 1)), "n": np.asarray([n])},
+        block_values={
+            "score": np.array([float(np.sum(y - mu0)), 0.0]),
+            "deviance": np.array([float(np.sum(unit_deviance(family, y, mu0)))]),
+            "n": np.array([float(len(y))]),
+        },
     )
+    direct = float(np.sum(unit_deviance(family, y, np.full_like(y, y.mean()))))
+    assert null_deviance(family, first) == pytest.approx(direct, rel=1e-12, abs=1e-12)
 
 
-def test_the_null_model_sits_at_the_link_of_the_mean_outcome() -> None:
-    # binomial at b = 0: mu = 0.5, so sum(y) = score + n / 2 = 30 of 100 rows, y_bar 0.3.
-    b = null_coefficients("binomial", _first(["Intercept", "x1"], -20.0, 100.0))
-    assert b is not None and b[0] == np.log(0.3 / 0.7) and b[1] == 0.0
-    b = null_coefficients("poisson", _first(["Intercept"], 100.0, 100.0))  # sum(y) = 200
-    assert b is not None and b[0] == np.log(2.0)
-    b = null_coefficients("gaussian", _first(["Intercept"], 350.0, 100.0))
-    assert b is not None and b[0] == 3.5
-
-
-def test_no_null_model_without_an_intercept_or_on_the_edge() -> None:
-    assert null_coefficients("gaussian", _first(["x1"], 1.0, 10.0)) is None
-    assert null_coefficients("binomial", _first(["Intercept"], 50.0, 100.0)) is None  # every y is 1
-    assert null_coefficients("poisson", _first(["Intercept"], -100.0, 100.0)) is None  # every y is 0
+def test_no_null_deviance_without_an_intercept() -> None:
+    first = RoundResult(
+        sums=np.zeros(1),
+        blocks=[],
+        terms=["x1"],
+        nodes=[],
+        survivors=3,
+        block_values={"score": np.array([1.0]), "deviance": np.array([4.0]), "n": np.array([3.0])},
+    )
+    assert null_deviance("gaussian", first) is None
