@@ -5,6 +5,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections.abc import Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Protocol, TypeAlias
@@ -233,6 +234,11 @@ class Registry:
         return out
 
 
+def listed(outcomes: Iterable[pb.NodeOutcome]) -> str:
+    """Nodes and how each ended, as refusals name them: "kmar: timeout (did not answer within 2s)"."""
+    return "; ".join(f"{o.node}: {o.status} ({o.reason})" for o in outcomes)
+
+
 def name_absent(response: Answer, absent: list[tuple[str, float]]) -> None:
     """Name the nodes that serve the dataset but were not connected among the answer's outcomes.
 
@@ -248,5 +254,4 @@ def name_absent(response: Answer, absent: list[tuple[str, float]]) -> None:
     ]
     response.nodes.extend(extra)
     if extra and not response.ok and response.error_rule in ("min_nodes", "secure_min_nodes"):
-        listed = "; ".join(f"{o.node}: {o.status} ({o.reason})" for o in extra)
-        response.error = f"{response.error.rstrip('; ')}; {listed}"
+        response.error = f"{response.error.rstrip('; ')}; {listed(extra)}"

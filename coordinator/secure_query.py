@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from coordinator.combine import Z95
-from coordinator.registry import NodeSession
+from coordinator.registry import NodeSession, listed
 from coordinator.round_exchange import encode_round, exchange, feed
 from privacy.accounting import PrivacyError
 from privacy.agreements import reuses_count, secure_layout
@@ -150,7 +150,7 @@ class SecureQuery:
         if gone and all(o.status == "refused" for o in gone) and len({o.rule for o in gone}) == 1:
             if not any(p.active for p in self.parties.values()):
                 return _Failed(gone[0].rule, "; ".join(f"node {o.node} refused: {o.reason}" for o in gone))
-        named = "; ".join(f"{o.node}: {o.status} ({o.reason})" for o in gone) or "none"
+        named = listed(gone) or "none"
         return _Failed(exc.rule, f"secure aggregation stopped: {exc.message}; dropped: {named}")
 
     # ------------------------------------------------------------------ rounds

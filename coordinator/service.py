@@ -39,7 +39,7 @@ from coordinator.projects import (
     resolve_overlap_nodes,
     stamp,
 )
-from coordinator.registry import NodeGone, NodeSession, Registry, clean_version, name_absent
+from coordinator.registry import NodeGone, NodeSession, Registry, clean_version, listed, name_absent
 from coordinator.secure_query import requires_secure, run_secure_query
 from protocols import federation_pb2 as pb
 from protocols import federation_pb2_grpc as pb_grpc
@@ -615,9 +615,8 @@ class AnalystService(pb_grpc.AnalystServicer):
                 )
             else:
                 response.error_rule = "min_nodes"
-                response.error = (
-                    f"only {len(answers)} of the required {needed} node(s) answered; "
-                    + "; ".join(f"{o.node}: {o.status} ({o.reason})" for o in missing)
+                response.error = f"only {len(answers)} of the required {needed} node(s) answered; " + listed(
+                    missing
                 )
             return response, "failed"
         sizes = {s.node_id: d.min_group_size for s in targets for d in s.datasets if d.name == spec.dataset}
